@@ -1,0 +1,245 @@
+//! The admin HTTP side door: health, readiness, the record browser's JSON,
+//! and the simulator's controls.
+//!
+//! Built as `fn router(..) -> Router` apart from any socket, so tests can call
+//! it directly and the binary serves it on the admin listener (127.0.0.1 by
+//! default). Nothing here is on the DNS query path.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use crate::index::{Index, ObjectKey, ServiceKind};
+use crate::sources::sim::{SimCommand, SimError, SimHandle};
+
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The index (read side).
+    pub index: Index,
+    /// The simulator, when it runs.
+    pub sim: Option<SimHandle>,
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/records", get(records))
+        .route("/sim/statefulsets/{ns}/{name}/scale", post(sim_scale))
+        .route("/sim/pods/{ns}/{name}/delete", post(sim_delete))
+        .route("/sim/pods/{ns}/{name}/ready", post(sim_ready))
+        .with_state(state)
+}
+
+async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
+    if s.index.is_synced() {
+        (StatusCode::OK, Json(serde_json::json!({"ready": true})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                serde_json::json!({"ready": false, "reason": "sources have not completed their first sync"}),
+            ),
+        )
+    }
+}
+
+/// `/records` filters.
+#[derive(Deserialize)]
+pub struct RecordsFilter {
+    namespace: Option<String>,
+    service: Option<String>,
+}
+
+/// One service in `/records`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ServiceJson {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// ClusterIP, Headless or ExternalName.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The DNS name.
+    pub fqdn: String,
+    /// Cluster IPs.
+    pub cluster_ips: Vec<String>,
+    /// ExternalName target.
+    pub external_name: Option<String>,
+    /// Ports as `name/proto:port`.
+    pub ports: Vec<String>,
+    /// Endpoints in ordinal order.
+    pub endpoints: Vec<EndpointJson>,
+}
+
+/// One endpoint in `/records`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct EndpointJson {
+    /// DNS label.
+    pub name: String,
+    /// Full DNS name.
+    pub fqdn: String,
+    /// Addresses.
+    pub addresses: Vec<String>,
+    /// Ready condition.
+    pub ready: bool,
+    /// Served in DNS.
+    pub served: bool,
+    /// Terminating condition.
+    pub terminating: bool,
+    /// Pod name.
+    pub pod: Option<String>,
+    /// Milliseconds since its addresses or readiness last changed.
+    pub changed_ms_ago: u64,
+}
+
+async fn records(
+    State(s): State<AdminState>,
+    Query(f): Query<RecordsFilter>,
+) -> Json<serde_json::Value> {
+    let zone = s.index.settings().zone.clone();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let services: Vec<ServiceJson> = s
+        .index
+        .services()
+        .into_iter()
+        .filter(|v| {
+            f.namespace
+                .as_deref()
+                .is_none_or(|n| n.eq_ignore_ascii_case(&v.record.key.namespace))
+        })
+        .filter(|v| {
+            f.service
+                .as_deref()
+                .is_none_or(|n| n.eq_ignore_ascii_case(&v.record.key.name))
+        })
+        .map(|v| {
+            let r = &v.record;
+            let fqdn = format!("{}.{}.svc.{zone}", r.key.name, r.key.namespace);
+            let (kind, cluster_ips, external_name) = match &r.kind {
+                ServiceKind::ClusterIp(ips) => (
+                    "ClusterIP",
+                    ips.iter().map(|i| i.to_string()).collect(),
+                    None,
+                ),
+                ServiceKind::Headless => ("Headless", Vec::new(), None),
+                ServiceKind::ExternalName(n) => ("ExternalName", Vec::new(), Some(n.clone())),
+            };
+            ServiceJson {
+                namespace: r.key.namespace.clone(),
+                name: r.key.name.clone(),
+                kind: kind.into(),
+                cluster_ips,
+                external_name,
+                ports: r
+                    .ports
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{}/{}:{}",
+                            p.name.as_deref().unwrap_or(""),
+                            p.protocol,
+                            p.port
+                        )
+                    })
+                    .collect(),
+                endpoints: v
+                    .endpoints
+                    .iter()
+                    .map(|e| EndpointJson {
+                        fqdn: format!("{}.{fqdn}", e.label),
+                        name: e.label.clone(),
+                        addresses: e.addresses.iter().map(|a| a.to_string()).collect(),
+                        ready: e.ready,
+                        served: e.served,
+                        terminating: e.terminating,
+                        pod: e.pod.clone(),
+                        changed_ms_ago: now.saturating_sub(e.changed_ms),
+                    })
+                    .collect(),
+                fqdn,
+            }
+        })
+        .collect();
+    Json(
+        serde_json::json!({ "synced": s.index.is_synced(), "serial": s.index.serial(), "services": services }),
+    )
+}
+
+#[derive(Deserialize)]
+struct Replicas {
+    replicas: u32,
+}
+
+#[derive(Deserialize)]
+struct Value {
+    value: bool,
+}
+
+async fn sim_call(s: &AdminState, cmd: SimCommand) -> (StatusCode, String) {
+    let Some(sim) = &s.sim else {
+        return (
+            StatusCode::NOT_FOUND,
+            "the simulator is not enabled (file source with [sim] enabled)\n".into(),
+        );
+    };
+    match sim.send(cmd).await {
+        Ok(msg) => (StatusCode::OK, msg + "\n"),
+        Err(e @ SimError::NotFound(_)) => (StatusCode::NOT_FOUND, format!("{e}\n")),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    }
+}
+
+async fn sim_scale(
+    State(s): State<AdminState>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<Replicas>,
+) -> impl IntoResponse {
+    sim_call(
+        &s,
+        SimCommand::Scale {
+            key: ObjectKey::new(&ns, &name),
+            replicas: q.replicas,
+        },
+    )
+    .await
+}
+
+async fn sim_delete(
+    State(s): State<AdminState>,
+    Path((ns, name)): Path<(String, String)>,
+) -> impl IntoResponse {
+    sim_call(
+        &s,
+        SimCommand::DeletePod {
+            key: ObjectKey::new(&ns, &name),
+        },
+    )
+    .await
+}
+
+async fn sim_ready(
+    State(s): State<AdminState>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<Value>,
+) -> impl IntoResponse {
+    sim_call(
+        &s,
+        SimCommand::SetReady {
+            key: ObjectKey::new(&ns, &name),
+            ready: q.value,
+        },
+    )
+    .await
+}

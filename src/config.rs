@@ -1,0 +1,391 @@
+//! Configuration: built-in defaults < TOML file < `HEADLESS_DNS_*` env < flags.
+//!
+//! The file is `config/headless-dns.toml`-shaped (every key there, with its
+//! default); unknown keys are errors so a typo cannot silently do nothing.
+//! [`Config::validate`] reports every problem at once, naming the key.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::dns::{AnyMode, DnsSettings, PodsMode};
+use crate::error::{Error, Result};
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// DNS serving.
+    pub dns: DnsConfig,
+    /// Where objects come from.
+    pub source: SourceConfig,
+    /// The admin HTTP listener.
+    pub admin: AdminConfig,
+    /// The StatefulSet simulator (file source only).
+    pub sim: SimConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[dns]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// UDP and TCP listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// The cluster domain.
+    pub zone: String,
+    /// Reverse zones served (PTR).
+    pub reverse_zones: Vec<String>,
+    /// TTL of positive answers, seconds (0..=3600).
+    pub ttl: u32,
+    /// Negative TTL (SOA minimum), seconds.
+    pub negative_ttl: u32,
+    /// Negative TTL for a StatefulSet pod that is about to exist, seconds.
+    pub pending_negative_ttl: u32,
+    /// `pods` records: disabled, insecure, verified.
+    pub pods: PodsMode,
+    /// Name endpoints without hostname by pod name instead of dashed IP.
+    pub endpoint_pod_names: bool,
+    /// ANY queries: hinfo (RFC 8482) or refuse.
+    pub any: AnyMode,
+    /// Largest UDP response (and the size advertised in EDNS).
+    pub max_udp_payload: u16,
+    /// UDP sockets (threads) per listen address; 0 = one per CPU.
+    pub threads: usize,
+    /// Addresses of `ns.dns.<zone>`; empty = the specific listen addresses.
+    pub nameserver_ips: Vec<IpAddr>,
+    /// TCP connections open at most.
+    pub tcp_max_connections: usize,
+    /// TCP idle timeout, milliseconds.
+    pub tcp_idle_timeout_ms: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+            zone: "cluster.local".into(),
+            reverse_zones: vec!["in-addr.arpa".into(), "ip6.arpa".into()],
+            ttl: 5,
+            negative_ttl: 5,
+            pending_negative_ttl: 1,
+            pods: PodsMode::Disabled,
+            endpoint_pod_names: false,
+            any: AnyMode::Hinfo,
+            max_udp_payload: 1232,
+            threads: 0,
+            nameserver_ips: Vec::new(),
+            tcp_max_connections: 1024,
+            tcp_idle_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Which source feeds the index.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Manifest files (or the embedded demo).
+    #[default]
+    File,
+    /// A Kubernetes API server.
+    Kubernetes,
+}
+
+impl std::str::FromStr for SourceKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "file" => Ok(Self::File),
+            "kubernetes" => Ok(Self::Kubernetes),
+            _ => Err(format!("{s:?} is not a source (file, kubernetes)")),
+        }
+    }
+}
+
+/// `[source]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceConfig {
+    /// file or kubernetes.
+    pub kind: SourceKind,
+    /// Manifest files (file source); empty = the embedded demo.
+    pub manifests: Vec<PathBuf>,
+    /// How often manifest files are checked for changes, milliseconds.
+    pub poll_interval_ms: u64,
+    /// Kubeconfig file (kubernetes source); unset = in-cluster or `KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    pub context: Option<String>,
+    /// Namespaces to watch; empty = all.
+    pub namespaces: Vec<String>,
+    /// Label selector for Services.
+    pub service_selector: Option<String>,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            kind: SourceKind::File,
+            manifests: Vec::new(),
+            poll_interval_ms: 250,
+            kubeconfig: None,
+            context: None,
+            namespaces: Vec::new(),
+            service_selector: None,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin HTTP address; unset (`""` in env) = no admin listener.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        }
+    }
+}
+
+/// `[sim]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// Simulate StatefulSets that have no pods of their own in the manifests.
+    pub enabled: bool,
+    /// How long a new pod takes to become ready, milliseconds.
+    pub ready_delay_ms: u64,
+    /// The CIDR pod IPs are drawn from.
+    pub pod_cidr: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ready_delay_ms: 2000,
+            pod_cidr: "10.244.0.0/16".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// text or json.
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter; `RUST_LOG` itself wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; errors name the file, line and key.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> std::result::Result<Self, String> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            match line {
+                Some(l) => format!("line {l}: {}", e.message()),
+                None => e.message().to_string(),
+            }
+        })
+    }
+
+    /// Checks every value; the error lists all problems, one per line.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        let d = &self.dns;
+        if d.listen.is_empty() {
+            problems.push("dns.listen: at least one address is needed".to_string());
+        }
+        for (key, z) in std::iter::once(("dns.zone", &d.zone))
+            .chain(d.reverse_zones.iter().map(|z| ("dns.reverse_zones", z)))
+        {
+            if let Err(e) = check_zone(z) {
+                problems.push(format!("{key}: {z:?} {e}"));
+            }
+        }
+        for z in &d.reverse_zones {
+            let z = z.trim_end_matches('.').to_ascii_lowercase();
+            if !(z.ends_with("in-addr.arpa") || z.ends_with("ip6.arpa")) {
+                problems.push(format!(
+                    "dns.reverse_zones: {z:?} is not under in-addr.arpa or ip6.arpa"
+                ));
+            }
+        }
+        if d.ttl > 3600 {
+            problems.push(format!("dns.ttl: {} is above 3600", d.ttl));
+        }
+        if d.negative_ttl > 3600 {
+            problems.push(format!(
+                "dns.negative_ttl: {} is above 3600",
+                d.negative_ttl
+            ));
+        }
+        if d.pending_negative_ttl > d.negative_ttl {
+            problems.push(format!(
+                "dns.pending_negative_ttl: {} is above dns.negative_ttl ({})",
+                d.pending_negative_ttl, d.negative_ttl
+            ));
+        }
+        if d.max_udp_payload < 512 {
+            problems.push(format!(
+                "dns.max_udp_payload: {} is below 512",
+                d.max_udp_payload
+            ));
+        }
+        if d.tcp_max_connections == 0 {
+            problems.push("dns.tcp_max_connections: must be at least 1".into());
+        }
+        if d.tcp_idle_timeout_ms == 0 {
+            problems.push("dns.tcp_idle_timeout_ms: must be at least 1".into());
+        }
+        if self.source.poll_interval_ms == 0 {
+            problems.push("source.poll_interval_ms: must be at least 1".into());
+        }
+        if crate::sources::sim::parse_cidr(&self.sim.pod_cidr).is_none() {
+            problems.push(format!(
+                "sim.pod_cidr: {:?} is not an IPv4 CIDR with room for pods",
+                self.sim.pod_cidr
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(problems.join("\n  ")))
+        }
+    }
+
+    /// The answerer's settings.
+    pub fn dns_settings(&self) -> DnsSettings {
+        let d = &self.dns;
+        let nameserver_ips = if d.nameserver_ips.is_empty() {
+            let mut ips: Vec<IpAddr> = d
+                .listen
+                .iter()
+                .map(SocketAddr::ip)
+                .filter(|ip| !ip.is_unspecified())
+                .collect();
+            ips.dedup();
+            ips
+        } else {
+            d.nameserver_ips.clone()
+        };
+        DnsSettings {
+            zone: d.zone.trim_end_matches('.').to_ascii_lowercase(),
+            reverse_zones: d.reverse_zones.clone(),
+            ttl: d.ttl,
+            negative_ttl: d.negative_ttl,
+            pending_negative_ttl: d.pending_negative_ttl,
+            pods: d.pods,
+            any: d.any,
+            max_udp_payload: d.max_udp_payload,
+            nameserver_ips,
+        }
+    }
+
+    /// UDP sockets per listen address.
+    pub fn udp_threads(&self) -> usize {
+        match self.dns.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The TCP idle timeout.
+    pub fn tcp_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.dns.tcp_idle_timeout_ms)
+    }
+}
+
+fn check_zone(z: &str) -> std::result::Result<(), &'static str> {
+    let z = z.trim_end_matches('.');
+    if z.is_empty() {
+        return Err("is empty");
+    }
+    if z.len() > 200 {
+        return Err("is too long");
+    }
+    for label in z.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("has an empty or over-long label");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("has characters outside letters, digits, '-' and '_'");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/headless-dns.toml");
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = Config::from_toml("[dns]\nttl = 5\nzoen = \"x\"\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("zoen"), "{e}");
+        let e = Config::from_toml("[dns]\nttl = \"five\"\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let mut c = Config::default();
+        c.dns.ttl = 7200;
+        c.dns.zone = "bad zone".into();
+        c.dns.reverse_zones = vec!["example.com".into()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("dns.ttl") && e.contains("dns.zone") && e.contains("dns.reverse_zones"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,466 @@
+//! The manifest-file source: standard Kubernetes YAML on disk, watched.
+//!
+//! Files hold any number of documents (`---`), each an object or a `kind: List`.
+//! Objects are read into `k8s_openapi` types (the same types the API source
+//! gets) and reduced to index records. Files are polled for changes (size,
+//! mtime, then content) and re-read on SIGHUP; a change is applied as a diff.
+//! A broken file is reported with file, document and line, and its last good
+//! content keeps serving. Unknown kinds are skipped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::sim::{Sim, SimCommands};
+use super::{Differ, ObjectMap, SourceEvent};
+use crate::index::record::RecordError;
+use crate::index::{
+    NamespaceRecord, Object, PodRecord, ServiceRecord, SliceRecord, StatefulSetRecord,
+};
+
+/// The embedded demo cluster, served when no manifest is configured.
+pub const DEMO: &str = include_str!("../../config/demo-cluster.yaml");
+/// The name the embedded demo is reported under.
+pub const DEMO_NAME: &str = "<embedded config/demo-cluster.yaml>";
+
+/// A parse failure: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    /// The file.
+    pub path: String,
+    /// 1-based document number within the file.
+    pub document: usize,
+    /// 1-based line in the file.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: document {}: {}",
+            self.path, self.line, self.document, self.message
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeMeta {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct List {
+    #[serde(default)]
+    items: Vec<serde_yaml_ng::Value>,
+}
+
+/// Splits a YAML stream at `---` lines; yields (first line number, text).
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut start = 1;
+    let mut cur = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let is_marker =
+            line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
+        if is_marker {
+            docs.push((start, std::mem::take(&mut cur)));
+            start = i + 2;
+            // `--- {a: 1}` keeps content on the marker line.
+            let rest = line[3..].trim();
+            if !rest.is_empty() && !rest.starts_with('#') {
+                cur.push_str(rest);
+                cur.push('\n');
+                start = i + 1;
+            }
+        } else if line.trim() == "..." {
+            continue;
+        } else {
+            cur.push_str(line);
+            cur.push('\n');
+        }
+    }
+    docs.push((start, cur));
+    docs.retain(|(_, d)| {
+        d.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    docs
+}
+
+/// Parses one file's text into objects, in order.
+pub fn parse(path: &str, text: &str) -> Result<Vec<Object>, ManifestError> {
+    let mut out = Vec::new();
+    for (n, (first_line, doc)) in documents(text).into_iter().enumerate() {
+        let err = |line: usize, message: String| ManifestError {
+            path: path.to_string(),
+            document: n + 1,
+            line: first_line + line.saturating_sub(1),
+            message,
+        };
+        let yaml_err = |e: serde_yaml_ng::Error| {
+            let line = e.location().map_or(1, |l| l.line());
+            err(line, e.to_string())
+        };
+        let meta: TypeMeta = serde_yaml_ng::from_str(&doc).map_err(yaml_err)?;
+        if meta.kind == "List" || meta.kind.ends_with("List") && meta.api_version == "v1" {
+            let list: List = serde_yaml_ng::from_str(&doc).map_err(yaml_err)?;
+            for (i, item) in list.items.into_iter().enumerate() {
+                let m: TypeMeta = serde_yaml_ng::from_value(item.clone()).map_err(yaml_err)?;
+                if let Some(obj) = object_from(&m, || serde_yaml_ng::from_value(item.clone()))
+                    .map_err(|e| err(1, format!("items[{i}]: {e}")))?
+                {
+                    out.push(obj);
+                }
+            }
+            continue;
+        }
+        match object_from(&meta, || serde_yaml_ng::from_str(&doc)) {
+            Ok(Some(obj)) => out.push(obj),
+            Ok(None) => debug!(path, document = n + 1, kind = %meta.kind, "skipping unknown kind"),
+            Err(DocError::Yaml(e)) => return Err(yaml_err(e)),
+            Err(e) => return Err(err(1, e.to_string())),
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug)]
+enum DocError {
+    Yaml(serde_yaml_ng::Error),
+    Record(&'static str, RecordError),
+    Missing,
+}
+
+impl std::fmt::Display for DocError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DocError::Yaml(e) => write!(f, "{e}"),
+            DocError::Record(kind, e) => write!(f, "{kind}: {e}"),
+            DocError::Missing => write!(f, "apiVersion and kind are required"),
+        }
+    }
+}
+
+fn object_from<F>(meta: &TypeMeta, read: F) -> Result<Option<Object>, DocError>
+where
+    F: Fn() -> Result<serde_yaml_ng::Value, serde_yaml_ng::Error>,
+{
+    fn typed<T: DeserializeOwned>(v: serde_yaml_ng::Value) -> Result<T, DocError> {
+        serde_yaml_ng::from_value(v).map_err(DocError::Yaml)
+    }
+    if meta.kind.is_empty() || meta.api_version.is_empty() {
+        return Err(DocError::Missing);
+    }
+    let group = meta.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let value = || read().map_err(DocError::Yaml);
+    let rec = |k: &'static str| move |e| DocError::Record(k, e);
+    Ok(Some(match (group, meta.kind.as_str()) {
+        ("", "Service") => Object::Service(
+            ServiceRecord::try_from(&typed::<Service>(value()?)?).map_err(rec("Service"))?,
+        ),
+        ("discovery.k8s.io", "EndpointSlice") => Object::EndpointSlice(
+            SliceRecord::try_from(&typed::<EndpointSlice>(value()?)?)
+                .map_err(rec("EndpointSlice"))?,
+        ),
+        ("", "Namespace") => Object::Namespace(
+            NamespaceRecord::try_from(&typed::<Namespace>(value()?)?).map_err(rec("Namespace"))?,
+        ),
+        ("apps", "StatefulSet") => Object::StatefulSet(
+            StatefulSetRecord::try_from(&typed::<StatefulSet>(value()?)?)
+                .map_err(rec("StatefulSet"))?,
+        ),
+        ("", "Pod") => {
+            Object::Pod(PodRecord::try_from(&typed::<Pod>(value()?)?).map_err(rec("Pod"))?)
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// Fills in `metadata.namespace: default` where a manifest leaves it out, as
+/// `kubectl apply` would; Namespaces themselves are cluster-scoped.
+fn default_namespace(objs: &mut [Object]) {
+    for o in objs {
+        let key = match o {
+            Object::Service(r) => &mut r.key,
+            Object::EndpointSlice(r) => &mut r.key,
+            Object::StatefulSet(r) => &mut r.key,
+            Object::Pod(r) => &mut r.key,
+            Object::Namespace(_) => continue,
+        };
+        if key.namespace.is_empty() {
+            key.namespace = "default".into();
+        }
+    }
+}
+
+/// Where the manifests come from.
+#[derive(Clone, Debug)]
+pub enum Manifests {
+    /// The embedded demo.
+    Demo,
+    /// These files.
+    Files(Vec<PathBuf>),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+struct Loaded {
+    stamp: Option<Stamp>,
+    text: String,
+    objects: Vec<Object>,
+}
+
+/// Reads and watches manifest files, keeping each file's last good objects.
+pub struct ManifestReader {
+    manifests: Manifests,
+    files: HashMap<PathBuf, Loaded>,
+}
+
+impl ManifestReader {
+    /// A reader for `manifests`; nothing is read yet.
+    pub fn new(manifests: Manifests) -> Self {
+        Self {
+            manifests,
+            files: HashMap::new(),
+        }
+    }
+
+    /// Reads every file whose size or mtime changed (all of them if `force`).
+    /// Returns the merged objects if anything changed, and logs each broken
+    /// file (its previous content keeps serving).
+    pub fn reload(&mut self, force: bool) -> Option<ObjectMap> {
+        let paths = match &self.manifests {
+            Manifests::Demo => {
+                if !self.files.is_empty() {
+                    return None;
+                }
+                let mut objects = match parse(DEMO_NAME, DEMO) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        warn!(error = %e, "embedded demo does not parse");
+                        Vec::new()
+                    }
+                };
+                default_namespace(&mut objects);
+                self.files.insert(
+                    PathBuf::from(DEMO_NAME),
+                    Loaded {
+                        stamp: None,
+                        text: String::new(),
+                        objects,
+                    },
+                );
+                return Some(self.merged());
+            }
+            Manifests::Files(p) => p.clone(),
+        };
+        let mut changed = false;
+        for path in &paths {
+            changed |= self.reload_file(path, force);
+        }
+        changed.then(|| self.merged())
+    }
+
+    fn reload_file(&mut self, path: &Path, force: bool) -> bool {
+        let stamp = std::fs::metadata(path).ok().map(|m| Stamp {
+            len: m.len(),
+            modified: m.modified().ok(),
+        });
+        let prev = self.files.get(path);
+        if !force && prev.is_some_and(|p| p.stamp == stamp) {
+            return false;
+        }
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                if prev.is_none_or(|p| p.stamp.is_some()) {
+                    warn!(path = %path.display(), error = %e, "cannot read manifest file; keeping its last good content");
+                }
+                let entry = self.files.entry(path.to_path_buf()).or_insert(Loaded {
+                    stamp: None,
+                    text: String::new(),
+                    objects: Vec::new(),
+                });
+                entry.stamp = None;
+                return false;
+            }
+        };
+        if prev.is_some_and(|p| p.text == text) {
+            if let Some(p) = self.files.get_mut(path) {
+                p.stamp = stamp;
+            }
+            return false;
+        }
+        match parse(&path.display().to_string(), &text) {
+            Ok(mut objects) => {
+                default_namespace(&mut objects);
+                info!(path = %path.display(), objects = objects.len(), "manifest file loaded");
+                self.files.insert(
+                    path.to_path_buf(),
+                    Loaded {
+                        stamp,
+                        text,
+                        objects,
+                    },
+                );
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "manifest file is invalid; keeping its last good content");
+                let entry = self.files.entry(path.to_path_buf()).or_insert(Loaded {
+                    stamp: None,
+                    text: String::new(),
+                    objects: Vec::new(),
+                });
+                entry.stamp = stamp;
+                entry.text = text;
+                false
+            }
+        }
+    }
+
+    /// All files' objects; a key defined twice keeps the last file's object.
+    fn merged(&self) -> ObjectMap {
+        let order: Vec<PathBuf> = match &self.manifests {
+            Manifests::Demo => vec![PathBuf::from(DEMO_NAME)],
+            Manifests::Files(p) => p.clone(),
+        };
+        let mut map = ObjectMap::new();
+        for path in order {
+            for o in self
+                .files
+                .get(&path)
+                .map(|l| l.objects.as_slice())
+                .unwrap_or_default()
+            {
+                map.insert((o.kind(), o.key().clone()), o.clone());
+            }
+        }
+        map
+    }
+}
+
+/// Runs the file source (with the simulator on top, if given) until `stop`:
+/// initial full list, then diffs on every file change, SIGHUP, simulator step
+/// or simulator command.
+pub async fn run(
+    mut reader: ManifestReader,
+    poll: Duration,
+    mut sim: Option<(Sim, SimCommands)>,
+    tx: mpsc::Sender<SourceEvent>,
+    stop: CancellationToken,
+) {
+    let mut differ = Differ::default();
+    let mut manifests = ObjectMap::new();
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let watch_files = matches!(reader.manifests, Manifests::Files(_));
+    // `changed`: the first pass, or a simulator command changed state.
+    let (mut force, mut changed) = (true, true);
+    loop {
+        let now = Instant::now();
+        let mut dirty = std::mem::take(&mut changed);
+        if let Some(m) = reader.reload(std::mem::take(&mut force)) {
+            manifests = m;
+            if let Some((s, _)) = &mut sim {
+                s.sync_manifests(&manifests, now);
+            }
+            dirty = true;
+        }
+        if let Some((s, _)) = &mut sim {
+            dirty |= s.reconcile(now);
+        }
+        if dirty {
+            let desired = match &sim {
+                Some((s, _)) => s.overlay(&manifests),
+                None => manifests.clone(),
+            };
+            for event in differ.diff(desired) {
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let deadline = sim.as_ref().and_then(|(s, _)| s.next_deadline());
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(poll), if watch_files => {}
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or(now)).await }, if deadline.is_some() => {}
+            Some(()) = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => {
+                info!("SIGHUP: re-reading manifests");
+                force = true;
+            }
+            Some((cmd, reply)) = async { sim.as_mut()?.1.recv().await }, if sim.is_some() => {
+                if let Some((s, _)) = &mut sim {
+                    let _ = reply.send(s.command(cmd, Instant::now()));
+                    changed = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Kind;
+
+    #[test]
+    fn documents_keep_their_line_numbers() {
+        let text = "# header\n---\na: 1\n---\n\nb: 2\n--- \nc: 3\n";
+        let docs = documents(text);
+        assert_eq!(docs.iter().map(|d| d.0).collect::<Vec<_>>(), vec![3, 5, 8]);
+    }
+
+    #[test]
+    fn errors_name_file_document_and_line() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  namespace: a\nspec:\n  ports: [{port: notanumber}]\n";
+        let e = parse("m.yaml", text).unwrap_err();
+        assert_eq!(e.path, "m.yaml");
+        assert_eq!(e.document, 2);
+        assert_eq!(e.line, 11, "{e}");
+        let e = parse(
+            "m.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {namespace: a}\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("metadata.name is missing"), "{e}");
+        let e = parse("m.yaml", "a: [1,\n").unwrap_err();
+        assert_eq!(e.document, 1);
+    }
+
+    #[test]
+    fn lists_and_unknown_kinds() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n";
+        let objs = parse("m.yaml", text).unwrap();
+        assert_eq!(objs.len(), 1);
+        assert_eq!(objs[0].kind(), Kind::Namespace);
+    }
+
+    #[test]
+    fn the_embedded_demo_parses() {
+        let objs = parse(DEMO_NAME, DEMO).unwrap();
+        assert!(objs.iter().any(|o| o.kind() == Kind::StatefulSet));
+        assert!(objs.iter().any(|o| o.kind() == Kind::Service));
+    }
+}

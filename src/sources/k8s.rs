@@ -1,0 +1,231 @@
+//! The Kubernetes source: kube-runtime watchers feeding the index.
+//!
+//! One watcher per kind (Services, EndpointSlices, Namespaces, StatefulSets,
+//! and Pods only for `pods = "verified"`), each list + watch with
+//! resourceVersion tracking, bookmarks and exponential backoff on errors.
+//! kube's `Event::Init … InitDone` maps one-to-one onto our `Reset …
+//! Synced`, so a re-list (410 Gone, a restarted watch, a reconnect) is swapped
+//! in whole at its end and the previous state answers until then. Objects are
+//! reduced to records right here; whole objects are never kept.
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, SourceConfig};
+use crate::dns::PodsMode;
+use crate::error::{Error, Result};
+use crate::index::record::RecordError;
+use crate::index::{
+    Kind, NamespaceRecord, Object, ObjectKey, PodRecord, ServiceRecord, SliceRecord, SourceEvent,
+    StatefulSetRecord,
+};
+
+/// The kinds watched for `config`.
+pub fn kinds(config: &Config) -> Vec<Kind> {
+    let mut k = vec![
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Namespace,
+        Kind::StatefulSet,
+    ];
+    if config.dns.pods == PodsMode::Verified {
+        k.push(Kind::Pod);
+    }
+    k
+}
+
+/// A client from `--kubeconfig`/`--context`, else inferred (in-cluster, then
+/// `KUBECONFIG`, then `~/.kube/config`).
+pub async fn client(config: &Config) -> Result<Client> {
+    let s = &config.source;
+    let kube_config = match (&s.kubeconfig, &s.context) {
+        (None, None) => kube::Config::infer()
+            .await
+            .map_err(|e| Error::KubeConfig(Box::new(e)))?,
+        (path, context) => {
+            let options = kube::config::KubeConfigOptions {
+                context: context.clone(),
+                ..Default::default()
+            };
+            let kc = match path {
+                Some(p) => kube::config::Kubeconfig::read_from(p)
+                    .map_err(|e| Error::KubeConfig(Box::new(e)))?,
+                None => {
+                    kube::config::Kubeconfig::read().map_err(|e| Error::KubeConfig(Box::new(e)))?
+                }
+            };
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| Error::KubeConfig(Box::new(e)))?
+        }
+    };
+    info!(cluster_url = %kube_config.cluster_url, "kubernetes client configured");
+    Ok(Client::try_from(kube_config)?)
+}
+
+/// Runs every watcher until `stop`; Pods only when `watch_pods` (`pods = "verified"`).
+pub async fn run(
+    client: Client,
+    cfg: SourceConfig,
+    watch_pods: bool,
+    tx: mpsc::Sender<SourceEvent>,
+    stop: CancellationToken,
+) {
+    let namespaces: HashSet<String> = cfg
+        .namespaces
+        .iter()
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
+    let mut svc_cfg = watcher::Config::default();
+    if let Some(sel) = cfg.service_selector.as_deref().filter(|s| !s.is_empty()) {
+        svc_cfg = svc_cfg.labels(sel);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    let ns = namespaces.clone();
+    let (t, s) = (tx.clone(), stop.clone());
+    tasks.spawn(watch::<Service, _>(
+        client.clone(),
+        svc_cfg,
+        Kind::Service,
+        ns,
+        t,
+        s,
+        |o| ServiceRecord::try_from(o).map(Object::Service),
+    ));
+    let ns = namespaces.clone();
+    let (t, s) = (tx.clone(), stop.clone());
+    tasks.spawn(watch::<EndpointSlice, _>(
+        client.clone(),
+        watcher::Config::default().labels(crate::index::record::SERVICE_NAME_LABEL),
+        Kind::EndpointSlice,
+        ns,
+        t,
+        s,
+        |o| SliceRecord::try_from(o).map(Object::EndpointSlice),
+    ));
+    let ns = namespaces.clone();
+    let (t, s) = (tx.clone(), stop.clone());
+    tasks.spawn(watch::<Namespace, _>(
+        client.clone(),
+        watcher::Config::default(),
+        Kind::Namespace,
+        ns,
+        t,
+        s,
+        |o| NamespaceRecord::try_from(o).map(Object::Namespace),
+    ));
+    let ns = namespaces.clone();
+    let (t, s) = (tx.clone(), stop.clone());
+    tasks.spawn(watch::<StatefulSet, _>(
+        client.clone(),
+        watcher::Config::default(),
+        Kind::StatefulSet,
+        ns,
+        t,
+        s,
+        |o| StatefulSetRecord::try_from(o).map(Object::StatefulSet),
+    ));
+    if watch_pods {
+        let (t, s) = (tx.clone(), stop.clone());
+        tasks.spawn(watch::<Pod, _>(
+            client.clone(),
+            watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed"),
+            Kind::Pod,
+            namespaces,
+            t,
+            s,
+            |o| PodRecord::try_from(o).map(Object::Pod),
+        ));
+    }
+    drop(tx);
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn watch<K, F>(
+    client: Client,
+    wc: watcher::Config,
+    kind: Kind,
+    namespaces: HashSet<String>,
+    tx: mpsc::Sender<SourceEvent>,
+    stop: CancellationToken,
+    convert: F,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+    F: Fn(&K) -> std::result::Result<Object, RecordError> + Send + 'static,
+{
+    let api: Api<K> = Api::all(client);
+    let keep = |k: &K| {
+        namespaces.is_empty()
+            || k.meta()
+                .namespace
+                .as_deref()
+                .is_none_or(|n| namespaces.contains(&n.to_ascii_lowercase()))
+    };
+    let mut stream = watcher(api, wc).default_backoff().boxed();
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return,
+            n = stream.try_next() => n,
+        };
+        let event = match next {
+            Ok(Some(e)) => e,
+            Ok(None) => return,
+            Err(e) => {
+                // The stream recovers on the next poll (with backoff); the
+                // index keeps serving what it has.
+                warn!(kind = kind.as_str(), error = %e, "watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        let out = match event {
+            Event::Init => {
+                info!(kind = kind.as_str(), "listing");
+                Some(SourceEvent::Reset(kind))
+            }
+            Event::InitDone => {
+                info!(kind = kind.as_str(), "list complete");
+                Some(SourceEvent::Synced(kind))
+            }
+            Event::InitApply(o) | Event::Apply(o) => {
+                if !keep(&o) {
+                    continue;
+                }
+                match convert(&o) {
+                    Ok(obj) => Some(SourceEvent::Upsert(obj)),
+                    Err(e) => {
+                        warn!(kind = kind.as_str(), name = ?o.meta().name, namespace = ?o.meta().namespace, error = %e, "skipping object");
+                        None
+                    }
+                }
+            }
+            Event::Delete(o) => {
+                let m = o.meta();
+                let key = ObjectKey::new(
+                    m.namespace.as_deref().unwrap_or(""),
+                    m.name.as_deref().unwrap_or(""),
+                );
+                debug!(kind = kind.as_str(), %key, "deleted");
+                Some(SourceEvent::Remove(kind, key))
+            }
+        };
+        if let Some(ev) = out
+            && tx.send(ev).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+use watcher::watcher;

@@ -1,0 +1,74 @@
+//! Sources of Kubernetes objects, all feeding the index through [`SourceEvent`]s.
+//!
+//! - `file`: manifests on disk (or the embedded demo), re-read on change;
+//! - `sim`: a StatefulSet controller simulator on top of the file source;
+//! - `k8s`: a real API server through kube's watcher.
+//!
+//! Every source speaks the same re-list language (`Reset`, `Upsert`, `Remove`,
+//! `Synced`), so the file source and the simulator exercise the very index path
+//! a cluster does. [`Differ`] turns "the full desired state now" into that
+//! language for the sources that think in whole states.
+
+pub mod file;
+pub mod k8s;
+pub mod sim;
+
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+use tracing::debug;
+
+pub use crate::index::SourceEvent;
+use crate::index::{IndexWriter, Kind, Object, ObjectKey};
+
+/// All objects of a desired state, by kind and key.
+pub type ObjectMap = HashMap<(Kind, ObjectKey), Object>;
+
+/// Turns successive full states into events: a complete re-list the first
+/// time, then only what was added, changed or removed.
+#[derive(Default)]
+pub struct Differ {
+    last: Option<ObjectMap>,
+}
+
+impl Differ {
+    /// The events that take the index from the previous state to `next`.
+    pub fn diff(&mut self, next: ObjectMap) -> Vec<SourceEvent> {
+        let mut events = Vec::new();
+        match &self.last {
+            None => {
+                events.extend(Kind::ALL.iter().map(|k| SourceEvent::Reset(*k)));
+                events.extend(next.values().cloned().map(SourceEvent::Upsert));
+                events.extend(Kind::ALL.iter().map(|k| SourceEvent::Synced(*k)));
+            }
+            Some(last) => {
+                for (k, obj) in &next {
+                    if last.get(k) != Some(obj) {
+                        events.push(SourceEvent::Upsert(obj.clone()));
+                    }
+                }
+                for (kind, key) in last.keys() {
+                    if !next.contains_key(&(*kind, key.clone())) {
+                        events.push(SourceEvent::Remove(*kind, key.clone()));
+                    }
+                }
+            }
+        }
+        self.last = Some(next);
+        events
+    }
+}
+
+/// Capacity of the event queue between sources and the writer. A full queue
+/// makes the source wait (back-pressure), so a burst cannot grow memory.
+pub const QUEUE: usize = 4096;
+
+/// Runs the index writer: applies events in batches and publishes once per
+/// batch, until every sender is gone.
+pub async fn run_writer(mut writer: IndexWriter, mut rx: mpsc::Receiver<SourceEvent>) {
+    let mut batch = Vec::with_capacity(QUEUE);
+    while rx.recv_many(&mut batch, QUEUE).await > 0 {
+        debug!(events = batch.len(), "applying source events");
+        writer.apply_all(batch.drain(..));
+    }
+}

@@ -1,0 +1,539 @@
+//! A StatefulSet controller simulator, so the demo shows pods move without a cluster.
+//!
+//! For each StatefulSet in the manifests that has no Pods or EndpointSlices of
+//! its own, it behaves like the controller (see the seed articles): pods
+//! `<name>-0 … <name>-(N-1)` with hostname = pod name and subdomain =
+//! `spec.serviceName`; `OrderedReady` creates one pod at a time, each ready
+//! after a delay before the next starts, and scales down from the highest
+//! ordinal one pod at a time; `Parallel` does both at once. A deleted pod
+//! comes back under the same name with a new IP, only after the old one is
+//! gone (at most one). It produces Pods and one EndpointSlice per StatefulSet,
+//! exactly what a cluster's controllers would write, so the index cannot tell.
+//!
+//! It is driven through [`SimHandle`] (the admin API and the `sim` CLI).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::info;
+
+use super::ObjectMap;
+use crate::index::{
+    EndpointRecord, Kind, Object, ObjectKey, PodManagement, PodRecord, PortRecord, SliceRecord,
+    StatefulSetRecord,
+};
+
+/// Parses `a.b.c.d/len` into (first host address, number of addresses).
+pub fn parse_cidr(s: &str) -> Option<(u32, u32)> {
+    let (ip, len) = s.split_once('/')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let len: u32 = len.parse().ok()?;
+    if !(8..=28).contains(&len) {
+        return None;
+    }
+    let size = 1u32 << (32 - len);
+    let base = u32::from(ip) & !(size - 1);
+    Some((base, size))
+}
+
+/// A request to the simulator.
+#[derive(Debug, Clone)]
+pub enum SimCommand {
+    /// Set a StatefulSet's replicas.
+    Scale {
+        /// Namespace and name of the StatefulSet.
+        key: ObjectKey,
+        /// New replica count.
+        replicas: u32,
+    },
+    /// Delete a pod; the controller recreates it with a new IP.
+    DeletePod {
+        /// Namespace and name of the pod.
+        key: ObjectKey,
+    },
+    /// Force a pod's readiness.
+    SetReady {
+        /// Namespace and name of the pod.
+        key: ObjectKey,
+        /// Ready or not.
+        ready: bool,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// No simulated object of that name.
+    #[error("{0}")]
+    NotFound(String),
+    /// The simulator is not running.
+    #[error("the simulator is not running")]
+    Stopped,
+}
+
+/// The admin side's handle on the simulator.
+#[derive(Clone)]
+pub struct SimHandle {
+    tx: mpsc::Sender<(SimCommand, oneshot::Sender<Result<String, SimError>>)>,
+}
+
+/// The simulator's end of [`SimHandle`].
+pub type SimCommands = mpsc::Receiver<(SimCommand, oneshot::Sender<Result<String, SimError>>)>;
+
+impl SimHandle {
+    /// A handle and the receiver the simulator loop reads.
+    pub fn channel() -> (Self, SimCommands) {
+        let (tx, rx) = mpsc::channel(64);
+        (Self { tx }, rx)
+    }
+
+    /// Sends a command and waits for its result.
+    pub async fn send(&self, cmd: SimCommand) -> Result<String, SimError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((cmd, reply))
+            .await
+            .map_err(|_| SimError::Stopped)?;
+        rx.await.map_err(|_| SimError::Stopped)?
+    }
+}
+
+#[derive(Debug)]
+struct SimPod {
+    ip: Ipv4Addr,
+    ready: bool,
+    ready_at: Instant,
+    forced_not_ready: bool,
+}
+
+#[derive(Debug)]
+struct SimSet {
+    record: StatefulSetRecord,
+    manifest_replicas: u32,
+    ports: Vec<PortRecord>,
+    pods: BTreeMap<u32, SimPod>,
+    next_removal: Instant,
+}
+
+/// The simulator's state.
+pub struct Sim {
+    ready_delay: Duration,
+    cidr: (u32, u32),
+    next_ip: u32,
+    sets: BTreeMap<ObjectKey, SimSet>,
+}
+
+impl Sim {
+    /// A simulator with no StatefulSets yet.
+    pub fn new(ready_delay: Duration, pod_cidr: &str) -> Self {
+        let cidr =
+            parse_cidr(pod_cidr).unwrap_or((u32::from(Ipv4Addr::new(10, 244, 0, 0)), 1 << 16));
+        Self {
+            ready_delay,
+            cidr,
+            next_ip: 0,
+            sets: BTreeMap::new(),
+        }
+    }
+
+    /// Takes the manifests' StatefulSets: new ones start, removed ones go,
+    /// a changed `replicas` in the file wins over an earlier `scale`.
+    pub fn sync_manifests(&mut self, manifests: &ObjectMap, now: Instant) {
+        let mut seen = Vec::new();
+        for obj in manifests.values() {
+            let Object::StatefulSet(sts) = obj else {
+                continue;
+            };
+            if has_own_pods(manifests, sts) {
+                continue;
+            }
+            seen.push(sts.key.clone());
+            let ports = manifests
+                .get(&(
+                    Kind::Service,
+                    ObjectKey::new(&sts.key.namespace, &sts.service_name),
+                ))
+                .map(|o| match o {
+                    Object::Service(s) => s.ports.clone(),
+                    _ => Vec::new(),
+                })
+                .unwrap_or_default();
+            match self.sets.get_mut(&sts.key) {
+                Some(set) => {
+                    if set.manifest_replicas != sts.replicas {
+                        set.manifest_replicas = sts.replicas;
+                        set.record.replicas = sts.replicas;
+                    }
+                    set.record.service_name = sts.service_name.clone();
+                    set.record.pod_management = sts.pod_management;
+                    set.ports = ports;
+                }
+                None => {
+                    self.sets.insert(
+                        sts.key.clone(),
+                        SimSet {
+                            record: sts.clone(),
+                            manifest_replicas: sts.replicas,
+                            ports,
+                            pods: BTreeMap::new(),
+                            next_removal: now,
+                        },
+                    );
+                }
+            }
+        }
+        self.sets.retain(|k, _| seen.contains(k));
+    }
+
+    fn allocate_ip(&mut self, in_use: &[Ipv4Addr]) -> Ipv4Addr {
+        let (base, size) = self.cidr;
+        loop {
+            // Skip the network address (0) and the broadcast-like last one.
+            self.next_ip = (self.next_ip % (size - 2)) + 1;
+            let ip = Ipv4Addr::from(base + self.next_ip);
+            if !in_use.contains(&ip) {
+                return ip;
+            }
+        }
+    }
+
+    fn all_ips(&self) -> Vec<Ipv4Addr> {
+        self.sets
+            .values()
+            .flat_map(|s| s.pods.values().map(|p| p.ip))
+            .collect()
+    }
+
+    /// Advances every StatefulSet to `now`; true if anything changed.
+    pub fn reconcile(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        let delay = self.ready_delay;
+        let keys: Vec<ObjectKey> = self.sets.keys().cloned().collect();
+        for key in keys {
+            let mut in_use = self.all_ips();
+            // Readiness.
+            let set = self
+                .sets
+                .get_mut(&key)
+                .expect("key taken from the map above");
+            for pod in set.pods.values_mut() {
+                if !pod.ready && !pod.forced_not_ready && now >= pod.ready_at {
+                    pod.ready = true;
+                    changed = true;
+                }
+            }
+            let desired = set.record.replicas;
+            let parallel = set.record.pod_management == PodManagement::Parallel;
+            let excess: Vec<u32> = set.pods.keys().copied().filter(|o| *o >= desired).collect();
+            if !excess.is_empty() {
+                if parallel {
+                    for o in excess {
+                        set.pods.remove(&o);
+                    }
+                    changed = true;
+                } else if now >= set.next_removal {
+                    // Scale down from the highest ordinal, one pod per step.
+                    let highest = *excess.last().expect("excess is not empty");
+                    set.pods.remove(&highest);
+                    set.next_removal = now + delay;
+                    changed = true;
+                }
+                continue;
+            }
+            let mut create = Vec::new();
+            for ord in 0..desired {
+                match set.pods.get(&ord) {
+                    Some(p) if !parallel && !p.ready => break,
+                    Some(_) => {}
+                    None => {
+                        create.push(ord);
+                        if !parallel {
+                            break;
+                        }
+                    }
+                }
+            }
+            for ord in create {
+                let ip = {
+                    let ip = self.allocate_ip(&in_use);
+                    in_use.push(ip);
+                    ip
+                };
+                let set = self
+                    .sets
+                    .get_mut(&key)
+                    .expect("key taken from the map above");
+                info!(pod = %format!("{}/{}-{ord}", key.namespace, key.name), %ip, "sim: pod created");
+                set.pods.insert(
+                    ord,
+                    SimPod {
+                        ip,
+                        ready: delay.is_zero(),
+                        ready_at: now + delay,
+                        forced_not_ready: false,
+                    },
+                );
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// When `reconcile` next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for set in self.sets.values() {
+            for pod in set.pods.values() {
+                if !pod.ready && !pod.forced_not_ready {
+                    consider(pod.ready_at);
+                }
+            }
+            if set.pods.keys().any(|o| *o >= set.record.replicas) {
+                consider(set.next_removal);
+            }
+        }
+        next
+    }
+
+    /// Carries out a command.
+    pub fn command(&mut self, cmd: SimCommand, now: Instant) -> Result<String, SimError> {
+        match cmd {
+            SimCommand::Scale { key, replicas } => {
+                let set = self
+                    .sets
+                    .get_mut(&key)
+                    .ok_or_else(|| SimError::NotFound(format!("no simulated StatefulSet {key}")))?;
+                let from = set.record.replicas;
+                set.record.replicas = replicas;
+                info!(statefulset = %key, from, to = replicas, "sim: scaled");
+                Ok(format!(
+                    "statefulset {key} scaled from {from} to {replicas}"
+                ))
+            }
+            SimCommand::DeletePod { key } => {
+                let (set, ord) = self.pod_mut(&key)?;
+                let old = set.pods.remove(&ord).map(|p| p.ip);
+                set.next_removal = now;
+                info!(pod = %key, ip = ?old, "sim: pod deleted");
+                Ok(format!(
+                    "pod {key} deleted; it will be recreated with a new IP"
+                ))
+            }
+            SimCommand::SetReady { key, ready } => {
+                let delay = self.ready_delay;
+                let (set, ord) = self.pod_mut(&key)?;
+                let pod = set.pods.get_mut(&ord).expect("pod_mut checked it exists");
+                pod.forced_not_ready = !ready;
+                pod.ready = ready;
+                if ready {
+                    pod.ready_at = now.min(pod.ready_at);
+                } else {
+                    pod.ready_at = now + delay;
+                }
+                info!(pod = %key, ready, "sim: readiness set");
+                Ok(format!("pod {key} ready={ready}"))
+            }
+        }
+    }
+
+    fn pod_mut(&mut self, key: &ObjectKey) -> Result<(&mut SimSet, u32), SimError> {
+        let not_found = || SimError::NotFound(format!("no simulated pod {key}"));
+        let (base, ord) = key.name.rsplit_once('-').ok_or_else(not_found)?;
+        let ord: u32 = ord.parse().map_err(|_| not_found())?;
+        let set = self
+            .sets
+            .get_mut(&ObjectKey::new(&key.namespace, base))
+            .filter(|s| s.pods.contains_key(&ord))
+            .ok_or_else(not_found)?;
+        Ok((set, ord))
+    }
+
+    /// The objects the simulated controllers would have written: each
+    /// StatefulSet (with its current replicas), its Pods and one EndpointSlice.
+    pub fn objects(&self) -> Vec<Object> {
+        let mut out = Vec::new();
+        for (key, set) in &self.sets {
+            out.push(Object::StatefulSet(set.record.clone()));
+            let mut endpoints = Vec::with_capacity(set.pods.len());
+            for (ord, pod) in &set.pods {
+                let name = format!("{}-{ord}", key.name);
+                out.push(Object::Pod(PodRecord {
+                    key: ObjectKey::new(&key.namespace, &name),
+                    ips: vec![IpAddr::V4(pod.ip)],
+                    hostname: Some(name.clone()),
+                    subdomain: Some(set.record.service_name.clone()),
+                    ready: pod.ready,
+                    terminating: false,
+                }));
+                endpoints.push(EndpointRecord {
+                    hostname: Some(name.clone()),
+                    addresses: vec![IpAddr::V4(pod.ip)],
+                    ready: pod.ready,
+                    serving: pod.ready,
+                    terminating: false,
+                    pod: Some(name),
+                });
+            }
+            out.push(Object::EndpointSlice(SliceRecord {
+                key: ObjectKey::new(&key.namespace, &format!("{}-sim", key.name)),
+                service: set.record.service_name.clone(),
+                ports: set.ports.clone(),
+                endpoints,
+            }));
+        }
+        out
+    }
+
+    /// Merges the simulated objects over the manifests.
+    pub fn overlay(&self, manifests: &ObjectMap) -> ObjectMap {
+        let mut map: ObjectMap = manifests.clone();
+        for o in self.objects() {
+            map.insert((o.kind(), o.key().clone()), o);
+        }
+        map
+    }
+}
+
+/// A StatefulSet "has its own pods" when the manifests already hold a Pod
+/// `<name>-<n>` or an EndpointSlice for its governing service.
+fn has_own_pods(manifests: &ObjectMap, sts: &StatefulSetRecord) -> bool {
+    manifests.values().any(|o| match o {
+        Object::Pod(p) => {
+            p.key.namespace == sts.key.namespace
+                && p.key
+                    .name
+                    .rsplit_once('-')
+                    .is_some_and(|(b, n)| b == sts.key.name && n.parse::<u32>().is_ok())
+        }
+        Object::EndpointSlice(s) => {
+            s.key.namespace == sts.key.namespace && s.service == sts.service_name
+        }
+        _ => false,
+    })
+}
+
+/// Lists the simulated pods: (pod key, ip, ready). For logs and tests.
+pub fn pods_of(sim: &Sim) -> HashMap<ObjectKey, (Ipv4Addr, bool)> {
+    let mut m = HashMap::new();
+    for (key, set) in &sim.sets {
+        for (ord, p) in &set.pods {
+            m.insert(
+                ObjectKey::new(&key.namespace, &format!("{}-{ord}", key.name)),
+                (p.ip, p.ready),
+            );
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sts(name: &str, replicas: u32, pm: PodManagement) -> ObjectMap {
+        let rec = StatefulSetRecord {
+            key: ObjectKey::new("default", name),
+            service_name: "svc".into(),
+            replicas,
+            pod_management: pm,
+        };
+        let mut m = ObjectMap::new();
+        m.insert(
+            (Kind::StatefulSet, rec.key.clone()),
+            Object::StatefulSet(rec),
+        );
+        m
+    }
+
+    fn ready_names(sim: &Sim) -> Vec<String> {
+        let mut v: Vec<String> = pods_of(sim)
+            .into_iter()
+            .filter(|(_, (_, r))| *r)
+            .map(|(k, _)| k.name)
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn ordered_ready_starts_one_at_a_time_and_scales_down_from_the_top() {
+        let d = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let mut sim = Sim::new(d, "10.244.0.0/16");
+        sim.sync_manifests(&sts("web", 3, PodManagement::OrderedReady), t0);
+        assert!(sim.reconcile(t0));
+        assert_eq!(pods_of(&sim).len(), 1, "only web-0 exists at first");
+        sim.reconcile(t0 + d);
+        assert_eq!(ready_names(&sim), ["web-0"]);
+        assert_eq!(pods_of(&sim).len(), 2);
+        sim.reconcile(t0 + d * 2);
+        sim.reconcile(t0 + d * 3);
+        assert_eq!(ready_names(&sim), ["web-0", "web-1", "web-2"]);
+        sim.command(
+            SimCommand::Scale {
+                key: ObjectKey::new("default", "web"),
+                replicas: 1,
+            },
+            t0 + d * 3,
+        )
+        .unwrap();
+        sim.reconcile(t0 + d * 3);
+        assert_eq!(ready_names(&sim), ["web-0", "web-1"], "web-2 goes first");
+        sim.reconcile(t0 + d * 4);
+        assert_eq!(ready_names(&sim), ["web-0"]);
+    }
+
+    #[test]
+    fn parallel_starts_all_and_deleted_pods_get_new_ips() {
+        let t0 = Instant::now();
+        let mut sim = Sim::new(Duration::ZERO, "10.9.0.0/24");
+        sim.sync_manifests(&sts("mongo", 3, PodManagement::Parallel), t0);
+        sim.reconcile(t0);
+        assert_eq!(ready_names(&sim), ["mongo-0", "mongo-1", "mongo-2"]);
+        let key = ObjectKey::new("default", "mongo-1");
+        let before = pods_of(&sim)[&key].0;
+        sim.command(SimCommand::DeletePod { key: key.clone() }, t0)
+            .unwrap();
+        assert!(
+            !pods_of(&sim).contains_key(&key),
+            "gone before it comes back"
+        );
+        sim.reconcile(t0);
+        let after = pods_of(&sim)[&key].0;
+        assert_ne!(before, after);
+        assert!(
+            sim.command(
+                SimCommand::DeletePod {
+                    key: ObjectKey::new("default", "mongo-7")
+                },
+                t0
+            )
+            .is_err()
+        );
+        assert!(matches!(
+            sim.command(
+                SimCommand::Scale {
+                    key: ObjectKey::new("x", "y"),
+                    replicas: 1
+                },
+                t0
+            ),
+            Err(SimError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(
+            parse_cidr("10.244.0.0/16"),
+            Some((u32::from(Ipv4Addr::new(10, 244, 0, 0)), 65536))
+        );
+        assert_eq!(parse_cidr("10.244.1.7/24").map(|c| c.1), Some(256));
+        assert_eq!(parse_cidr("10.244.0.0"), None);
+        assert_eq!(parse_cidr("10.244.0.0/31"), None);
+    }
+}
