@@ -223,7 +223,7 @@ impl Config {
         toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             match line {
                 Some(l) => format!("line {l}: {}", e.message()),
                 None => e.message().to_string(),

@@ -1,1 +1,236 @@
+//! Index semantics driven by synthetic events, no sockets: the re-list
+//! contract, deletes removing everything an object contributed, ordinal order.
 
+use std::net::IpAddr;
+
+use super::*;
+
+fn settings() -> ZoneSettings {
+    ZoneSettings {
+        zone: "cluster.local".into(),
+        ttl: 5,
+        endpoint_pod_names: false,
+    }
+}
+
+fn svc(ns: &str, name: &str) -> Object {
+    Object::Service(ServiceRecord {
+        key: ObjectKey::new(ns, name),
+        kind: ServiceKind::Headless,
+        ports: vec![],
+        publish_not_ready: false,
+    })
+}
+
+fn slice(ns: &str, name: &str, service: &str, eps: &[(&str, &str, bool)]) -> Object {
+    Object::EndpointSlice(SliceRecord {
+        key: ObjectKey::new(ns, name),
+        service: service.into(),
+        ports: vec![PortRecord {
+            name: Some("web".into()),
+            protocol: "tcp".into(),
+            port: 80,
+        }],
+        endpoints: eps
+            .iter()
+            .map(|(h, ip, ready)| EndpointRecord {
+                hostname: Some(h.to_string()),
+                addresses: vec![ip.parse().unwrap()],
+                ready: *ready,
+                serving: *ready,
+                terminating: false,
+                pod: None,
+            })
+            .collect(),
+    })
+}
+
+fn labels(index: &Index, ns: &str, name: &str) -> Vec<String> {
+    index
+        .service(&service_key(ns, name))
+        .map(|v| {
+            v.endpoints
+                .iter()
+                .filter(|e| e.served)
+                .map(|e| e.label.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn list(kind: Kind, objs: Vec<Object>) -> Vec<SourceEvent> {
+    let mut v = vec![SourceEvent::Reset(kind)];
+    v.extend(objs.into_iter().map(SourceEvent::Upsert));
+    v.push(SourceEvent::Synced(kind));
+    v
+}
+
+#[test]
+fn ready_only_after_every_kind_synced() {
+    let mut w = IndexWriter::new(settings(), &[Kind::Service, Kind::EndpointSlice]);
+    let index = w.index();
+    w.apply_all(list(Kind::Service, vec![svc("d", "web")]));
+    assert!(!index.is_synced());
+    w.apply_all(list(Kind::EndpointSlice, vec![]));
+    assert!(index.is_synced());
+}
+
+#[test]
+fn relist_keeps_serving_until_synced_then_swaps_whole() {
+    let mut w = IndexWriter::new(settings(), &[Kind::Service, Kind::EndpointSlice]);
+    let index = w.index();
+    w.apply_all(list(Kind::Service, vec![svc("d", "web"), svc("d", "gone")]));
+    w.apply_all(list(
+        Kind::EndpointSlice,
+        vec![slice(
+            "d",
+            "s1",
+            "web",
+            &[("web-0", "10.0.0.1", true), ("web-1", "10.0.0.2", true)],
+        )],
+    ));
+    assert_eq!(labels(&index, "d", "web"), ["web-0", "web-1"]);
+
+    // A re-list starts (say after 410 Gone): nothing changes until it ends.
+    w.apply_all([
+        SourceEvent::Reset(Kind::Service),
+        SourceEvent::Upsert(svc("d", "web")),
+    ]);
+    assert!(
+        index.service(&service_key("d", "gone")).is_some(),
+        "old state answers during a re-list"
+    );
+    w.apply_all([SourceEvent::Synced(Kind::Service)]);
+    assert!(
+        index.service(&service_key("d", "gone")).is_none(),
+        "not re-listed means deleted"
+    );
+    assert_eq!(
+        labels(&index, "d", "web"),
+        ["web-0", "web-1"],
+        "untouched service unchanged"
+    );
+}
+
+#[test]
+fn deletes_remove_everything_an_object_contributed() {
+    let mut w = IndexWriter::new(settings(), &[]);
+    let index = w.index();
+    w.apply_all([
+        SourceEvent::Upsert(svc("d", "web")),
+        SourceEvent::Upsert(slice("d", "s1", "web", &[("web-0", "10.0.0.1", true)])),
+        SourceEvent::Upsert(slice("d", "s2", "web", &[("web-1", "10.0.0.2", true)])),
+    ]);
+    let ip: IpAddr = "10.0.0.2".parse().unwrap();
+    assert!(index.reverse(&ip).is_some());
+    assert!(index.has_namespace(b"\x01d"));
+    w.apply_all([SourceEvent::Remove(
+        Kind::EndpointSlice,
+        ObjectKey::new("d", "s2"),
+    )]);
+    assert_eq!(labels(&index, "d", "web"), ["web-0"]);
+    assert!(
+        index.reverse(&ip).is_none(),
+        "PTR of a removed endpoint is gone"
+    );
+    w.apply_all([SourceEvent::Remove(
+        Kind::Service,
+        ObjectKey::new("d", "web"),
+    )]);
+    assert!(index.service(&service_key("d", "web")).is_none());
+    assert!(index.reverse(&"10.0.0.1".parse().unwrap()).is_none());
+    assert!(
+        !index.has_namespace(b"\x01d"),
+        "no Namespace object, no service: gone"
+    );
+}
+
+#[test]
+fn ordinal_order_across_slices_and_readiness() {
+    let mut w = IndexWriter::new(settings(), &[]);
+    let index = w.index();
+    w.apply_all([
+        SourceEvent::Upsert(svc("d", "web")),
+        SourceEvent::Upsert(slice(
+            "d",
+            "s1",
+            "web",
+            &[
+                ("web-10", "10.0.0.10", true),
+                ("web-2", "10.0.0.2", true),
+                ("other", "10.0.0.9", true),
+            ],
+        )),
+        SourceEvent::Upsert(slice(
+            "d",
+            "s2",
+            "web",
+            &[("web-0", "10.0.0.1", true), ("web-1", "10.0.0.3", false)],
+        )),
+    ]);
+    assert_eq!(
+        labels(&index, "d", "web"),
+        ["web-0", "web-2", "web-10", "other"]
+    );
+    let view = index.service(&service_key("d", "web")).unwrap();
+    assert_eq!(view.a.count, 4);
+    assert!(
+        !view.is_pending_pod(b"web-1"),
+        "no StatefulSet governs this service"
+    );
+    w.apply_all([SourceEvent::Upsert(Object::StatefulSet(
+        StatefulSetRecord {
+            key: ObjectKey::new("d", "web"),
+            service_name: "web".into(),
+            replicas: 3,
+            pod_management: PodManagement::OrderedReady,
+        },
+    ))]);
+    let view = index.service(&service_key("d", "web")).unwrap();
+    assert!(view.is_pending_pod(b"web-1"));
+    assert!(!view.is_pending_pod(b"web-3"));
+}
+
+#[test]
+fn a_reader_holds_a_whole_view_while_the_writer_replaces_it() {
+    let mut w = IndexWriter::new(settings(), &[]);
+    let index = w.index();
+    w.apply_all([
+        SourceEvent::Upsert(svc("d", "web")),
+        SourceEvent::Upsert(slice("d", "s1", "web", &[("web-0", "10.0.0.1", true)])),
+    ]);
+    let before = index.service(&service_key("d", "web")).unwrap();
+    w.apply_all([SourceEvent::Upsert(slice(
+        "d",
+        "s1",
+        "web",
+        &[("web-0", "10.0.0.7", true)],
+    ))]);
+    let after = index.service(&service_key("d", "web")).unwrap();
+    assert_eq!(
+        before.endpoints[0].addresses,
+        vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+    );
+    assert_eq!(
+        after.endpoints[0].addresses,
+        vec!["10.0.0.7".parse::<IpAddr>().unwrap()]
+    );
+    let serial = index.serial();
+    w.apply_all([SourceEvent::Upsert(slice(
+        "d",
+        "s1",
+        "web",
+        &[("web-0", "10.0.0.7", true)],
+    ))]);
+    assert_eq!(index.serial(), serial, "a no-op update publishes nothing");
+}
+
+#[test]
+fn reverse_names() {
+    assert_eq!(
+        reverse_name("10.244.1.7".parse().unwrap()),
+        "7.1.244.10.in-addr.arpa"
+    );
+    assert!(reverse_name("fd00::1".parse().unwrap()).starts_with("1.0.0.0.0.0.0.0"));
+    assert!(reverse_name("fd00::1".parse().unwrap()).ends_with("0.0.d.f.ip6.arpa"));
+}

@@ -123,7 +123,7 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<Object>, ManifestError> {
             let list: List = serde_yaml_ng::from_str(&doc).map_err(yaml_err)?;
             for (i, item) in list.items.into_iter().enumerate() {
                 let m: TypeMeta = serde_yaml_ng::from_value(item.clone()).map_err(yaml_err)?;
-                if let Some(obj) = object_from(&m, || serde_yaml_ng::from_value(item.clone()))
+                if let Some(obj) = object_from(&m, Src::Value(&item))
                     .map_err(|e| err(1, format!("items[{i}]: {e}")))?
                 {
                     out.push(obj);
@@ -131,7 +131,7 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<Object>, ManifestError> {
             }
             continue;
         }
-        match object_from(&meta, || serde_yaml_ng::from_str(&doc)) {
+        match object_from(&meta, Src::Text(&doc)) {
             Ok(Some(obj)) => out.push(obj),
             Ok(None) => debug!(path, document = n + 1, kind = %meta.kind, "skipping unknown kind"),
             Err(DocError::Yaml(e)) => return Err(yaml_err(e)),
@@ -158,37 +158,42 @@ impl std::fmt::Display for DocError {
     }
 }
 
-fn object_from<F>(meta: &TypeMeta, read: F) -> Result<Option<Object>, DocError>
-where
-    F: Fn() -> Result<serde_yaml_ng::Value, serde_yaml_ng::Error>,
-{
-    fn typed<T: DeserializeOwned>(v: serde_yaml_ng::Value) -> Result<T, DocError> {
-        serde_yaml_ng::from_value(v).map_err(DocError::Yaml)
+/// Where a document's object is read from: its text (errors keep their line)
+/// or an item of a `kind: List`.
+enum Src<'a> {
+    Text(&'a str),
+    Value(&'a serde_yaml_ng::Value),
+}
+
+fn typed<T: DeserializeOwned>(src: &Src<'_>) -> Result<T, DocError> {
+    match src {
+        Src::Text(t) => serde_yaml_ng::from_str(t),
+        Src::Value(v) => serde_yaml_ng::from_value((*v).clone()),
     }
+    .map_err(DocError::Yaml)
+}
+
+fn object_from(meta: &TypeMeta, src: Src<'_>) -> Result<Option<Object>, DocError> {
     if meta.kind.is_empty() || meta.api_version.is_empty() {
         return Err(DocError::Missing);
     }
     let group = meta.api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    let value = || read().map_err(DocError::Yaml);
     let rec = |k: &'static str| move |e| DocError::Record(k, e);
     Ok(Some(match (group, meta.kind.as_str()) {
         ("", "Service") => Object::Service(
-            ServiceRecord::try_from(&typed::<Service>(value()?)?).map_err(rec("Service"))?,
+            ServiceRecord::try_from(&typed::<Service>(&src)?).map_err(rec("Service"))?,
         ),
         ("discovery.k8s.io", "EndpointSlice") => Object::EndpointSlice(
-            SliceRecord::try_from(&typed::<EndpointSlice>(value()?)?)
-                .map_err(rec("EndpointSlice"))?,
+            SliceRecord::try_from(&typed::<EndpointSlice>(&src)?).map_err(rec("EndpointSlice"))?,
         ),
         ("", "Namespace") => Object::Namespace(
-            NamespaceRecord::try_from(&typed::<Namespace>(value()?)?).map_err(rec("Namespace"))?,
+            NamespaceRecord::try_from(&typed::<Namespace>(&src)?).map_err(rec("Namespace"))?,
         ),
         ("apps", "StatefulSet") => Object::StatefulSet(
-            StatefulSetRecord::try_from(&typed::<StatefulSet>(value()?)?)
+            StatefulSetRecord::try_from(&typed::<StatefulSet>(&src)?)
                 .map_err(rec("StatefulSet"))?,
         ),
-        ("", "Pod") => {
-            Object::Pod(PodRecord::try_from(&typed::<Pod>(value()?)?).map_err(rec("Pod"))?)
-        }
+        ("", "Pod") => Object::Pod(PodRecord::try_from(&typed::<Pod>(&src)?).map_err(rec("Pod"))?),
         _ => return Ok(None),
     }))
 }

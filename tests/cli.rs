@@ -1,0 +1,151 @@
+//! The README walk-through, run as written: the real binary on the reference
+//! config, `dig` for queries, the `sim` subcommands to move pods.
+
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_headless-dns");
+
+/// A port free for both UDP and TCP right now.
+fn free_port() -> u16 {
+    for _ in 0..50 {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dig(port: u16, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=1", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig is installed (.ci/test installs dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> Option<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sim(admin: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["sim", "--admin", admin])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn readme_walkthrough_on_the_embedded_demo() {
+    let (dns, admin) = (free_port(), free_port());
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/headless-dns.toml");
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            config,
+            "--listen",
+            &format!("127.0.0.1:{dns}"),
+            "--admin",
+            &admin_addr,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server(child);
+
+    // dig @127.0.0.1 -p 5353 web-0.nginx.default.svc.cluster.local
+    let web0 = wait_until("web-0 to resolve", || {
+        let a = dig(dns, &["+short", "web-0.nginx.default.svc.cluster.local"]);
+        (!a.trim().is_empty()).then(|| a.trim().to_string())
+    });
+    assert!(web0.starts_with("10.244."), "{web0}");
+    // web-1 comes up after web-0 (OrderedReady).
+    let web1 = wait_until("web-1 to resolve", || {
+        let a = dig(dns, &["+short", "web-1.nginx.default.svc.cluster.local"]);
+        (!a.trim().is_empty()).then(|| a.trim().to_string())
+    });
+    // dig ... _web._tcp.nginx.default.svc.cluster.local SRV
+    let srv = dig(
+        dns,
+        &["+short", "_web._tcp.nginx.default.svc.cluster.local", "SRV"],
+    );
+    assert!(
+        srv.contains("80 web-0.nginx.default.svc.cluster.local."),
+        "{srv}"
+    );
+    assert!(
+        srv.contains("80 web-1.nginx.default.svc.cluster.local."),
+        "{srv}"
+    );
+    let full = dig(dns, &["nope.nginx.default.svc.cluster.local"]);
+    assert!(full.contains("status: NXDOMAIN"), "{full}");
+
+    // headless-dns sim delete-pod default web-1  ->  same name, new IP
+    let out = sim(&admin_addr, &["delete-pod", "default", "web-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let moved = wait_until("web-1 at a new IP", || {
+        let a = dig(dns, &["+short", "web-1.nginx.default.svc.cluster.local"]);
+        let a = a.trim().to_string();
+        (!a.is_empty() && a != web1).then_some(a)
+    });
+    assert!(moved.starts_with("10.244."), "{moved}");
+
+    // headless-dns sim scale default web 1  ->  web-1 goes away
+    let out = sim(&admin_addr, &["scale", "default", "web", "1"]);
+    assert!(out.status.success());
+    wait_until("web-1 gone", || {
+        dig(dns, &["web-1.nginx.default.svc.cluster.local"])
+            .contains("status: NXDOMAIN")
+            .then(String::new)
+    });
+    // Unknown pod: a clear error and a failing exit code.
+    let out = sim(&admin_addr, &["delete-pod", "default", "web-7"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no simulated pod default/web-7"));
+}
+
+#[test]
+fn bad_config_names_the_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[dns]\nttl = 5\nzoen = \"x\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("line 3") && err.contains("zoen"),
+        "{err}"
+    );
+}
