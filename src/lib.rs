@@ -83,6 +83,47 @@ impl Listeners {
     }
 }
 
+/// The zone the file source (and simulator, run to completion) would serve.
+pub fn export_manifests(config: &Config) -> Result<String> {
+    config.validate()?;
+    let settings = config.dns_settings();
+    let mut writer = IndexWriter::new(
+        ZoneSettings {
+            zone: settings.zone.clone(),
+            ttl: settings.ttl,
+            endpoint_pod_names: config.dns.endpoint_pod_names,
+        },
+        &[],
+    );
+    let manifests = if config.source.manifests.is_empty() {
+        Manifests::Demo
+    } else {
+        Manifests::Files(config.source.manifests.clone())
+    };
+    let mut objects = ManifestReader::new(manifests)
+        .reload(true)
+        .unwrap_or_default();
+    if config.sim.enabled {
+        let mut sim = Sim::new(
+            Duration::from_millis(config.sim.ready_delay_ms),
+            &config.sim.pod_cidr,
+        );
+        let mut now = tokio::time::Instant::now();
+        sim.sync_manifests(&objects, now);
+        // Simulated time: step to each deadline until every pod is up (bounded).
+        for _ in 0..100_000 {
+            sim.reconcile(now);
+            match sim.next_deadline() {
+                Some(t) => now = t.max(now),
+                None => break,
+            }
+        }
+        objects = sim.overlay(&objects);
+    }
+    writer.apply_all(sources::Differ::default().diff(objects));
+    Ok(dns::zonefile::export(&writer.index(), &settings))
+}
+
 /// Waits for Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let term = async {

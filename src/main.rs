@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Serve DNS (the default).
     Serve(ServeArgs),
+    /// Print the served cluster zone as an RFC 1035 zone file (file source).
+    ExportZone(ServeArgs),
     /// Drive the StatefulSet simulator of a running server.
     Sim {
         /// Admin address of the server (default: the configured one).
@@ -153,6 +155,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the manifests (running the simulator until its StatefulSets are
+/// complete) and prints the zone.
+fn export_zone(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load(&args)?;
+    if config.source.kind != SourceKind::File {
+        bail!("export-zone reads manifests: use the file source (--manifests)");
+    }
+    let text = headless_dns::export_manifests(&config)?;
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
+}
+
 /// A minimal HTTP/1.1 POST (the admin API is on loopback and tiny).
 fn post(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(|| {
@@ -213,6 +227,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         None => serve(ServeArgs::default()),
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::ExportZone(args)) => export_zone(args),
         Some(Command::Sim { admin, config, op }) => sim(admin, config, op),
     }
 }

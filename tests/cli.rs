@@ -133,6 +133,39 @@ fn readme_walkthrough_on_the_embedded_demo() {
 }
 
 #[test]
+fn readme_manifest_edit_moves_web_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/static-example.yaml"),
+        &path,
+    )
+    .unwrap();
+    let dns = free_port();
+    let child = Command::new(BIN)
+        .args(["serve", "--manifests"])
+        .arg(&path)
+        .args(["--listen", &format!("127.0.0.1:{dns}"), "--admin", "none"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server(child);
+    let name = "web-1.nginx.default.svc.cluster.local";
+    wait_until("10.244.1.11", || {
+        (dig(dns, &["+short", name]).trim() == "10.244.1.11").then(String::new)
+    });
+    // sed -i 's/10.244.1.11/10.244.1.99/' /tmp/cluster.yaml
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("10.244.1.11", "10.244.1.99");
+    std::fs::write(&path, text).unwrap();
+    wait_until("10.244.1.99", || {
+        (dig(dns, &["+short", name]).trim() == "10.244.1.99").then(String::new)
+    });
+}
+
+#[test]
 fn bad_config_names_the_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

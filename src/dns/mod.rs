@@ -11,6 +11,7 @@ pub mod records;
 pub mod reverse;
 pub mod server;
 pub mod wire;
+pub mod zonefile;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -56,27 +56,37 @@ pub fn encode(
     answers: Vec<Record>,
     additionals: Vec<Record>,
 ) -> Sections {
+    if answers.is_empty() && additionals.is_empty() {
+        return Sections::default();
+    }
     let (na, nd) = (answers.len(), additionals.len());
+    // header (12) + question name + type and class (4)
+    let question_end = 12 + qname.iter().map(|l| l.len() + 1).sum::<usize>() + 1 + 4;
     let mut msg = Message::response(0, OpCode::Query);
     msg.add_query(Query::query(qname.clone(), qtype));
-    let Ok(question_only) = msg.to_vec() else {
-        return Sections::default();
-    };
     msg.add_answers(answers);
-    let Ok(with_answers) = msg.to_vec() else {
-        return Sections::default();
+    // Where the answer section ends: a second encoding only when there are
+    // additionals (they are emitted after the answers, so it is a prefix).
+    let answer_end = if nd == 0 {
+        None
+    } else {
+        match msg.to_vec() {
+            Ok(v) => Some(v.len()),
+            Err(_) => return Sections::default(),
+        }
     };
     msg.add_additionals(additionals);
     let Ok(full) = msg.to_vec() else {
         return Sections::default();
     };
-    // Additionals are emitted after the (empty) authority section, so the first
-    // two encodings are prefixes of the third.
-    let (q, a) = (question_only.len(), with_answers.len());
+    let a = answer_end.unwrap_or(full.len());
+    if a > full.len() || question_end > a {
+        return Sections::default();
+    }
     Sections {
         answer: RrSet {
             count: na as u16,
-            bytes: full[q..a].into(),
+            bytes: full[question_end..a].into(),
         },
         additional: RrSet {
             count: nd as u16,

@@ -356,7 +356,9 @@ pub struct IndexWriter {
     slices_by_service: HashMap<ObjectKey, BTreeSet<String>>,
     namespaces: HashSet<String>,
     statefulsets: HashMap<ObjectKey, StatefulSetRecord>,
+    sts_by_service: HashMap<ObjectKey, BTreeSet<String>>,
     pods: HashMap<ObjectKey, PodRecord>,
+    endpoint_count: u64,
     ns_refs: HashMap<String, usize>,
     ptr_by_service: HashMap<ObjectKey, Vec<(IpAddr, String)>>,
     ptr_owners: HashMap<IpAddr, BTreeSet<String>>,
@@ -395,7 +397,9 @@ impl IndexWriter {
             slices_by_service: HashMap::new(),
             namespaces: HashSet::new(),
             statefulsets: HashMap::new(),
+            sts_by_service: HashMap::new(),
             pods: HashMap::new(),
+            endpoint_count: 0,
             ns_refs: HashMap::new(),
             ptr_by_service: HashMap::new(),
             ptr_owners: HashMap::new(),
@@ -533,9 +537,14 @@ impl IndexWriter {
                 if self.statefulsets.get(&r.key) == Some(&r) {
                     return;
                 }
-                self.touched_services.insert(Self::governing_key(&r));
+                let gov = Self::governing_key(&r);
+                self.touched_services.insert(gov.clone());
+                self.sts_by_service
+                    .entry(gov)
+                    .or_default()
+                    .insert(r.key.name.clone());
                 if let Some(old) = self.statefulsets.insert(r.key.clone(), r) {
-                    self.touched_services.insert(Self::governing_key(&old));
+                    self.unlink_sts(&old);
                 }
             }
             Object::Pod(r) => {
@@ -571,13 +580,30 @@ impl IndexWriter {
             }
             Kind::StatefulSet => {
                 if let Some(old) = self.statefulsets.remove(key) {
-                    self.touched_services.insert(Self::governing_key(&old));
+                    self.unlink_sts(&old);
                 }
             }
             Kind::Pod => {
                 if let Some(old) = self.pods.remove(key) {
                     self.link_pod_ips(&old.key.namespace, &Self::pod_ips_of(&old), -1);
                 }
+            }
+        }
+    }
+
+    /// Drops `old`'s link to its governing service unless the current record
+    /// of the same StatefulSet still points there.
+    fn unlink_sts(&mut self, old: &StatefulSetRecord) {
+        let gov = Self::governing_key(old);
+        self.touched_services.insert(gov.clone());
+        let still = self
+            .statefulsets
+            .get(&old.key)
+            .is_some_and(|cur| Self::governing_key(cur) == gov);
+        if !still && let Some(set) = self.sts_by_service.get_mut(&gov) {
+            set.remove(&old.key.name);
+            if set.is_empty() {
+                self.sts_by_service.remove(&gov);
             }
         }
     }
@@ -646,6 +672,9 @@ impl IndexWriter {
             if !new_ptrs.is_empty() {
                 self.ptr_by_service.insert(key.clone(), new_ptrs);
             }
+            let old_count = old_view.as_ref().map_or(0, |v| v.endpoints.len() as u64);
+            let new_count = view.as_ref().map_or(0, |v| v.endpoints.len() as u64);
+            self.endpoint_count = self.endpoint_count + new_count - old_count;
             match view {
                 Some(v) => {
                     shared.services.insert(map_key, Arc::new(v));
@@ -722,11 +751,10 @@ impl IndexWriter {
                 .stats
                 .services
                 .store(shared.services.len() as u64, Ordering::Relaxed);
-            let endpoints: usize = shared.services.iter().map(|v| v.endpoints.len()).sum();
             shared
                 .stats
                 .endpoints
-                .store(endpoints as u64, Ordering::Relaxed);
+                .store(self.endpoint_count, Ordering::Relaxed);
             shared.stats.publishes.fetch_add(1, Ordering::Relaxed);
             shared.generation.send_modify(|g| *g += 1);
         }
@@ -768,13 +796,14 @@ impl IndexWriter {
             .filter_map(|name| self.slices.get(&ObjectKey::new(&key.namespace, name)))
             .collect();
         let endpoints = group_endpoints(&record, &slices, settings.endpoint_pod_names, old, now);
-        let mut statefulsets: Vec<(String, u32)> = self
-            .statefulsets
-            .values()
-            .filter(|s| s.key.namespace == key.namespace && s.service_name == key.name)
+        let statefulsets: Vec<(String, u32)> = self
+            .sts_by_service
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.statefulsets.get(&ObjectKey::new(&key.namespace, name)))
             .map(|s| (s.key.name.clone(), s.replicas))
             .collect();
-        statefulsets.sort();
         Some(compile_view(settings, record, endpoints, statefulsets, now))
     }
 }
