@@ -260,8 +260,8 @@ mod tests {
         assert_eq!(m.additionals[1].name, t1);
         match &m.answers[0].data {
             RData::SRV(srv) => {
-                assert_eq!(srv.target(), &t0);
-                assert_eq!(srv.port(), 80);
+                assert_eq!(&srv.target, &t0);
+                assert_eq!(srv.port, 80);
             }
             other => panic!("{other:?}"),
         }
