@@ -664,12 +664,14 @@ async fn recreated_pod_answers_its_new_ip_and_never_both() {
                 ready("web-2", web_ip(2)),
             ],
         ];
-        for (i, eps) in steps.iter().enumerate() {
+        let others = Answer::ips(&[web_ip(0), web_ip(2)]);
+        for eps in &steps[..3] {
             api.apply(endpoint_slice(NS, "nginx", eps));
-            if i == 1 {
-                server.wait_for(&pod_name(1), Answer::NxDomain).await;
-            }
+            // Each of these states serves web-0 and web-2 only.
+            server.wait_for(&nginx(), others.clone()).await;
+            server.wait_for(&pod_name(1), Answer::NxDomain).await;
         }
+        api.apply(endpoint_slice(NS, "nginx", &steps[3]));
         server.wait_for(&pod_name(1), Answer::ips(&[new])).await;
         stop.store(true, Ordering::Relaxed);
         let seen = observer.await.expect("observer did not panic");
