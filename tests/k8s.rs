@@ -1163,3 +1163,89 @@ async fn verified_pod_records_follow_the_pod_watch() {
     })
     .await;
 }
+
+/// The fake API itself, through kube's own client types: bookmarks, replay
+/// from a version, label selectors, and 410 once the history is gone. If the
+/// fake drifted from the protocol, the source tests above would prove little.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_api_speaks_the_watch_protocol_kube_expects() {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+
+    within(TEST_TIMEOUT, async {
+        let api = FakeApi::start().await;
+        let kc = kube::config::Kubeconfig::read_from(api.kubeconfig()).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("config from the generated kubeconfig");
+        let client = kube::Client::try_from(config).expect("client");
+        let services: Api<Service> = Api::all(client);
+
+        api.apply(headless_service(NS, "a", false));
+        api.apply(headless_service("other", "b", false));
+        let list = services.list(&ListParams::default()).await.expect("list");
+        assert_eq!(list.items.len(), 2);
+        let rv = list
+            .metadata
+            .resource_version
+            .clone()
+            .expect("list version");
+        assert_eq!(rv, api.resource_version().to_string());
+
+        let changed = api.apply(headless_service(NS, "c", false));
+        api.delete("Service", NS, "a");
+        let wp = WatchParams::default().labels("app in (a,c)").timeout(30);
+        let mut events = services.watch(&wp, &rv).await.expect("watch").boxed();
+        let mut next = async || {
+            tokio::time::timeout(WAIT, events.try_next())
+                .await
+                .expect("an event in time")
+                .expect("a well-formed event")
+                .expect("the stream is open")
+        };
+        match next().await {
+            WatchEvent::Added(s) => {
+                assert_eq!(s.metadata.name.as_deref(), Some("c"));
+                assert_eq!(s.metadata.resource_version, Some(changed.to_string()));
+            }
+            other => panic!("want ADDED c, got {other:?}"),
+        }
+        match next().await {
+            WatchEvent::Deleted(s) => assert_eq!(s.metadata.name.as_deref(), Some("a")),
+            other => panic!("want DELETED a, got {other:?}"),
+        }
+        match next().await {
+            WatchEvent::Bookmark(b) => {
+                assert_eq!(
+                    b.metadata.resource_version,
+                    api.resource_version().to_string()
+                )
+            }
+            other => panic!("want a BOOKMARK, got {other:?}"),
+        }
+        // Live: "b" is not selected, "a" again is.
+        api.apply(headless_service("other", "b", true));
+        api.apply(headless_service(NS, "a", true));
+        match next().await {
+            WatchEvent::Added(s) => assert_eq!(s.metadata.name.as_deref(), Some("a")),
+            other => panic!("want ADDED a, got {other:?}"),
+        }
+
+        api.expire_history();
+        api.apply(headless_service(NS, "d", false));
+        let mut gone = services.watch(&wp, &rv).await.expect("watch").boxed();
+        match tokio::time::timeout(WAIT, gone.try_next()).await {
+            Ok(Ok(Some(WatchEvent::Error(s)))) => assert_eq!(s.code, 410, "{s:?}"),
+            other => panic!("want an ERROR 410 event, got {other:?}"),
+        }
+        assert!(
+            tokio::time::timeout(WAIT, gone.next())
+                .await
+                .expect("the stream ends")
+                .is_none(),
+            "the stream ends after 410"
+        );
+    })
+    .await;
+}
