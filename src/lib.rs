@@ -63,11 +63,26 @@ impl Listeners {
             admin: None,
         };
         for addr in &config.dns.listen {
-            let udp = dns::server::bind_udp(*addr, config.udp_threads())?;
-            // With port 0 TCP takes the port UDP got, so both share one number.
-            let port = udp[0].local_addr()?.port();
-            l.tcp
-                .push(dns::server::bind_tcp(SocketAddr::new(addr.ip(), port))?);
+            // With port 0 TCP takes the port UDP got, so both share one
+            // number. That port may already be in use for TCP (say, as the
+            // local port of an outgoing connection): then pick another.
+            let mut attempts = 0;
+            let (udp, tcp) = loop {
+                let udp = dns::server::bind_udp(*addr, config.udp_threads())?;
+                let port = udp[0].local_addr()?.port();
+                match dns::server::bind_tcp(SocketAddr::new(addr.ip(), port)) {
+                    Ok(tcp) => break (udp, tcp),
+                    Err(Error::Bind { source, .. })
+                        if addr.port() == 0
+                            && source.kind() == std::io::ErrorKind::AddrInUse
+                            && attempts < 16 =>
+                    {
+                        attempts += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            l.tcp.push(tcp);
             l.udp.extend(udp);
         }
         if let Some(addr) = config.admin.listen {

@@ -173,7 +173,7 @@ async fn watch<K, F>(
                 .as_deref()
                 .is_none_or(|n| namespaces.contains(&n.to_ascii_lowercase()))
     };
-    let mut stream = watcher(api, wc).default_backoff().boxed();
+    let mut stream = watcher(api.clone(), wc.clone()).default_backoff().boxed();
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return,
@@ -182,6 +182,19 @@ async fn watch<K, F>(
         let event = match next {
             Ok(Some(e)) => e,
             Ok(None) => return,
+            Err(e) if is_gone_at_watch_start(&e) => {
+                // kube-runtime re-lists on a 410 sent inside the watch stream,
+                // but retries a watch *request* answered 410 with the same
+                // expired version forever. Start a fresh watcher: it re-lists
+                // (Init .. InitDone), and the index keeps answering until then.
+                warn!(kind = kind.as_str(), error = %e, "watch version expired; re-listing");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(GONE_RELIST_DELAY) => {}
+                }
+                stream = watcher(api.clone(), wc.clone()).default_backoff().boxed();
+                continue;
+            }
             Err(e) => {
                 // The stream recovers on the next poll (with backoff); the
                 // index keeps serving what it has.
@@ -226,6 +239,15 @@ async fn watch<K, F>(
             return;
         }
     }
+}
+
+/// Pause before re-listing after a watch request was refused with 410, like
+/// kube-runtime's first backoff step, so a misbehaving server is not hammered.
+const GONE_RELIST_DELAY: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// True for a watch request the API server answered with HTTP 410 Gone.
+fn is_gone_at_watch_start(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410)
 }
 
 use watcher::watcher;
