@@ -15,8 +15,16 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use crate::dns::Answerer;
 use crate::index::{Index, ObjectKey, ServiceKind};
 use crate::sources::sim::{SimCommand, SimError, SimHandle};
+use crate::telemetry::{ForwardStats, Metrics};
+
+/// The record browser: one table per headless service, pods in ordinal order,
+/// refreshed from `/records` every second.
+const PAGE: &str = include_str!("admin.html");
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -25,18 +33,36 @@ pub struct AdminState {
     pub index: Index,
     /// The simulator, when it runs.
     pub sim: Option<SimHandle>,
+    /// The query path (for its counters).
+    pub dns: Arc<Answerer>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Forwarding counters, when forwarding is on.
+    pub forward: Option<Arc<ForwardStats>>,
 }
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(|| async { axum::response::Html(PAGE) }))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/records", get(records))
+        .route("/metrics", get(metrics))
         .route("/sim/statefulsets/{ns}/{name}/scale", post(sim_scale))
         .route("/sim/pods/{ns}/{name}/delete", post(sim_delete))
         .route("/sim/pods/{ns}/{name}/ready", post(sim_ready))
         .with_state(state)
+}
+
+async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        s.metrics.render(&s.dns, &s.index, s.forward.as_deref()),
+    )
 }
 
 async fn ready(State(s): State<AdminState>) -> impl IntoResponse {

@@ -267,6 +267,9 @@ pub async fn run(
         let app = admin::router(admin::AdminState {
             index,
             sim: sim_handle,
+            dns: Arc::clone(&answerer),
+            metrics: Arc::new(telemetry::Metrics::default()),
+            forward: None,
         });
         let listener = tokio::net::TcpListener::from_std(l)?;
         let stop = stop.clone();

@@ -1,9 +1,29 @@
-//! Logging set-up. Called once, from `main`; library code never installs a
+//! Logging set-up and the Prometheus metrics: every metric name lives here.
+//!
+//! Logging: [`init`] runs once, in `main`; library code never installs a
 //! subscriber (tests use `try_init` with the test writer).
+//!
+//! Metrics: the query path counts into lock-free shards (`dns::stats`), the
+//! index into atomics (`IndexStats`). On scrape, [`Metrics::render`] publishes
+//! those totals through the `metrics` facade into this server's own
+//! `metrics-exporter-prometheus` recorder (a local recorder, so several
+//! servers in one test process do not mix) and appends the two histograms,
+//! which are bucketed where they are measured. Names follow CoreDNS's
+//! (`coredns_dns_requests_total` -> `headless_dns_dns_requests_total`) so
+//! dashboards translate directly. No label ever holds a query name.
 
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::dns::Answerer;
+use crate::dns::stats::{BUCKETS_US, PROTOS, QTYPES, RCODES};
+use crate::index::{EVENT_TYPES, Index, Kind};
 
 /// Installs the global subscriber: `RUST_LOG` if set, else the configured level.
 pub fn init(log: &LogConfig) {
@@ -17,4 +37,244 @@ pub fn init(log: &LogConfig) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Every metric: (name, type, help). The README's metrics table is this list.
+pub const METRICS: &[(&str, &str, &str)] = &[
+    (
+        "headless_dns_dns_requests_total",
+        "counter",
+        "DNS requests by proto and query type",
+    ),
+    (
+        "headless_dns_dns_responses_total",
+        "counter",
+        "DNS responses by proto and rcode",
+    ),
+    (
+        "headless_dns_dns_responses_truncated_total",
+        "counter",
+        "UDP responses sent with TC set, by proto",
+    ),
+    (
+        "headless_dns_dns_dropped_total",
+        "counter",
+        "Packets dropped unanswered (shorter than a header, or responses)",
+    ),
+    (
+        "headless_dns_dns_request_duration_seconds",
+        "histogram",
+        "Time to answer a request (parse to encoded reply), by proto",
+    ),
+    (
+        "headless_dns_index_services",
+        "gauge",
+        "Services in the index",
+    ),
+    (
+        "headless_dns_index_endpoints",
+        "gauge",
+        "Endpoints in the index (served or not)",
+    ),
+    (
+        "headless_dns_index_names",
+        "gauge",
+        "Endpoint names DNS serves",
+    ),
+    (
+        "headless_dns_index_serial",
+        "gauge",
+        "SOA serial (Unix time of the last change)",
+    ),
+    (
+        "headless_dns_index_ready",
+        "gauge",
+        "1 once every source has completed its first sync",
+    ),
+    (
+        "headless_dns_source_events_total",
+        "counter",
+        "Source events applied, by kind and type (reset = a (re-)list started)",
+    ),
+    (
+        "headless_dns_source_relists_total",
+        "counter",
+        "(Re-)lists started per kind: watch restarts after 410 Gone, reconnects and the first list",
+    ),
+    (
+        "headless_dns_source_last_sync_age_seconds",
+        "gauge",
+        "Seconds since each kind last completed a (re-)list (-1: never)",
+    ),
+    (
+        "headless_dns_index_publish_duration_seconds",
+        "histogram",
+        "Time to apply a batch of source events and publish the new answers",
+    ),
+    (
+        "headless_dns_forward_requests_total",
+        "counter",
+        "Queries forwarded upstream",
+    ),
+    (
+        "headless_dns_forward_errors_total",
+        "counter",
+        "Forwarded queries that failed upstream (timeouts, SERVFAIL)",
+    ),
+    (
+        "headless_dns_forward_cache_hits_total",
+        "counter",
+        "Forwarded queries answered from the forwarding cache",
+    ),
+];
+
+/// Forwarding counters, if forwarding is on.
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    /// Queries forwarded.
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Upstream failures.
+    pub errors: std::sync::atomic::AtomicU64,
+    /// Cache hits.
+    pub cache_hits: std::sync::atomic::AtomicU64,
+}
+
+/// One server's metrics registry.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            for (name, kind, help) in METRICS {
+                match *kind {
+                    "counter" => describe_counter!(*name, *help),
+                    "gauge" => describe_gauge!(*name, *help),
+                    _ => {}
+                }
+            }
+        });
+        Self { recorder, handle }
+    }
+}
+
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: Option<(&str, &str)>,
+    buckets: &[u64],
+    sum_ns: u64,
+) {
+    let lab = |extra: &str| match (label, extra.is_empty()) {
+        (Some((k, v)), true) => format!("{{{k}=\"{v}\"}}"),
+        (Some((k, v)), false) => format!("{{{k}=\"{v}\",{extra}}}"),
+        (None, true) => String::new(),
+        (None, false) => format!("{{{extra}}}"),
+    };
+    if !out.contains(&format!("# TYPE {name} ")) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    }
+    let mut cumulative = 0;
+    for (i, c) in buckets.iter().enumerate() {
+        cumulative += c;
+        let le = BUCKETS_US
+            .get(i)
+            .map_or("+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+        let _ = writeln!(
+            out,
+            "{name}_bucket{} {cumulative}",
+            lab(&format!("le=\"{le}\""))
+        );
+    }
+    let _ = writeln!(out, "{name}_sum{} {}", lab(""), sum_ns as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count{} {cumulative}", lab(""));
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self, dns: &Answerer, index: &Index, forward: Option<&ForwardStats>) -> String {
+        let t = dns.stats().totals();
+        let s = index.stats();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        metrics::with_local_recorder(&self.recorder, || {
+            for (p, proto) in PROTOS.iter().enumerate() {
+                for (i, qt) in QTYPES.iter().enumerate() {
+                    counter!("headless_dns_dns_requests_total", "proto" => *proto, "type" => *qt)
+                        .absolute(t.requests[p][i]);
+                }
+                for (i, rc) in RCODES.iter().enumerate() {
+                    counter!("headless_dns_dns_responses_total", "proto" => *proto, "rcode" => *rc)
+                        .absolute(t.responses[p][i]);
+                }
+                counter!("headless_dns_dns_responses_truncated_total", "proto" => *proto)
+                    .absolute(t.truncated[p]);
+            }
+            counter!("headless_dns_dns_dropped_total").absolute(t.dropped);
+            gauge!("headless_dns_index_services").set(s.services.load(Ordering::Relaxed) as f64);
+            gauge!("headless_dns_index_endpoints").set(s.endpoints.load(Ordering::Relaxed) as f64);
+            gauge!("headless_dns_index_names").set(s.names.load(Ordering::Relaxed) as f64);
+            gauge!("headless_dns_index_serial").set(index.serial() as f64);
+            gauge!("headless_dns_index_ready").set(if index.is_synced() { 1.0 } else { 0.0 });
+            for kind in Kind::ALL {
+                let k = kind.as_str();
+                for (ti, ty) in EVENT_TYPES.iter().enumerate() {
+                    let v = s.events_by[kind.index()][ti].load(Ordering::Relaxed);
+                    counter!("headless_dns_source_events_total", "kind" => k, "type" => *ty)
+                        .absolute(v);
+                }
+                counter!("headless_dns_source_relists_total", "kind" => k)
+                    .absolute(s.events_by[kind.index()][0].load(Ordering::Relaxed));
+                let last = s.last_sync_ms[kind.index()].load(Ordering::Relaxed);
+                let age = if last == 0 {
+                    -1.0
+                } else {
+                    now.saturating_sub(last) as f64 / 1000.0
+                };
+                gauge!("headless_dns_source_last_sync_age_seconds", "kind" => k).set(age);
+            }
+            if let Some(f) = forward {
+                counter!("headless_dns_forward_requests_total")
+                    .absolute(f.requests.load(Ordering::Relaxed));
+                counter!("headless_dns_forward_errors_total")
+                    .absolute(f.errors.load(Ordering::Relaxed));
+                counter!("headless_dns_forward_cache_hits_total")
+                    .absolute(f.cache_hits.load(Ordering::Relaxed));
+            }
+        });
+        let mut out = self.handle.render();
+        let help = |n: &str| METRICS.iter().find(|m| m.0 == n).map_or("", |m| m.2);
+        let name = "headless_dns_dns_request_duration_seconds";
+        for (p, proto) in PROTOS.iter().enumerate() {
+            histogram(
+                &mut out,
+                name,
+                help(name),
+                Some(("proto", proto)),
+                &t.duration[p],
+                t.duration_ns[p],
+            );
+        }
+        let name = "headless_dns_index_publish_duration_seconds";
+        let buckets: Vec<u64> = s
+            .publish_buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        histogram(
+            &mut out,
+            name,
+            help(name),
+            None,
+            &buckets,
+            s.publish_ns.load(Ordering::Relaxed),
+        );
+        out
+    }
 }

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod records;
 pub mod reverse;
 pub mod server;
+pub mod stats;
 pub mod wire;
 pub mod zonefile;
 
@@ -127,6 +128,7 @@ pub struct Answerer {
     ns_host: (RrSet, RrSet),
     version: RrSet,
     hinfo: RrSet,
+    stats: stats::DnsStats,
 }
 
 fn wire_name(name: &str) -> Box<[u8]> {
@@ -190,6 +192,7 @@ impl Answerer {
             zones,
             index,
             settings,
+            stats: stats::DnsStats::default(),
         }
     }
 
@@ -203,17 +206,29 @@ impl Answerer {
         &self.settings
     }
 
+    /// Query counters.
+    pub fn stats(&self) -> &stats::DnsStats {
+        &self.stats
+    }
+
     /// Answers one query packet into `out` (cleared first).
     pub fn answer(&self, packet: &[u8], tcp: bool, out: &mut Vec<u8>) -> Outcome {
+        let started = std::time::Instant::now();
         let q = match Query::parse(packet) {
             Ok(q) => q,
-            Err((Reject::Drop, _)) => return Outcome::Drop,
-            Err((Reject::FormErr, id)) => {
-                wire::write_error_header(out, packet, id, rcode::FORMERR);
-                return Outcome::Reply;
+            Err((Reject::Drop, _)) => {
+                self.stats.dropped();
+                return Outcome::Drop;
             }
-            Err((Reject::NotImp, id)) => {
-                wire::write_error_header(out, packet, id, rcode::NOTIMP);
+            Err((reject, id)) => {
+                let rc = if reject == Reject::NotImp {
+                    rcode::NOTIMP
+                } else {
+                    rcode::FORMERR
+                };
+                wire::write_error_header(out, packet, id, rc);
+                self.stats
+                    .record(tcp, None, rc as u16, false, started.elapsed());
                 return Outcome::Reply;
             }
         };
@@ -227,6 +242,21 @@ impl Answerer {
             &reply,
             limit,
             self.settings.max_udp_payload,
+        );
+        let truncated = out.get(2).is_some_and(|f| f & 0x02 != 0);
+        tracing::trace!(
+            id = q.id,
+            qtype = q.qtype,
+            rcode = reply.rcode,
+            tcp,
+            "answered"
+        );
+        self.stats.record(
+            tcp,
+            Some(q.qtype),
+            reply.rcode,
+            truncated,
+            started.elapsed(),
         );
         Outcome::Reply
     }

@@ -231,6 +231,27 @@ pub struct IndexStats {
     pub events: AtomicU64,
     /// Publications (batches) since start.
     pub publishes: AtomicU64,
+    /// Served DNS names (endpoint labels) across published services.
+    pub names: AtomicU64,
+    /// Events applied, by kind (`Kind::ALL` order) and type (Reset, Upsert, Remove, Synced).
+    pub events_by: [[AtomicU64; 4]; 5],
+    /// Unix ms of each kind's last completed (re-)list; 0 = never.
+    pub last_sync_ms: [AtomicU64; 5],
+    /// Time to apply and publish one batch: bucket counts (bounds in
+    /// `crate::dns::stats::BUCKETS_US`, last = +Inf) and the sum in ns.
+    pub publish_buckets: [AtomicU64; 13],
+    /// Sum of batch apply+publish durations, nanoseconds.
+    pub publish_ns: AtomicU64,
+}
+
+/// The `type` label values of [`IndexStats::events_by`].
+pub const EVENT_TYPES: [&str; 4] = ["reset", "upsert", "remove", "synced"];
+
+impl Kind {
+    /// Position in [`Kind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 struct Shared {
@@ -359,6 +380,7 @@ pub struct IndexWriter {
     sts_by_service: HashMap<ObjectKey, BTreeSet<String>>,
     pods: HashMap<ObjectKey, PodRecord>,
     endpoint_count: u64,
+    name_count: u64,
     ns_refs: HashMap<String, usize>,
     ptr_by_service: HashMap<ObjectKey, Vec<(IpAddr, String)>>,
     ptr_owners: HashMap<IpAddr, BTreeSet<String>>,
@@ -400,6 +422,7 @@ impl IndexWriter {
             sts_by_service: HashMap::new(),
             pods: HashMap::new(),
             endpoint_count: 0,
+            name_count: 0,
             ns_refs: HashMap::new(),
             ptr_by_service: HashMap::new(),
             ptr_owners: HashMap::new(),
@@ -418,11 +441,18 @@ impl IndexWriter {
 
     /// Applies one event; call [`IndexWriter::publish`] after a batch.
     pub fn apply(&mut self, event: SourceEvent) {
-        self.index
-            .shared
-            .stats
-            .events
-            .fetch_add(1, Ordering::Relaxed);
+        let stats = &self.index.shared.stats;
+        stats.events.fetch_add(1, Ordering::Relaxed);
+        let (kind, t) = match &event {
+            SourceEvent::Reset(k) => (*k, 0),
+            SourceEvent::Upsert(o) => (o.kind(), 1),
+            SourceEvent::Remove(k, _) => (*k, 2),
+            SourceEvent::Synced(k) => (*k, 3),
+        };
+        stats.events_by[kind.index()][t].fetch_add(1, Ordering::Relaxed);
+        if t == 3 {
+            stats.last_sync_ms[kind.index()].store(now_ms(), Ordering::Relaxed);
+        }
         match event {
             SourceEvent::Reset(kind) => {
                 self.relist.insert(kind, HashMap::new());
@@ -459,10 +489,22 @@ impl IndexWriter {
 
     /// Applies many events and publishes once.
     pub fn apply_all(&mut self, events: impl IntoIterator<Item = SourceEvent>) {
+        let started = std::time::Instant::now();
         for e in events {
             self.apply(e);
         }
         self.publish();
+        let took = started.elapsed();
+        let stats = &self.index.shared.stats;
+        let us = took.as_micros() as u64;
+        let b = crate::dns::stats::BUCKETS_US
+            .iter()
+            .position(|l| us <= *l)
+            .unwrap_or(crate::dns::stats::BUCKETS_US.len());
+        stats.publish_buckets[b].fetch_add(1, Ordering::Relaxed);
+        stats
+            .publish_ns
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
     fn keys_of(&self, kind: Kind) -> Vec<ObjectKey> {
@@ -675,6 +717,9 @@ impl IndexWriter {
             let old_count = old_view.as_ref().map_or(0, |v| v.endpoints.len() as u64);
             let new_count = view.as_ref().map_or(0, |v| v.endpoints.len() as u64);
             self.endpoint_count = self.endpoint_count + new_count - old_count;
+            let old_names = old_view.as_ref().map_or(0, |v| v.names.len() as u64);
+            let new_names = view.as_ref().map_or(0, |v| v.names.len() as u64);
+            self.name_count = self.name_count + new_names - old_names;
             match view {
                 Some(v) => {
                     shared.services.insert(map_key, Arc::new(v));
@@ -755,6 +800,7 @@ impl IndexWriter {
                 .stats
                 .endpoints
                 .store(self.endpoint_count, Ordering::Relaxed);
+            shared.stats.names.store(self.name_count, Ordering::Relaxed);
             shared.stats.publishes.fetch_add(1, Ordering::Relaxed);
             shared.generation.send_modify(|g| *g += 1);
         }

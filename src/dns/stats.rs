@@ -1,0 +1,156 @@
+//! Query counters for the hot path: lock-free, allocation-free, sharded.
+//!
+//! Each UDP thread (and tokio worker) increments relaxed atomics in its own
+//! cache-line-aligned shard, picked once per thread, so two cores answering
+//! at full speed never fight over one counter. The admin side sums the shards
+//! when Prometheus scrapes (`telemetry::render`). Label values come from small
+//! fixed sets: never a name from a query (cardinality stays bounded).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// `proto` label values, indexed by `tcp as usize`.
+pub const PROTOS: [&str; 2] = ["udp", "tcp"];
+/// `type` label values.
+pub const QTYPES: [&str; 10] = [
+    "A", "AAAA", "SRV", "PTR", "TXT", "SOA", "NS", "CNAME", "ANY", "other",
+];
+/// `rcode` label values.
+pub const RCODES: [&str; 8] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
+];
+/// Request-duration histogram bucket bounds, in microseconds.
+pub const BUCKETS_US: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 1_000, 5_000, 25_000, 100_000];
+
+const SHARDS: usize = 16;
+
+/// One shard of counters.
+#[repr(align(128))]
+#[derive(Default)]
+pub struct Shard {
+    requests: [[AtomicU64; QTYPES.len()]; 2],
+    responses: [[AtomicU64; RCODES.len()]; 2],
+    truncated: [AtomicU64; 2],
+    duration: [[AtomicU64; BUCKETS_US.len() + 1]; 2],
+    duration_ns: [AtomicU64; 2],
+    dropped: AtomicU64,
+}
+
+/// Summed counters.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    /// requests[proto][qtype]
+    pub requests: [[u64; QTYPES.len()]; 2],
+    /// responses[proto][rcode]
+    pub responses: [[u64; RCODES.len()]; 2],
+    /// Truncated responses per proto.
+    pub truncated: [u64; 2],
+    /// Non-cumulative bucket counts per proto (last = +Inf).
+    pub duration: [[u64; BUCKETS_US.len() + 1]; 2],
+    /// Sum of durations per proto, nanoseconds.
+    pub duration_ns: [u64; 2],
+    /// Packets dropped unanswered (too short, or responses).
+    pub dropped: u64,
+}
+
+/// All shards.
+pub struct DnsStats {
+    shards: Box<[Shard]>,
+}
+
+impl Default for DnsStats {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
+/// The label index of a query type.
+pub fn qtype_index(qtype: u16) -> usize {
+    match qtype {
+        1 => 0,
+        28 => 1,
+        33 => 2,
+        12 => 3,
+        16 => 4,
+        6 => 5,
+        2 => 6,
+        5 => 7,
+        255 => 8,
+        _ => 9,
+    }
+}
+
+fn rcode_index(rcode: u16) -> usize {
+    match rcode {
+        0..=5 => rcode as usize,
+        16 => 6,
+        _ => 7,
+    }
+}
+
+impl DnsStats {
+    /// Counts one answered query.
+    pub fn record(
+        &self,
+        tcp: bool,
+        qtype: Option<u16>,
+        rcode: u16,
+        truncated: bool,
+        elapsed: Duration,
+    ) {
+        let s = &self.shards[shard_index()];
+        let p = tcp as usize;
+        s.requests[p][qtype.map_or(QTYPES.len() - 1, qtype_index)].fetch_add(1, Ordering::Relaxed);
+        s.responses[p][rcode_index(rcode)].fetch_add(1, Ordering::Relaxed);
+        if truncated {
+            s.truncated[p].fetch_add(1, Ordering::Relaxed);
+        }
+        let us = elapsed.as_micros() as u64;
+        let b = BUCKETS_US
+            .iter()
+            .position(|limit| us <= *limit)
+            .unwrap_or(BUCKETS_US.len());
+        s.duration[p][b].fetch_add(1, Ordering::Relaxed);
+        s.duration_ns[p].fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a packet dropped without an answer.
+    pub fn dropped(&self) {
+        self.shards[shard_index()]
+            .dropped
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sums the shards.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for s in self.shards.iter() {
+            for p in 0..2 {
+                for (i, c) in s.requests[p].iter().enumerate() {
+                    t.requests[p][i] += get(c);
+                }
+                for (i, c) in s.responses[p].iter().enumerate() {
+                    t.responses[p][i] += get(c);
+                }
+                for (i, c) in s.duration[p].iter().enumerate() {
+                    t.duration[p][i] += get(c);
+                }
+                t.truncated[p] += get(&s.truncated[p]);
+                t.duration_ns[p] += get(&s.duration_ns[p]);
+            }
+            t.dropped += get(&s.dropped);
+        }
+        t
+    }
+}
