@@ -27,6 +27,33 @@ pub struct Config {
     pub sim: SimConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Forwarding of names outside our zones.
+    pub forward: ForwardConfig,
+}
+
+/// `[forward]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Upstream resolvers: `IP`, `IP:port`, or `/etc/resolv.conf`; empty = forwarding off (REFUSED).
+    pub upstreams: Vec<String>,
+    /// Upstream timeout, milliseconds.
+    pub timeout_ms: u64,
+    /// Forwarded answers cached at most.
+    pub cache_size: u64,
+    /// Forwarded queries in flight at most; UDP queries beyond the queue get SERVFAIL.
+    pub max_inflight: usize,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            upstreams: Vec::new(),
+            timeout_ms: 1500,
+            cache_size: 10_000,
+            max_inflight: 1024,
+        }
+    }
 }
 
 /// `[dns]`
@@ -280,6 +307,12 @@ impl Config {
         if d.tcp_idle_timeout_ms == 0 {
             problems.push("dns.tcp_idle_timeout_ms: must be at least 1".into());
         }
+        if let Err(e) = crate::dns::forward::upstreams(&self.forward.upstreams) {
+            problems.push(e.to_string());
+        }
+        if self.forward.timeout_ms == 0 || self.forward.max_inflight == 0 {
+            problems.push("forward.timeout_ms and forward.max_inflight must be at least 1".into());
+        }
         if self.source.poll_interval_ms == 0 {
             problems.push("source.poll_interval_ms: must be at least 1".into());
         }
@@ -321,6 +354,7 @@ impl Config {
             any: d.any,
             max_udp_payload: d.max_udp_payload,
             nameserver_ips,
+            forward: !self.forward.upstreams.is_empty(),
         }
     }
 

@@ -238,7 +238,25 @@ pub async fn run(
     for s in &listeners.udp {
         info!(addr = %s.local_addr()?, "dns listening (udp)");
     }
-    let udp_threads = dns::server::spawn_udp(&answerer, listeners.udp, &stop)?;
+    let forwarder = if config.forward.upstreams.is_empty() {
+        None
+    } else {
+        let ups = dns::forward::upstreams(&config.forward.upstreams)?;
+        info!(upstreams = ?ups, "forwarding names outside our zones");
+        Some(Arc::new(dns::forward::Forwarder::new(
+            &ups,
+            Duration::from_millis(config.forward.timeout_ms),
+            config.forward.cache_size,
+            config.forward.max_inflight,
+            config.dns.max_udp_payload,
+        )?))
+    };
+    let udp_forward = forwarder.as_ref().map(|f| {
+        let (tx, rx) = mpsc::channel(config.forward.max_inflight);
+        tracker.spawn(Arc::clone(f).serve_udp(rx));
+        tx
+    });
+    let udp_threads = dns::server::spawn_udp(&answerer, listeners.udp, udp_forward, &stop)?;
     let limits = dns::server::TcpLimits {
         max_connections: config.dns.tcp_max_connections,
         idle_timeout: config.tcp_idle_timeout(),
@@ -249,6 +267,7 @@ pub async fn run(
             Arc::clone(&answerer),
             l,
             limits,
+            forwarder.clone(),
             stop.clone(),
             tracker.clone(),
         );
@@ -269,7 +288,7 @@ pub async fn run(
             sim: sim_handle,
             dns: Arc::clone(&answerer),
             metrics: Arc::new(telemetry::Metrics::default()),
-            forward: None,
+            forward: forwarder.as_ref().map(|f| f.stats()),
         });
         let listener = tokio::net::TcpListener::from_std(l)?;
         let stop = stop.clone();

@@ -121,11 +121,6 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Forwarded queries that failed upstream (timeouts, SERVFAIL)",
     ),
-    (
-        "headless_dns_forward_cache_hits_total",
-        "counter",
-        "Forwarded queries answered from the forwarding cache",
-    ),
 ];
 
 /// Forwarding counters, if forwarding is on.
@@ -135,8 +130,6 @@ pub struct ForwardStats {
     pub requests: std::sync::atomic::AtomicU64,
     /// Upstream failures.
     pub errors: std::sync::atomic::AtomicU64,
-    /// Cache hits.
-    pub cache_hits: std::sync::atomic::AtomicU64,
 }
 
 /// One server's metrics registry.
@@ -244,8 +237,6 @@ impl Metrics {
                     .absolute(f.requests.load(Ordering::Relaxed));
                 counter!("headless_dns_forward_errors_total")
                     .absolute(f.errors.load(Ordering::Relaxed));
-                counter!("headless_dns_forward_cache_hits_total")
-                    .absolute(f.cache_hits.load(Ordering::Relaxed));
             }
         });
         let mut out = self.handle.render();

@@ -7,6 +7,7 @@
 //! used for encoding when the index changes, never per query.
 
 pub mod cluster;
+pub mod forward;
 pub mod records;
 pub mod reverse;
 pub mod server;
@@ -66,6 +67,8 @@ pub struct DnsSettings {
     pub max_udp_payload: u16,
     /// Addresses of `ns.dns.<zone>` (the NS target); empty: no glue.
     pub nameserver_ips: Vec<IpAddr>,
+    /// Names outside our zones are forwarded (else REFUSED).
+    pub forward: bool,
 }
 
 /// What the listener does with the packet after [`Answerer::answer`].
@@ -75,6 +78,8 @@ pub enum Outcome {
     Reply,
     /// Send nothing.
     Drop,
+    /// Outside our zones with forwarding on: hand the packet to the forwarder.
+    Forward,
 }
 
 /// A zone we are authoritative for, as matched against question names.
@@ -232,6 +237,9 @@ impl Answerer {
                 return Outcome::Reply;
             }
         };
+        if self.settings.forward && q.qclass == 1 && self.zone_of(&q).is_none() {
+            return Outcome::Forward;
+        }
         let limit = q.max_response(tcp, self.settings.max_udp_payload);
         let mut hold = Hold::Nothing;
         let reply = self.resolve(&q, &mut hold);

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
+use super::forward::{Forwarder, UdpForward};
 use super::{Answerer, Outcome};
 use crate::error::{Error, Result};
 
@@ -89,6 +90,7 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<StdTcpListener> {
 pub fn spawn_udp(
     answerer: &Arc<Answerer>,
     sockets: Vec<UdpSocket>,
+    forward: Option<tokio::sync::mpsc::Sender<UdpForward>>,
     stop: &CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::with_capacity(sockets.len());
@@ -97,26 +99,47 @@ pub fn spawn_udp(
         sock.set_read_timeout(Some(UDP_POLL))?;
         let answerer = Arc::clone(answerer);
         let stop = stop.clone();
+        let forward = forward.clone();
+        let sock = Arc::new(sock);
         let handle = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
-            .spawn(move || udp_loop(&sock, &answerer, &stop))?;
+            .spawn(move || udp_loop(&sock, &answerer, forward.as_ref(), &stop))?;
         handles.push(handle);
     }
     Ok(handles)
 }
 
-fn udp_loop(sock: &UdpSocket, answerer: &Answerer, stop: &CancellationToken) {
+fn udp_loop(
+    sock: &Arc<UdpSocket>,
+    answerer: &Answerer,
+    forward: Option<&tokio::sync::mpsc::Sender<UdpForward>>,
+    stop: &CancellationToken,
+) {
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     while !stop.is_cancelled() {
         match sock.recv_from(&mut buf) {
-            Ok((n, src)) => {
-                if answerer.answer(&buf[..n], false, &mut out) == Outcome::Reply
-                    && let Err(e) = sock.send_to(&out, src)
-                {
-                    trace!(error = %e, %src, "udp send failed");
+            Ok((n, src)) => match answerer.answer(&buf[..n], false, &mut out) {
+                Outcome::Reply => {
+                    if let Err(e) = sock.send_to(&out, src) {
+                        trace!(error = %e, %src, "udp send failed");
+                    }
                 }
-            }
+                Outcome::Drop => {}
+                Outcome::Forward => {
+                    let req = UdpForward {
+                        packet: buf[..n].to_vec(),
+                        src,
+                        socket: Arc::clone(sock),
+                    };
+                    // A full queue sheds load: SERVFAIL now rather than an unbounded backlog.
+                    if forward.is_none_or(|f| f.try_send(req).is_err())
+                        && let Some(bytes) = super::forward::servfail(&buf[..n])
+                    {
+                        let _ = sock.send_to(&bytes, src);
+                    }
+                }
+            },
             Err(e)
                 if matches!(
                     e.kind(),
@@ -133,6 +156,7 @@ pub async fn serve_tcp(
     answerer: Arc<Answerer>,
     listener: StdTcpListener,
     limits: TcpLimits,
+    forwarder: Option<Arc<Forwarder>>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<()> {
@@ -157,10 +181,19 @@ pub async fn serve_tcp(
             continue;
         };
         let answerer = Arc::clone(&answerer);
+        let forwarder = forwarder.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            if let Err(e) = tcp_connection(stream, &answerer, limits.idle_timeout, &stop).await {
+            if let Err(e) = tcp_connection(
+                stream,
+                &answerer,
+                forwarder.as_deref(),
+                limits.idle_timeout,
+                &stop,
+            )
+            .await
+            {
                 trace!(%peer, error = %e, "tcp connection ended");
             }
         });
@@ -170,6 +203,7 @@ pub async fn serve_tcp(
 async fn tcp_connection(
     mut stream: TcpStream,
     answerer: &Answerer,
+    forwarder: Option<&Forwarder>,
     idle: Duration,
     stop: &CancellationToken,
 ) -> std::io::Result<()> {
@@ -194,8 +228,16 @@ async fn tcp_connection(
             Ok(Err(e)) => return Err(e),
             Err(_) => return Ok(()),
         }
-        if answerer.answer(&buf, true, &mut out) == Outcome::Drop {
-            continue;
+        match answerer.answer(&buf, true, &mut out) {
+            Outcome::Reply => {}
+            Outcome::Drop => continue,
+            Outcome::Forward => match forwarder {
+                Some(f) => match f.answer(&buf, true).await {
+                    Some(bytes) => out = bytes,
+                    None => continue,
+                },
+                None => continue,
+            },
         }
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());

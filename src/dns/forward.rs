@@ -1,0 +1,209 @@
+//! Forwarding: names outside our zones go to upstream resolvers.
+//!
+//! This is the standalone-resolver mode (a laptop with a kubeconfig: cluster
+//! names from the watch, everything else upstream). It uses hickory-resolver,
+//! whose bounded cache honours TTLs and negative TTLs (RFC 2308) and which
+//! retries over TCP on truncation. It is a rare path by design: UDP threads
+//! hand the packet to a bounded queue and go back to answering cluster names;
+//! a full queue sheds load with SERVFAIL instead of growing.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::Record;
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, trace};
+
+use crate::error::{Error, Result};
+use crate::telemetry::ForwardStats;
+
+/// A query handed from a UDP thread to the forwarder.
+pub struct UdpForward {
+    /// The query packet.
+    pub packet: Vec<u8>,
+    /// Who asked.
+    pub src: SocketAddr,
+    /// The socket to answer on.
+    pub socket: Arc<UdpSocket>,
+}
+
+/// Upstream addresses from the config: `IP`, `IP:port`, or a resolv.conf path.
+pub fn upstreams(entries: &[String]) -> Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for e in entries {
+        if e.starts_with('/') {
+            let text = std::fs::read_to_string(Path::new(e)).map_err(|source| Error::Read {
+                path: e.into(),
+                source,
+            })?;
+            for line in text.lines() {
+                let mut words = line.split_whitespace();
+                if words.next() == Some("nameserver")
+                    && let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok())
+                {
+                    out.push(SocketAddr::new(ip, 53));
+                }
+            }
+        } else if let Ok(sa) = e.parse::<SocketAddr>() {
+            out.push(sa);
+        } else if let Ok(ip) = e.parse::<IpAddr>() {
+            out.push(SocketAddr::new(ip, 53));
+        } else {
+            return Err(Error::Config(format!(
+                "forward.upstreams: {e:?} is not an address or a resolv.conf path"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The forwarder: a caching hickory resolver plus counters.
+pub struct Forwarder {
+    resolver: TokioResolver,
+    stats: Arc<ForwardStats>,
+    max_udp: u16,
+    inflight: Arc<Semaphore>,
+}
+
+impl Forwarder {
+    /// A forwarder to `upstreams`; `cache_size` answers at most.
+    pub fn new(
+        upstreams: &[SocketAddr],
+        timeout: Duration,
+        cache_size: u64,
+        max_inflight: usize,
+        max_udp: u16,
+    ) -> Result<Self> {
+        let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
+        for u in upstreams {
+            let mut ns = NameServerConfig::udp_and_tcp(u.ip());
+            for c in &mut ns.connections {
+                c.port = u.port();
+            }
+            ns.trust_negative_responses = true;
+            config.add_name_server(ns);
+        }
+        let mut opts = ResolverOpts::default();
+        opts.timeout = timeout;
+        opts.attempts = 1;
+        opts.cache_size = cache_size;
+        opts.ndots = 0;
+        opts.preserve_intermediates = true;
+        opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+        let mut builder = hickory_resolver::Resolver::builder_with_config(
+            config,
+            TokioRuntimeProvider::default(),
+        );
+        *builder.options_mut() = opts;
+        let resolver = builder
+            .build()
+            .map_err(|e| Error::Config(format!("forward: cannot build the resolver: {e}")))?;
+        Ok(Self {
+            resolver,
+            stats: Arc::new(ForwardStats::default()),
+            max_udp,
+            inflight: Arc::new(Semaphore::new(max_inflight.max(1))),
+        })
+    }
+
+    /// Counters for `/metrics`.
+    pub fn stats(&self) -> Arc<ForwardStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Resolves `packet` upstream (waiting for an in-flight slot) and returns
+    /// the response to send.
+    pub async fn answer(&self, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        let _permit = self.inflight.acquire().await.ok()?;
+        self.resolve(packet, tcp).await
+    }
+
+    async fn resolve(&self, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        let query = Message::from_vec(packet).ok()?;
+        let q = query.queries.first()?.clone();
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let mut resp = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+        resp.metadata.recursion_desired = query.metadata.recursion_desired;
+        resp.metadata.recursion_available = true;
+        resp.metadata.checking_disabled = query.metadata.checking_disabled;
+        resp.add_query(q.clone());
+        let limit = match (&query.edns, tcp) {
+            (_, true) => u16::MAX as usize,
+            (Some(e), false) => e.max_payload().clamp(512, self.max_udp) as usize,
+            (None, false) => 512,
+        };
+        if query.edns.is_some() {
+            let mut e = Edns::new();
+            e.set_max_payload(self.max_udp);
+            resp.set_edns(e);
+        }
+        match self.resolver.lookup(q.name().clone(), q.query_type()).await {
+            Ok(lookup) => {
+                let answers: Vec<Record> = lookup.answers().to_vec();
+                trace!(name = %q.name(), answers = answers.len(), "forwarded");
+                resp.add_answers(answers);
+            }
+            Err(e) if e.is_no_records_found() => {
+                resp.metadata.response_code = if e.is_nx_domain() {
+                    ResponseCode::NXDomain
+                } else {
+                    ResponseCode::NoError
+                };
+                if let Some(soa) = e.into_soa() {
+                    resp.add_authority(soa.into_record_of_rdata());
+                }
+            }
+            Err(e) => {
+                debug!(name = %q.name(), error = %e, "upstream failed");
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                resp.metadata.response_code = ResponseCode::ServFail;
+            }
+        }
+        let mut bytes = resp.to_vec().ok()?;
+        if bytes.len() > limit {
+            resp.answers.clear();
+            resp.authorities.clear();
+            resp.metadata.truncation = true;
+            bytes = resp.to_vec().ok()?;
+        }
+        Some(bytes)
+    }
+
+    /// Serves forwarded UDP queries from the queue until it closes.
+    pub async fn serve_udp(self: Arc<Self>, mut rx: mpsc::Receiver<UdpForward>) {
+        while let Some(req) = rx.recv().await {
+            // Take the slot before spawning: when upstreams are slow the queue
+            // fills and UDP threads answer SERVFAIL instead of piling up tasks.
+            let Ok(permit) = Arc::clone(&self.inflight).acquire_owned().await else {
+                return;
+            };
+            let me = Arc::clone(&self);
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Some(bytes) = me.resolve(&req.packet, false).await {
+                    let _ = req.socket.send_to(&bytes, req.src);
+                }
+            });
+        }
+    }
+}
+
+/// A SERVFAIL for a query we cannot forward now (queue full): id, RD and the
+/// question echoed.
+pub fn servfail(packet: &[u8]) -> Option<Vec<u8>> {
+    let query = Message::from_vec(packet).ok()?;
+    let mut resp = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+    resp.metadata.recursion_desired = query.metadata.recursion_desired;
+    resp.metadata.recursion_available = true;
+    resp.metadata.response_code = ResponseCode::ServFail;
+    resp.add_queries(query.queries.iter().cloned());
+
+    resp.to_vec().ok()
+}
