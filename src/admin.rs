@@ -39,6 +39,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Forwarding counters, when forwarding is on.
     pub forward: Option<Arc<ForwardStats>>,
+    /// Set when shutting down: readiness answers 503 from then on.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The admin routes.
@@ -66,7 +68,12 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.index.is_synced() {
+    if s.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "reason": "shutting down"})),
+        )
+    } else if s.index.is_synced() {
         (StatusCode::OK, Json(serde_json::json!({"ready": true})))
     } else {
         (

@@ -173,12 +173,15 @@ impl Default for SourceConfig {
 pub struct AdminConfig {
     /// The admin HTTP address; unset (`""` in env) = no admin listener.
     pub listen: Option<SocketAddr>,
+    /// On SIGTERM, how long `/ready` answers 503 before the server stops, milliseconds.
+    pub lameduck_ms: u64,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            lameduck_ms: 0,
         }
     }
 }

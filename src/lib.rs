@@ -57,12 +57,17 @@ impl Listeners {
     /// Binds what `config` asks for: per DNS address `threads` UDP sockets and
     /// one TCP listener on the same port, plus the admin listener.
     pub fn bind(config: &Config) -> Result<Self> {
+        Self::bind_parts(config, true, true)
+    }
+
+    /// Binds the DNS sockets and/or the admin listener.
+    pub fn bind_parts(config: &Config, dns: bool, admin: bool) -> Result<Self> {
         let mut l = Listeners {
             udp: Vec::new(),
             tcp: Vec::new(),
             admin: None,
         };
-        for addr in &config.dns.listen {
+        for addr in config.dns.listen.iter().filter(|_| dns) {
             // With port 0 TCP takes the port UDP got, so both share one
             // number. That port may already be in use for TCP (say, as the
             // local port of an outgoing connection): then pick another.
@@ -85,7 +90,7 @@ impl Listeners {
             l.tcp.push(tcp);
             l.udp.extend(udp);
         }
-        if let Some(addr) = config.admin.listen {
+        if let Some(addr) = config.admin.listen.filter(|_| admin) {
             let admin = TcpListener::bind(addr).map_err(|source| Error::Bind {
                 proto: "admin",
                 addr,
@@ -139,6 +144,147 @@ pub fn export_manifests(config: &Config) -> Result<String> {
     Ok(dns::zonefile::export(&writer.index(), &settings))
 }
 
+impl Listeners {
+    /// Duplicates every socket (the same kernel sockets, new descriptors), so
+    /// a new engine can serve them while the old one drains.
+    pub fn try_clone(&self) -> Result<Self> {
+        Ok(Listeners {
+            udp: self
+                .udp
+                .iter()
+                .map(UdpSocket::try_clone)
+                .collect::<std::io::Result<_>>()?,
+            tcp: self
+                .tcp
+                .iter()
+                .map(TcpListener::try_clone)
+                .collect::<std::io::Result<_>>()?,
+            admin: self
+                .admin
+                .as_ref()
+                .map(TcpListener::try_clone)
+                .transpose()?,
+        })
+    }
+}
+
+/// One running configuration: the task running it and its shutdown trigger.
+struct Engine {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<()>>,
+    synced: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Engine {
+    fn start(config: Config, listeners: Listeners) -> Self {
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let (synced_tx, synced) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run_engine(
+            config,
+            listeners,
+            async {
+                let _ = rx.await;
+            },
+            Some(synced_tx),
+        ));
+        Engine {
+            stop: Some(stop),
+            task,
+            synced,
+        }
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+fn modified(path: Option<&std::path::Path>) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path?).and_then(|m| m.modified()).ok()
+}
+
+/// Serves `load()`'s configuration until `shutdown`, reloading it on SIGHUP
+/// and when `watch` (the config file) changes. A reload starts a new engine on
+/// the same sockets (rebinding only listeners whose addresses changed), waits
+/// for its first sync, then stops the old one, so answers never pause; a bad
+/// configuration is reported and the running one stays.
+pub async fn serve(
+    load: impl Fn() -> Result<Config>,
+    watch: Option<std::path::PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let mut config = load()?;
+    let mut listeners = Listeners::bind(&config)?;
+    let mut engine = Engine::start(config.clone(), listeners.try_clone()?);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut stamp = modified(watch.as_deref());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return engine.stop().await,
+            r = &mut engine.task => return r.unwrap_or(Ok(())),
+            _ = hangup.recv() => info!("SIGHUP: reloading the configuration"),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                let now = modified(watch.as_deref());
+                if now == stamp {
+                    continue;
+                }
+                info!("configuration file changed: reloading");
+            }
+        }
+        stamp = modified(watch.as_deref());
+        let next = match load() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; the running configuration stays");
+                continue;
+            }
+        };
+        if next == config {
+            info!("configuration unchanged");
+            continue;
+        }
+        // Rebind only what changed: DNS sockets and the admin listener apart.
+        let rebind_dns =
+            next.dns.listen != config.dns.listen || next.dns.threads != config.dns.threads;
+        let rebind_admin = next.admin.listen != config.admin.listen;
+        let rebind = rebind_dns || rebind_admin;
+        let mut next_listeners = listeners.try_clone()?;
+        if rebind {
+            match Listeners::bind_parts(&next, rebind_dns, rebind_admin) {
+                Ok(fresh) => {
+                    if rebind_dns {
+                        next_listeners.udp = fresh.udp;
+                        next_listeners.tcp = fresh.tcp;
+                    }
+                    if rebind_admin {
+                        next_listeners.admin = fresh.admin;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed: cannot bind; the running configuration stays");
+                    continue;
+                }
+            }
+        }
+        let mut started = Engine::start(next.clone(), next_listeners.try_clone()?);
+        if tokio::time::timeout(Duration::from_secs(30), &mut started.synced)
+            .await
+            .is_err()
+        {
+            warn!("the new configuration has not synced within 30 s; switching anyway");
+        }
+        let old = std::mem::replace(&mut engine, started);
+        old.stop().await?;
+        config = next;
+        listeners = next_listeners;
+        info!(rebound = rebind, "configuration reloaded");
+    }
+}
+
 /// Waits for Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let term = async {
@@ -161,6 +307,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    run_engine(config, listeners, shutdown, None).await
+}
+
+/// [`run`], telling `synced` when the index has completed its first sync.
+async fn run_engine(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    synced: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<()> {
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     config.validate()?;
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -225,6 +382,9 @@ pub async fn run(
         let index = index.clone();
         tracker.spawn(async move {
             index.wait_synced().await;
+            if let Some(tx) = synced {
+                let _ = tx.send(());
+            }
             let s = index.stats();
             info!(
                 services = s.services.load(std::sync::atomic::Ordering::Relaxed),
@@ -289,6 +449,7 @@ pub async fn run(
             dns: Arc::clone(&answerer),
             metrics: Arc::new(telemetry::Metrics::default()),
             forward: forwarder.as_ref().map(|f| f.stats()),
+            draining: Arc::clone(&draining),
         });
         let listener = tokio::net::TcpListener::from_std(l)?;
         let stop = stop.clone();
@@ -301,6 +462,16 @@ pub async fn run(
     }
 
     shutdown.await;
+    // Readiness goes 503 first, so load balancers stop sending; then, after
+    // the lameduck delay, stop accepting and finish what is in flight.
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    if config.admin.lameduck_ms > 0 {
+        info!(
+            lameduck_ms = config.admin.lameduck_ms,
+            "draining: /ready answers 503"
+        );
+        tokio::time::sleep(Duration::from_millis(config.admin.lameduck_ms)).await;
+    }
     info!("shutting down");
     stop.cancel();
     tracker.close();

@@ -141,15 +141,15 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args)?;
     headless_dns::telemetry::init(&config.log);
-    let listeners = headless_dns::Listeners::bind(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.udp_threads().clamp(1, 4))
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(headless_dns::run(
-        config,
-        listeners,
+    let reload = || load(&args).map_err(|e| headless_dns::Error::Config(format!("{e:#}")));
+    runtime.block_on(headless_dns::serve(
+        reload,
+        args.config.clone(),
         headless_dns::shutdown_signal(),
     ))?;
     Ok(())

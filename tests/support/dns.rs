@@ -165,32 +165,33 @@ pub async fn exchange(proto: Proto, server: SocketAddr, msg: &Message) -> Messag
     m
 }
 
-/// Sends raw bytes; `None` when no reply came within 2 s.
+/// Sends raw bytes; `None` when no reply came within 2 s or the connection failed.
 pub async fn exchange_raw(proto: Proto, server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     let fut = async {
         match proto {
             Proto::Udp => {
-                let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-                s.send_to(bytes, server).await.unwrap();
+                let s = UdpSocket::bind("127.0.0.1:0").await?;
+                s.send_to(bytes, server).await?;
                 let mut buf = vec![0u8; 65535];
-                let (n, _) = s.recv_from(&mut buf).await.unwrap();
+                let (n, _) = s.recv_from(&mut buf).await?;
                 buf.truncate(n);
-                buf
+                Ok::<_, std::io::Error>(buf)
             }
             Proto::Tcp => {
-                let mut s = TcpStream::connect(server).await.unwrap();
-                s.write_all(&(bytes.len() as u16).to_be_bytes())
-                    .await
-                    .unwrap();
-                s.write_all(bytes).await.unwrap();
-                let len = s.read_u16().await.unwrap() as usize;
+                let mut s = TcpStream::connect(server).await?;
+                s.write_all(&(bytes.len() as u16).to_be_bytes()).await?;
+                s.write_all(bytes).await?;
+                let len = s.read_u16().await? as usize;
                 let mut buf = vec![0u8; len];
-                s.read_exact(&mut buf).await.unwrap();
-                buf
+                s.read_exact(&mut buf).await?;
+                Ok(buf)
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(2), fut).await.ok()
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()?
+        .ok()
 }
 
 pub async fn query(proto: Proto, server: SocketAddr, name: &str, rtype: RecordType) -> Message {

@@ -1,0 +1,194 @@
+//! Reload and shutdown of the real binary: a changed config file (or SIGHUP)
+//! is applied without a gap, a broken one is refused while the running config
+//! stays, a new listen address is bound, and SIGTERM drains (readiness 503
+//! first) and exits 0 with queries in flight.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType::A;
+use support::dns::{Proto, http, query};
+
+const BIN: &str = env!("CARGO_BIN_EXE_headless-dns");
+const MANIFEST: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: nginx, namespace: default}\nspec: {clusterIP: None}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: n1, namespace: default, labels: {kubernetes.io/service-name: nginx}}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1], hostname: web-0}]\n";
+
+fn free_port() -> u16 {
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn config(dns: u16, admin: u16, manifest: &std::path::Path, extra: &str) -> String {
+    format!(
+        "[dns]\nlisten = [\"127.0.0.1:{dns}\"]\nthreads = 1\n{extra}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\nlameduck_ms = 800\n[source]\nmanifests = [\"{}\"]\n[sim]\nenabled = false\n",
+        manifest.display()
+    )
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+async fn wait_answer(
+    addr: SocketAddr,
+    name: &str,
+    what: &str,
+    check: impl Fn(&hickory_proto::op::Message) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let bytes = support::dns::message(name, A, None).to_vec().unwrap();
+        if let Some(r) = support::dns::exchange_raw(Proto::Udp, addr, &bytes).await {
+            let m = hickory_proto::op::Message::from_vec(&r).unwrap();
+            if check(&m) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn reload_on_change_and_sighup_and_graceful_shutdown() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("m.yaml");
+        std::fs::write(&manifest, MANIFEST).unwrap();
+        let cfg = dir.path().join("c.toml");
+        let (dns, admin) = (free_port(), free_port());
+        let dns_addr: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+        let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+        std::fs::write(&cfg, config(dns, admin, &manifest, "ttl = 5")).unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut server = Server(child);
+        let name = "web-0.nginx.default.svc.cluster.local";
+        wait_answer(dns_addr, name, "first answer", |m| {
+            m.answers.first().is_some_and(|r| r.ttl == 5)
+        })
+        .await;
+
+        // Saving the file reloads it: the TTL changes, answers never stop.
+        std::fs::write(&cfg, config(dns, admin, &manifest, "ttl = 7")).unwrap();
+        wait_answer(dns_addr, name, "TTL 7 after the file changed", |m| {
+            m.answers.first().is_some_and(|r| r.ttl == 7)
+        })
+        .await;
+
+        // A broken config: reported, and the running one stays.
+        std::fs::write(&cfg, config(dns, admin, &manifest, "ttl = \"seven\"")).unwrap();
+        signal(&server.0, "-HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+            if log.contains("reload failed") {
+                assert!(
+                    log.contains("c.toml") && log.contains("line 4"),
+                    "the error names file and line:\n{log}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "no reload error logged:\n{log}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let m = query(Proto::Udp, dns_addr, name, A).await;
+        assert_eq!(m.answers[0].ttl, 7, "still the running config");
+
+        // SIGHUP with a new zone and a new port: the new listener answers the new zone.
+        let dns2 = free_port();
+        let dns2_addr: SocketAddr = format!("127.0.0.1:{dns2}").parse().unwrap();
+        std::fs::write(
+            &cfg,
+            config(
+                dns2,
+                admin,
+                &manifest,
+                "ttl = 7\nzone = \"example.internal\"",
+            ),
+        )
+        .unwrap();
+        signal(&server.0, "-HUP");
+        wait_answer(
+            dns2_addr,
+            "web-0.nginx.default.svc.example.internal",
+            "new zone on the new port",
+            |m| m.answers.len() == 1,
+        )
+        .await;
+
+        // SIGTERM with TCP queries in flight: /ready goes 503, the process exits 0.
+        let client = tokio::spawn(async move {
+            let mut ok = 0;
+            for _ in 0..2000 {
+                let bytes =
+                    support::dns::message("web-0.nginx.default.svc.example.internal", A, None)
+                        .to_vec()
+                        .unwrap();
+                match support::dns::exchange_raw(Proto::Tcp, dns2_addr, &bytes).await {
+                    Some(r) => {
+                        let m = hickory_proto::op::Message::from_vec(&r).unwrap();
+                        assert_eq!(m.answers.len(), 1, "every answer sent is right");
+                        ok += 1;
+                    }
+                    None => break,
+                }
+            }
+            ok
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        signal(&server.0, "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut saw_503 = false;
+        while Instant::now() < deadline && !saw_503 {
+            match http(admin_addr, "GET", "/ready").await {
+                Ok((503, body)) => saw_503 = body.contains("shutting down"),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(_) => break,
+            }
+        }
+        assert!(saw_503, "readiness went 503 before the server stopped");
+        let status = loop {
+            if let Some(s) = server.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(5),
+                "did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "exit status {status:?}");
+        let answered = client.await.unwrap();
+        assert!(answered > 0, "queries were in flight");
+    })
+    .await
+    .expect("test timed out");
+}
