@@ -69,6 +69,18 @@ pub async fn run_writer(mut writer: IndexWriter, mut rx: mpsc::Receiver<SourceEv
     let mut batch = Vec::with_capacity(QUEUE);
     while rx.recv_many(&mut batch, QUEUE).await > 0 {
         debug!(events = batch.len(), "applying source events");
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for e in &batch {
+                match e {
+                    SourceEvent::Reset(k) => debug!(kind = k.as_str(), "re-list started"),
+                    SourceEvent::Synced(k) => debug!(kind = k.as_str(), "re-list complete"),
+                    SourceEvent::Upsert(o) => {
+                        debug!(kind = o.kind().as_str(), key = %o.key(), "upsert")
+                    }
+                    SourceEvent::Remove(k, key) => debug!(kind = k.as_str(), %key, "remove"),
+                }
+            }
+        }
         writer.apply_all(batch.drain(..));
     }
 }
