@@ -5,6 +5,9 @@
 //!
 //! Run with `cargo bench --bench memory`.
 
+// Printing numbers is what this bench is for.
+#![allow(clippy::print_stdout)]
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
