@@ -10,12 +10,14 @@
 
 use std::collections::HashSet;
 use std::fmt::Debug;
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -31,6 +33,49 @@ use crate::index::{
     Kind, NamespaceRecord, Object, ObjectKey, PodRecord, ServiceRecord, SliceRecord, SourceEvent,
     StatefulSetRecord,
 };
+
+/// Reconnect backoff for the watches: 0.1 s doubling to 5 s (with jitter),
+/// back to 0.1 s after 10 s without an error. kube's default (0.8 s to 30 s)
+/// suits controllers; a DNS server should re-converge within seconds after
+/// an API blip, and four or five watches retrying every 5 s at worst are no
+/// load for an API server. The previous state answers meanwhile.
+///
+/// Resets come only from that timer: kube's watcher yields `Init` (a success)
+/// before every list attempt, and `StreamBackoff` resets on any success, which
+/// would pin the delay at its floor while the API server is down.
+#[derive(Default)]
+pub struct QuickBackoff {
+    attempt: u32,
+    last_error: Option<std::time::Instant>,
+}
+
+impl Iterator for QuickBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        if self
+            .last_error
+            .is_some_and(|t| now.duration_since(t) > Duration::from_secs(10))
+        {
+            self.attempt = 0;
+        }
+        self.last_error = Some(now);
+        let base = Duration::from_millis(100)
+            .saturating_mul(1 << self.attempt.min(6))
+            .min(Duration::from_secs(5));
+        self.attempt = self.attempt.saturating_add(1);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Some(base.mul_f64(0.5 + (nanos % 1000) as f64 / 2000.0))
+    }
+}
+
+impl Backoff for QuickBackoff {
+    /// Ignored: see the type's docs; the 10 s timer in `next` resets instead.
+    fn reset(&mut self) {}
+}
 
 /// The kinds watched for `config`.
 pub fn kinds(config: &Config) -> Vec<Kind> {
@@ -173,7 +218,9 @@ async fn watch<K, F>(
                 .as_deref()
                 .is_none_or(|n| namespaces.contains(&n.to_ascii_lowercase()))
     };
-    let mut stream = watcher(api.clone(), wc.clone()).default_backoff().boxed();
+    let mut stream = watcher(api.clone(), wc.clone())
+        .backoff(QuickBackoff::default())
+        .boxed();
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return,
@@ -192,7 +239,9 @@ async fn watch<K, F>(
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(GONE_RELIST_DELAY) => {}
                 }
-                stream = watcher(api.clone(), wc.clone()).default_backoff().boxed();
+                stream = watcher(api.clone(), wc.clone())
+                    .backoff(QuickBackoff::default())
+                    .boxed();
                 continue;
             }
             Err(e) => {
@@ -243,7 +292,7 @@ async fn watch<K, F>(
 
 /// Pause before re-listing after a watch request was refused with 410, like
 /// kube-runtime's first backoff step, so a misbehaving server is not hammered.
-const GONE_RELIST_DELAY: std::time::Duration = std::time::Duration::from_millis(800);
+const GONE_RELIST_DELAY: Duration = Duration::from_millis(800);
 
 /// True for a watch request the API server answered with HTTP 410 Gone.
 fn is_gone_at_watch_start(e: &watcher::Error) -> bool {
