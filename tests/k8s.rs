@@ -1305,7 +1305,7 @@ async fn soak_random_api_faults_lose_nothing() {
                                 2 => {
                     // A change while disconnected, then the history that holds
                     // it forgotten: resuming gets 410 Gone and must re-list.
-                    api.set_gone_as_http_status(rng.next() % 2 == 0);
+                    api.set_gone_as_http_status(rng.next().is_multiple_of(2));
                     api.drop_watches();
                     moving_ip = ip(&format!("10.247.{}.{}", (cycle / 250) % 250, cycle % 250 + 1));
                     api.apply(endpoint_slice(NS, "moving", &[ready("m-0", moving_ip)]));
