@@ -39,9 +39,9 @@ pub struct Shard {
 /// Summed counters.
 #[derive(Debug, Default, Clone)]
 pub struct Totals {
-    /// requests[proto][qtype]
+    /// `requests[proto][qtype]`
     pub requests: [[u64; QTYPES.len()]; 2],
-    /// responses[proto][rcode]
+    /// `responses[proto][rcode]`
     pub responses: [[u64; RCODES.len()]; 2],
     /// Truncated responses per proto.
     pub truncated: [u64; 2],
