@@ -57,7 +57,8 @@ pub struct DnsConfig {
     pub threads: usize,
     /// Addresses of `ns.dns.<zone>`; empty = the specific listen addresses.
     pub nameserver_ips: Vec<IpAddr>,
-    /// TCP connections open at most.
+    /// TCP connections open at most; at the bound a new client takes the
+    /// place of the least recently active connection.
     pub tcp_max_connections: usize,
     /// TCP idle timeout, milliseconds.
     pub tcp_idle_timeout_ms: u64,
