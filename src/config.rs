@@ -62,6 +62,13 @@ pub struct DnsConfig {
     pub tcp_max_connections: usize,
     /// TCP idle timeout, milliseconds.
     pub tcp_idle_timeout_ms: u64,
+    /// UDP response-rate limit per client network (IPv4 /24, IPv6 /56),
+    /// responses per second with a one-second burst; 0 = off (the default).
+    pub rrl_responses_per_second: u32,
+    /// With the rate limit on, every `rrl_slip`-th response over it is sent
+    /// truncated (TC) instead of dropped, so that a real client retries over
+    /// TCP; 0 = drop them all, 1 = truncate them all.
+    pub rrl_slip: u32,
 }
 
 impl Default for DnsConfig {
@@ -81,6 +88,8 @@ impl Default for DnsConfig {
             nameserver_ips: Vec::new(),
             tcp_max_connections: 1024,
             tcp_idle_timeout_ms: 10_000,
+            rrl_responses_per_second: 0,
+            rrl_slip: 2,
         }
     }
 }

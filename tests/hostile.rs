@@ -1,6 +1,6 @@
 //! Hostile clients against the real server over real loopback sockets (issue 7,
 //! "Bad input" and "Overload"): malformed packets, abusive TCP clients, the
-//! connection bound, and a replay of the fuzz seeds
+//! connection bound, response-rate limiting, and a replay of the fuzz seeds
 //! and crash reproducers through the fuzz targets' own checks (so CI covers
 //! them without a nightly toolchain). After every hostile case the server
 //! must still answer a normal query correctly.
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use support::dns::{BOTH, Proto, TestServer, exchange_raw, ip_strings, message, rcode};
+use support::dns::{BOTH, Proto, TestServer, exchange, exchange_raw, ip_strings, message, rcode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -594,6 +594,82 @@ async fn ten_thousand_idle_connections_against_the_default_bound() {
     tokio::time::timeout(Duration::from_secs(120), connection_bound(n, max))
         .await
         .expect("test timed out");
+}
+
+// ---- response-rate limiting ---------------------------------------------
+
+/// Sends `n` queries for POD in one burst from one socket; returns
+/// (answered, slipped, silent) after 500 ms without a reply (at most 10 s).
+async fn burst(server: SocketAddr, n: u16) -> (usize, usize, usize) {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..n {
+        let mut m = message(POD, RecordType::A, Some(1232));
+        m.metadata.id = i;
+        sock.send_to(&m.to_vec().unwrap(), server).await.unwrap();
+    }
+    let (mut answered, mut slipped) = (BTreeSet::new(), BTreeSet::new());
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while answered.len() + slipped.len() < n as usize && tokio::time::Instant::now() < deadline {
+        let Ok(Ok((len, _))) =
+            tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await
+        else {
+            break;
+        };
+        let m = Message::from_vec(&buf[..len]).expect("reply parses");
+        assert_eq!(rcode(&m), ResponseCode::NoError);
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty(), "a slip carries no records");
+            assert_eq!(m.queries.len(), 1, "a slip keeps the question");
+            assert!(m.edns.is_some(), "a slip keeps OPT");
+            slipped.insert(m.metadata.id);
+        } else {
+            assert_eq!(ip_strings(&m), ["10.1.0.10"]);
+            answered.insert(m.metadata.id);
+        }
+    }
+    let silent = n as usize - answered.len() - slipped.len();
+    (answered.len(), slipped.len(), silent)
+}
+
+#[tokio::test]
+async fn rate_limiting_drops_and_slips_a_burst_only_when_on() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let s = start(|c| {
+            c.dns.rrl_responses_per_second = 5;
+            c.dns.rrl_slip = 2;
+        })
+        .await;
+        let started = Instant::now();
+        // The server's own readiness probe sent no DNS, so the budget is whole.
+        let (answered, slipped, silent) = burst(s.dns, 100).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let budget = 5 + (5.0 * elapsed).ceil() as usize;
+        assert!(
+            (1..=budget).contains(&answered),
+            "{answered} answered, budget {budget} in {elapsed:.2} s"
+        );
+        assert!(
+            slipped >= 1 && silent >= 1,
+            "{slipped} slipped, {silent} dropped"
+        );
+        assert!(
+            slipped.abs_diff(silent) <= 1,
+            "slip 2: every second response over the limit is truncated ({slipped} vs {silent})"
+        );
+        // TCP is never limited: a client told TC retries there and is answered.
+        let m = exchange(Proto::Tcp, s.dns, &message(POD, RecordType::A, None)).await;
+        assert_eq!(ip_strings(&m), ["10.1.0.10"]);
+        s.stop().await;
+
+        // Off (the default): the same burst is answered in full.
+        let s = start(|_| {}).await;
+        let (answered, slipped, silent) = burst(s.dns, 100).await;
+        assert_eq!((answered, slipped, silent), (100, 0, 0));
+        s.stop().await;
+    })
+    .await
+    .expect("test timed out");
 }
 
 // ---- the fuzz corpus, without the fuzzer -----------------------------------

@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod records;
 pub mod reverse;
+pub mod rrl;
 pub mod server;
 pub mod wire;
 pub mod zonefile;

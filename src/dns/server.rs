@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
+use super::rrl::{Rrl, Verdict};
+use super::wire::truncate_response;
 use super::{Answerer, Outcome};
 use crate::error::{Error, Result};
 
@@ -93,9 +95,11 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<StdTcpListener> {
 }
 
 /// Starts one thread per UDP socket; they stop when `stop` is cancelled.
+/// With `rrl`, every response goes through the rate limiter first.
 pub fn spawn_udp(
     answerer: &Arc<Answerer>,
     sockets: Vec<UdpSocket>,
+    rrl: Option<Arc<Rrl>>,
     stop: &CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::with_capacity(sockets.len());
@@ -103,24 +107,33 @@ pub fn spawn_udp(
         sock.set_nonblocking(false)?;
         sock.set_read_timeout(Some(UDP_POLL))?;
         let answerer = Arc::clone(answerer);
+        let rrl = rrl.clone();
         let stop = stop.clone();
         let handle = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
-            .spawn(move || udp_loop(&sock, &answerer, &stop))?;
+            .spawn(move || udp_loop(&sock, &answerer, rrl.as_deref(), &stop))?;
         handles.push(handle);
     }
     Ok(handles)
 }
 
-fn udp_loop(sock: &UdpSocket, answerer: &Answerer, stop: &CancellationToken) {
+fn udp_loop(sock: &UdpSocket, answerer: &Answerer, rrl: Option<&Rrl>, stop: &CancellationToken) {
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     while !stop.is_cancelled() {
         match sock.recv_from(&mut buf) {
             Ok((n, src)) => {
-                if answerer.answer(&buf[..n], false, &mut out) == Outcome::Reply
-                    && let Err(e) = sock.send_to(&out, src)
-                {
+                if answerer.answer(&buf[..n], false, &mut out) == Outcome::Drop {
+                    continue;
+                }
+                if let Some(rrl) = rrl {
+                    match rrl.check(src.ip()) {
+                        Verdict::Send => {}
+                        Verdict::Drop => continue,
+                        Verdict::Slip => truncate_response(&mut out),
+                    }
+                }
+                if let Err(e) = sock.send_to(&out, src) {
                     trace!(error = %e, %src, "udp send failed");
                 }
             }
