@@ -7,13 +7,15 @@
 //! header (that is not itself a response), its id echoed, QR set, a message
 //! hickory-proto can parse, at most 512 bytes over UDP unless the query
 //! carried an OPT record asking for more (RFC 6891 §6.2.5), at most the
-//! configured maximum over UDP, and a length that fits TCP's 2-byte prefix.
+//! configured maximum over UDP, and a length that fits TCP's 2-byte prefix;
+//! and that each UDP reply cut down to a rate limiter's "slip" is still one.
 //!
 //! `check_manifest`: any text through `sources::file::parse`; what parses is
 //! applied to an index and exported as a zone, the path a manifest takes.
 
 use std::sync::OnceLock;
 
+use headless_dns::dns::wire::truncate_response;
 use headless_dns::dns::{Answerer, AnyMode, Outcome, PodsMode};
 use headless_dns::index::{Index, IndexWriter, Object, ZoneSettings};
 use headless_dns::sources::{Differ, ObjectMap};
@@ -169,6 +171,19 @@ fn check_reply(
     if reply.metadata.truncation {
         assert!(reply.answers.is_empty(), "{proto}: TC with answers");
     }
+    // What response-rate limiting sends instead ("slip"): still a valid reply.
+    let mut slip = out.to_vec();
+    truncate_response(&mut slip);
+    let slipped = Message::from_vec(&slip)
+        .unwrap_or_else(|e| panic!("slip does not parse ({e}): {slip:02x?}"));
+    assert_eq!(slip[..2], packet[..2], "slip id");
+    assert!(slipped.metadata.truncation, "slip without TC");
+    assert!(
+        slipped.answers.is_empty() && slipped.authorities.is_empty(),
+        "slip with records"
+    );
+    assert!(slip.len() <= out.len(), "slip longer than the reply");
+    assert_eq!(slipped.edns.is_some(), reply.edns.is_some(), "slip OPT");
 }
 
 /// Parses `data` (as UTF-8, invalid sequences replaced) as a manifest file;
