@@ -329,6 +329,8 @@ const IDLE: Duration = Duration::from_millis(500);
 async fn stalled_tcp_clients_are_closed_after_the_idle_timeout() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let s = start(|c| c.dns.tcp_idle_timeout_ms = IDLE.as_millis() as u64).await;
+        // Before the connections: their idle timers start after this.
+        let started = Instant::now();
         // A length prefix larger than what follows, then silence.
         let mut partial = TcpStream::connect(s.dns).await.unwrap();
         partial.write_all(&[0, 100]).await.unwrap();
@@ -340,7 +342,6 @@ async fn stalled_tcp_clients_are_closed_after_the_idle_timeout() {
         let mut silent = TcpStream::connect(s.dns).await.unwrap();
         // Meanwhile everyone else is served.
         assert_still_answers(&s, "three stalled TCP clients").await;
-        let started = Instant::now();
         for (what, c) in [
             ("length prefix larger than the data", &mut partial),
             ("one byte", &mut one_byte),
