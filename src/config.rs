@@ -84,10 +84,18 @@ pub struct DnsConfig {
     pub threads: usize,
     /// Addresses of `ns.dns.<zone>`; empty = the specific listen addresses.
     pub nameserver_ips: Vec<IpAddr>,
-    /// TCP connections open at most.
+    /// TCP connections open at most; at the bound a new client takes the
+    /// place of the least recently active connection.
     pub tcp_max_connections: usize,
     /// TCP idle timeout, milliseconds.
     pub tcp_idle_timeout_ms: u64,
+    /// UDP response-rate limit per client network (IPv4 /24, IPv6 /56),
+    /// responses per second with a one-second burst; 0 = off (the default).
+    pub rrl_responses_per_second: u32,
+    /// With the rate limit on, every `rrl_slip`-th response over it is sent
+    /// truncated (TC) instead of dropped, so that a real client retries over
+    /// TCP; 0 = drop them all, 1 = truncate them all.
+    pub rrl_slip: u32,
 }
 
 impl Default for DnsConfig {
@@ -107,6 +115,8 @@ impl Default for DnsConfig {
             nameserver_ips: Vec::new(),
             tcp_max_connections: 1024,
             tcp_idle_timeout_ms: 10_000,
+            rrl_responses_per_second: 0,
+            rrl_slip: 2,
         }
     }
 }

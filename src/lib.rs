@@ -416,7 +416,21 @@ async fn run_engine(
         tracker.spawn(Arc::clone(f).serve_udp(rx));
         tx
     });
-    let udp_threads = dns::server::spawn_udp(&answerer, listeners.udp, udp_forward, &stop)?;
+    let rrl = dns::rrl::Rrl::new(config.dns.rrl_responses_per_second, config.dns.rrl_slip);
+    if rrl.is_some() {
+        info!(
+            responses_per_second = config.dns.rrl_responses_per_second,
+            slip = config.dns.rrl_slip,
+            "udp response-rate limiting on"
+        );
+    }
+    let udp_threads = dns::server::spawn_udp(
+        &answerer,
+        listeners.udp,
+        udp_forward,
+        rrl.map(Arc::new),
+        &stop,
+    )?;
     let limits = dns::server::TcpLimits {
         max_connections: config.dns.tcp_max_connections,
         idle_timeout: config.tcp_idle_timeout(),

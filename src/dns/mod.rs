@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod forward;
 pub mod records;
 pub mod reverse;
+pub mod rrl;
 pub mod server;
 pub mod stats;
 pub mod wire;

@@ -6,10 +6,16 @@
 //! with `SO_REUSEPORT` (the kernel spreads clients across them), which is how
 //! `threads` scales over cores. TCP (RFC 7766) runs on tokio: length-prefixed
 //! messages, pipelined in order, an idle timeout, and a bound on connections.
+//! At the bound a new client is let in by closing the least recently active
+//! connection (RFC 7766 §6.2.3 lets servers close idle connections under
+//! pressure): otherwise whoever opens the most connections and sits on them
+//! would lock everyone else out until the idle timeout.
 
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -21,6 +27,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
 use super::forward::{Forwarder, UdpForward};
+use super::rrl::{Rrl, Verdict};
+use super::wire::truncate_response;
 use super::{Answerer, Outcome};
 use crate::error::{Error, Result};
 
@@ -30,7 +38,8 @@ const UDP_POLL: Duration = Duration::from_millis(200);
 /// Limits on TCP clients.
 #[derive(Clone, Copy, Debug)]
 pub struct TcpLimits {
-    /// Open connections at most; further clients are closed at once.
+    /// Open connections at most; a client beyond it takes the place of the
+    /// least recently active one.
     pub max_connections: usize,
     /// A connection with no complete query for this long is closed.
     pub idle_timeout: Duration,
@@ -87,10 +96,12 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<StdTcpListener> {
 }
 
 /// Starts one thread per UDP socket; they stop when `stop` is cancelled.
+/// With `rrl`, every response goes through the rate limiter first.
 pub fn spawn_udp(
     answerer: &Arc<Answerer>,
     sockets: Vec<UdpSocket>,
     forward: Option<tokio::sync::mpsc::Sender<UdpForward>>,
+    rrl: Option<Arc<Rrl>>,
     stop: &CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::with_capacity(sockets.len());
@@ -98,12 +109,13 @@ pub fn spawn_udp(
         sock.set_nonblocking(false)?;
         sock.set_read_timeout(Some(UDP_POLL))?;
         let answerer = Arc::clone(answerer);
+        let rrl = rrl.clone();
         let stop = stop.clone();
         let forward = forward.clone();
         let sock = Arc::new(sock);
         let handle = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
-            .spawn(move || udp_loop(&sock, &answerer, forward.as_ref(), &stop))?;
+            .spawn(move || udp_loop(&sock, &answerer, forward.as_ref(), rrl.as_deref(), &stop))?;
         handles.push(handle);
     }
     Ok(handles)
@@ -113,6 +125,7 @@ fn udp_loop(
     sock: &Arc<UdpSocket>,
     answerer: &Answerer,
     forward: Option<&tokio::sync::mpsc::Sender<UdpForward>>,
+    rrl: Option<&Rrl>,
     stop: &CancellationToken,
 ) {
     let mut buf = vec![0u8; 65535];
@@ -121,6 +134,13 @@ fn udp_loop(
         match sock.recv_from(&mut buf) {
             Ok((n, src)) => match answerer.answer(&buf[..n], false, &mut out) {
                 Outcome::Reply => {
+                    if let Some(rrl) = rrl {
+                        match rrl.check(src.ip()) {
+                            Verdict::Send => {}
+                            Verdict::Drop => continue,
+                            Verdict::Slip => truncate_response(&mut out),
+                        }
+                    }
                     if let Err(e) = sock.send_to(&out, src) {
                         trace!(error = %e, %src, "udp send failed");
                     }
@@ -151,6 +171,70 @@ fn udp_loop(
     }
 }
 
+/// How long a new client waits for a closed connection's task to let go of
+/// its slot before it is turned away.
+const EVICT_WAIT: Duration = Duration::from_secs(1);
+
+/// One open TCP connection as the accept loop sees it.
+struct Conn {
+    /// The activity tick of its accept or its last reply (see [`Conns::tick`]).
+    last_active: AtomicU64,
+    /// Cancelled to close the connection and make room for a new one.
+    evict: CancellationToken,
+}
+
+/// The open TCP connections: who to close when a new client arrives at the
+/// limit. The fd bound itself is the semaphore in [`serve_tcp`] (a closed
+/// connection's permit returns only when its task has dropped the socket).
+#[derive(Default)]
+struct Conns {
+    /// A counter, not a clock: only the order of activity matters.
+    tick: AtomicU64,
+    /// Open connections by id. A std `Mutex`: held for an insert, a remove or
+    /// one scan on eviction (at most `max_connections` entries), never across
+    /// an `.await`.
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
+}
+
+impl Conns {
+    fn now(&self) -> u64 {
+        self.tick.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn insert(&self, id: u64) -> Arc<Conn> {
+        let conn = Arc::new(Conn {
+            last_active: AtomicU64::new(self.now()),
+            evict: CancellationToken::new(),
+        });
+        // A poisoned lock only means another task panicked mid-insert; the map is still usable.
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.insert(id, Arc::clone(&conn));
+        conn
+    }
+
+    fn remove(&self, id: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.remove(&id);
+    }
+
+    /// Closes the least recently active connection; false if none is left
+    /// to close (all are already on their way out).
+    fn evict_oldest(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let oldest = open
+            .iter()
+            .min_by_key(|(_, c)| c.last_active.load(Ordering::Relaxed))
+            .map(|(id, _)| *id);
+        match oldest.and_then(|id| open.remove(&id)) {
+            Some(conn) => {
+                conn.evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Serves TCP on `listener` until `stop`; connection tasks go on `tracker`.
 pub async fn serve_tcp(
     answerer: Arc<Answerer>,
@@ -162,6 +246,8 @@ pub async fn serve_tcp(
 ) -> Result<()> {
     let listener = TcpListener::from_std(listener)?;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let conns = Arc::new(Conns::default());
+    let mut next_id = 0u64;
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -175,27 +261,49 @@ pub async fn serve_tcp(
                 }
             },
         };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            debug!(%peer, "tcp connection limit reached, closing");
-            drop(stream);
-            continue;
+        let permit = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if conns.evict_oldest() {
+                    debug!(%peer, "tcp connection limit reached, closing the least recently active");
+                }
+                let wait = tokio::time::timeout(EVICT_WAIT, Arc::clone(&slots).acquire_owned());
+                match tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    r = wait => r,
+                } {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        debug!(%peer, "tcp connection limit reached, closing the new connection");
+                        continue;
+                    }
+                }
+            }
         };
+        next_id += 1;
+        let id = next_id;
+        let conn = conns.insert(id);
+        let conns = Arc::clone(&conns);
         let answerer = Arc::clone(&answerer);
         let forwarder = forwarder.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            if let Err(e) = tcp_connection(
+            let serve = tcp_connection(
                 stream,
                 &answerer,
                 forwarder.as_deref(),
                 limits.idle_timeout,
                 &stop,
-            )
-            .await
-            {
-                trace!(%peer, error = %e, "tcp connection ended");
+                (&conns, &conn),
+            );
+            tokio::select! {
+                _ = conn.evict.cancelled() => trace!(%peer, "tcp connection closed to make room"),
+                r = serve => if let Err(e) = r {
+                    trace!(%peer, error = %e, "tcp connection ended");
+                },
             }
+            conns.remove(id);
         });
     }
 }
@@ -206,11 +314,13 @@ async fn tcp_connection(
     forwarder: Option<&Forwarder>,
     idle: Duration,
     stop: &CancellationToken,
+    (conns, conn): (&Conns, &Conn),
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(4096);
     loop {
+        // Shutdown closes a connection between queries, never mid-answer.
         let len = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             r = tokio::time::timeout(idle, stream.read_u16()) => match r {
@@ -242,8 +352,12 @@ async fn tcp_connection(
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
         framed.extend_from_slice(&out);
+        // One reply in flight per connection: a client that pipelines but does
+        // not read fills its socket buffers, this write times out and the
+        // connection is closed, so its memory here stays one message.
         tokio::time::timeout(idle, stream.write_all(&framed))
             .await
             .map_err(|_| std::io::Error::new(ErrorKind::TimedOut, "write timed out"))??;
+        conn.last_active.store(conns.now(), Ordering::Relaxed);
     }
 }

@@ -290,6 +290,61 @@ pub fn write_error_header(out: &mut Vec<u8>, packet: &[u8], id: u16, rc: u8) {
     out.extend_from_slice(&[0; 8]);
 }
 
+/// Cuts the response in `out` down to what response-rate limiting "slips":
+/// header with TC set, the question, and our OPT record if there is one
+/// (RFC 6891 §7: an EDNS query gets OPT back); no other record, so the client
+/// retries over TCP. A response whose records cannot be walked keeps only
+/// its header.
+pub fn truncate_response(out: &mut Vec<u8>) {
+    /// (question end, the OPT record's range) of a well-formed response.
+    fn layout(p: &[u8]) -> Option<(usize, Option<(usize, usize)>)> {
+        let qd = u16_at(p, 4)?;
+        let records = [6, 8, 10]
+            .iter()
+            .map(|&i| u16_at(p, i).map(u32::from))
+            .sum::<Option<u32>>()?;
+        let mut at = 12;
+        if qd > 1 {
+            return None;
+        }
+        if qd == 1 {
+            at = skip_name(p, at)? + 4;
+        }
+        let question_end = at;
+        let mut opt = None;
+        for _ in 0..records {
+            let start = at;
+            at = skip_name(p, at)?;
+            let rtype = u16_at(p, at)?;
+            at += 10 + usize::from(u16_at(p, at + 8)?);
+            if at > p.len() {
+                return None;
+            }
+            if rtype == qtype::OPT {
+                opt = Some((start, at));
+            }
+        }
+        Some((question_end, opt))
+    }
+    if out.len() < 12 {
+        return;
+    }
+    let (question_end, opt) = layout(out).unwrap_or((12, None));
+    if question_end == 12 {
+        out[4..6].copy_from_slice(&[0, 0]);
+    }
+    out[2] |= 0x02;
+    out[6..10].copy_from_slice(&[0; 4]);
+    out[10..12].copy_from_slice(&u16::from(opt.is_some()).to_be_bytes());
+    match opt {
+        Some((start, end)) => {
+            out.copy_within(start..end, question_end);
+            out.truncate(question_end + (end - start));
+        }
+        None => out.truncate(question_end),
+    }
+}
+
 /// The parts of the zone's SOA that do not change per query.
 #[derive(Clone, Debug)]
 pub struct SoaTemplate {
@@ -591,5 +646,40 @@ mod tests {
         assert_eq!(out.len(), 12 + 7 + 600);
         assert_eq!(out[2] & 0x02, 0);
         assert_eq!(&out[6..8], &[0, 30]);
+    }
+
+    #[test]
+    fn truncating_a_response_keeps_header_question_and_opt() {
+        let p = query(&["a"], qtype::A, &OPT_1232, 1);
+        let q = Query::parse(&p).unwrap();
+        let answer = [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4, 10, 0, 0, 1];
+        let reply = Reply {
+            answer: Some(Part::Bytes(1, &answer)),
+            additional: Some(Part::Bytes(1, &answer)),
+            aa: true,
+            ..Reply::code(rcode::NOERROR)
+        };
+        let mut out = Vec::new();
+        write_reply(&mut out, &p, &q, &reply, 1232, 1232);
+        assert_eq!(&out[6..12], &[0, 1, 0, 0, 0, 2]);
+        truncate_response(&mut out);
+        assert_eq!(out[2] & 0x02, 0x02, "TC set");
+        assert_eq!(&out[4..12], &[0, 1, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(out.len(), 12 + 7 + 11, "header, question, OPT");
+        assert_eq!(&out[19..22], &[0, 0, 41]);
+        // Without EDNS: header and question only.
+        let p = query(&["a"], qtype::A, &[], 0);
+        let q = Query::parse(&p).unwrap();
+        write_reply(&mut out, &p, &q, &reply, 512, 1232);
+        truncate_response(&mut out);
+        assert_eq!(out.len(), 12 + 7);
+        assert_eq!(&out[4..12], &[0, 1, 0, 0, 0, 0, 0, 0]);
+        // A header-only error stays a header, and garbage does not panic.
+        write_error_header(&mut out, &p, 7, rcode::FORMERR);
+        truncate_response(&mut out);
+        assert_eq!(out.len(), 12);
+        let mut junk = vec![0xFF; 40];
+        truncate_response(&mut junk);
+        assert_eq!(junk.len(), 12);
     }
 }
