@@ -8,18 +8,18 @@
 # Why the CPU quota: the server answers ~110k qps on one core, and dnsperf
 # cannot send much more than that from the other core, so to offer *twice*
 # the capacity the server gets a fraction of a core (a cgroup cpu quota,
-# CPU_QUOTA percent, default 25; needs root and a writable cpu cgroup; with
+# CPU_QUOTA percent, default 15; needs root and a writable cpu cgroup; with
 # CPU_QUOTA=0 or none available it only pins the server to core 0 and says so).
 #
 # Usage: bench/overload.sh            (needs dnsperf and dig: apt-get install dnsperf dnsutils)
-# Env:   PORT (5399), DURATION (60 s), CPU_QUOTA (25), SERVICES (100) x PODS (10)
+# Env:   PORT (5399), DURATION (60 s), CPU_QUOTA (15), SERVICES (100) x PODS (10)
 # Bounded: every step has a time limit; the whole run takes about DURATION + 40 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=${PORT:-5399}
 DURATION=${DURATION:-60}
-CPU_QUOTA=${CPU_QUOTA:-25}
+CPU_QUOTA=${CPU_QUOTA:-15}
 SERVICES=${SERVICES:-100}
 PODS=${PODS:-10}
 for tool in dnsperf dig taskset; do
@@ -149,6 +149,8 @@ echo "RSS before overload:     $RSS_BEFORE"
 
 RATE=$((2 * CAP))
 echo "== overload: $RATE qps offered (2x) for $DURATION s"
+udp_drops() { awk '/^Udp:/ && $2 ~ /^[0-9]+$/ {print $6}' /proc/net/snmp; }
+drops0=$(udp_drops)
 ticks0=$(cpu_ticks)
 timeout $((DURATION + 30)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/queries.txt" \
   -l "$DURATION" -Q "$RATE" -c 8 -q 20000 -t 1 >"$WORK/over.txt" 2>&1 &
@@ -157,11 +159,13 @@ sleep $((DURATION / 2))
 echo "sample during overload:  $(check_sample)"
 wait "$PERF" || true
 ticks1=$(cpu_ticks)
+drops1=$(udp_drops)
 sent=$(field "Queries sent" "$WORK/over.txt")
 done_=$(field "Queries completed" "$WORK/over.txt")
 lost=$(field "Queries lost" "$WORK/over.txt")
 echo "sent $sent, answered $done_, lost $lost ($(awk -v l="$lost" -v s="$sent" 'BEGIN { printf "%.1f", 100 * l / s }')%)"
 echo "offered $(awk -v s="$sent" -v d="$DURATION" 'BEGIN { printf "%d", s / d }') qps, answered $(field "Queries per second" "$WORK/over.txt") qps, avg latency $(field "Average Latency" "$WORK/over.txt") s"
+echo "shed by the kernel (UDP RcvbufErrors, whole host): $((drops1 - drops0))"
 echo "server CPU during overload: $(awk -v t=$((ticks1 - ticks0)) -v d="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f%%", 100 * t / hz / d }') of one core"
 echo "RSS after overload:      $(rss)"
 echo "== sample after overload: $(check_sample)"

@@ -82,6 +82,10 @@ pub struct DnsConfig {
     pub max_udp_payload: u16,
     /// UDP sockets (threads) per listen address; 0 = one per CPU.
     pub threads: usize,
+    /// Receive buffer asked for each UDP socket, KiB; 0 = the OS default.
+    /// Small on purpose: under overload a long queue only answers queries
+    /// whose clients have given up, a short one sheds the excess at once.
+    pub udp_receive_buffer_kb: usize,
     /// Addresses of `ns.dns.<zone>`; empty = the specific listen addresses.
     pub nameserver_ips: Vec<IpAddr>,
     /// TCP connections open at most; at the bound a new client takes the
@@ -112,6 +116,7 @@ impl Default for DnsConfig {
             any: AnyMode::Hinfo,
             max_udp_payload: 1232,
             threads: 0,
+            udp_receive_buffer_kb: 256,
             nameserver_ips: Vec::new(),
             tcp_max_connections: 1024,
             tcp_idle_timeout_ms: 10_000,

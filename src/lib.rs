@@ -73,7 +73,11 @@ impl Listeners {
             // local port of an outgoing connection): then pick another.
             let mut attempts = 0;
             let (udp, tcp) = loop {
-                let udp = dns::server::bind_udp(*addr, config.udp_threads())?;
+                let udp = dns::server::bind_udp(
+                    *addr,
+                    config.udp_threads(),
+                    config.dns.udp_receive_buffer_kb * 1024,
+                )?;
                 let port = udp[0].local_addr()?.port();
                 match dns::server::bind_tcp(SocketAddr::new(addr.ip(), port)) {
                     Ok(tcp) => break (udp, tcp),
@@ -248,8 +252,9 @@ pub async fn serve(
             continue;
         }
         // Rebind only what changed: DNS sockets and the admin listener apart.
-        let rebind_dns =
-            next.dns.listen != config.dns.listen || next.dns.threads != config.dns.threads;
+        let rebind_dns = next.dns.listen != config.dns.listen
+            || next.dns.threads != config.dns.threads
+            || next.dns.udp_receive_buffer_kb != config.dns.udp_receive_buffer_kb;
         let rebind_admin = next.admin.listen != config.admin.listen;
         let rebind = rebind_dns || rebind_admin;
         let mut next_listeners = listeners.try_clone()?;

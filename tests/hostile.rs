@@ -709,3 +709,170 @@ fn fuzz_seeds_and_reproducers_replay_through_the_manifest_checks() {
         assert!(r.is_ok(), "{path} fails the fuzz target's checks");
     }
 }
+
+// ---- the admin API is not on the DNS path ----------------------------------
+
+/// The fixture cluster plus `n` headless services of 10 endpoints each, so
+/// `/records` is far larger than a socket buffer.
+fn many_services(n: usize) -> String {
+    let mut y = manifests();
+    for s in 0..n {
+        y.push_str(&format!(
+            "\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-{s}, namespace: default}}\nspec: {{clusterIP: None, ports: [{{name: web, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: svc-{s}-1, namespace: default, labels: {{kubernetes.io/service-name: svc-{s}}}}}\naddressType: IPv4\nendpoints:\n"
+        ));
+        for k in 0..10 {
+            y.push_str(&format!(
+                "  - {{addresses: [\"10.{}.{}.{}\"], hostname: web-{k}}}\n",
+                50 + s / 250,
+                s % 250,
+                k + 1
+            ));
+        }
+    }
+    y
+}
+
+#[tokio::test]
+async fn slow_admin_readers_do_not_slow_dns() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let s = TestServer::with_manifests(&many_services(400), |_| {}).await;
+        let (_, records) = support::dns::http(s.admin, "GET", "/records")
+            .await
+            .unwrap();
+        assert!(
+            records.len() > 256 * 1024,
+            "/records is {} bytes",
+            records.len()
+        );
+
+        // 100 clients ask for /records and never read; 100 send half a request
+        // line and stall (slowloris). All stay open for the rest of the test.
+        let mut stalled = Vec::new();
+        for i in 0..200 {
+            let mut c = TcpStream::connect(s.admin).await.unwrap();
+            let req: &[u8] = if i % 2 == 0 {
+                b"GET /records HTTP/1.1\r\nHost: x\r\n\r\n"
+            } else {
+                b"GET /reco"
+            };
+            c.write_all(req).await.unwrap();
+            stalled.push(c);
+        }
+        // Let the handlers run and fill the never-read sockets.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        // Meanwhile every DNS query over UDP and TCP is answered, and right.
+        for round in 0..200 {
+            let svc = round % 400;
+            let name = format!("web-3.svc-{svc}.default.svc.cluster.local");
+            let want = format!("10.{}.{}.4", 50 + svc / 250, svc % 250);
+            for proto in BOTH {
+                let m = s.query(proto, &name, RecordType::A).await;
+                assert_eq!(
+                    ip_strings(&m),
+                    std::slice::from_ref(&want),
+                    "{proto:?} {name}"
+                );
+            }
+        }
+        // And the admin API itself still serves others.
+        let (status, _) = support::dns::http(s.admin, "GET", "/health").await.unwrap();
+        assert_eq!(status, 200);
+        drop(stalled);
+        assert_still_answers(&s, "slow admin readers").await;
+        s.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+// ---- a burst of source events ----------------------------------------------
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_of_100k_events_coalesces_through_the_bounded_queue() {
+    use headless_dns::index::{
+        EndpointRecord, IndexWriter, Kind, Object, ObjectKey, ServiceKind, ServiceRecord,
+        SliceRecord, SourceEvent, ZoneSettings,
+    };
+    use headless_dns::sources::{QUEUE, run_writer};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    let ip = |i: u32| IpAddr::V4(Ipv4Addr::from(0x0a09_0000 | i));
+    let slice = |i: u32| {
+        SourceEvent::Upsert(Object::EndpointSlice(SliceRecord {
+            key: ObjectKey::new("default", "web-1"),
+            service: "web".into(),
+            ports: vec![],
+            endpoints: vec![EndpointRecord {
+                hostname: Some("web-0".into()),
+                addresses: vec![ip(i)],
+                ready: true,
+                serving: true,
+                terminating: false,
+                pod: Some("web-0".into()),
+            }],
+        }))
+    };
+    let writer = IndexWriter::new(
+        ZoneSettings {
+            zone: "cluster.local".into(),
+            ttl: 5,
+            endpoint_pod_names: false,
+        },
+        &Kind::ALL,
+    );
+    let index = writer.index();
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let task = tokio::spawn(run_writer(writer, rx));
+    let mut sync: Vec<SourceEvent> = Kind::ALL.iter().map(|k| SourceEvent::Reset(*k)).collect();
+    sync.push(SourceEvent::Upsert(Object::Service(ServiceRecord {
+        key: ObjectKey::new("default", "web"),
+        kind: ServiceKind::Headless,
+        ports: vec![],
+        publish_not_ready: false,
+    })));
+    sync.extend(Kind::ALL.iter().map(|k| SourceEvent::Synced(*k)));
+    for e in sync {
+        tx.send(e).await.unwrap();
+    }
+
+    // One pod's address changes 100,000 times as fast as the sender can go.
+    const N: u32 = 100_000;
+    let before = index
+        .stats()
+        .publishes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut most_queued = 0;
+    for i in 1..=N {
+        tx.send(slice(i)).await.unwrap();
+        most_queued = most_queued.max(tx.max_capacity() - tx.capacity());
+    }
+    drop(tx);
+    task.await.unwrap();
+    let publishes = index
+        .stats()
+        .publishes
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - before;
+
+    // Only the last address is served, nothing stale survives.
+    assert!(
+        index.reverse(&ip(N)).is_some(),
+        "the final address has its PTR"
+    );
+    for stale in [1, N / 2, N - 1] {
+        assert!(
+            index.reverse(&ip(stale)).is_none(),
+            "{} is stale",
+            ip(stale)
+        );
+    }
+    // The queue never held more than its bound, and the writer published
+    // once per batch, not once per event.
+    eprintln!("{N} events: {publishes} publishes, at most {most_queued} queued (bound {QUEUE})");
+    assert!(most_queued <= QUEUE);
+    assert!(
+        u64::from(N) / publishes.max(1) >= 50,
+        "{publishes} publishes for {N} events"
+    );
+}

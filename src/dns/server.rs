@@ -47,7 +47,9 @@ pub struct TcpLimits {
 
 /// Binds `count` UDP sockets on `addr` sharing the port with `SO_REUSEPORT`.
 /// With port 0 the first socket picks the port and the others join it.
-pub fn bind_udp(addr: SocketAddr, count: usize) -> Result<Vec<UdpSocket>> {
+/// `recv_buffer` (bytes, 0 = the OS default) bounds the kernel's queue of
+/// unanswered queries per socket.
+pub fn bind_udp(addr: SocketAddr, count: usize, recv_buffer: usize) -> Result<Vec<UdpSocket>> {
     use socket2::{Domain, Protocol, Socket, Type};
     let mut out: Vec<UdpSocket> = Vec::with_capacity(count);
     let mut addr = addr;
@@ -58,8 +60,10 @@ pub fn bind_udp(addr: SocketAddr, count: usize) -> Result<Vec<UdpSocket>> {
                 s.set_only_v6(true)?;
             }
             s.set_reuse_port(true)?;
-            // Room for bursts while a worker is busy: 4 MiB asked, the kernel caps it.
-            let _ = s.set_recv_buffer_size(4 << 20);
+            if recv_buffer > 0 {
+                // Best effort: the kernel caps it at net.core.rmem_max.
+                let _ = s.set_recv_buffer_size(recv_buffer);
+            }
             s.bind(&addr.into())?;
             Ok(s.into())
         };

@@ -153,8 +153,9 @@ pub struct EndpointView {
     pub served: bool,
     /// The Pod it points at.
     pub pod: Option<String>,
-    /// The ports of the slices it appears in (headless SRV).
-    pub ports: Vec<PortRecord>,
+    /// The ports of the slices it appears in (headless SRV); endpoints with
+    /// the same ports share one list.
+    pub ports: Arc<[PortRecord]>,
     /// When this endpoint's addresses or readiness last changed (Unix ms).
     pub changed_ms: u64,
 }
@@ -382,8 +383,10 @@ pub struct IndexWriter {
     endpoint_count: u64,
     name_count: u64,
     ns_refs: HashMap<String, usize>,
-    ptr_by_service: HashMap<ObjectKey, Vec<(IpAddr, String)>>,
-    ptr_owners: HashMap<IpAddr, BTreeSet<String>>,
+    /// The names each address's PTR points at, sorted. A `Vec` of boxed
+    /// strings, not a set: almost every address has exactly one name, and a
+    /// B-tree node per address would be most of the index's memory.
+    ptr_owners: HashMap<IpAddr, Vec<Box<str>>>,
     pod_ip_ns: HashMap<IpAddr, BTreeMap<String, usize>>,
     touched_services: BTreeSet<ObjectKey>,
     touched_namespaces: BTreeSet<String>,
@@ -424,7 +427,6 @@ impl IndexWriter {
             endpoint_count: 0,
             name_count: 0,
             ns_refs: HashMap::new(),
-            ptr_by_service: HashMap::new(),
             ptr_owners: HashMap::new(),
             pod_ip_ns: HashMap::new(),
             touched_services: BTreeSet::new(),
@@ -697,22 +699,31 @@ impl IndexWriter {
                 .get(&*map_key)
                 .map(|v| Arc::clone(v.value()));
             let view = self.build_view(&key, old_view.as_deref(), now);
+            // The PTRs a view contributes follow from the view alone, so the
+            // old ones are recomputed from the old view rather than stored.
             let new_ptrs = view.as_ref().map(|v| self.ptrs_of(v)).unwrap_or_default();
-            let old_ptrs = self.ptr_by_service.remove(&key).unwrap_or_default();
+            let old_ptrs = old_view
+                .as_ref()
+                .map(|v| self.ptrs_of(v))
+                .unwrap_or_default();
             if old_ptrs != new_ptrs {
                 for (ip, name) in &old_ptrs {
-                    if let Some(set) = self.ptr_owners.get_mut(ip) {
-                        set.remove(name);
+                    if let Some(names) = self.ptr_owners.get_mut(ip)
+                        && let Ok(i) = names.binary_search_by(|n| (**n).cmp(name.as_str()))
+                    {
+                        names.remove(i);
                     }
                     touched_ips.insert(*ip);
                 }
-                for (ip, name) in &new_ptrs {
-                    self.ptr_owners.entry(*ip).or_default().insert(name.clone());
-                    touched_ips.insert(*ip);
+                for (ip, name) in new_ptrs {
+                    let names = self.ptr_owners.entry(ip).or_default();
+                    if let Err(i) = names.binary_search_by(|n| (**n).cmp(name.as_str())) {
+                        // Exactly one more: a growing Vec would reserve four.
+                        names.reserve_exact(1);
+                        names.insert(i, name.into_boxed_str());
+                    }
+                    touched_ips.insert(ip);
                 }
-            }
-            if !new_ptrs.is_empty() {
-                self.ptr_by_service.insert(key.clone(), new_ptrs);
             }
             let old_count = old_view.as_ref().map_or(0, |v| v.endpoints.len() as u64);
             let new_count = view.as_ref().map_or(0, |v| v.endpoints.len() as u64);
@@ -863,7 +874,7 @@ fn group_endpoints(
     old: Option<&ServiceView>,
     now: u64,
 ) -> Vec<EndpointView> {
-    let mut by_label: BTreeMap<String, EndpointView> = BTreeMap::new();
+    let mut by_label: BTreeMap<String, (EndpointView, Vec<PortRecord>)> = BTreeMap::new();
     for slice in slices {
         for ep in &slice.endpoints {
             let served =
@@ -883,9 +894,8 @@ fn group_endpoints(
                     .collect(),
             };
             for (label, is_hostname, addresses) in labels {
-                let e = by_label
-                    .entry(label.clone())
-                    .or_insert_with(|| EndpointView {
+                let (e, ports) = by_label.entry(label.clone()).or_insert_with(|| {
+                    let view = EndpointView {
                         label,
                         is_hostname,
                         addresses: Vec::new(),
@@ -894,9 +904,11 @@ fn group_endpoints(
                         terminating: ep.terminating,
                         served: false,
                         pod: ep.pod.clone(),
-                        ports: Vec::new(),
+                        ports: Arc::new([]),
                         changed_ms: now,
-                    });
+                    };
+                    (view, Vec::new())
+                });
                 // One hostname over several slices (dual stack): served if any part is.
                 if served {
                     if !e.served {
@@ -912,25 +924,40 @@ fn group_endpoints(
                         }
                     }
                     for p in &slice.ports {
-                        if !e.ports.contains(p) {
-                            e.ports.push(p.clone());
+                        if !ports.contains(p) {
+                            ports.push(p.clone());
                         }
                     }
                 }
             }
         }
     }
-    let mut list: Vec<EndpointView> = by_label.into_values().collect();
-    for e in &mut list {
+    // Endpoints of one slice have the same ports: one shared list each.
+    let mut port_lists: Vec<Arc<[PortRecord]>> = Vec::new();
+    let old_by_label: HashMap<&str, &EndpointView> = old
+        .map(|o| o.endpoints.iter().map(|e| (e.label.as_str(), e)).collect())
+        .unwrap_or_default();
+    let mut list = Vec::with_capacity(by_label.len());
+    for (mut e, mut ports) in by_label.into_values() {
         e.addresses.sort_by_key(|ip| (ip.is_ipv6(), *ip));
-        e.ports.sort();
-        if let Some(prev) = old.and_then(|o| o.endpoints.iter().find(|p| p.label == e.label))
+        e.addresses.shrink_to_fit();
+        ports.sort();
+        e.ports = match port_lists.iter().find(|l| ***l == *ports) {
+            Some(l) => Arc::clone(l),
+            None => {
+                let l: Arc<[PortRecord]> = ports.into();
+                port_lists.push(Arc::clone(&l));
+                l
+            }
+        };
+        if let Some(prev) = old_by_label.get(e.label.as_str())
             && prev.addresses == e.addresses
             && prev.served == e.served
             && prev.ready == e.ready
         {
             e.changed_ms = prev.changed_ms;
         }
+        list.push(e);
     }
     list.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     list
