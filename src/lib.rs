@@ -41,7 +41,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 use index::{IndexWriter, Kind, ZoneSettings};
 use sources::file::{ManifestReader, Manifests};
-use sources::sim::{Sim, SimHandle};
+use sources::sim::{SharedSim, Sim, SimHandle};
 
 /// Sockets the server serves on, bound before [`run`].
 pub struct Listeners {
@@ -174,24 +174,62 @@ impl Listeners {
 
 /// One running configuration: the task running it and its shutdown trigger.
 struct Engine {
+    /// The simulated cluster, handed on to the next engine on a reload.
+    sim: Option<SharedSim>,
+    /// Cancelled when the engine may take over the listeners.
+    serve: CancellationToken,
+    /// Cleared when a reload replaces the engine: its successor is already
+    /// serving, so it skips the lameduck delay (and its 503s).
+    lameduck: Arc<std::sync::atomic::AtomicBool>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<()>>,
     synced: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Engine {
-    fn start(config: Config, listeners: Listeners) -> Self {
+    /// Starts `config` on `listeners`. With `previous` (the running engine and
+    /// its configuration) the simulated cluster carries over when the
+    /// simulator's own settings did not change, so a reload keeps every
+    /// simulated pod's name, IP and readiness.
+    fn start(config: Config, listeners: Listeners, previous: Option<(&Engine, &Config)>) -> Self {
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let (synced_tx, synced) = tokio::sync::oneshot::channel();
+        let sim = simulated(&config).then(|| {
+            previous
+                .filter(|(_, old)| simulated(old) && old.sim == config.sim)
+                .and_then(|(engine, _)| engine.sim.clone())
+                .unwrap_or_else(|| {
+                    Arc::new(std::sync::Mutex::new(Sim::new(
+                        Duration::from_millis(config.sim.ready_delay_ms),
+                        &config.sim.pod_cidr,
+                    )))
+                })
+        });
+        // The first engine serves at once (SERVFAIL until synced); a
+        // reloaded one only once serve() has seen it sync, so clients never
+        // meet a half-loaded engine on the shared sockets.
+        let serve = CancellationToken::new();
+        if previous.is_none() {
+            serve.cancel();
+        }
+        let lameduck = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let task = tokio::spawn(run_engine(
             config,
             listeners,
             async {
                 let _ = rx.await;
             },
-            Some(synced_tx),
+            Gates {
+                synced: Some(synced_tx),
+                serve: serve.clone(),
+                lameduck: Arc::clone(&lameduck),
+            },
+            sim.clone(),
         ));
         Engine {
+            sim,
+            serve,
+            lameduck,
             stop: Some(stop),
             task,
             synced,
@@ -204,6 +242,11 @@ impl Engine {
         }
         self.task.await.unwrap_or(Ok(()))
     }
+}
+
+/// Whether `config` runs the StatefulSet simulator.
+fn simulated(config: &Config) -> bool {
+    config.sim.enabled && config.source.kind == config::SourceKind::File
 }
 
 fn modified(path: Option<&std::path::Path>) -> Option<std::time::SystemTime> {
@@ -222,7 +265,7 @@ pub async fn serve(
 ) -> Result<()> {
     let mut config = load()?;
     let mut listeners = Listeners::bind(&config)?;
-    let mut engine = Engine::start(config.clone(), listeners.try_clone()?);
+    let mut engine = Engine::start(config.clone(), listeners.try_clone()?, None);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut stamp = modified(watch.as_deref());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -275,14 +318,21 @@ pub async fn serve(
                 }
             }
         }
-        let mut started = Engine::start(next.clone(), next_listeners.try_clone()?);
+        let mut started = Engine::start(
+            next.clone(),
+            next_listeners.try_clone()?,
+            Some((&engine, &config)),
+        );
         if tokio::time::timeout(Duration::from_secs(30), &mut started.synced)
             .await
             .is_err()
         {
             warn!("the new configuration has not synced within 30 s; switching anyway");
         }
+        started.serve.cancel();
         let old = std::mem::replace(&mut engine, started);
+        old.lameduck
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         old.stop().await?;
         config = next;
         listeners = next_listeners;
@@ -312,16 +362,50 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    run_engine(config, listeners, shutdown, None).await
+    let sim = simulated(&config).then(|| {
+        Arc::new(std::sync::Mutex::new(Sim::new(
+            Duration::from_millis(config.sim.ready_delay_ms),
+            &config.sim.pod_cidr,
+        )))
+    });
+    run_engine(config, listeners, shutdown, Gates::default(), sim).await
 }
 
-/// [`run`], telling `synced` when the index has completed its first sync.
+/// How an engine starts up beside a running one.
+struct Gates {
+    /// Told when the index has completed its first sync.
+    synced: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The DNS and admin listeners are served only once this is cancelled.
+    serve: CancellationToken,
+    /// Whether shutting down waits `lameduck_ms` with readiness at 503.
+    lameduck: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        let serve = CancellationToken::new();
+        serve.cancel();
+        Gates {
+            synced: None,
+            serve,
+            lameduck: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+}
+
+/// [`run`], with the start-up [`Gates`] of a reload.
 async fn run_engine(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
-    synced: Option<tokio::sync::oneshot::Sender<()>>,
+    gates: Gates,
+    sim: Option<SharedSim>,
 ) -> Result<()> {
+    let Gates {
+        synced,
+        serve,
+        lameduck,
+    } = gates;
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     config.validate()?;
     let stop = CancellationToken::new();
@@ -351,16 +435,10 @@ async fn run_engine(
             } else {
                 Manifests::Files(config.source.manifests.clone())
             };
-            let sim = config.sim.enabled.then(|| {
+            let sim = sim.map(|sim| {
                 let (handle, commands) = SimHandle::channel();
                 sim_handle = Some(handle);
-                (
-                    Sim::new(
-                        Duration::from_millis(config.sim.ready_delay_ms),
-                        &config.sim.pod_cidr,
-                    ),
-                    commands,
-                )
+                (sim, commands)
             });
             info!(source = "file", manifests = ?manifests, simulator = sim.is_some(), "starting source");
             tracker.spawn(sources::file::run(
@@ -400,6 +478,16 @@ async fn run_engine(
     }
 
     let answerer = Arc::new(dns::Answerer::new(index.clone(), settings));
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        _ = serve.cancelled() => {}
+        _ = &mut shutdown => {
+            stop.cancel();
+            tracker.close();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+            return Ok(());
+        }
+    }
     for s in &listeners.udp {
         info!(addr = %s.local_addr()?, "dns listening (udp)");
     }
@@ -483,8 +571,11 @@ async fn run_engine(
     shutdown.await;
     // Readiness goes 503 first, so load balancers stop sending; then, after
     // the lameduck delay, stop accepting and finish what is in flight.
-    draining.store(true, std::sync::atomic::Ordering::Relaxed);
-    if config.admin.lameduck_ms > 0 {
+    let lameduck = lameduck.load(std::sync::atomic::Ordering::Relaxed);
+    if lameduck {
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    if lameduck && config.admin.lameduck_ms > 0 {
         info!(
             lameduck_ms = config.admin.lameduck_ms,
             "draining: /ready answers 503"

@@ -192,3 +192,77 @@ async fn reload_on_change_and_sighup_and_graceful_shutdown() {
     .await
     .expect("test timed out");
 }
+
+/// Web-1's A answer: (rcode, addresses, TTL of the first record).
+async fn web(addr: SocketAddr, pod: &str) -> (hickory_proto::op::ResponseCode, Vec<String>, u32) {
+    let name = format!("{pod}.nginx.default.svc.cluster.local");
+    let m = query(Proto::Udp, addr, &name, A).await;
+    let ttl = m.answers.first().map_or(0, |r| r.ttl);
+    (m.metadata.response_code, support::dns::ip_strings(&m), ttl)
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_simulated_cluster() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        let (dns, admin) = (free_port(), free_port());
+        let dns_addr: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+        let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+        // The embedded demo under the simulator.
+        let config = |ttl: u32| {
+            format!(
+                "[dns]\nlisten = [\"127.0.0.1:{dns}\"]\nthreads = 1\nttl = {ttl}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[sim]\nenabled = true\nready_delay_ms = 300\n"
+            )
+        };
+        std::fs::write(&cfg, config(5)).unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let server = Server(child);
+        wait_answer(dns_addr, "web-1.nginx.default.svc.cluster.local", "web-1 up", |m| {
+            m.answers.len() == 1
+        })
+        .await;
+
+        // Web-1 is recreated with a new IP: the state a reload must not lose.
+        let (_, before, _) = web(dns_addr, "web-1").await;
+        let (status, body) = http(admin_addr, "POST", "/sim/pods/default/web-1/delete")
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        wait_answer(dns_addr, "web-1.nginx.default.svc.cluster.local", "web-1 moved", |m| {
+            m.answers.len() == 1 && support::dns::ip_strings(m) != before
+        })
+        .await;
+        let (_, web0, _) = web(dns_addr, "web-0").await;
+        let (_, web1, _) = web(dns_addr, "web-1").await;
+
+        // Change the TTL and watch both pods across the reload.
+        std::fs::write(&cfg, config(7)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut after_reload = 0;
+        while after_reload < 200 {
+            for (pod, want) in [("web-0", &web0), ("web-1", &web1)] {
+                let (rcode, ips, ttl) = web(dns_addr, pod).await;
+                assert_eq!(
+                    (rcode, &ips),
+                    (hickory_proto::op::ResponseCode::NoError, want),
+                    "{pod} during the reload"
+                );
+                if ttl == 7 {
+                    after_reload += 1;
+                }
+            }
+            assert!(Instant::now() < deadline, "the reload did not happen");
+        }
+        drop(server);
+    })
+    .await
+    .expect("test timed out");
+}

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::sim::{Sim, SimCommands};
+use super::sim::{SharedSim, Sim, SimCommands};
 use super::{Differ, ObjectMap, SourceEvent};
 use crate::index::record::RecordError;
 use crate::index::{
@@ -372,7 +372,7 @@ impl ManifestReader {
 pub async fn run(
     mut reader: ManifestReader,
     poll: Duration,
-    mut sim: Option<(Sim, SimCommands)>,
+    mut sim: Option<(SharedSim, SimCommands)>,
     tx: mpsc::Sender<SourceEvent>,
     stop: CancellationToken,
 ) {
@@ -387,17 +387,17 @@ pub async fn run(
         let mut dirty = std::mem::take(&mut changed);
         if let Some(m) = reader.reload(std::mem::take(&mut force)) {
             manifests = m;
-            if let Some((s, _)) = &mut sim {
-                s.sync_manifests(&manifests, now);
+            if let Some((s, _)) = &sim {
+                lock(s).sync_manifests(&manifests, now);
             }
             dirty = true;
         }
-        if let Some((s, _)) = &mut sim {
-            dirty |= s.reconcile(now);
+        if let Some((s, _)) = &sim {
+            dirty |= lock(s).reconcile(now);
         }
         if dirty {
             let desired = match &sim {
-                Some((s, _)) => s.overlay(&manifests),
+                Some((s, _)) => lock(s).overlay(&manifests),
                 None => manifests.clone(),
             };
             for event in differ.diff(desired) {
@@ -406,7 +406,7 @@ pub async fn run(
                 }
             }
         }
-        let deadline = sim.as_ref().and_then(|(s, _)| s.next_deadline());
+        let deadline = sim.as_ref().and_then(|(s, _)| lock(s).next_deadline());
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(poll), if watch_files => {}
@@ -416,13 +416,19 @@ pub async fn run(
                 force = true;
             }
             Some((cmd, reply)) = async { sim.as_mut()?.1.recv().await }, if sim.is_some() => {
-                if let Some((s, _)) = &mut sim {
-                    let _ = reply.send(s.command(cmd, Instant::now()));
+                if let Some((s, _)) = &sim {
+                    let _ = reply.send(lock(s).command(cmd, Instant::now()));
                     changed = true;
                 }
             }
         }
     }
+}
+
+/// The simulator, even if a panic poisoned its lock: it is a demo aid, and a
+/// step left half-done beats a source that stops.
+fn lock(sim: &SharedSim) -> std::sync::MutexGuard<'_, Sim> {
+    sim.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

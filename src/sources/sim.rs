@@ -83,6 +83,12 @@ pub struct SimHandle {
 /// The simulator's end of [`SimHandle`].
 pub type SimCommands = mpsc::Receiver<(SimCommand, oneshot::Sender<Result<String, SimError>>)>;
 
+/// The simulated cluster, shared so that a configuration reload hands the
+/// same pods (names, IPs, readiness) to the new engine instead of booting
+/// the StatefulSets again. A std `Mutex`: held for one reconcile or command,
+/// never across an `.await`.
+pub type SharedSim = std::sync::Arc<std::sync::Mutex<Sim>>;
+
 impl SimHandle {
     /// A handle and the receiver the simulator loop reads.
     pub fn channel() -> (Self, SimCommands) {
