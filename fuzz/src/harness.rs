@@ -47,25 +47,10 @@ fn zone_settings() -> ZoneSettings {
     }
 }
 
-/// Gives namespaced objects without a namespace `default`, as the file source does.
-fn default_namespace(objects: &mut [Object]) {
-    for o in objects {
-        let key = match o {
-            Object::Service(r) => &mut r.key,
-            Object::EndpointSlice(r) => &mut r.key,
-            Object::StatefulSet(r) => &mut r.key,
-            Object::Pod(r) => &mut r.key,
-            Object::Namespace(_) => continue,
-        };
-        if key.namespace.is_empty() {
-            key.namespace = "default".into();
-        }
-    }
-}
 
 /// Applies `objects` to a fresh index as one full list.
 fn index_of(mut objects: Vec<Object>) -> Index {
-    default_namespace(&mut objects);
+    headless_dns::sources::file::default_namespace(&mut objects);
     let map: ObjectMap = objects
         .into_iter()
         .map(|o| ((o.kind(), o.key().clone()), o))

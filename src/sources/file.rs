@@ -200,7 +200,7 @@ fn object_from(meta: &TypeMeta, src: Src<'_>) -> Result<Option<Object>, DocError
 
 /// Fills in `metadata.namespace: default` where a manifest leaves it out, as
 /// `kubectl apply` would; Namespaces themselves are cluster-scoped.
-fn default_namespace(objs: &mut [Object]) {
+pub fn default_namespace(objs: &mut [Object]) {
     for o in objs {
         let key = match o {
             Object::Service(r) => &mut r.key,
