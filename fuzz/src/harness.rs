@@ -47,7 +47,6 @@ fn zone_settings() -> ZoneSettings {
     }
 }
 
-
 /// Applies `objects` to a fresh index as one full list.
 fn index_of(mut objects: Vec<Object>) -> Index {
     headless_dns::sources::file::default_namespace(&mut objects);
