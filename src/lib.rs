@@ -128,10 +128,7 @@ pub fn export_manifests(config: &Config) -> Result<String> {
         .reload(true)
         .unwrap_or_default();
     if config.sim.enabled {
-        let mut sim = Sim::new(
-            Duration::from_millis(config.sim.ready_delay_ms),
-            &config.sim.pod_cidr,
-        );
+        let mut sim = new_sim(config);
         let mut now = tokio::time::Instant::now();
         sim.sync_manifests(&objects, now);
         // Simulated time: step to each deadline until every pod is up (bounded).
@@ -198,12 +195,7 @@ impl Engine {
             previous
                 .filter(|(_, old)| simulated(old) && old.sim == config.sim)
                 .and_then(|(engine, _)| engine.sim.clone())
-                .unwrap_or_else(|| {
-                    Arc::new(std::sync::Mutex::new(Sim::new(
-                        Duration::from_millis(config.sim.ready_delay_ms),
-                        &config.sim.pod_cidr,
-                    )))
-                })
+                .unwrap_or_else(|| Arc::new(std::sync::Mutex::new(new_sim(&config))))
         });
         // The first engine serves at once (SERVFAIL until synced); a
         // reloaded one only once serve() has seen it sync, so clients never
@@ -242,6 +234,14 @@ impl Engine {
         }
         self.task.await.unwrap_or(Ok(()))
     }
+}
+
+/// A fresh simulator with `config`'s `[sim]` settings.
+fn new_sim(config: &Config) -> Sim {
+    Sim::new(
+        Duration::from_millis(config.sim.ready_delay_ms),
+        &config.sim.pod_cidr,
+    )
 }
 
 /// Whether `config` runs the StatefulSet simulator.
@@ -362,12 +362,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let sim = simulated(&config).then(|| {
-        Arc::new(std::sync::Mutex::new(Sim::new(
-            Duration::from_millis(config.sim.ready_delay_ms),
-            &config.sim.pod_cidr,
-        )))
-    });
+    let sim = simulated(&config).then(|| Arc::new(std::sync::Mutex::new(new_sim(&config))));
     run_engine(config, listeners, shutdown, Gates::default(), sim).await
 }
 

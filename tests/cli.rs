@@ -1,23 +1,12 @@
 //! The README walk-through, run as written: the real binary on the reference
 //! config, `dig` for queries, the `sim` subcommands to move pods.
 
-use std::net::{TcpListener, UdpSocket};
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_headless-dns");
-
-/// A port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
 
 struct Server(Child);
 impl Drop for Server {
@@ -57,7 +46,7 @@ fn sim(admin: &str, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn readme_walkthrough_on_the_embedded_demo() {
-    let (dns, admin) = (free_port(), free_port());
+    let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
     let admin_addr = format!("127.0.0.1:{admin}");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/headless-dns.toml");
     let child = Command::new(BIN)
@@ -141,7 +130,7 @@ fn readme_manifest_edit_moves_web_1() {
         &path,
     )
     .unwrap();
-    let dns = free_port();
+    let dns = support::dns::free_port();
     let child = Command::new(BIN)
         .args(["serve", "--manifests"])
         .arg(&path)

@@ -20,14 +20,9 @@ impl Drop for Unbound {
     }
 }
 
-fn free_port() -> u16 {
-    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    u.local_addr().unwrap().port()
-}
-
 async fn unbound() -> Unbound {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = support::dns::free_port();
     let conf = dir.path().join("unbound.conf");
     std::fs::write(
         &conf,

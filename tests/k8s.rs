@@ -879,22 +879,30 @@ async fn dropped_api_connections_never_blink_a_name() {
     .await;
 }
 
+/// The web cluster plus a headless service `doomed` whose pod `d-0` the
+/// 410 tests delete while no watch is connected: synced, `d-0` answering,
+/// every watch open. Returns d-0's name too.
+async fn start_with_doomed() -> (FakeApi, Server, String) {
+    let mut objects = web_cluster(3, 3);
+    objects.push(headless_service(NS, "doomed", false));
+    objects.push(endpoint_slice(
+        NS,
+        "doomed",
+        &[ready("d-0", ip("10.246.0.1"))],
+    ));
+    let (api, server) = start_synced(objects).await;
+    let doomed = fqdn("d-0.doomed.default.svc");
+    server
+        .assert_a(&doomed, &Answer::ips(&[ip("10.246.0.1")]))
+        .await;
+    assert!(api.wait_for_watches(WATCHED_KINDS, WAIT).await);
+    (api, server, doomed)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_forces_a_relist_that_removes_a_service_deleted_meanwhile() {
     within(TEST_TIMEOUT, async {
-        let mut objects = web_cluster(3, 3);
-        objects.push(headless_service(NS, "doomed", false));
-        objects.push(endpoint_slice(
-            NS,
-            "doomed",
-            &[ready("d-0", ip("10.246.0.1"))],
-        ));
-        let (api, server) = start_synced(objects).await;
-        let doomed = fqdn("d-0.doomed.default.svc");
-        server
-            .assert_a(&doomed, &Answer::ips(&[ip("10.246.0.1")]))
-            .await;
-        assert!(api.wait_for_watches(WATCHED_KINDS, WAIT).await);
+        let (api, server, doomed) = start_with_doomed().await;
         let mark = api.requests().len();
 
         let all = [web_ip(0), web_ip(1), web_ip(2)];
@@ -953,19 +961,7 @@ async fn gone_forces_a_relist_that_removes_a_service_deleted_meanwhile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_as_an_http_status_also_forces_a_relist() {
     within(TEST_TIMEOUT, async {
-        let mut objects = web_cluster(3, 3);
-        objects.push(headless_service(NS, "doomed", false));
-        objects.push(endpoint_slice(
-            NS,
-            "doomed",
-            &[ready("d-0", ip("10.246.0.1"))],
-        ));
-        let (api, server) = start_synced(objects).await;
-        let doomed = fqdn("d-0.doomed.default.svc");
-        server
-            .assert_a(&doomed, &Answer::ips(&[ip("10.246.0.1")]))
-            .await;
-        assert!(api.wait_for_watches(WATCHED_KINDS, WAIT).await);
+        let (api, server, doomed) = start_with_doomed().await;
 
         api.set_gone_as_http_status(true);
         api.pause_watches();

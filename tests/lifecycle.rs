@@ -15,16 +15,6 @@ use support::dns::{Proto, http, query};
 const BIN: &str = env!("CARGO_BIN_EXE_headless-dns");
 const MANIFEST: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: nginx, namespace: default}\nspec: {clusterIP: None}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: n1, namespace: default, labels: {kubernetes.io/service-name: nginx}}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1], hostname: web-0}]\n";
 
-fn free_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn config(dns: u16, admin: u16, manifest: &std::path::Path, extra: &str) -> String {
     format!(
         "[dns]\nlisten = [\"127.0.0.1:{dns}\"]\nthreads = 1\n{extra}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\nlameduck_ms = 800\n[source]\nmanifests = [\"{}\"]\n[sim]\nenabled = false\n",
@@ -76,7 +66,7 @@ async fn reload_on_change_and_sighup_and_graceful_shutdown() {
         let manifest = dir.path().join("m.yaml");
         std::fs::write(&manifest, MANIFEST).unwrap();
         let cfg = dir.path().join("c.toml");
-        let (dns, admin) = (free_port(), free_port());
+        let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
         let dns_addr: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
         let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
         std::fs::write(&cfg, config(dns, admin, &manifest, "ttl = 5")).unwrap();
@@ -123,7 +113,7 @@ async fn reload_on_change_and_sighup_and_graceful_shutdown() {
         assert_eq!(m.answers[0].ttl, 7, "still the running config");
 
         // SIGHUP with a new zone and a new port: the new listener answers the new zone.
-        let dns2 = free_port();
+        let dns2 = support::dns::free_port();
         let dns2_addr: SocketAddr = format!("127.0.0.1:{dns2}").parse().unwrap();
         std::fs::write(
             &cfg,
@@ -206,7 +196,7 @@ async fn a_reload_keeps_the_simulated_cluster() {
     tokio::time::timeout(Duration::from_secs(90), async {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("c.toml");
-        let (dns, admin) = (free_port(), free_port());
+        let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
         let dns_addr: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
         let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
         // The embedded demo under the simulator.

@@ -14,22 +14,12 @@ use support::dns::{Proto, http, query, rcode};
 const BIN: &str = env!("CARGO_BIN_EXE_headless-dns");
 const TOKEN: &str = "sekret-token-do-not-log-4242";
 
-fn free_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 #[tokio::test]
 async fn unreachable_api_server_means_servfail_backoff_and_no_secrets() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let dir = tempfile::tempdir().unwrap();
         // An API address where nothing listens.
-        let closed = free_port();
+        let closed = support::dns::free_port();
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
@@ -38,7 +28,7 @@ async fn unreachable_api_server_means_servfail_backoff_and_no_secrets() {
             ),
         )
         .unwrap();
-        let (dns, admin) = (free_port(), free_port());
+        let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
         let log_path = dir.path().join("log");
         let mut child = Command::new(BIN)
             .args(["serve", "--source", "kubernetes", "--kubeconfig"])

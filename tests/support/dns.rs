@@ -194,6 +194,19 @@ pub async fn exchange_raw(proto: Proto, server: SocketAddr, bytes: &[u8]) -> Opt
         .ok()
 }
 
+/// A loopback port free for both UDP and TCP right now, for servers started
+/// as a separate process (which must be told a port rather than bind 0).
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
 pub async fn query(proto: Proto, server: SocketAddr, name: &str, rtype: RecordType) -> Message {
     exchange(proto, server, &message(name, rtype, Some(1232))).await
 }

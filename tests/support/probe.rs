@@ -5,10 +5,10 @@
 //! Deliberately small: no retries, so a lost or wrong reply shows up in the
 //! test instead of being papered over.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -75,22 +75,9 @@ pub async fn query(
     Ok(m)
 }
 
-/// The reply's rcode.
-pub fn rcode(m: &Message) -> ResponseCode {
-    m.metadata.response_code
-}
-
-/// A and AAAA addresses in the answer section, in answer order.
-pub fn addresses(m: &Message) -> Vec<IpAddr> {
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect()
-}
+/// The reply's rcode; A and AAAA addresses in answer order.
+#[allow(unused_imports)] // not every test crate uses both
+pub use super::dns::{ips as addresses, rcode};
 
 /// PTR targets in the answer section, as text without the trailing dot.
 pub fn ptr_targets(m: &Message) -> Vec<String> {
