@@ -188,16 +188,15 @@ async fn records(
                     })
                     .collect(),
                 endpoints: v
-                    .endpoints
-                    .iter()
+                    .endpoints()
                     .map(|e| EndpointJson {
                         fqdn: format!("{}.{fqdn}", e.label),
-                        name: e.label.clone(),
+                        name: e.label.to_string(),
                         addresses: e.addresses.iter().map(|a| a.to_string()).collect(),
                         ready: e.ready,
                         served: e.served,
                         terminating: e.terminating,
-                        pod: e.pod.clone(),
+                        pod: e.pod.map(str::to_string),
                         changed_ms_ago: now.saturating_sub(e.changed_ms),
                     })
                     .collect(),

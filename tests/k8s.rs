@@ -747,9 +747,17 @@ async fn scale_down_removes_highest_ordinals_first_and_scale_up_restores_them() 
             server.assert_a(&pod_name(gone), &Answer::NxDomain).await;
         }
         // replicas = 1: web-1 is no longer a pending pod, so the normal
-        // negative TTL applies.
-        let m = server.query(Proto::Udp, &pod_name(1), RecordType::A).await;
-        assert_eq!(probe::authority_soa(&m), Some((5, 5)), "{m:?}");
+        // negative TTL applies (once the StatefulSet's own watch has
+        // delivered the change: it is a separate stream from the slices').
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = server.query(Proto::Udp, &pod_name(1), RecordType::A).await;
+            if probe::authority_soa(&m) == Some((5, 5)) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{m:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
 
         api.apply(statefulset(NS, "web", "nginx", 3));
         for up in [1usize, 2] {

@@ -56,14 +56,14 @@ pub(crate) fn walk<'a>(a: &'a Answerer, q: &'a Query, rel: usize, hold: &'a mut 
             };
             let label = l(0);
             if let Some(proto) = label.strip_prefix(b"_") {
-                return if v.exists && v.srv.iter().any(|s| *s.proto == *proto) {
+                return if v.exists && v.has_srv_proto(proto) {
                     Node::Empty
                 } else {
                     missing
                 };
             }
-            match v.names.get(label) {
-                Some(ep) if v.exists => Node::Addresses(&ep.a, &ep.aaaa),
+            match v.name(label) {
+                Some(ips) if v.exists => Node::Endpoint(ips),
                 _ if v.is_pending_pod(label) => Node::Missing(a.settings.pending_negative_ttl),
                 _ => missing,
             }
@@ -74,11 +74,7 @@ pub(crate) fn walk<'a>(a: &'a Answerer, q: &'a Query, rel: usize, hold: &'a mut 
                 return missing;
             };
             match view(a, q.labels_wire(2, 4), hold) {
-                Some(v) if v.exists => v
-                    .srv
-                    .iter()
-                    .find(|s| *s.port == *port && *s.proto == *proto)
-                    .map_or(missing, |s| Node::Srv(&s.sections)),
+                Some(v) if v.exists => v.srv(port, proto).map_or(missing, Node::Srv),
                 _ => missing,
             }
         }

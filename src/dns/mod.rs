@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RecordType};
 
-use crate::index::{Index, ServiceView};
+use crate::index::{Index, PtrSet, PtrTarget, Rr, ServiceView, Srv};
 use records::{RrSet, Sections};
 use wire::{Part, Query, Reject, Reply, Soa, SoaTemplate, qtype, rcode};
 
@@ -100,7 +100,7 @@ pub(crate) enum Hold {
     #[default]
     Nothing,
     View(Arc<ServiceView>),
-    Set(Arc<RrSet>),
+    Ptr(PtrSet),
 }
 
 /// Where a name led, before the query type is looked at.
@@ -109,16 +109,18 @@ pub(crate) enum Node<'a> {
     Apex,
     /// A name that exists but owns no records (an empty non-terminal).
     Empty,
-    /// A name with address records.
+    /// A name with pre-encoded address records.
     Addresses(&'a RrSet, &'a RrSet),
+    /// An endpoint name: its addresses, IPv4 first.
+    Endpoint(&'a [IpAddr]),
     /// `dns-version.<zone>`.
     Version,
     /// A service name.
     Service(&'a ServiceView),
     /// An SRV name.
-    Srv(&'a Sections),
-    /// A reverse name.
-    Ptr(&'a RrSet),
+    Srv(Srv<'a>),
+    /// A reverse name: the names it points at.
+    Ptr(&'a [PtrTarget]),
     /// A synthesized pod address record.
     PodAddress(IpAddr),
     /// Nothing here; the negative TTL to use.
@@ -324,6 +326,7 @@ impl Answerer {
             ..Reply::code(rcode::NOERROR)
         };
         let set = |s: &'a RrSet| (!s.is_empty()).then_some(Part::Bytes(s.count, &s.bytes));
+        let rr = |s: Rr<'a>| (s.count > 0).then_some(Part::Bytes(s.count, s.bytes));
         let hinfo = || Some(Part::Bytes(self.hinfo.count, &self.hinfo.bytes));
         let t = q.qtype;
         let answer: Option<(Part<'a>, Option<Part<'a>>)> = match node {
@@ -362,20 +365,36 @@ impl Answerer {
                 qtype::ANY if !a.is_empty() || !aaaa.is_empty() => hinfo().map(|h| (h, None)),
                 _ => None,
             },
-            Node::Service(v) => match (&v.cname, t) {
-                (Some(c), _) => set(c).map(|p| (p, None)),
-                (None, qtype::A) => set(&v.a).map(|p| (p, None)),
-                (None, qtype::AAAA) => set(&v.aaaa).map(|p| (p, None)),
+            Node::Endpoint(ips) => {
+                let v6 = ips.partition_point(IpAddr::is_ipv4);
+                let (v4s, v6s) = ips.split_at(v6);
+                let ttl = self.settings.ttl;
+                match t {
+                    qtype::A if !v4s.is_empty() => Some((Part::Addresses(v4s, ttl), None)),
+                    qtype::AAAA if !v6s.is_empty() => Some((Part::Addresses(v6s, ttl), None)),
+                    qtype::ANY if !ips.is_empty() => hinfo().map(|h| (h, None)),
+                    _ => None,
+                }
+            }
+            Node::Service(v) => match (v.cname(), t) {
+                (Some(c), _) => rr(c).map(|p| (p, None)),
+                (None, qtype::A) => rr(v.a()).map(|p| (p, None)),
+                (None, qtype::AAAA) => rr(v.aaaa()).map(|p| (p, None)),
                 (None, qtype::ANY) => hinfo().map(|h| (h, None)),
                 _ => None,
             },
-            Node::Srv(s) => match t {
-                qtype::SRV => set(&s.answer).map(|p| (p, set(&s.additional))),
+            Node::Srv(srv) => match t {
+                qtype::SRV if srv.count() > 0 => Some((
+                    Part::SrvAnswer(srv),
+                    (srv.glue_count() > 0).then_some(Part::SrvGlue(srv)),
+                )),
                 qtype::ANY => hinfo().map(|h| (h, None)),
                 _ => None,
             },
-            Node::Ptr(s) => match t {
-                qtype::PTR => set(s).map(|p| (p, None)),
+            Node::Ptr(targets) => match t {
+                qtype::PTR if !targets.is_empty() => {
+                    Some((Part::Ptr(targets, self.settings.ttl), None))
+                }
                 qtype::ANY => hinfo().map(|h| (h, None)),
                 _ => None,
             },

@@ -1,18 +1,22 @@
-//! Pre-encoded answer sections, built once per change and copied per query.
+//! Resource records in wire format, as they follow a question.
 //!
 //! A response to a query has the layout `header | question | answer | authority
 //! | additional`. Every answer we give echoes the question, so the bytes after
 //! it depend only on the question's *shape*: a query for
 //! `WEB-0.nginx.default.svc.cluster.local` has its question at offset 12 with
-//! the same length as the lower-case name. We therefore encode each RRset once,
-//! with hickory-proto, as it would follow the canonical question, and name
-//! compression pointers (owner `0xC00C`, glue pointing into an SRV target) stay
-//! valid for any spelling of that name. The query path never touches hickory.
+//! the same length as the lower-case name, and compression pointers (owner
+//! `0xC00C`, glue pointing at an SRV target) stay valid for any spelling of it.
+//!
+//! Two ways in: [`encode`] runs hickory-proto over whole records, for the rare
+//! and irregular sets built once (NS, SOA names, TXT, CNAME, HINFO); the
+//! `push_*` writers append the regular ones (A, AAAA, SRV) with a dozen
+//! stores, for what is built per change or written per query. Their output is
+//! checked against hickory in this module's and `index::view`'s tests.
 
 use std::net::IpAddr;
 
 use hickory_proto::op::{Message, OpCode, Query};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, NS, PTR, SRV, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, NS, PTR, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// The `dns-version` TXT value required by the Kubernetes DNS spec 1.1.0 (§2.2).
@@ -137,44 +141,78 @@ pub fn address_sets<'a>(
     (enc(RecordType::A, v4), enc(RecordType::AAAA, v6))
 }
 
-/// One SRV target with its port and addresses (for the glue).
-pub struct SrvTarget<'a> {
-    /// The target's full name.
-    pub target: &'a Name,
-    /// The port number.
-    pub port: u16,
-    /// The target's addresses, written as glue in the additional section.
-    pub glue: &'a [IpAddr],
+/// Length of an address record whose owner is a compression pointer.
+pub fn address_len(ip: &IpAddr) -> usize {
+    if ip.is_ipv4() { 16 } else { 28 }
 }
 
-/// An SRV set for `owner` with glue. Priority 0 and equal weights, as CoreDNS
-/// does for equally good targets (the spec prescribes neither).
-pub fn srv_set(owner: &Name, ttl: u32, targets: &[SrvTarget<'_>]) -> Sections {
-    let weight = if targets.is_empty() {
-        0
-    } else {
-        (100 / targets.len()).max(1) as u16
-    };
-    let answers = targets
-        .iter()
-        .map(|t| {
-            Record::from_rdata(
-                owner.clone(),
-                ttl,
-                RData::SRV(SRV::new(0, weight, t.port, t.target.clone())),
-            )
-        })
-        .collect();
-    let mut glue = Vec::new();
-    let mut seen: Vec<&Name> = Vec::new();
-    for t in targets {
-        if seen.contains(&t.target) {
-            continue;
-        }
-        seen.push(t.target);
-        glue.extend(t.glue.iter().map(|ip| address(t.target, ttl, *ip)));
+/// Appends an A or AAAA record owned by the name at message offset `owner`
+/// (a compression pointer; `12` is the question name).
+pub fn push_address(out: &mut Vec<u8>, owner: u16, ttl: u32, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(a) => push_record(out, owner, RecordType::A, ttl, &a.octets()),
+        IpAddr::V6(a) => push_record(out, owner, RecordType::AAAA, ttl, &a.octets()),
     }
-    encode(owner, RecordType::SRV, answers, glue)
+}
+
+/// Appends a record of class IN owned by the name at message offset `owner`.
+fn push_record(out: &mut Vec<u8>, owner: u16, t: RecordType, ttl: u32, data: &[u8]) {
+    out.extend_from_slice(&(0xC000 | owner).to_be_bytes());
+    out.extend_from_slice(&u16::from(t).to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(data);
+}
+
+/// Appends an RRset of addresses owned by the question name: one record per
+/// distinct address of one family (IPv4 when `v4`), in the given order. Returns the count.
+pub fn push_address_set<'a>(
+    out: &mut Vec<u8>,
+    ttl: u32,
+    v4: bool,
+    ips: impl IntoIterator<Item = &'a IpAddr>,
+) -> u16 {
+    let mut seen = std::collections::HashSet::new();
+    let mut count = 0u16;
+    for ip in ips.into_iter().filter(|ip| ip.is_ipv4() == v4) {
+        if seen.insert(*ip) && count < u16::MAX {
+            push_address(out, 12, ttl, ip);
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Appends one SRV record owned by the question name with target
+/// `<label>.<service>` (or `service` alone), `service` in wire format.
+///
+/// The target is written whole: RFC 2782 forbids compressing it (Knot and
+/// CoreDNS do not either). Priority 0 and equal weights are the caller's
+/// choice, as CoreDNS does for equally good targets (the spec prescribes
+/// neither).
+pub fn push_srv(
+    out: &mut Vec<u8>,
+    ttl: u32,
+    weight: u16,
+    port: u16,
+    label: Option<&[u8]>,
+    service: &[u8],
+) {
+    let name_len = label.map_or(0, |l| 1 + l.len()) + service.len();
+    out.extend_from_slice(&[0xC0, 12]);
+    out.extend_from_slice(&u16::from(RecordType::SRV).to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&((6 + name_len) as u16).to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&weight.to_be_bytes());
+    out.extend_from_slice(&port.to_be_bytes());
+    if let Some(l) = label {
+        out.push(l.len() as u8);
+        out.extend_from_slice(l);
+    }
+    out.extend_from_slice(service);
 }
 
 /// A single-name record of `rtype` (CNAME, PTR, NS) for `owner` per target.
@@ -235,45 +273,19 @@ mod tests {
     }
 
     #[test]
-    fn srv_glue_parses_back_as_a_full_message() {
-        let owner = name("_web._tcp.nginx.default.svc.cluster.local").unwrap();
-        let t0 = name("web-0.nginx.default.svc.cluster.local").unwrap();
-        let t1 = name("web-1.nginx.default.svc.cluster.local").unwrap();
-        let ips0 = ["10.0.0.1".parse().unwrap()];
-        let ips1 = ["10.0.0.2".parse().unwrap()];
-        let s = srv_set(
-            &owner,
-            5,
-            &[
-                SrvTarget {
-                    target: &t0,
-                    port: 80,
-                    glue: &ips0,
-                },
-                SrvTarget {
-                    target: &t1,
-                    port: 80,
-                    glue: &ips1,
-                },
-            ],
-        );
-        // Reassemble header + question + sections and let hickory parse it.
-        let mut q = Message::response(7, OpCode::Query);
-        q.add_query(Query::query(owner.clone(), RecordType::SRV));
-        let mut wire = q.to_vec().unwrap();
-        wire[7] = 2; // ANCOUNT
-        wire[11] = 2; // ARCOUNT
-        wire.extend_from_slice(&s.answer.bytes);
-        wire.extend_from_slice(&s.additional.bytes);
-        let m = Message::from_vec(&wire).unwrap();
-        assert_eq!(m.answers.len(), 2);
-        assert_eq!(m.additionals[1].name, t1);
-        match &m.answers[0].data {
-            RData::SRV(srv) => {
-                assert_eq!(&srv.target, &t0);
-                assert_eq!(srv.port, 80);
-            }
-            other => panic!("{other:?}"),
-        }
+    fn address_records_match_hickory() {
+        let owner = name("web-0.nginx.default.svc.cluster.local").unwrap();
+        let ips: [IpAddr; 3] = [
+            "10.0.0.1".parse().unwrap(),
+            "fd00::1".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
+        ];
+        let (a, aaaa) = address_sets(&owner, 5, &ips);
+        let mut mine = Vec::new();
+        assert_eq!(push_address_set(&mut mine, 5, true, &ips), 1);
+        assert_eq!(mine, &*a.bytes);
+        mine.clear();
+        assert_eq!(push_address_set(&mut mine, 5, false, &ips), 1);
+        assert_eq!(mine, &*aaaa.bytes);
     }
 }

@@ -19,9 +19,9 @@ pub(crate) fn walk<'a>(a: &'a Answerer, q: &'a Query, hold: &'a mut Hold) -> Nod
     };
     match a.index.reverse(&ip) {
         Some(set) => {
-            *hold = Hold::Set(set);
+            *hold = Hold::Ptr(set);
             match hold {
-                Hold::Set(s) => Node::Ptr(s),
+                Hold::Ptr(s) => Node::Ptr(s.targets()),
                 _ => missing,
             }
         }

@@ -10,6 +10,9 @@
 
 use std::net::IpAddr;
 
+use crate::dns::records;
+use crate::index::{PtrTarget, Srv};
+
 /// Longest name on the wire (RFC 1035 §2.3.4).
 pub const MAX_NAME: usize = 255;
 /// Classic UDP payload limit without EDNS.
@@ -398,6 +401,21 @@ pub enum Part<'a> {
     Soa(Soa<'a>),
     /// One synthesized address record owned by the question name.
     Address(IpAddr, u32),
+    /// Address records of one family owned by the question name.
+    Addresses(&'a [IpAddr], u32),
+    /// PTR records owned by the question name.
+    Ptr(&'a [PtrTarget], u32),
+    /// A service's SRV records.
+    SrvAnswer(Srv<'a>),
+    /// Their glue.
+    SrvGlue(Srv<'a>),
+}
+
+/// Length of a PTR record to `t` owned by a pointer to the question.
+fn ptr_len(t: &PtrTarget) -> usize {
+    let (label, service) = t.name();
+    let label = if label.is_empty() { 0 } else { 1 + label.len() };
+    12 + label + service.len()
 }
 
 impl Part<'_> {
@@ -405,14 +423,21 @@ impl Part<'_> {
         match self {
             Part::Bytes(_, b) => b.len(),
             Part::Soa(s) => s.len(),
-            Part::Address(IpAddr::V4(_), _) => 16,
-            Part::Address(IpAddr::V6(_), _) => 28,
+            Part::Address(ip, _) => records::address_len(ip),
+            Part::Addresses(ips, _) => ips.iter().map(records::address_len).sum(),
+            Part::Ptr(targets, _) => targets.iter().map(ptr_len).sum(),
+            Part::SrvAnswer(s) => s.answer_len(),
+            Part::SrvGlue(s) => s.glue_len(),
         }
     }
 
     fn count(&self) -> u16 {
         match self {
             Part::Bytes(n, _) => *n,
+            Part::Addresses(ips, _) => ips.len().min(u16::MAX as usize) as u16,
+            Part::Ptr(targets, _) => targets.len().min(u16::MAX as usize) as u16,
+            Part::SrvAnswer(s) => s.count(),
+            Part::SrvGlue(s) => s.glue_count(),
             _ => 1,
         }
     }
@@ -421,17 +446,27 @@ impl Part<'_> {
         match self {
             Part::Bytes(_, b) => out.extend_from_slice(b),
             Part::Soa(s) => s.write(out),
-            Part::Address(ip, ttl) => {
-                out.extend_from_slice(&[0xC0, 12]);
-                let (t, data): (u16, &[u8]) = match ip {
-                    IpAddr::V4(v4) => (qtype::A, &v4.octets()),
-                    IpAddr::V6(v6) => (qtype::AAAA, &v6.octets()),
-                };
-                out.extend_from_slice(&t.to_be_bytes());
-                out.extend_from_slice(&1u16.to_be_bytes());
-                out.extend_from_slice(&ttl.to_be_bytes());
-                out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-                out.extend_from_slice(data);
+            Part::Address(ip, ttl) => records::push_address(out, 12, *ttl, ip),
+            Part::Addresses(ips, ttl) => {
+                for ip in ips.iter().take(u16::MAX as usize) {
+                    records::push_address(out, 12, *ttl, ip);
+                }
+            }
+            Part::SrvAnswer(s) => s.write_answer(out),
+            Part::SrvGlue(s) => s.write_glue(out),
+            Part::Ptr(targets, ttl) => {
+                for t in targets.iter().take(u16::MAX as usize) {
+                    let (label, service) = t.name();
+                    out.extend_from_slice(&[0xC0, 12, 0, 12, 0, 1]);
+                    out.extend_from_slice(&ttl.to_be_bytes());
+                    let rdlen = ptr_len(t) - 12;
+                    out.extend_from_slice(&(rdlen as u16).to_be_bytes());
+                    if !label.is_empty() {
+                        out.push(label.len() as u8);
+                        out.extend_from_slice(label);
+                    }
+                    out.extend_from_slice(service);
+                }
             }
         }
     }

@@ -51,16 +51,16 @@ pub fn export(index: &Index, settings: &DnsSettings) -> String {
             }
             ServiceKind::Headless => {}
         }
-        let served: Vec<_> = v.endpoints.iter().filter(|e| e.served).collect();
+        let served: Vec<_> = v.endpoints().filter(|e| e.served).collect();
         if matches!(r.kind, ServiceKind::Headless) {
             for e in &served {
-                for ip in &e.addresses {
+                for ip in e.addresses {
                     let _ = writeln!(out, "{base} IN {} {ip}", addr(ip));
                 }
             }
         }
         for e in &served {
-            for ip in &e.addresses {
+            for ip in e.addresses {
                 let _ = writeln!(out, "{}.{base} IN {} {ip}", e.label, addr(ip));
             }
         }
@@ -77,7 +77,7 @@ pub fn export(index: &Index, settings: &DnsSettings) -> String {
                         e.ports
                             .iter()
                             .filter(move |p| p.name.as_deref() == Some(n) && p.protocol == proto)
-                            .map(move |p| (e.label.as_str(), p.port))
+                            .map(move |p| (e.label, p.port))
                     })
                     .collect();
                 let weight = (100 / targets.len().max(1)).max(1);

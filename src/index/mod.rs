@@ -1,23 +1,29 @@
 //! The ordinal-name index: one writer applies source events, many readers answer.
 //!
 //! Sources speak [`SourceEvent`], which mirrors kube-runtime's watcher contract:
-//! `Reset(kind)` starts a re-list, `Upsert`s fill it, `Synced(kind)` swaps it in
-//! whole (whatever was not re-listed is gone). Until that swap the previous
-//! state keeps answering, so a lost API connection never blanks a live name.
+//! `Reset(kind)` starts a re-list, `Upsert`s fill it, `Synced(kind)` ends it
+//! (whatever was not re-listed is gone). Deletions wait for that end, so a
+//! re-list cut short by a lost API connection never blanks a live name.
+//! Unlike kube-runtime's store, upserts are applied as they arrive rather than
+//! buffered for one swap: each is newer truth from the API, answers never
+//! depend on two objects of one kind at once, and a buffered second copy of
+//! the cluster would be the largest thing in memory during a re-list (the
+//! issue's bound is 1.2x steady state).
 //!
-//! Readers ([`Index`], a cheap `Clone`) see per-service immutable
-//! [`ServiceView`]s in a `DashMap`. The writer builds a new view, pre-encoded
-//! answers included, *outside* any lock and then swaps one `Arc` in, so a
-//! reader sees a service either before or after an update, never half of it,
-//! and an update costs O(that service), not O(cluster). A burst of events
-//! (a re-list, a scale-up) is applied first and each touched service published
-//! once.
+//! Readers ([`Index`], a cheap `Clone`) see per-service immutable, compact
+//! [`ServiceView`]s (see `view`) in a `DashMap`. The writer builds a new view
+//! *outside* any lock and then swaps one `Arc` in, so a reader sees a service
+//! either before or after an update, never half of it, and an update costs
+//! O(that service), not O(cluster). A burst of events (a re-list page, a
+//! scale-up) is applied first and each touched service published once.
 //!
 //! Map keys are DNS wire labels in lower case (`\x05nginx\x07default`), the
 //! very bytes the query path has after lower-casing the question, so a lookup
 //! allocates nothing.
 
 pub mod record;
+pub mod stored;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -26,13 +32,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use hickory_proto::rr::{Name, RecordType};
+use dashmap::mapref::entry::Entry;
 
-use crate::dns::records::{self, RrSet, Sections, SrvTarget};
 pub use record::{
     EndpointRecord, NamespaceRecord, ObjectKey, Ordinal, PodManagement, PodRecord, PortRecord,
     ServiceKind, ServiceRecord, SliceRecord, StatefulSetRecord,
 };
+use stored::StoredSlice;
+pub use view::{EndpointView, PtrSet, PtrTarget, Rr, SERVICE_ITSELF, ServiceView, Srv};
 
 /// The kinds of object a source reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -134,93 +141,6 @@ pub struct ZoneSettings {
     pub endpoint_pod_names: bool,
 }
 
-/// One endpoint of a service as DNS sees it, in ordinal order within the view.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EndpointView {
-    /// The DNS label (`web-0`, or `10-244-1-7` without a hostname).
-    pub label: String,
-    /// Whether the label is the endpoint's hostname (as opposed to a generated one).
-    pub is_hostname: bool,
-    /// Its addresses, IPv4 first.
-    pub addresses: Vec<IpAddr>,
-    /// Ready condition.
-    pub ready: bool,
-    /// Serving condition.
-    pub serving: bool,
-    /// Terminating condition.
-    pub terminating: bool,
-    /// Whether DNS serves it: not terminating, and ready or published anyway.
-    pub served: bool,
-    /// The Pod it points at.
-    pub pod: Option<String>,
-    /// The ports of the slices it appears in (headless SRV); endpoints with
-    /// the same ports share one list.
-    pub ports: Arc<[PortRecord]>,
-    /// When this endpoint's addresses or readiness last changed (Unix ms).
-    pub changed_ms: u64,
-}
-
-/// The per-name answers of one endpoint label.
-#[derive(Clone, Debug, Default)]
-pub struct EndpointAnswers {
-    /// A records.
-    pub a: RrSet,
-    /// AAAA records.
-    pub aaaa: RrSet,
-}
-
-/// One `_<port>._<proto>` SRV name of a service.
-#[derive(Clone, Debug)]
-pub struct SrvAnswers {
-    /// The port label without the underscore (`web`).
-    pub port: Box<[u8]>,
-    /// The protocol label without the underscore (`tcp`).
-    pub proto: Box<[u8]>,
-    /// SRV records plus glue.
-    pub sections: Sections,
-}
-
-/// A service as published to readers: records plus pre-encoded answers.
-#[derive(Debug)]
-pub struct ServiceView {
-    /// The service.
-    pub record: ServiceRecord,
-    /// All its endpoints (served or not) in ordinal order.
-    pub endpoints: Vec<EndpointView>,
-    /// False for a headless service with no served endpoint: NXDOMAIN (spec §2.4.1).
-    pub exists: bool,
-    /// The service name's A set (cluster IPs, or endpoint addresses).
-    pub a: RrSet,
-    /// The service name's AAAA set.
-    pub aaaa: RrSet,
-    /// ExternalName CNAME.
-    pub cname: Option<RrSet>,
-    /// Per-endpoint answers by lower-case label bytes.
-    pub names: HashMap<Box<[u8]>, EndpointAnswers>,
-    /// SRV names.
-    pub srv: Vec<SrvAnswers>,
-    /// StatefulSets governed by this service: (name, replicas).
-    pub statefulsets: Vec<(String, u32)>,
-    /// When this view was published.
-    pub published_ms: u64,
-}
-
-impl ServiceView {
-    /// True when `label` (lower-case bytes) names a pod that a governing
-    /// StatefulSet is about to have (`<sts>-<n>` with `n < replicas`) but that is
-    /// not served now: the caller uses a short negative TTL for it.
-    pub fn is_pending_pod(&self, label: &[u8]) -> bool {
-        let Ok(label) = std::str::from_utf8(label) else {
-            return false;
-        };
-        let ord = Ordinal::parse(label);
-        let Some(n) = ord.number else { return false };
-        self.statefulsets
-            .iter()
-            .any(|(name, replicas)| name == ord.base && n < *replicas)
-    }
-}
-
 /// Counters readers can show (admin API, metrics).
 #[derive(Debug, Default)]
 pub struct IndexStats {
@@ -259,12 +179,48 @@ struct Shared {
     settings: ZoneSettings,
     services: DashMap<Box<[u8]>, Arc<ServiceView>>,
     namespaces: DashMap<Box<[u8]>, ()>,
-    reverse: DashMap<IpAddr, Arc<RrSet>>,
+    /// PTR sets by address, one map per family (a 4-byte key keeps an IPv4
+    /// entry at 24 bytes; an `IpAddr` key would make it 40).
+    reverse_v4: DashMap<u32, PtrSet>,
+    reverse_v6: DashMap<u128, PtrSet>,
     pod_ips: DashMap<IpAddr, Box<[Box<[u8]>]>>,
     serial: AtomicU32,
     synced: AtomicBool,
     generation: tokio::sync::watch::Sender<u64>,
     stats: IndexStats,
+}
+
+impl Shared {
+    /// Replaces the PTR set of `ip` with `f(current)` (`None`: no set) in one
+    /// step under the map's entry lock.
+    fn update_ptr(&self, ip: IpAddr, f: impl FnOnce(Option<&PtrSet>) -> Option<PtrSet>) {
+        match ip {
+            IpAddr::V4(a) => update_entry(&self.reverse_v4, u32::from(a), f),
+            IpAddr::V6(a) => update_entry(&self.reverse_v6, u128::from(a), f),
+        }
+    }
+}
+
+fn update_entry<K: Eq + std::hash::Hash>(
+    map: &DashMap<K, PtrSet>,
+    key: K,
+    f: impl FnOnce(Option<&PtrSet>) -> Option<PtrSet>,
+) {
+    match map.entry(key) {
+        Entry::Occupied(mut o) => match f(Some(o.get())) {
+            Some(set) => {
+                o.insert(set);
+            }
+            None => {
+                o.remove();
+            }
+        },
+        Entry::Vacant(v) => {
+            if let Some(set) = f(None) {
+                v.insert(set);
+            }
+        }
+    }
 }
 
 /// The read side: cheap to clone, never waits for the writer beyond one
@@ -312,8 +268,19 @@ impl Index {
     }
 
     /// The PTR set for an address.
-    pub fn reverse(&self, ip: &IpAddr) -> Option<Arc<RrSet>> {
-        self.shared.reverse.get(ip).map(|v| Arc::clone(v.value()))
+    pub fn reverse(&self, ip: &IpAddr) -> Option<PtrSet> {
+        match ip {
+            IpAddr::V4(a) => self
+                .shared
+                .reverse_v4
+                .get(&u32::from(*a))
+                .map(|v| v.clone()),
+            IpAddr::V6(a) => self
+                .shared
+                .reverse_v6
+                .get(&u128::from(*a))
+                .map(|v| v.clone()),
+        }
     }
 
     /// True when a running pod in namespace `ns_label` (wire label) has `ip`.
@@ -372,21 +339,19 @@ pub struct IndexWriter {
     index: Index,
     expected: HashSet<Kind>,
     synced: HashSet<Kind>,
-    relist: HashMap<Kind, HashMap<ObjectKey, Object>>,
-    services: HashMap<ObjectKey, ServiceRecord>,
-    slices: HashMap<ObjectKey, SliceRecord>,
-    slices_by_service: HashMap<ObjectKey, BTreeSet<String>>,
+    /// Keys seen so far by the re-list of each kind in progress.
+    relist: HashMap<Kind, HashSet<ObjectKey>>,
+    services: HashMap<ObjectKey, Arc<ServiceRecord>>,
+    slices: HashMap<ObjectKey, StoredSlice>,
+    /// Slice names per service, sorted (almost always one).
+    slices_by_service: HashMap<ObjectKey, Vec<Box<str>>>,
     namespaces: HashSet<String>,
     statefulsets: HashMap<ObjectKey, StatefulSetRecord>,
-    sts_by_service: HashMap<ObjectKey, BTreeSet<String>>,
+    sts_by_service: HashMap<ObjectKey, Vec<Box<str>>>,
     pods: HashMap<ObjectKey, PodRecord>,
     endpoint_count: u64,
     name_count: u64,
     ns_refs: HashMap<String, usize>,
-    /// The names each address's PTR points at, sorted. A `Vec` of boxed
-    /// strings, not a set: almost every address has exactly one name, and a
-    /// B-tree node per address would be most of the index's memory.
-    ptr_owners: HashMap<IpAddr, Vec<Box<str>>>,
     pod_ip_ns: HashMap<IpAddr, BTreeMap<String, usize>>,
     touched_services: BTreeSet<ObjectKey>,
     touched_namespaces: BTreeSet<String>,
@@ -403,7 +368,8 @@ impl IndexWriter {
             settings,
             services: DashMap::new(),
             namespaces: DashMap::new(),
-            reverse: DashMap::new(),
+            reverse_v4: DashMap::new(),
+            reverse_v6: DashMap::new(),
             pod_ips: DashMap::new(),
             serial: AtomicU32::new(now_ms().div_euclid(1000) as u32),
             synced: AtomicBool::new(expected.is_empty()),
@@ -427,7 +393,6 @@ impl IndexWriter {
             endpoint_count: 0,
             name_count: 0,
             ns_refs: HashMap::new(),
-            ptr_owners: HashMap::new(),
             pod_ip_ns: HashMap::new(),
             touched_services: BTreeSet::new(),
             touched_namespaces: BTreeSet::new(),
@@ -457,31 +422,26 @@ impl IndexWriter {
         }
         match event {
             SourceEvent::Reset(kind) => {
-                self.relist.insert(kind, HashMap::new());
+                self.relist.insert(kind, HashSet::new());
             }
             SourceEvent::Upsert(obj) => {
-                if let Some(buf) = self.relist.get_mut(&obj.kind()) {
-                    buf.insert(obj.key().clone(), obj);
-                } else {
-                    self.upsert(obj);
+                if let Some(seen) = self.relist.get_mut(&obj.kind()) {
+                    seen.insert(obj.key().clone());
                 }
+                self.upsert(obj);
             }
             SourceEvent::Remove(kind, key) => {
-                if let Some(buf) = self.relist.get_mut(&kind) {
-                    buf.remove(&key);
-                } else {
-                    self.remove(kind, &key);
+                if let Some(seen) = self.relist.get_mut(&kind) {
+                    seen.remove(&key);
                 }
+                self.remove(kind, &key);
             }
             SourceEvent::Synced(kind) => {
-                if let Some(buf) = self.relist.remove(&kind) {
+                if let Some(seen) = self.relist.remove(&kind) {
                     for key in self.keys_of(kind) {
-                        if !buf.contains_key(&key) {
+                        if !seen.contains(&key) {
                             self.remove(kind, &key);
                         }
-                    }
-                    for (_, obj) in buf {
-                        self.upsert(obj);
                     }
                 }
                 self.synced.insert(kind);
@@ -539,36 +499,55 @@ impl IndexWriter {
         ObjectKey::new(&sts.key.namespace, &sts.service_name)
     }
 
-    fn service_of_slice(s: &SliceRecord) -> ObjectKey {
-        ObjectKey::new(&s.key.namespace, &s.service)
+    fn service_of_slice(key: &ObjectKey, s: &StoredSlice) -> ObjectKey {
+        ObjectKey::new(&key.namespace, &s.service)
+    }
+
+    /// Adds `name` to a sorted list of names.
+    fn link(list: &mut HashMap<ObjectKey, Vec<Box<str>>>, owner: ObjectKey, name: &str) {
+        let names = list.entry(owner).or_default();
+        if let Err(i) = names.binary_search_by(|n| (**n).cmp(name)) {
+            names.reserve_exact(1);
+            names.insert(i, name.into());
+        }
+    }
+
+    /// Removes `name` from a sorted list of names, and the list once empty.
+    fn unlink(list: &mut HashMap<ObjectKey, Vec<Box<str>>>, owner: &ObjectKey, name: &str) {
+        if let Some(names) = list.get_mut(owner) {
+            if let Ok(i) = names.binary_search_by(|n| (**n).cmp(name)) {
+                names.remove(i);
+            }
+            if names.is_empty() {
+                list.remove(owner);
+            }
+        }
     }
 
     fn upsert(&mut self, obj: Object) {
         match obj {
             Object::Service(r) => {
-                if self.services.get(&r.key) == Some(&r) {
+                if self.services.get(&r.key).is_some_and(|cur| **cur == r) {
                     return;
                 }
                 let key = r.key.clone();
-                if self.services.insert(key.clone(), r).is_none() {
+                if self.services.insert(key.clone(), Arc::new(r)).is_none() {
                     self.ns_ref(&key.namespace, 1);
                 }
                 self.touched_services.insert(key);
             }
             Object::EndpointSlice(r) => {
-                if self.slices.get(&r.key) == Some(&r) {
+                let stored = StoredSlice::new(&r);
+                if self.slices.get(&r.key) == Some(&stored) {
                     return;
                 }
-                let svc = Self::service_of_slice(&r);
-                self.slices_by_service
-                    .entry(svc.clone())
-                    .or_default()
-                    .insert(r.key.name.clone());
+                let svc = Self::service_of_slice(&r.key, &stored);
+                Self::link(&mut self.slices_by_service, svc.clone(), &r.key.name);
                 self.touched_services.insert(svc.clone());
-                if let Some(old) = self.slices.insert(r.key.clone(), r) {
-                    let old_svc = Self::service_of_slice(&old);
+                if let Some(old) = self.slices.insert(r.key.clone(), stored) {
+                    let old_svc = Self::service_of_slice(&r.key, &old);
                     if old_svc != svc {
-                        self.unlink_slice(&old_svc, &old.key.name);
+                        self.unlink_slice(&old_svc, &r.key.name);
                     }
                 }
             }
@@ -583,10 +562,7 @@ impl IndexWriter {
                 }
                 let gov = Self::governing_key(&r);
                 self.touched_services.insert(gov.clone());
-                self.sts_by_service
-                    .entry(gov)
-                    .or_default()
-                    .insert(r.key.name.clone());
+                Self::link(&mut self.sts_by_service, gov, &r.key.name);
                 if let Some(old) = self.statefulsets.insert(r.key.clone(), r) {
                     self.unlink_sts(&old);
                 }
@@ -614,7 +590,7 @@ impl IndexWriter {
             }
             Kind::EndpointSlice => {
                 if let Some(old) = self.slices.remove(key) {
-                    self.unlink_slice(&Self::service_of_slice(&old), &old.key.name);
+                    self.unlink_slice(&Self::service_of_slice(key, &old), &key.name);
                 }
             }
             Kind::Namespace => {
@@ -644,21 +620,13 @@ impl IndexWriter {
             .statefulsets
             .get(&old.key)
             .is_some_and(|cur| Self::governing_key(cur) == gov);
-        if !still && let Some(set) = self.sts_by_service.get_mut(&gov) {
-            set.remove(&old.key.name);
-            if set.is_empty() {
-                self.sts_by_service.remove(&gov);
-            }
+        if !still {
+            Self::unlink(&mut self.sts_by_service, &gov, &old.key.name);
         }
     }
 
     fn unlink_slice(&mut self, svc: &ObjectKey, slice: &str) {
-        if let Some(set) = self.slices_by_service.get_mut(svc) {
-            set.remove(slice);
-            if set.is_empty() {
-                self.slices_by_service.remove(svc);
-            }
-        }
+        Self::unlink(&mut self.slices_by_service, svc, slice);
         self.touched_services.insert(svc.clone());
     }
 
@@ -689,79 +657,32 @@ impl IndexWriter {
     /// call. Each gets one new immutable view; untouched ones are not rebuilt.
     pub fn publish(&mut self) {
         let shared = Arc::clone(&self.index.shared);
-        let mut touched_ips = BTreeSet::new();
         let now = now_ms();
         for key in std::mem::take(&mut self.touched_services) {
             self.changed = true;
             let map_key = service_key(&key.namespace, &key.name);
-            let old_view = shared
+            let old = shared
                 .services
                 .get(&*map_key)
                 .map(|v| Arc::clone(v.value()));
-            let view = self.build_view(&key, old_view.as_deref(), now);
-            // The PTRs a view contributes follow from the view alone, so the
-            // old ones are recomputed from the old view rather than stored.
-            let new_ptrs = view.as_ref().map(|v| self.ptrs_of(v)).unwrap_or_default();
-            let old_ptrs = old_view
-                .as_ref()
-                .map(|v| self.ptrs_of(v))
-                .unwrap_or_default();
-            if old_ptrs != new_ptrs {
-                for (ip, name) in &old_ptrs {
-                    if let Some(names) = self.ptr_owners.get_mut(ip)
-                        && let Ok(i) = names.binary_search_by(|n| (**n).cmp(name.as_str()))
-                    {
-                        names.remove(i);
-                    }
-                    touched_ips.insert(*ip);
-                }
-                for (ip, name) in new_ptrs {
-                    let names = self.ptr_owners.entry(ip).or_default();
-                    if let Err(i) = names.binary_search_by(|n| (**n).cmp(name.as_str())) {
-                        // Exactly one more: a growing Vec would reserve four.
-                        names.reserve_exact(1);
-                        names.insert(i, name.into_boxed_str());
-                    }
-                    touched_ips.insert(ip);
-                }
-            }
-            let old_count = old_view.as_ref().map_or(0, |v| v.endpoints.len() as u64);
-            let new_count = view.as_ref().map_or(0, |v| v.endpoints.len() as u64);
-            self.endpoint_count = self.endpoint_count + new_count - old_count;
-            let old_names = old_view.as_ref().map_or(0, |v| v.names.len() as u64);
-            let new_names = view.as_ref().map_or(0, |v| v.names.len() as u64);
+            let new = self.build_view(&key, old.as_deref(), now).map(Arc::new);
+            let count = |v: &Option<Arc<ServiceView>>| {
+                v.as_ref().map_or((0, 0), |v| {
+                    (v.endpoint_count() as u64, v.name_count() as u64)
+                })
+            };
+            let ((old_eps, old_names), (new_eps, new_names)) = (count(&old), count(&new));
+            self.endpoint_count = self.endpoint_count + new_eps - old_eps;
             self.name_count = self.name_count + new_names - old_names;
-            match view {
+            match &new {
                 Some(v) => {
-                    shared.services.insert(map_key, Arc::new(v));
+                    shared.services.insert(map_key, Arc::clone(v));
                 }
                 None => {
                     shared.services.remove(&*map_key);
                 }
             }
-        }
-        for ip in touched_ips {
-            let names = self.ptr_owners.get(&ip).filter(|s| !s.is_empty());
-            match names {
-                Some(names) => {
-                    let owner = records::name(&reverse_name(ip));
-                    let targets: Vec<Name> =
-                        names.iter().filter_map(|n| records::name(n)).collect();
-                    if let Some(owner) = owner {
-                        let set = records::name_set(
-                            &owner,
-                            shared.settings.ttl,
-                            RecordType::PTR,
-                            &targets,
-                        );
-                        shared.reverse.insert(ip, Arc::new(set));
-                    }
-                }
-                None => {
-                    self.ptr_owners.remove(&ip);
-                    shared.reverse.remove(&ip);
-                }
-            }
+            self.repoint_reverse(old.as_ref(), new.as_ref());
         }
         for ns in std::mem::take(&mut self.touched_namespaces) {
             self.changed = true;
@@ -817,24 +738,45 @@ impl IndexWriter {
         }
     }
 
-    fn ptrs_of(&self, v: &ServiceView) -> Vec<(IpAddr, String)> {
-        let zone = &self.index.shared.settings.zone;
-        let svc = format!(
-            "{}.{}.svc.{zone}",
-            v.record.key.name, v.record.key.namespace
-        );
-        let mut out = Vec::new();
-        if let ServiceKind::ClusterIp(ips) = &v.record.kind {
-            out.extend(ips.iter().map(|ip| (*ip, svc.clone())));
-        }
-        for ep in v.endpoints.iter().filter(|e| e.served) {
-            for ip in &ep.addresses {
-                out.push((*ip, format!("{}.{svc}", ep.label)));
+    /// Points the PTR sets of a service's addresses at its new view:
+    /// addresses only the old view had lose its names, every address of the
+    /// new view gets them (each entry is replaced in one step, so a reader
+    /// never sees an address without its names in between).
+    fn repoint_reverse(&self, old: Option<&Arc<ServiceView>>, new: Option<&Arc<ServiceView>>) {
+        let shared = &self.index.shared;
+        let zone = &shared.settings.zone;
+        let is_old = |t: &&PtrTarget| old.is_some_and(|o| Arc::ptr_eq(&t.view, o));
+        let others = |cur: Option<&PtrSet>| -> Vec<PtrTarget> {
+            cur.into_iter()
+                .flat_map(PtrSet::targets)
+                .filter(|t| !is_old(t))
+                .cloned()
+                .collect()
+        };
+        let old_ptrs = old.map(|v| v.ptrs()).unwrap_or_default();
+        let new_ptrs = new.map(|v| v.ptrs()).unwrap_or_default();
+        if let Some(view) = new {
+            for group in new_ptrs.chunk_by(|a, b| a.0 == b.0) {
+                shared.update_ptr(group[0].0, |cur| {
+                    let mut all = others(cur);
+                    all.extend(group.iter().map(|(_, e)| PtrTarget {
+                        view: Arc::clone(view),
+                        endpoint: *e,
+                    }));
+                    Some(PtrSet::new(all, zone))
+                });
             }
         }
-        out.sort();
-        out.dedup();
-        out
+        for group in old_ptrs.chunk_by(|a, b| a.0 == b.0) {
+            let ip = group[0].0;
+            if new_ptrs.binary_search_by(|(i, _)| i.cmp(&ip)).is_ok() {
+                continue;
+            }
+            shared.update_ptr(ip, |cur| {
+                let rest = others(cur);
+                (!rest.is_empty()).then(|| PtrSet::new(rest, zone))
+            });
+        }
     }
 
     fn build_view(
@@ -843,252 +785,31 @@ impl IndexWriter {
         old: Option<&ServiceView>,
         now: u64,
     ) -> Option<ServiceView> {
-        let record = self.services.get(key)?.clone();
-        let settings = &self.index.shared.settings;
-        let slices: Vec<&SliceRecord> = self
+        let record = Arc::clone(self.services.get(key)?);
+        let slices: Vec<&StoredSlice> = self
             .slices_by_service
             .get(key)
             .into_iter()
             .flatten()
             .filter_map(|name| self.slices.get(&ObjectKey::new(&key.namespace, name)))
             .collect();
-        let endpoints = group_endpoints(&record, &slices, settings.endpoint_pod_names, old, now);
-        let statefulsets: Vec<(String, u32)> = self
+        let statefulsets = self
             .sts_by_service
             .get(key)
             .into_iter()
             .flatten()
             .filter_map(|name| self.statefulsets.get(&ObjectKey::new(&key.namespace, name)))
-            .map(|s| (s.key.name.clone(), s.replicas))
+            .map(|s| (s.key.name.as_str().into(), s.replicas))
             .collect();
-        Some(compile_view(settings, record, endpoints, statefulsets, now))
+        Some(view::build(view::Inputs {
+            settings: &self.index.shared.settings,
+            record,
+            slices,
+            statefulsets,
+            old,
+            now,
+        }))
     }
-}
-
-/// Merges the endpoints of all slices of a service by DNS label and puts them
-/// in ordinal order (`web-0`, `web-1`, … then other names, sorted).
-fn group_endpoints(
-    svc: &ServiceRecord,
-    slices: &[&SliceRecord],
-    pod_names: bool,
-    old: Option<&ServiceView>,
-    now: u64,
-) -> Vec<EndpointView> {
-    let mut by_label: BTreeMap<String, (EndpointView, Vec<PortRecord>)> = BTreeMap::new();
-    for slice in slices {
-        for ep in &slice.endpoints {
-            let served =
-                !ep.terminating && (ep.ready || svc.publish_not_ready) && !ep.addresses.is_empty();
-            let named = ep.hostname.clone().map(|h| (h, true)).or_else(|| {
-                ep.pod
-                    .as_ref()
-                    .filter(|p| pod_names && p.len() < 64)
-                    .map(|p| (p.clone(), false))
-            });
-            let labels: Vec<(String, bool, Vec<IpAddr>)> = match named {
-                Some((l, h)) => vec![(l, h, ep.addresses.clone())],
-                None => ep
-                    .addresses
-                    .iter()
-                    .map(|ip| (record::dashed_ip(*ip), false, vec![*ip]))
-                    .collect(),
-            };
-            for (label, is_hostname, addresses) in labels {
-                let (e, ports) = by_label.entry(label.clone()).or_insert_with(|| {
-                    let view = EndpointView {
-                        label,
-                        is_hostname,
-                        addresses: Vec::new(),
-                        ready: ep.ready,
-                        serving: ep.serving,
-                        terminating: ep.terminating,
-                        served: false,
-                        pod: ep.pod.clone(),
-                        ports: Arc::new([]),
-                        changed_ms: now,
-                    };
-                    (view, Vec::new())
-                });
-                // One hostname over several slices (dual stack): served if any part is.
-                if served {
-                    if !e.served {
-                        e.addresses.clear();
-                    }
-                    e.served = true;
-                    e.ready |= ep.ready;
-                }
-                if served || !e.served {
-                    for ip in addresses {
-                        if !e.addresses.contains(&ip) {
-                            e.addresses.push(ip);
-                        }
-                    }
-                    for p in &slice.ports {
-                        if !ports.contains(p) {
-                            ports.push(p.clone());
-                        }
-                    }
-                }
-            }
-        }
-    }
-    // Endpoints of one slice have the same ports: one shared list each.
-    let mut port_lists: Vec<Arc<[PortRecord]>> = Vec::new();
-    let old_by_label: HashMap<&str, &EndpointView> = old
-        .map(|o| o.endpoints.iter().map(|e| (e.label.as_str(), e)).collect())
-        .unwrap_or_default();
-    let mut list = Vec::with_capacity(by_label.len());
-    for (mut e, mut ports) in by_label.into_values() {
-        e.addresses.sort_by_key(|ip| (ip.is_ipv6(), *ip));
-        e.addresses.shrink_to_fit();
-        ports.sort();
-        e.ports = match port_lists.iter().find(|l| ***l == *ports) {
-            Some(l) => Arc::clone(l),
-            None => {
-                let l: Arc<[PortRecord]> = ports.into();
-                port_lists.push(Arc::clone(&l));
-                l
-            }
-        };
-        if let Some(prev) = old_by_label.get(e.label.as_str())
-            && prev.addresses == e.addresses
-            && prev.served == e.served
-            && prev.ready == e.ready
-        {
-            e.changed_ms = prev.changed_ms;
-        }
-        list.push(e);
-    }
-    list.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
-    list
-}
-
-fn sort_key(e: &EndpointView) -> Ordinal<'_> {
-    if e.is_hostname {
-        Ordinal::parse(&e.label)
-    } else {
-        Ordinal {
-            base: &e.label,
-            number: None,
-            name: &e.label,
-        }
-    }
-}
-
-/// Builds the pre-encoded answers of a service (see `dns::records`).
-fn compile_view(
-    settings: &ZoneSettings,
-    record: ServiceRecord,
-    endpoints: Vec<EndpointView>,
-    statefulsets: Vec<(String, u32)>,
-    now: u64,
-) -> ServiceView {
-    let ttl = settings.ttl;
-    let svc_fqdn = format!(
-        "{}.{}.svc.{}",
-        record.key.name, record.key.namespace, settings.zone
-    );
-    let svc_name = records::name(&svc_fqdn);
-    let served: Vec<&EndpointView> = endpoints.iter().filter(|e| e.served).collect();
-    let mut view = ServiceView {
-        exists: true,
-        a: RrSet::default(),
-        aaaa: RrSet::default(),
-        cname: None,
-        names: HashMap::new(),
-        srv: Vec::new(),
-        statefulsets,
-        published_ms: now,
-        endpoints: Vec::new(),
-        record,
-    };
-    let Some(svc_name) = svc_name else {
-        view.exists = false;
-        view.endpoints = endpoints;
-        return view;
-    };
-    // Endpoint names (headless and, as CoreDNS does, ClusterIP services).
-    let mut ep_names = Vec::with_capacity(served.len());
-    for ep in &served {
-        let Some(n) = records::name(&format!("{}.{svc_fqdn}", ep.label)) else {
-            continue;
-        };
-        let (a, aaaa) = records::address_sets(&n, ttl, &ep.addresses);
-        view.names.insert(
-            ep.label.as_bytes().to_ascii_lowercase().into_boxed_slice(),
-            EndpointAnswers { a, aaaa },
-        );
-        ep_names.push((n, *ep));
-    }
-    match &view.record.kind {
-        ServiceKind::ClusterIp(ips) => {
-            (view.a, view.aaaa) = records::address_sets(&svc_name, ttl, ips);
-            for p in view.record.ports.clone() {
-                let Some(port_name) = &p.name else { continue };
-                let Some(owner) =
-                    records::name(&format!("_{port_name}._{}.{svc_fqdn}", p.protocol))
-                else {
-                    continue;
-                };
-                let target = SrvTarget {
-                    target: &svc_name,
-                    port: p.port,
-                    glue: ips,
-                };
-                view.srv.push(SrvAnswers {
-                    port: port_name.as_bytes().into(),
-                    proto: p.protocol.as_bytes().into(),
-                    sections: records::srv_set(&owner, ttl, &[target]),
-                });
-            }
-        }
-        ServiceKind::Headless => {
-            view.exists = !served.is_empty();
-            (view.a, view.aaaa) = records::address_sets(
-                &svc_name,
-                ttl,
-                served.iter().flat_map(|e| e.addresses.iter()),
-            );
-            let mut ports: Vec<(&str, &str)> = served
-                .iter()
-                .flat_map(|e| e.ports.iter())
-                .filter_map(|p| p.name.as_deref().map(|n| (n, p.protocol.as_str())))
-                .collect();
-            ports.sort();
-            ports.dedup();
-            for (port_name, proto) in ports {
-                let Some(owner) = records::name(&format!("_{port_name}._{proto}.{svc_fqdn}"))
-                else {
-                    continue;
-                };
-                let targets: Vec<SrvTarget<'_>> = ep_names
-                    .iter()
-                    .flat_map(|(n, ep)| {
-                        ep.ports
-                            .iter()
-                            .filter(|p| p.name.as_deref() == Some(port_name) && p.protocol == proto)
-                            .map(move |p| SrvTarget {
-                                target: n,
-                                port: p.port,
-                                glue: &ep.addresses,
-                            })
-                    })
-                    .collect();
-                view.srv.push(SrvAnswers {
-                    port: port_name.as_bytes().into(),
-                    proto: proto.as_bytes().into(),
-                    sections: records::srv_set(&owner, ttl, &targets),
-                });
-            }
-        }
-        ServiceKind::ExternalName(target) => {
-            if let Some(t) = records::name(target) {
-                view.cname = Some(records::name_set(&svc_name, ttl, RecordType::CNAME, &[t]));
-            }
-        }
-    }
-    view.endpoints = endpoints;
-    view
 }
 
 /// The reverse-lookup name of an address (`7.1.244.10.in-addr.arpa`, or 32

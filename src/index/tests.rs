@@ -49,10 +49,9 @@ fn labels(index: &Index, ns: &str, name: &str) -> Vec<String> {
     index
         .service(&service_key(ns, name))
         .map(|v| {
-            v.endpoints
-                .iter()
+            v.endpoints()
                 .filter(|e| e.served)
-                .map(|e| e.label.clone())
+                .map(|e| e.label.to_string())
                 .collect()
         })
         .unwrap_or_default()
@@ -91,7 +90,7 @@ fn relist_keeps_serving_until_synced_then_swaps_whole() {
     ));
     assert_eq!(labels(&index, "d", "web"), ["web-0", "web-1"]);
 
-    // A re-list starts (say after 410 Gone): nothing changes until it ends.
+    // A re-list starts (say after 410 Gone): nothing is deleted until it ends.
     w.apply_all([
         SourceEvent::Reset(Kind::Service),
         SourceEvent::Upsert(svc("d", "web")),
@@ -173,7 +172,7 @@ fn ordinal_order_across_slices_and_readiness() {
         ["web-0", "web-2", "web-10", "other"]
     );
     let view = index.service(&service_key("d", "web")).unwrap();
-    assert_eq!(view.a.count, 4);
+    assert_eq!(view.a().count, 4);
     assert!(
         !view.is_pending_pod(b"web-1"),
         "no StatefulSet governs this service"
@@ -208,12 +207,12 @@ fn a_reader_holds_a_whole_view_while_the_writer_replaces_it() {
     ))]);
     let after = index.service(&service_key("d", "web")).unwrap();
     assert_eq!(
-        before.endpoints[0].addresses,
-        vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+        before.endpoint(0).addresses,
+        ["10.0.0.1".parse::<IpAddr>().unwrap()]
     );
     assert_eq!(
-        after.endpoints[0].addresses,
-        vec!["10.0.0.7".parse::<IpAddr>().unwrap()]
+        after.endpoint(0).addresses,
+        ["10.0.0.7".parse::<IpAddr>().unwrap()]
     );
     let serial = index.serial();
     w.apply_all([SourceEvent::Upsert(slice(
