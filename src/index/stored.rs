@@ -4,10 +4,11 @@
 //! changes, the service's view is rebuilt from all of its slices. A
 //! [`SliceRecord`] spends three heap blocks on each endpoint (hostname, pod,
 //! addresses), about 180 bytes; at 100,000 endpoints that alone was 18 MB.
-//! [`StoredSlice`] keeps the same facts in four blocks per slice: one string
-//! holding every name, one address array, one endpoint array and the shared
-//! port list. StatefulSet endpoints, whose hostname is their pod name, store
-//! the name once.
+//! [`StoredSlice`] keeps the same facts in three blocks per slice: one string
+//! holding every name, one address array and one endpoint array; the port
+//! list is shared with every slice that has the same ports (the writer
+//! interns them). StatefulSet endpoints, whose hostname is their pod name,
+//! store the name once.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -38,10 +39,10 @@ struct StoredEndpoint {
 /// An EndpointSlice as the writer keeps it; see the module docs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredSlice {
-    /// The Service it belongs to.
-    pub service: Box<str>,
     /// The slice's ports.
     pub ports: Arc<[PortRecord]>,
+    /// The Service it belongs to, in `text`.
+    service: TextSpan,
     text: Box<str>,
     addrs: Box<[IpAddr]>,
     endpoints: Box<[StoredEndpoint]>,
@@ -65,9 +66,10 @@ pub struct EndpointRef<'a> {
 }
 
 impl StoredSlice {
-    /// Packs `r` (its key stays with the caller's map).
-    pub fn new(r: &SliceRecord) -> Self {
-        let mut text = String::new();
+    /// Packs `r` (its key stays with the caller's map); `ports` is its port
+    /// list, interned by the caller.
+    pub fn new(r: &SliceRecord, ports: Arc<[PortRecord]>) -> Self {
+        let mut text = String::with_capacity(r.service.len());
         let mut addrs = Vec::with_capacity(r.endpoints.iter().map(|e| e.addresses.len()).sum());
         let mut endpoints = Vec::with_capacity(r.endpoints.len());
         let push = |text: &mut String, s: Option<&str>| match s {
@@ -82,6 +84,7 @@ impl StoredSlice {
             }
             _ => TextSpan { off: 0, len: NONE },
         };
+        let service = push(&mut text, Some(&r.service));
         for e in &r.endpoints {
             let hostname = push(&mut text, e.hostname.as_deref());
             let pod = if e.pod.is_some() && e.pod == e.hostname {
@@ -101,12 +104,17 @@ impl StoredSlice {
             });
         }
         Self {
-            service: r.service.as_str().into(),
-            ports: r.ports.as_slice().into(),
+            service,
+            ports,
             text: text.into_boxed_str(),
             addrs: addrs.into_boxed_slice(),
             endpoints: endpoints.into_boxed_slice(),
         }
+    }
+
+    /// The Service it belongs to.
+    pub fn service(&self) -> &str {
+        self.text(self.service).unwrap_or_default()
     }
 
     fn text(&self, s: TextSpan) -> Option<&str> {
@@ -167,9 +175,9 @@ mod tests {
                 },
             ],
         };
-        let s = StoredSlice::new(&r);
+        let s = StoredSlice::new(&r, r.ports.as_slice().into());
         assert_eq!(
-            &*s.text, "web-0other",
+            &*s.text, "webweb-0other",
             "a pod named like its hostname is stored once"
         );
         let back: Vec<EndpointRecord> = s
@@ -184,8 +192,8 @@ mod tests {
             })
             .collect();
         assert_eq!(back, r.endpoints);
-        assert_eq!(&*s.service, "web");
+        assert_eq!(s.service(), "web");
         assert_eq!(&*s.ports, &r.ports[..]);
-        assert_eq!(s, StoredSlice::new(&r.clone()));
+        assert_eq!(s, StoredSlice::new(&r.clone(), r.ports.as_slice().into()));
     }
 }

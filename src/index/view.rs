@@ -827,7 +827,7 @@ mod tests {
             protocol: "tcp".into(),
             port: 80,
         };
-        let slice = StoredSlice::new(&SliceRecord {
+        let record = SliceRecord {
             key: ObjectKey::new("d", "web-abc"),
             service: "web".into(),
             ports: vec![port.clone()],
@@ -841,7 +841,8 @@ mod tests {
                     pod: Some(format!("web-{i}")),
                 })
                 .collect(),
-        });
+        };
+        let slice = StoredSlice::new(&record, record.ports.as_slice().into());
         let settings = ZoneSettings {
             zone: "cluster.local".into(),
             ttl: 5,
