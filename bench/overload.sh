@@ -27,82 +27,17 @@ for tool in dnsperf dig taskset; do
 done
 
 WORK=$(mktemp -d)
-SERVER_PID=
-CGROUP=
-cleanup() {
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
-  [ -n "$CGROUP" ] && rmdir "$CGROUP" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-timeout 1800 cargo build --release --locked -j2 -q
-BIN=$CARGO_TARGET_DIR/release/headless-dns
-
-# SERVICES headless services of PODS StatefulSet-style endpoints each:
-# web-K.svc-J.default.svc.cluster.local -> 10.20.J.(K+1)
-{
-  for ((j = 0; j < SERVICES; j++)); do
-    cat <<EOF
----
-apiVersion: v1
-kind: Service
-metadata: {name: svc-$j, namespace: default}
-spec: {clusterIP: None, ports: [{name: web, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: svc-$j-1, namespace: default, labels: {kubernetes.io/service-name: svc-$j}}
-addressType: IPv4
-ports: [{name: web, protocol: TCP, port: 80}]
-endpoints:
-EOF
-    for ((k = 0; k < PODS; k++)); do
-      echo "  - {addresses: [\"10.20.$j.$((k + 1))\"], hostname: web-$k}"
-    done
-  done
-} >"$WORK/manifests.yaml"
-
-# Query mix: 70% pod A, 20% service A (PODS records), 5% SRV with glue, 5% NXDOMAIN.
-awk -v s="$SERVICES" -v p="$PODS" 'BEGIN {
-  srand(7);
-  for (i = 0; i < 20000; i++) {
-    j = int(rand() * s); k = int(rand() * p); r = rand();
-    if (r < 0.70)      print "web-" k ".svc-" j ".default.svc.cluster.local A";
-    else if (r < 0.90) print "svc-" j ".default.svc.cluster.local A";
-    else if (r < 0.95) print "_web._tcp.svc-" j ".default.svc.cluster.local SRV";
-    else               print "nope-" i ".svc-" j ".default.svc.cluster.local A";
-  }
-}' >"$WORK/queries.txt"
-
-RUST_LOG=warn taskset -c 0 "$BIN" serve --manifests "$WORK/manifests.yaml" \
-  --listen "127.0.0.1:$PORT" --threads 1 --admin none >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-
-# Ready when the last pod answers (bounded: 10 s).
-last="web-$((PODS - 1)).svc-$((SERVICES - 1)).default.svc.cluster.local"
-for _ in $(seq 100); do
-  [ "$(dig +short +tries=1 +timeout=1 @127.0.0.1 -p "$PORT" "$last" A 2>/dev/null)" = "10.20.$((SERVICES - 1)).$PODS" ] && break
-  sleep 0.1
-done
-[ "$(dig +short +tries=1 +timeout=1 @127.0.0.1 -p "$PORT" "$last" A)" = "10.20.$((SERVICES - 1)).$PODS" ] \
-  || { echo "server did not come up" >&2; cat "$WORK/server.log" >&2; exit 1; }
+. bench/lib.sh
+trap bench_cleanup EXIT
+bench_build
+bench_manifests >"$WORK/manifests.yaml"
+bench_queries >"$WORK/queries.txt"
+bench_start 1 0
 
 throttle="none (pinned to core 0)"
 if [ "$CPU_QUOTA" -gt 0 ]; then
-  if [ -w /sys/fs/cgroup/cpu ] && mkdir "/sys/fs/cgroup/cpu/headless-dns-overload-$$" 2>/dev/null; then
-    CGROUP=/sys/fs/cgroup/cpu/headless-dns-overload-$$
-    echo 100000 >"$CGROUP/cpu.cfs_period_us"
-    echo $((CPU_QUOTA * 1000)) >"$CGROUP/cpu.cfs_quota_us"
-    echo "$SERVER_PID" >"$CGROUP/cgroup.procs"
-    throttle="cgroup v1 cpu quota ${CPU_QUOTA}% of core 0"
-  elif [ -f /sys/fs/cgroup/cgroup.controllers ] && grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null \
-    && mkdir "/sys/fs/cgroup/headless-dns-overload-$$" 2>/dev/null; then
-    CGROUP=/sys/fs/cgroup/headless-dns-overload-$$
-    echo "$((CPU_QUOTA * 1000)) 100000" >"$CGROUP/cpu.max"
-    echo "$SERVER_PID" >"$CGROUP/cgroup.procs"
-    throttle="cgroup v2 cpu.max ${CPU_QUOTA}% of core 0"
+  if bench_limit_cpu "$CPU_QUOTA"; then
+    throttle="$THROTTLE (core 0)"
   else
     echo "warning: no writable cpu cgroup; the server is only pinned, dnsperf may not reach 2x" >&2
   fi
@@ -110,7 +45,7 @@ fi
 
 rss() { awk '/^VmRSS/ {print $2 " " $3}' "/proc/$SERVER_PID/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
-field() { awk -v k="$1" 'index($0, k) { sub(/^.*: */, ""); print $1; exit }' "$2"; }
+field() { bench_field "$@"; }
 
 # Sample answers: every 97th query of the file, checked against the manifests.
 check_sample() {

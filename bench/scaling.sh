@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Scaling run (issue 6): does a second UDP worker thread answer twice as
+# much, i.e. is there no shared lock or shared cache line on the query path?
+#
+# This machine has 2 cores and dnsperf needs most of one to offer ~120k qps,
+# so "1 thread on one core vs 2 threads on two" cannot be measured directly.
+# Instead the server gets a CPU budget by cgroup quota: QUOTA percent of a
+# core with 1 thread, then 2 x QUOTA percent with 2 threads (SO_REUSEPORT
+# sockets, both cores allowed), with dnsperf saturating it each time from
+# many sockets. Work that serializes on a lock cannot turn the doubled budget
+# into doubled answers; independent threads can. It prints qps, the ratio,
+# and how the CPU time split over the UDP threads.
+#
+# Usage: bench/scaling.sh        (needs root for the cgroup, dnsperf, dig)
+# Env:   PORT (5398), DURATION (10 s), QUOTA (30), SERVICES (1000) x PODS (10)
+# Bounded: about 2 x (DURATION + 5) s plus the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT=${PORT:-5398}
+DURATION=${DURATION:-10}
+QUOTA=${QUOTA:-30}
+SERVICES=${SERVICES:-1000}
+PODS=${PODS:-10}
+for tool in dnsperf dig taskset; do
+  command -v "$tool" >/dev/null || { echo "scaling.sh: needs $tool (apt-get install dnsperf dnsutils util-linux)" >&2; exit 2; }
+done
+
+WORK=$(mktemp -d)
+. bench/lib.sh
+trap bench_cleanup EXIT
+bench_build
+bench_manifests >"$WORK/manifests.yaml"
+bench_queries >"$WORK/queries.txt"
+
+# CPU ticks (user + system) of each UDP thread of the server, one per line.
+udp_ticks() {
+  for t in /proc/"$SERVER_PID"/task/*; do
+    case "$(cat "$t/comm" 2>/dev/null)" in dns-udp*) awk '{print $14 + $15}' "$t/stat" ;; esac
+  done
+}
+
+declare -A QPS
+echo "== $((SERVICES * PODS)) pods; $DURATION s per run; dnsperf unpinned, 16 sockets"
+for threads in 1 2; do
+  bench_start "$threads" 0,1
+  budget=$((QUOTA * threads))
+  bench_limit_cpu "$budget" || { echo "scaling.sh: needs a writable cpu cgroup (root)" >&2; exit 2; }
+  before=$(udp_ticks | tr '\n' ' ')
+  timeout $((DURATION + 30)) dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/queries.txt" \
+    -l "$DURATION" -c 16 -q 2000 -t 1 >"$WORK/run-$threads.txt" 2>&1 || true
+  after=$(udp_ticks | tr '\n' ' ')
+  qps=$(bench_field "Queries per second" "$WORK/run-$threads.txt")
+  QPS[$threads]=${qps%.*}
+  split=$(awk -v a="$after" -v b="$before" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    n = split(a, x, " "); split(b, y, " ");
+    for (i = 1; i <= n; i++) printf "%s%.0f%%", (i > 1 ? " + " : ""), 100 * (x[i] - y[i]) / hz / d }')
+  echo "$threads UDP thread(s), budget $budget% of a core ($THROTTLE): ${QPS[$threads]} qps," \
+    "lost $(bench_field "Queries lost" "$WORK/run-$threads.txt"), avg latency $(bench_field "Average Latency" "$WORK/run-$threads.txt") s;" \
+    "UDP thread CPU: $split"
+  bench_stop
+done
+awk -v a="${QPS[1]}" -v b="${QPS[2]}" 'BEGIN { printf "2 threads / 1 thread: %.2fx the answers for 2x the CPU budget\n", b / a }'
