@@ -1,0 +1,660 @@
+//! Memory of the whole server process, fed by the Kubernetes source and
+//! measured from outside: the release binary runs as a child process against
+//! the in-process fake API server (`tests/support/fake_api.rs`) holding
+//! 10,000 headless services with 10 ready endpoints each (100,000 endpoints,
+//! plus their Namespaces and StatefulSets), and the child's `VmRSS`/`VmHWM`
+//! are read from `/proc/<pid>/status`.
+//!
+//! `benches/memory.rs` measures the index alone; issue #6's targets are about
+//! the process (≤ 40 MB steady with 100,000 endpoints, a full re-list peaking
+//! at ≤ 1.2x steady, initial sync ≤ 2 s), which also holds the kube client,
+//! its list pages and watch buffers, the runtime's threads and the allocator's
+//! slack. So this bench reports, without asserting any of them:
+//!
+//! - an empty server's RSS (same binary, fake API with no objects): the
+//!   baseline the bytes per endpoint are counted above;
+//! - the time from spawn to `/ready` (every kind listed), RSS then and after
+//!   a few idle seconds (steady state);
+//! - the peak while every slice changes its addresses through the open watch
+//!   streams; while every kind re-lists after `410 Gone` with every address
+//!   changed; and while every kind re-lists after `410 Gone` with nothing
+//!   changed. Each peak is `VmHWM` after resetting it (`clear_refs`) and the
+//!   largest `VmRSS` sampled every 20 ms, as a multiple of steady state.
+//!
+//! DNS answers are checked before and after each step, so the numbers are of
+//! a working server. Times are wall clock and share the machine with the fake
+//! API (in this process); a re-list's time includes the source's reconnect
+//! backoff, which grows when re-lists follow each other within 10 s.
+//!
+//! Run with `cargo bench --bench server_memory` (Cargo builds the release
+//! binary first). Without `--bench` (as `cargo test --all-targets` runs it)
+//! it is a smoke run with 100 services that takes a few seconds, on the debug
+//! binary that profile builds: its numbers mean nothing.
+
+// Printing numbers is what this bench is for.
+#![allow(clippy::print_stdout)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use serde_json::{Value, json};
+use support::fake_api::FakeApi;
+use support::probe::{self, Proto};
+
+const BIN: &str = env!("CARGO_BIN_EXE_headless-dns");
+/// Namespaces the services are spread over.
+const NAMESPACES: usize = 100;
+/// Ready endpoints (StatefulSet pods) per service.
+const PODS: usize = 10;
+/// The kinds the source watches without `pods = "verified"`.
+const KINDS: [&str; 4] = ["Service", "EndpointSlice", "Namespace", "StatefulSet"];
+/// How often the sampler reads the child's `VmRSS`.
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+/// How often a wait polls the server.
+const POLL: Duration = Duration::from_millis(10);
+
+/// The size of one run.
+struct Scale {
+    services: usize,
+    /// How long the server idles before "steady" RSS is read.
+    idle: Duration,
+    /// Upper bound for any one wait (sync, a change to show up).
+    wait: Duration,
+    /// Upper bound for the whole run.
+    total: Duration,
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    // `cargo test --all-targets` runs this without `--bench`: a small smoke
+    // run then, so the test suite stays fast; `cargo bench` gets the real size.
+    let scale = if std::env::args().any(|a| a == "--bench") {
+        Scale {
+            services: 10_000,
+            idle: Duration::from_secs(3),
+            wait: Duration::from_secs(120),
+            total: Duration::from_secs(600),
+        }
+    } else {
+        Scale {
+            services: 100,
+            idle: Duration::from_millis(200),
+            wait: Duration::from_secs(20),
+            total: Duration::from_secs(60),
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("start the bench's tokio runtime");
+    let limit = scale.total;
+    rt.block_on(async { tokio::time::timeout(limit, bench(&scale)).await })
+        .expect("the bench exceeded its time limit");
+}
+
+// ---------------------------------------------------------------- cluster
+
+fn namespace(ns: usize) -> Value {
+    json!({ "kind": "Namespace", "metadata": { "name": format!("ns-{ns}") } })
+}
+
+fn ns_of(s: usize) -> String {
+    format!("ns-{}", s % NAMESPACES)
+}
+
+fn service(s: usize) -> Value {
+    json!({
+        "kind": "Service",
+        "metadata": { "name": format!("svc-{s}"), "namespace": ns_of(s), "labels": { "app": format!("svc-{s}") } },
+        "spec": {
+            "clusterIP": "None",
+            "clusterIPs": ["None"],
+            "selector": { "app": format!("svc-{s}") },
+            "ports": [{ "name": "web", "port": 80, "protocol": "TCP" }],
+        },
+    })
+}
+
+/// The StatefulSet governed by `svc-<s>`, named `web-<s>` (one per service
+/// in a namespace).
+fn statefulset(s: usize) -> Value {
+    json!({
+        "kind": "StatefulSet",
+        "metadata": { "name": format!("web-{s}"), "namespace": ns_of(s) },
+        "spec": {
+            "replicas": PODS,
+            "serviceName": format!("svc-{s}"),
+            "selector": { "matchLabels": { "app": format!("svc-{s}") } },
+            "template": {
+                "metadata": { "labels": { "app": format!("svc-{s}") } },
+                "spec": { "containers": [{ "name": "app", "image": "nginx" }] },
+            },
+        },
+    })
+}
+
+/// The address of endpoint `i` of service `s` in `generation`: unique across
+/// the cluster and across generations (10.0.0.1 .. 10.119.255.10).
+fn pod_ip(s: usize, i: usize, generation: usize) -> Ipv4Addr {
+    Ipv4Addr::new(
+        10,
+        (generation * 40 + (s >> 8)) as u8,
+        (s & 0xff) as u8,
+        (i + 1) as u8,
+    )
+}
+
+fn endpoint_slice(s: usize, generation: usize) -> Value {
+    let ns = ns_of(s);
+    let endpoints: Vec<Value> = (0..PODS)
+        .map(|i| {
+            json!({
+                "addresses": [pod_ip(s, i, generation).to_string()],
+                "conditions": { "ready": true, "serving": true, "terminating": false },
+                "hostname": format!("web-{i}"),
+                "targetRef": { "kind": "Pod", "name": format!("web-{i}"), "namespace": ns },
+            })
+        })
+        .collect();
+    json!({
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("svc-{s}-abcde"),
+            "namespace": ns,
+            "labels": {
+                "kubernetes.io/service-name": format!("svc-{s}"),
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+        },
+        "addressType": "IPv4",
+        "ports": [{ "name": "web", "port": 80, "protocol": "TCP" }],
+        "endpoints": endpoints,
+    })
+}
+
+/// Applies a new version of every slice. Yields now and then so that the
+/// fake API's watch streams are written while the changes pile up.
+async fn apply_slices(api: &FakeApi, services: usize, generation: usize) {
+    for s in 0..services {
+        api.apply(endpoint_slice(s, generation));
+        if s % 500 == 499 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+fn pod_name(s: usize, i: usize) -> String {
+    format!("web-{i}.svc-{s}.{}.svc.cluster.local", ns_of(s))
+}
+
+// ----------------------------------------------------------------- server
+
+/// The server binary running as a child process; killed when dropped, so a
+/// panic anywhere in the bench does not leave it behind.
+struct Server {
+    child: Child,
+    dns: SocketAddr,
+    admin: SocketAddr,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl Server {
+    fn spawn(api: &FakeApi) -> Server {
+        let dns = SocketAddr::from(([127, 0, 0, 1], support::dns::free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], support::dns::free_port()));
+        let log = api.dir().join("server.log");
+        let stderr = std::fs::File::create(&log).expect("create the server's log file");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--source")
+            .arg("kubernetes")
+            .arg("--kubeconfig")
+            .arg(api.kubeconfig())
+            .arg("--listen")
+            .arg(dns.to_string())
+            .arg("--admin")
+            .arg(admin.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        // The operator's environment must not change what is measured.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("HEADLESS_DNS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let started = Instant::now();
+        let child = cmd.spawn().expect("spawn the headless-dns binary");
+        Server {
+            child,
+            dns,
+            admin,
+            log,
+            started,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The end of the server's log, for failure messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Polls `check` every [`POLL`] until it yields a value; panics after
+    /// `limit` with the server's log.
+    async fn wait<T, F>(&self, what: &str, limit: Duration, mut check: impl FnMut() -> F) -> T
+    where
+        F: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}; server log:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits for `/ready` (every watched kind listed); returns the time since
+    /// the process was spawned.
+    async fn wait_ready(&self, limit: Duration) -> Duration {
+        self.wait("/ready to be 200", limit, || async {
+            match probe::http_get(self.admin, "/ready").await {
+                Ok((200, _)) => Some(()),
+                _ => None,
+            }
+        })
+        .await;
+        self.started.elapsed()
+    }
+
+    async fn metrics(&self) -> String {
+        probe::http_get(self.admin, "/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// How many (re-)lists of each watched kind have completed.
+    async fn syncs(&self) -> [u64; KINDS.len()] {
+        let text = self.metrics().await;
+        KINDS.map(|k| {
+            metric(
+                &text,
+                "headless_dns_source_events_total",
+                &[("kind", k), ("type", "synced")],
+            ) as u64
+        })
+    }
+
+    /// The A records of `name` over `proto`, or the rcode if not NOERROR.
+    async fn a(&self, proto: Proto, name: &str) -> Result<Vec<Ipv4Addr>, ResponseCode> {
+        let m = probe::query(self.dns, proto, name, RecordType::A)
+            .await
+            .unwrap_or_else(|e| panic!("A {name} over {proto:?}: {e}"));
+        match probe::rcode(&m) {
+            ResponseCode::NoError => Ok(probe::addresses(&m)
+                .into_iter()
+                .filter_map(|ip| match ip {
+                    std::net::IpAddr::V4(v4) => Some(v4),
+                    std::net::IpAddr::V6(_) => None,
+                })
+                .collect()),
+            rc => Err(rc),
+        }
+    }
+
+    /// Asserts the answers of the first and last service, pod and service
+    /// names, over UDP and TCP, in `generation`.
+    async fn check_answers(&self, services: usize, generation: usize) {
+        for s in [0, services - 1] {
+            for proto in [Proto::Udp, Proto::Tcp] {
+                for i in [0, PODS - 1] {
+                    let name = pod_name(s, i);
+                    let got = self.a(proto, &name).await;
+                    assert_eq!(got, Ok(vec![pod_ip(s, i, generation)]), "{name} {proto:?}");
+                }
+                let name = format!("svc-{s}.{}.svc.cluster.local", ns_of(s));
+                let mut got = self.a(proto, &name).await.expect("service A is NOERROR");
+                got.sort();
+                let want: Vec<Ipv4Addr> = (0..PODS).map(|i| pod_ip(s, i, generation)).collect();
+                assert_eq!(got, want, "{name} {proto:?}");
+            }
+        }
+    }
+
+    /// Waits until `web-<PODS-1>` of the last service answers its address in
+    /// `generation`: slices arrive in order, so then every change has.
+    async fn wait_generation(&self, services: usize, generation: usize, limit: Duration) {
+        let s = services - 1;
+        let name = pod_name(s, PODS - 1);
+        let want = Ok(vec![pod_ip(s, PODS - 1, generation)]);
+        self.wait(
+            &format!("{name} to be generation {generation}"),
+            limit,
+            || {
+                let (name, want) = (&name, &want);
+                async move { (self.a(Proto::Udp, name).await == *want).then_some(()) }
+            },
+        )
+        .await;
+    }
+
+    /// Waits until every watched kind has completed one more list than in
+    /// `before`.
+    async fn wait_relisted(&self, before: [u64; KINDS.len()], limit: Duration) {
+        self.wait("every kind to complete a re-list", limit, || async {
+            let now = self.syncs().await;
+            now.iter().zip(before).all(|(n, b)| *n > b).then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the sample of `name` whose labels include `labels`; 0 if
+/// none.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+// ------------------------------------------------------------------ /proc
+
+/// A `kB` field (`VmRSS`, ...) of `/proc/<pid>/<file>`; 0 if absent.
+fn proc_kb(pid: u32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)
+                .and_then(|v| v.strip_prefix(':'))
+                .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    proc_kb(pid, "status", "VmRSS")
+}
+
+/// Resets the child's `VmHWM` to its current RSS (`clear_refs` value 5, see
+/// proc(5)); false if the kernel refused.
+fn reset_peak(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// Reads a process's `VmRSS` every [`SAMPLE_EVERY`] on its own thread and
+/// keeps the largest.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<u32>,
+}
+
+impl Sampler {
+    /// Starts sampling `pid`; stops by itself after `limit`.
+    fn start(pid: u32, limit: Duration) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (s, p) = (Arc::clone(&stop), Arc::clone(&peak));
+        let max_samples = (limit.as_millis() / SAMPLE_EVERY.as_millis()) as u32;
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while n < max_samples && !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_kb(pid), Ordering::Relaxed);
+                n += 1;
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+            n
+        });
+        Sampler { stop, peak, thread }
+    }
+
+    /// Stops sampling; the largest `VmRSS` seen (kB) and the sample count.
+    fn finish(self) -> (u64, u32) {
+        self.stop.store(true, Ordering::Relaxed);
+        let n = self
+            .thread
+            .join()
+            .expect("the sampler thread does not panic");
+        (self.peak.load(Ordering::Relaxed), n)
+    }
+}
+
+/// One measured change: how long it took to show and what RSS did.
+struct Phase {
+    /// From the first change to the server answering all of it.
+    took: Duration,
+    sampled_peak: u64,
+    samples: u32,
+    hwm: Option<u64>,
+    after: u64,
+    after_breakdown: String,
+}
+
+impl Phase {
+    fn print(&self, what: &str, steady: u64) {
+        let peak = self.hwm.unwrap_or(0).max(self.sampled_peak);
+        println!("  {what}:");
+        println!(
+            "    served in {:.2} s; peak {peak} kB = {:.2}x steady (VmHWM {}, largest of {} samples {} kB)",
+            self.took.as_secs_f64(),
+            peak as f64 / steady as f64,
+            self.hwm
+                .map_or("not resettable".to_string(), |h| format!("{h} kB")),
+            self.samples,
+            self.sampled_peak,
+        );
+        println!(
+            "    RSS after: {} kB ({})",
+            self.after, self.after_breakdown
+        );
+    }
+}
+
+/// Runs `change` (which returns once the server shows it) while sampling the
+/// server's RSS, then lets it idle for `idle`.
+async fn measure<F: std::future::Future<Output = ()>>(
+    server: &Server,
+    scale: &Scale,
+    change: F,
+) -> Phase {
+    let pid = server.pid();
+    let resettable = reset_peak(pid);
+    let sampler = Sampler::start(pid, scale.total);
+    let t = Instant::now();
+    change.await;
+    let took = t.elapsed();
+    tokio::time::sleep(scale.idle).await;
+    let (sampled_peak, samples) = sampler.finish();
+    Phase {
+        took,
+        sampled_peak,
+        samples,
+        hwm: resettable.then(|| proc_kb(pid, "status", "VmHWM")),
+        after: rss_kb(pid),
+        after_breakdown: breakdown(pid),
+    }
+}
+
+/// Where the child's resident memory is, from `/proc/<pid>/smaps`: the main
+/// heap (`[heap]`, grown by `brk`), other anonymous mappings (the allocator's
+/// per-thread arenas and large `mmap` blocks, thread stacks), the binary's
+/// own pages and shared libraries; plus the thread count.
+fn breakdown(pid: u32) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let (mut heap, mut anon, mut binary, mut libs) = (0u64, 0u64, 0u64, 0u64);
+    let mut current = &mut anon;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // A mapping header: address perms offset dev inode [path].
+            let path = fields.nth(4).unwrap_or("");
+            current = match path {
+                "[heap]" => &mut heap,
+                "" | "[stack]" => &mut anon,
+                p if Path::new(p) == exe => &mut binary,
+                p if p.starts_with('/') => &mut libs,
+                _ => &mut anon, // [vdso], [vvar], ...
+            };
+        } else if first == "Rss:" {
+            *current += fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    format!(
+        "[heap] {heap} kB, other anonymous {anon} kB, binary {binary} kB, libraries {libs} kB; {threads} threads"
+    )
+}
+
+// ------------------------------------------------------------------ bench
+
+async fn bench(scale: &Scale) {
+    let services = scale.services;
+    let endpoints = services * PODS;
+
+    // Baseline: the same binary against an empty cluster.
+    let empty = {
+        let api = FakeApi::start().await;
+        let server = Server::spawn(&api);
+        server.wait_ready(scale.wait).await;
+        tokio::time::sleep(scale.idle).await;
+        let miss = server.a(Proto::Udp, &pod_name(0, 0)).await;
+        assert_eq!(miss, Err(ResponseCode::NXDomain), "empty cluster");
+        (rss_kb(server.pid()), breakdown(server.pid()))
+    };
+
+    let api = FakeApi::start().await;
+    for n in 0..NAMESPACES.min(services) {
+        api.apply(namespace(n));
+    }
+    for s in 0..services {
+        api.apply(service(s));
+        api.apply(statefulset(s));
+        api.apply(endpoint_slice(s, 0));
+    }
+
+    let server = Server::spawn(&api);
+    let pid = server.pid();
+    let sync = server.wait_ready(scale.wait).await;
+    let synced_rss = rss_kb(pid);
+    let sync_peak = proc_kb(pid, "status", "VmHWM");
+    let indexed = metric(&server.metrics().await, "headless_dns_index_endpoints", &[]) as usize;
+    assert_eq!(indexed, endpoints, "endpoints in the index after sync");
+    server.check_answers(services, 0).await;
+    tokio::time::sleep(scale.idle).await;
+    let steady = rss_kb(pid);
+    let steady_breakdown = breakdown(pid);
+
+    // Every slice changes, delivered through the open watch streams.
+    let watched = measure(&server, scale, async {
+        apply_slices(&api, services, 1).await;
+        server.wait_generation(services, 1, scale.wait).await;
+    })
+    .await;
+    server.check_answers(services, 1).await;
+
+    // Every slice changes while no watch is connected and the history that
+    // would replay it is forgotten: every kind gets 410 Gone and re-lists.
+    let before = server.syncs().await;
+    let relist_changed = measure(&server, scale, async {
+        api.pause_watches();
+        api.drop_watches();
+        apply_slices(&api, services, 2).await;
+        api.expire_history();
+        api.resume_watches();
+        server.wait_relisted(before, scale.wait).await;
+    })
+    .await;
+    server.check_answers(services, 2).await;
+
+    // The common 410: nothing the server watches changed, but its version is
+    // too old (a change to an unwatched Pod moves the version on).
+    let before = server.syncs().await;
+    let relist_same = measure(&server, scale, async {
+        api.pause_watches();
+        api.drop_watches();
+        api.apply(json!({
+            "kind": "Pod",
+            "metadata": { "name": "version-bump", "namespace": "ns-0" },
+        }));
+        api.expire_history();
+        api.resume_watches();
+        server.wait_relisted(before, scale.wait).await;
+    })
+    .await;
+    server.check_answers(services, 2).await;
+
+    let (empty_rss, empty_breakdown) = empty;
+    println!(
+        "headless-dns process, kubernetes source (fake API), {endpoints} endpoints in {services} headless services, {} namespaces:",
+        NAMESPACES.min(services)
+    );
+    println!("  empty server: RSS {empty_rss} kB ({empty_breakdown})");
+    println!(
+        "  initial sync (spawn to /ready): {:.2} s; RSS then {synced_rss} kB, peak during it (VmHWM) {sync_peak} kB",
+        sync.as_secs_f64()
+    );
+    println!(
+        "  steady ({:.1} s idle): RSS {steady} kB = {:.1} MB ({steady_breakdown}); {} B per endpoint above the empty server",
+        scale.idle.as_secs_f64(),
+        steady as f64 / 1024.0,
+        (steady.saturating_sub(empty_rss)) * 1024 / endpoints as u64,
+    );
+    watched.print(
+        "every slice's addresses changed, delivered by the watches",
+        steady,
+    );
+    relist_changed.print(
+        "410 Gone, full re-list of every kind, every address changed",
+        steady,
+    );
+    relist_same.print(
+        "410 Gone, full re-list of every kind, nothing changed",
+        steady,
+    );
+}
