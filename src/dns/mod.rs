@@ -195,6 +195,10 @@ impl Answerer {
             ns_host,
             soa: SoaTemplate {
                 names: soa_names.into(),
+                in_zone: [
+                    b"\x02ns\x03dns".as_slice().into(),
+                    b"\x0ahostmaster".as_slice().into(),
+                ],
                 timers: [7200, 1800, 86400],
             },
             zones,
@@ -315,6 +319,7 @@ impl Answerer {
         let soa = |ttl: u32, minimum: u32| Soa {
             template: &self.soa,
             owner_at: q.packet_offset_of_label(rel),
+            in_zone: zi == 0,
             serial: self.index.serial(),
             ttl,
             minimum,

@@ -353,6 +353,10 @@ pub fn truncate_response(out: &mut Vec<u8>) {
 pub struct SoaTemplate {
     /// MNAME and RNAME, uncompressed wire format.
     pub names: Box<[u8]>,
+    /// The labels of MNAME and RNAME left of the cluster zone
+    /// (`\x02ns\x03dns`, `\x0ahostmaster`): in the cluster zone both names
+    /// are written as these plus a pointer to the apex in the question.
+    pub in_zone: [Box<[u8]>; 2],
     /// Refresh, retry, expire (seconds).
     pub timers: [u32; 3],
 }
@@ -364,6 +368,8 @@ pub struct Soa<'a> {
     pub template: &'a SoaTemplate,
     /// Packet offset of the zone apex name in the question (compression target).
     pub owner_at: u16,
+    /// The apex is the cluster zone, which MNAME and RNAME end in: compress them.
+    pub in_zone: bool,
     /// Serial.
     pub serial: u32,
     /// TTL of the SOA record itself.
@@ -373,17 +379,33 @@ pub struct Soa<'a> {
 }
 
 impl Soa<'_> {
+    fn names_len(&self) -> usize {
+        if self.in_zone {
+            self.template.in_zone.iter().map(|l| l.len() + 2).sum()
+        } else {
+            self.template.names.len()
+        }
+    }
+
     fn len(&self) -> usize {
-        2 + 10 + self.template.names.len() + 20
+        2 + 10 + self.names_len() + 20
     }
 
     fn write(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(0xC000 | self.owner_at).to_be_bytes());
+        let apex = (0xC000 | self.owner_at).to_be_bytes();
+        out.extend_from_slice(&apex);
         out.extend_from_slice(&qtype::SOA.to_be_bytes());
         out.extend_from_slice(&1u16.to_be_bytes());
         out.extend_from_slice(&self.ttl.to_be_bytes());
-        out.extend_from_slice(&((self.template.names.len() + 20) as u16).to_be_bytes());
-        out.extend_from_slice(&self.template.names);
+        out.extend_from_slice(&((self.names_len() + 20) as u16).to_be_bytes());
+        if self.in_zone {
+            for labels in &self.template.in_zone {
+                out.extend_from_slice(labels);
+                out.extend_from_slice(&apex);
+            }
+        } else {
+            out.extend_from_slice(&self.template.names);
+        }
         out.extend_from_slice(&self.serial.to_be_bytes());
         for t in self.template.timers {
             out.extend_from_slice(&t.to_be_bytes());
