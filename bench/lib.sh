@@ -27,7 +27,7 @@ bench_build() {
 }
 
 # SERVICES headless services of PODS StatefulSet-style endpoints each:
-# web-K.svc-J.default.svc.cluster.local -> 10.20.J.(K+1)
+# web-K.svc-J.default.svc.cluster.local -> 10.20.J.(K+1) (so SERVICES <= 256)
 bench_manifests() {
   for ((j = 0; j < SERVICES; j++)); do
     cat <<YAML

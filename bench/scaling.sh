@@ -12,7 +12,7 @@
 # and how the CPU time split over the UDP threads.
 #
 # Usage: bench/scaling.sh        (needs root for the cgroup, dnsperf, dig)
-# Env:   PORT (5398), DURATION (10 s), QUOTA (30), SERVICES (1000) x PODS (10)
+# Env:   PORT (5398), DURATION (10 s), QUOTA (30), SERVICES (250, at most 256) x PODS (10)
 # Bounded: about 2 x (DURATION + 5) s plus the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-5398}
 DURATION=${DURATION:-10}
 QUOTA=${QUOTA:-30}
-SERVICES=${SERVICES:-1000}
+SERVICES=${SERVICES:-250}
 PODS=${PODS:-10}
 for tool in dnsperf dig taskset; do
   command -v "$tool" >/dev/null || { echo "scaling.sh: needs $tool (apt-get install dnsperf dnsutils util-linux)" >&2; exit 2; }
