@@ -1,7 +1,7 @@
 # Shared parts of the bench/ scripts (sourced, not run): a synthetic cluster
 # as manifests, the query mix, starting the release server on it, and a CPU
-# quota by cgroup. The callers set PORT, SERVICES, PODS and WORK (a temp dir)
-# and call bench_cleanup from their EXIT trap.
+# quota by cgroup. The callers set PORT, SERVICES and PODS, then call
+# bench_prepare.
 
 SERVER_PID=
 CGROUP=
@@ -17,6 +17,19 @@ bench_stop() {
 bench_cleanup() {
   bench_stop
   rm -rf "$WORK"
+}
+
+# Checks the tools, makes WORK (removed on exit), builds the server and
+# writes the cluster and the query mix into WORK. $1: the caller's name.
+bench_prepare() {
+  for tool in dnsperf dig taskset; do
+    command -v "$tool" >/dev/null || { echo "$1: needs $tool (apt-get install dnsperf dnsutils util-linux)" >&2; exit 2; }
+  done
+  WORK=$(mktemp -d)
+  trap bench_cleanup EXIT
+  bench_build
+  bench_manifests >"$WORK/manifests.yaml"
+  bench_queries >"$WORK/queries.txt"
 }
 
 # Builds the release binary (bounded) and sets BIN.

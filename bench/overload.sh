@@ -22,16 +22,8 @@ DURATION=${DURATION:-60}
 CPU_QUOTA=${CPU_QUOTA:-15}
 SERVICES=${SERVICES:-100}
 PODS=${PODS:-10}
-for tool in dnsperf dig taskset; do
-  command -v "$tool" >/dev/null || { echo "overload.sh: needs $tool (apt-get install dnsperf dnsutils util-linux)" >&2; exit 2; }
-done
-
-WORK=$(mktemp -d)
 . bench/lib.sh
-trap bench_cleanup EXIT
-bench_build
-bench_manifests >"$WORK/manifests.yaml"
-bench_queries >"$WORK/queries.txt"
+bench_prepare overload.sh
 bench_start 1 0
 
 throttle="none (pinned to core 0)"

@@ -22,16 +22,8 @@ DURATION=${DURATION:-10}
 QUOTA=${QUOTA:-30}
 SERVICES=${SERVICES:-250}
 PODS=${PODS:-10}
-for tool in dnsperf dig taskset; do
-  command -v "$tool" >/dev/null || { echo "scaling.sh: needs $tool (apt-get install dnsperf dnsutils util-linux)" >&2; exit 2; }
-done
-
-WORK=$(mktemp -d)
 . bench/lib.sh
-trap bench_cleanup EXIT
-bench_build
-bench_manifests >"$WORK/manifests.yaml"
-bench_queries >"$WORK/queries.txt"
+bench_prepare scaling.sh
 
 # CPU ticks (user + system) of each UDP thread of the server, one per line.
 udp_ticks() {

@@ -414,14 +414,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let writer = IndexWriter::new(
-        ZoneSettings {
-            zone: "cluster.local".into(),
-            ttl: 5,
-            endpoint_pod_names: false,
-        },
-        &Kind::ALL,
-    );
+    let writer = IndexWriter::new(ZoneSettings::default(), &Kind::ALL);
     let index = writer.index();
     let (tx, rx) = mpsc::channel(sources::QUEUE);
     let writer_task = runtime.spawn(sources::run_writer(writer, rx));

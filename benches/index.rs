@@ -63,14 +63,7 @@ fn relist(objects: Vec<Object>) -> Vec<SourceEvent> {
 }
 
 fn writer() -> IndexWriter {
-    IndexWriter::new(
-        ZoneSettings {
-            zone: "cluster.local".into(),
-            ttl: 5,
-            endpoint_pod_names: false,
-        },
-        &Kind::ALL,
-    )
+    IndexWriter::new(ZoneSettings::default(), &Kind::ALL)
 }
 
 fn packet(name: &str, t: RecordType) -> Vec<u8> {

@@ -97,14 +97,7 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (services, pods) = if full { (10_000, 10) } else { (100, 10) };
     let base = rss_kb("VmRSS:");
-    let mut w = IndexWriter::new(
-        ZoneSettings {
-            zone: "cluster.local".into(),
-            ttl: 5,
-            endpoint_pod_names: false,
-        },
-        &Kind::ALL,
-    );
+    let mut w = IndexWriter::new(ZoneSettings::default(), &Kind::ALL);
     let t = Instant::now();
     list(&mut w, cluster(services, pods, 0));
     let sync = t.elapsed();

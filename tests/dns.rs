@@ -506,14 +506,7 @@ async fn not_ready_before_first_sync_is_servfail() {
         // completed its first list (the Kubernetes-source tests do it end to end).
         use headless_dns::dns::{Answerer, Outcome};
         use headless_dns::index::{IndexWriter, Kind, ZoneSettings};
-        let writer = IndexWriter::new(
-            ZoneSettings {
-                zone: "cluster.local".into(),
-                ttl: 5,
-                endpoint_pod_names: false,
-            },
-            &[Kind::Service],
-        );
+        let writer = IndexWriter::new(ZoneSettings::default(), &[Kind::Service]);
         let a = Answerer::new(
             writer.index(),
             headless_dns::Config::default().dns_settings(),

@@ -816,14 +816,7 @@ async fn a_burst_of_100k_events_coalesces_through_the_bounded_queue() {
             }],
         }))
     };
-    let writer = IndexWriter::new(
-        ZoneSettings {
-            zone: "cluster.local".into(),
-            ttl: 5,
-            endpoint_pod_names: false,
-        },
-        &Kind::ALL,
-    );
+    let writer = IndexWriter::new(ZoneSettings::default(), &Kind::ALL);
     let index = writer.index();
     let (tx, rx) = mpsc::channel(QUEUE);
     let task = tokio::spawn(run_writer(writer, rx));

@@ -142,6 +142,18 @@ pub struct ZoneSettings {
     pub endpoint_pod_names: bool,
 }
 
+impl Default for ZoneSettings {
+    /// The configuration's defaults: `cluster.local`, TTL 5 s, endpoints
+    /// without a hostname named by their address.
+    fn default() -> Self {
+        Self {
+            zone: "cluster.local".into(),
+            ttl: 5,
+            endpoint_pod_names: false,
+        }
+    }
+}
+
 /// Counters readers can show (admin API, metrics).
 #[derive(Debug, Default)]
 pub struct IndexStats {

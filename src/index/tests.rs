@@ -6,11 +6,7 @@ use std::net::IpAddr;
 use super::*;
 
 fn settings() -> ZoneSettings {
-    ZoneSettings {
-        zone: "cluster.local".into(),
-        ttl: 5,
-        endpoint_pod_names: false,
-    }
+    ZoneSettings::default()
 }
 
 fn svc(ns: &str, name: &str) -> Object {

@@ -843,11 +843,7 @@ mod tests {
                 .collect(),
         };
         let slice = StoredSlice::new(&record, record.ports.as_slice().into());
-        let settings = ZoneSettings {
-            zone: "cluster.local".into(),
-            ttl: 5,
-            endpoint_pod_names: false,
-        };
+        let settings = ZoneSettings::default();
         build(Inputs {
             settings: &settings,
             record: Arc::new(ServiceRecord {
