@@ -29,17 +29,14 @@
 // Printing numbers is what this bench is for.
 #![allow(clippy::print_stdout)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use headless_dns::Config;
 use headless_dns::dns::{Answerer, server};
-use headless_dns::index::{
-    EndpointRecord, IndexWriter, Kind, Object, ObjectKey, PortRecord, ServiceKind, ServiceRecord,
-    SliceRecord, SourceEvent, ZoneSettings,
-};
+use headless_dns::index::{IndexWriter, Kind, SourceEvent, ZoneSettings};
 use headless_dns::sources;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -59,64 +56,18 @@ const PROBE_RETRY: Duration = Duration::from_millis(5);
 /// the resolution of a sample to about this plus the sleep's slack.
 const PROBE_GAP: Duration = Duration::from_micros(50);
 
-fn namespace(s: usize) -> String {
-    format!("ns-{}", s % 100)
-}
+mod common;
 
-fn port() -> Vec<PortRecord> {
-    vec![PortRecord {
-        name: Some("web".into()),
-        protocol: "tcp".into(),
-        port: 80,
-    }]
-}
+use common::namespace;
 
-/// Service `s`'s EndpointSlice with these pod addresses (`web-i` has `ips[i]`).
-fn slice(s: usize, ips: &[Ipv4Addr]) -> Object {
-    Object::EndpointSlice(SliceRecord {
-        key: ObjectKey::new(&namespace(s), &format!("svc-{s}-abcde")),
-        service: format!("svc-{s}"),
-        ports: port(),
-        endpoints: ips
-            .iter()
-            .enumerate()
-            .map(|(i, ip)| EndpointRecord {
-                hostname: Some(format!("web-{i}")),
-                addresses: vec![IpAddr::V4(*ip)],
-                ready: true,
-                serving: true,
-                terminating: false,
-                pod: Some(format!("web-{i}")),
-            })
-            .collect(),
-    })
-}
-
-/// Initial addresses: `10.<s/256>.<s%256>.<i+1>`, as in benches/memory.rs.
-fn initial_ips(services: usize) -> Vec<Vec<Ipv4Addr>> {
-    (0..services)
-        .map(|s| {
-            (0..PODS)
-                .map(|i| Ipv4Addr::new(10, (s >> 8) as u8, s as u8, i as u8 + 1))
-                .collect()
-        })
-        .collect()
-}
-
-/// A full list of the cluster: Reset, a Service and a slice per service, Synced.
+/// A full list of the cluster with these addresses (`ips[s][i]`: pod `i` of
+/// service `s`).
 fn cluster(ips: &[Vec<Ipv4Addr>]) -> Vec<SourceEvent> {
-    let mut ev: Vec<SourceEvent> = Kind::ALL.iter().map(|k| SourceEvent::Reset(*k)).collect();
-    for (s, pods) in ips.iter().enumerate() {
-        ev.push(SourceEvent::Upsert(Object::Service(ServiceRecord {
-            key: ObjectKey::new(&namespace(s), &format!("svc-{s}")),
-            kind: ServiceKind::Headless,
-            ports: port(),
-            publish_not_ready: false,
-        })));
-        ev.push(SourceEvent::Upsert(slice(s, pods)));
-    }
-    ev.extend(Kind::ALL.iter().map(|k| SourceEvent::Synced(*k)));
-    ev
+    common::full_list(
+        ips.iter()
+            .enumerate()
+            .flat_map(|(s, pods)| [common::service(s), common::slice(s, pods)]),
+    )
 }
 
 fn pod_name(s: usize, i: usize) -> String {
@@ -418,7 +369,7 @@ fn main() {
     let index = writer.index();
     let (tx, rx) = mpsc::channel(sources::QUEUE);
     let writer_task = runtime.spawn(sources::run_writer(writer, rx));
-    let mut ips = initial_ips(services);
+    let mut ips: Vec<Vec<Ipv4Addr>> = (0..services).map(|s| common::ips(s, PODS, 0)).collect();
     let t = Instant::now();
     for e in cluster(&ips) {
         tx.blocking_send(e).expect("the writer is running");
@@ -492,7 +443,7 @@ fn main() {
         fresh += 1;
         let ip = Ipv4Addr::from(fresh);
         ips[s][i] = ip;
-        let event = SourceEvent::Upsert(slice(s, &ips[s]));
+        let event = SourceEvent::Upsert(common::slice(s, &ips[s]));
         let name = pod_name(s, i);
         let t0 = Instant::now();
         tx.blocking_send(event).expect("the writer is running");

@@ -5,62 +5,17 @@
 //! Run with `cargo bench --bench index`. CI only compiles them.
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use headless_dns::Config;
 use headless_dns::dns::Answerer;
-use headless_dns::index::{
-    EndpointRecord, IndexWriter, Kind, Object, ObjectKey, PortRecord, ServiceKind, ServiceRecord,
-    SliceRecord, SourceEvent, ZoneSettings,
-};
+use headless_dns::index::{IndexWriter, Kind, SourceEvent, ZoneSettings};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
-fn ip(s: usize, i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, (s >> 8) as u8, s as u8, i as u8 + 1))
-}
+mod common;
 
-fn cluster(services: usize, pods: usize, generation: usize) -> Vec<Object> {
-    let mut out = Vec::with_capacity(services * 2);
-    for s in 0..services {
-        let ns = format!("ns-{}", s % 10);
-        let name = format!("svc-{s}");
-        out.push(Object::Service(ServiceRecord {
-            key: ObjectKey::new(&ns, &name),
-            kind: ServiceKind::Headless,
-            ports: vec![],
-            publish_not_ready: false,
-        }));
-        out.push(Object::EndpointSlice(SliceRecord {
-            key: ObjectKey::new(&ns, &format!("{name}-abcde")),
-            service: name,
-            ports: vec![PortRecord {
-                name: Some("web".into()),
-                protocol: "tcp".into(),
-                port: 80,
-            }],
-            endpoints: (0..pods)
-                .map(|i| EndpointRecord {
-                    hostname: Some(format!("web-{i}")),
-                    addresses: vec![ip(s + generation, i)],
-                    ready: true,
-                    serving: true,
-                    terminating: false,
-                    pod: None,
-                })
-                .collect(),
-        }));
-    }
-    out
-}
-
-fn relist(objects: Vec<Object>) -> Vec<SourceEvent> {
-    let mut ev: Vec<SourceEvent> = Kind::ALL.iter().map(|k| SourceEvent::Reset(*k)).collect();
-    ev.extend(objects.into_iter().map(SourceEvent::Upsert));
-    ev.extend(Kind::ALL.iter().map(|k| SourceEvent::Synced(*k)));
-    ev
-}
+use common::{full_list, objects};
 
 fn writer() -> IndexWriter {
     IndexWriter::new(ZoneSettings::default(), &Kind::ALL)
@@ -74,7 +29,7 @@ fn packet(name: &str, t: RecordType) -> Vec<u8> {
 
 fn queries(c: &mut Criterion) {
     let mut w = writer();
-    w.apply_all(relist(cluster(1000, 10, 0)));
+    w.apply_all(full_list(objects(1000, 10, 0)));
     let a = Answerer::new(w.index(), Config::default().dns_settings());
     let mut out = Vec::with_capacity(4096);
     for (label, name, t) in [
@@ -109,13 +64,12 @@ fn queries(c: &mut Criterion) {
 
 fn apply(c: &mut Criterion) {
     let mut w = writer();
-    w.apply_all(relist(cluster(1000, 10, 0)));
+    w.apply_all(full_list(objects(1000, 10, 0)));
     let mut flip = 0usize;
     c.bench_function("index/apply_one_endpoint_change", |b| {
         b.iter(|| {
             flip += 1;
-            let mut objs = cluster(1, 10, flip % 2);
-            let slice = objs.pop().unwrap();
+            let slice = common::slice(0, &common::ips(0, 10, (flip % 2) as u8));
             w.apply_all([SourceEvent::Upsert(slice)]);
         })
     });
@@ -130,7 +84,7 @@ fn relist_100k(c: &mut Criterion) {
         b.iter_batched(
             || {
                 generation = (generation + 1) % 2;
-                relist(cluster(10_000, 10, generation))
+                full_list(objects(10_000, 10, generation))
             },
             |events| w.apply_all(events),
             criterion::BatchSize::PerIteration,

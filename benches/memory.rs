@@ -11,63 +11,14 @@
 // Printing numbers is what this bench is for.
 #![allow(clippy::print_stdout)]
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use headless_dns::index::{
-    EndpointRecord, IndexWriter, Kind, Object, ObjectKey, PortRecord, ServiceKind, ServiceRecord,
-    SliceRecord, SourceEvent, ZoneSettings,
-};
+use headless_dns::index::{IndexWriter, Kind, Object, SourceEvent, ZoneSettings};
+
+mod common;
 
 fn rss_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)
-                .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
-}
-
-/// The objects of a synthetic cluster; `generation` shifts every address.
-fn cluster(services: usize, pods: usize, generation: u8) -> impl Iterator<Item = Object> {
-    (0..services).flat_map(move |s| {
-        let ns = format!("ns-{}", s % 100);
-        let name = format!("svc-{s}");
-        let port = || PortRecord {
-            name: Some("web".into()),
-            protocol: "tcp".into(),
-            port: 80,
-        };
-        let service = Object::Service(ServiceRecord {
-            key: ObjectKey::new(&ns, &name),
-            kind: ServiceKind::Headless,
-            ports: vec![port()],
-            publish_not_ready: false,
-        });
-        let slice = Object::EndpointSlice(SliceRecord {
-            key: ObjectKey::new(&ns, &format!("{name}-abcde")),
-            service: name,
-            ports: vec![port()],
-            endpoints: (0..pods)
-                .map(|i| EndpointRecord {
-                    hostname: Some(format!("web-{i}")),
-                    addresses: vec![IpAddr::V4(Ipv4Addr::new(
-                        10 + generation,
-                        (s >> 8) as u8,
-                        s as u8,
-                        i as u8 + 1,
-                    ))],
-                    ready: true,
-                    serving: true,
-                    terminating: false,
-                    pod: Some(format!("web-{i}")),
-                })
-                .collect(),
-        });
-        [service, slice]
-    })
+    common::proc_kb("self", "status", field)
 }
 
 /// Feeds a full (re-)list to the writer the way the Kubernetes source does:
@@ -96,17 +47,17 @@ fn main() {
     // run then, so the test suite stays fast; `cargo bench` gets the real size.
     let full = std::env::args().any(|a| a == "--bench");
     let (services, pods) = if full { (10_000, 10) } else { (100, 10) };
-    let base = rss_kb("VmRSS:");
+    let base = rss_kb("VmRSS");
     let mut w = IndexWriter::new(ZoneSettings::default(), &Kind::ALL);
     let t = Instant::now();
-    list(&mut w, cluster(services, pods, 0));
+    list(&mut w, common::objects(services, pods, 0));
     let sync = t.elapsed();
-    let steady = rss_kb("VmRSS:");
+    let steady = rss_kb("VmRSS");
     let t = Instant::now();
-    list(&mut w, cluster(services, pods, 1));
+    list(&mut w, common::objects(services, pods, 1));
     let relist = t.elapsed();
-    let after = rss_kb("VmRSS:");
-    let peak = rss_kb("VmHWM:");
+    let after = rss_kb("VmRSS");
+    let peak = rss_kb("VmHWM");
     println!(
         "index with {} endpoints in {services} services:",
         services * pods

@@ -34,6 +34,7 @@
 // Printing numbers is what this bench is for.
 #![allow(clippy::print_stdout)]
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -398,17 +399,8 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 // ------------------------------------------------------------------ /proc
 
-/// A `kB` field (`VmRSS`, ...) of `/proc/<pid>/<file>`; 0 if absent.
 fn proc_kb(pid: u32, file: &str, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)
-                .and_then(|v| v.strip_prefix(':'))
-                .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
+    common::proc_kb(&pid.to_string(), file, field)
 }
 
 fn rss_kb(pid: u32) -> u64 {

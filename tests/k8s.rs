@@ -817,14 +817,7 @@ async fn not_ready_endpoint_leaves_the_set_unless_published() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_api_connections_never_blink_a_name() {
     within(Duration::from_secs(240), async {
-        let mut objects = web_cluster(3, 3);
-        objects.push(headless_service(NS, "churn", false));
-        objects.push(endpoint_slice(
-            NS,
-            "churn",
-            &[ready("c-0", ip("10.245.0.0"))],
-        ));
-        let (api, server) = start_synced(objects).await;
+        let (api, server) = start_synced(web_cluster_and(("churn", "c-0", ip("10.245.0.0")))).await;
         let all = [web_ip(0), web_ip(1), web_ip(2)];
         let expected: Vec<(String, Answer)> = (0..3)
             .map(|i| (pod_name(i), Answer::ips(&[web_ip(i)])))
@@ -887,18 +880,20 @@ async fn dropped_api_connections_never_blink_a_name() {
     .await;
 }
 
+/// The web cluster (3 pods) plus a headless service with one ready pod:
+/// (service, pod hostname, address).
+fn web_cluster_and((service, pod, addr): (&str, &str, IpAddr)) -> Vec<Value> {
+    let mut objects = web_cluster(3, 3);
+    objects.push(headless_service(NS, service, false));
+    objects.push(endpoint_slice(NS, service, &[ready(pod, addr)]));
+    objects
+}
+
 /// The web cluster plus a headless service `doomed` whose pod `d-0` the
 /// 410 tests delete while no watch is connected: synced, `d-0` answering,
 /// every watch open. Returns d-0's name too.
 async fn start_with_doomed() -> (FakeApi, Server, String) {
-    let mut objects = web_cluster(3, 3);
-    objects.push(headless_service(NS, "doomed", false));
-    objects.push(endpoint_slice(
-        NS,
-        "doomed",
-        &[ready("d-0", ip("10.246.0.1"))],
-    ));
-    let (api, server) = start_synced(objects).await;
+    let (api, server) = start_synced(web_cluster_and(("doomed", "d-0", ip("10.246.0.1")))).await;
     let doomed = fqdn("d-0.doomed.default.svc");
     server
         .assert_a(&doomed, &Answer::ips(&[ip("10.246.0.1")]))
