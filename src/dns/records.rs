@@ -8,7 +8,7 @@
 //! `0xC00C`, glue pointing at an SRV target) stay valid for any spelling of it.
 //!
 //! Two ways in: [`encode`] runs hickory-proto over whole records, for the rare
-//! and irregular sets built once (NS, SOA names, TXT, CNAME, HINFO); the
+//! and irregular sets built once (NS, TXT, CNAME, HINFO); the
 //! `push_*` writers append the regular ones (A, AAAA, SRV) with a dozen
 //! stores, for what is built per change or written per query. Their output is
 //! checked against hickory in this module's and `index::view`'s tests.
@@ -16,7 +16,7 @@
 use std::net::IpAddr;
 
 use hickory_proto::op::{Message, OpCode, Query};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, NS, PTR, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// The `dns-version` TXT value required by the Kubernetes DNS spec 1.1.0 (§2.2).
@@ -215,20 +215,10 @@ pub fn push_srv(
     out.extend_from_slice(service);
 }
 
-/// A single-name record of `rtype` (CNAME, PTR, NS) for `owner` per target.
-pub fn name_set(owner: &Name, ttl: u32, rtype: RecordType, targets: &[Name]) -> RrSet {
-    let answers = targets
-        .iter()
-        .map(|t| {
-            let rdata = match rtype {
-                RecordType::CNAME => RData::CNAME(CNAME(t.clone())),
-                RecordType::NS => RData::NS(NS(t.clone())),
-                _ => RData::PTR(PTR(t.clone())),
-            };
-            Record::from_rdata(owner.clone(), ttl, rdata)
-        })
-        .collect();
-    encode(owner, rtype, answers, vec![]).answer
+/// The CNAME of `owner` (an ExternalName service) to `target`.
+pub fn cname_set(owner: &Name, ttl: u32, target: Name) -> RrSet {
+    let r = Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(target)));
+    encode(owner, RecordType::CNAME, vec![r], vec![]).answer
 }
 
 /// The `dns-version.<zone>` TXT set.

@@ -475,7 +475,9 @@ impl Part<'_> {
                 }
             }
             Part::SrvAnswer(s) => s.write_answer(out),
-            Part::SrvGlue(s) => s.write_glue(out),
+            Part::SrvGlue(s) => {
+                s.write_glue(out);
+            }
             Part::Ptr(targets, ttl) => {
                 for t in targets.iter().take(u16::MAX as usize) {
                     let (label, service) = t.name();

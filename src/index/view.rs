@@ -21,8 +21,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hickory_proto::rr::RecordType;
-
 use super::ZoneSettings;
 use super::record::{self, Ordinal, PortRecord, ServiceKind, ServiceRecord};
 use super::stored::StoredSlice;
@@ -130,13 +128,15 @@ impl Srv<'_> {
     }
 
     /// Appends the glue: each target's addresses, owned by a pointer to the
-    /// target's name in the answer written by [`Srv::write_answer`].
-    pub fn write_glue(&self, out: &mut Vec<u8>) {
+    /// target's name in the answer written by [`Srv::write_answer`]. Returns
+    /// how many records it wrote.
+    pub fn write_glue(&self, out: &mut Vec<u8>) -> u16 {
         let v = self.view;
         let fqdn = v.fqdn_wire();
         let svc_at = 12 + (2 + self.name.port.len as usize) + (2 + self.name.proto.len as usize);
         let mut at = svc_at + fqdn.len() + 4;
         let mut previous: Option<Option<&[u8]>> = None;
+        let mut written = 0u16;
         v.srv_targets(self.name, |label, _, glue| {
             let name_at = at + 18;
             at = name_at + label.map_or(0, |l| 1 + l.len()) + fqdn.len();
@@ -145,6 +145,7 @@ impl Srv<'_> {
                 return;
             }
             previous = Some(label);
+            written = written.saturating_add(glue.len() as u16);
             for ip in glue {
                 match label {
                     Some(_) if name_at <= 0x3FFF => {
@@ -160,6 +161,7 @@ impl Srv<'_> {
                 }
             }
         });
+        written
     }
 }
 
@@ -405,13 +407,6 @@ impl ServiceView {
         self.srv
             .iter()
             .any(|s| self.text(s.proto).as_bytes() == proto)
-    }
-
-    /// The SRV names as `(port, proto)` (admin, tests).
-    pub fn srv_names(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.srv
-            .iter()
-            .map(|s| (self.text(s.port), self.text(s.proto)))
     }
 
     /// True when `label` (lower-case bytes) names a pod that a governing
@@ -669,7 +664,7 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
                         view.record.key.name, view.record.key.namespace, settings.zone
                     ));
                     if let (Some(svc), Some(t)) = (svc, records::name(target)) {
-                        let set = records::name_set(&svc, ttl, RecordType::CNAME, &[t]);
+                        let set = records::cname_set(&svc, ttl, t);
                         let off = wire.len();
                         wire.extend_from_slice(&set.bytes);
                         view.cname = Some(span(&wire, off, set.count));
@@ -702,14 +697,6 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
         .map(|name| {
             let mut count = 0u16;
             view.srv_targets(name, |_, _, _| count = count.saturating_add(1));
-            let mut glue_count = 0u16;
-            let mut previous = None;
-            view.srv_targets(name, |label, _, addrs| {
-                if previous != Some(label) {
-                    previous = Some(label);
-                    glue_count = glue_count.saturating_add(addrs.len() as u16);
-                }
-            });
             let probe = SrvName { count, ..*name };
             let srv = Srv {
                 view: &view,
@@ -719,7 +706,7 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
             srv.write_answer(&mut scratch);
             let answer_len = scratch.len() as u32;
             scratch.clear();
-            srv.write_glue(&mut scratch);
+            let glue_count = srv.write_glue(&mut scratch);
             (count, answer_len, glue_count, scratch.len() as u32)
         })
         .collect();
@@ -818,7 +805,7 @@ mod tests {
 
     use crate::index::{EndpointRecord, ObjectKey, SliceRecord};
     use hickory_proto::op::{Message, OpCode, Query};
-    use hickory_proto::rr::RData;
+    use hickory_proto::rr::{RData, RecordType};
 
     /// A headless service `web` in `d` with `n` ready endpoints web-0..
     fn view(n: usize) -> ServiceView {
