@@ -150,16 +150,16 @@ async fn records(
         .filter(|v| {
             f.namespace
                 .as_deref()
-                .is_none_or(|n| n.eq_ignore_ascii_case(&v.record.key.namespace))
+                .is_none_or(|n| n.eq_ignore_ascii_case(v.record.key.namespace()))
         })
         .filter(|v| {
             f.service
                 .as_deref()
-                .is_none_or(|n| n.eq_ignore_ascii_case(&v.record.key.name))
+                .is_none_or(|n| n.eq_ignore_ascii_case(v.record.key.name()))
         })
         .map(|v| {
             let r = &v.record;
-            let fqdn = format!("{}.{}.svc.{zone}", r.key.name, r.key.namespace);
+            let fqdn = format!("{}.{}.svc.{zone}", r.key.name(), r.key.namespace());
             let (kind, cluster_ips, external_name) = match &r.kind {
                 ServiceKind::ClusterIp(ips) => (
                     "ClusterIP",
@@ -170,8 +170,8 @@ async fn records(
                 ServiceKind::ExternalName(n) => ("ExternalName", Vec::new(), Some(n.clone())),
             };
             ServiceJson {
-                namespace: r.key.namespace.clone(),
-                name: r.key.name.clone(),
+                namespace: r.key.namespace().to_string(),
+                name: r.key.name().to_string(),
                 kind: kind.into(),
                 cluster_ips,
                 external_name,

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RecordType};
 
+use crate::index::addrs::Addrs;
 use crate::index::{Index, PtrSet, PtrTarget, Rr, ServiceView, Srv};
 use records::{RrSet, Sections};
 use wire::{Part, Query, Reject, Reply, Soa, SoaTemplate, qtype, rcode};
@@ -111,8 +112,8 @@ pub(crate) enum Node<'a> {
     Empty,
     /// A name with pre-encoded address records.
     Addresses(&'a RrSet, &'a RrSet),
-    /// An endpoint name: its addresses, IPv4 first.
-    Endpoint(&'a [IpAddr]),
+    /// An endpoint name: its addresses.
+    Endpoint(Addrs<'a>),
     /// `dns-version.<zone>`.
     Version,
     /// A service name.
@@ -371,8 +372,7 @@ impl Answerer {
                 _ => None,
             },
             Node::Endpoint(ips) => {
-                let v6 = ips.partition_point(IpAddr::is_ipv4);
-                let (v4s, v6s) = ips.split_at(v6);
+                let (v4s, v6s) = (ips.only_v4(), ips.only_v6());
                 let ttl = self.settings.ttl;
                 match t {
                     qtype::A if !v4s.is_empty() => Some((Part::Addresses(v4s, ttl), None)),

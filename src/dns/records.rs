@@ -15,6 +15,7 @@
 
 use std::net::IpAddr;
 
+use crate::index::addrs::Addrs;
 use hickory_proto::op::{Message, OpCode, Query};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -167,21 +168,37 @@ fn push_record(out: &mut Vec<u8>, owner: u16, t: RecordType, ttl: u32, data: &[u
 
 /// Appends an RRset of addresses owned by the question name: one record per
 /// distinct address of one family (IPv4 when `v4`), in the given order. Returns the count.
-pub fn push_address_set<'a>(
+pub fn push_address_set(
     out: &mut Vec<u8>,
     ttl: u32,
     v4: bool,
-    ips: impl IntoIterator<Item = &'a IpAddr>,
+    ips: impl IntoIterator<Item = IpAddr>,
 ) -> u16 {
     let mut seen = std::collections::HashSet::new();
     let mut count = 0u16;
     for ip in ips.into_iter().filter(|ip| ip.is_ipv4() == v4) {
-        if seen.insert(*ip) && count < u16::MAX {
-            push_address(out, 12, ttl, ip);
+        if seen.insert(ip) && count < u16::MAX {
+            push_address(out, 12, ttl, &ip);
             count += 1;
         }
     }
     count
+}
+
+/// Appends `ips` as A and AAAA records owned by the name at message offset
+/// `owner`, IPv4 first.
+pub fn push_addrs(out: &mut Vec<u8>, owner: u16, ttl: u32, ips: Addrs<'_>) {
+    for o in ips.v4_octets() {
+        push_record(out, owner, RecordType::A, ttl, o);
+    }
+    for o in ips.v6_octets() {
+        push_record(out, owner, RecordType::AAAA, ttl, o);
+    }
+}
+
+/// Bytes [`push_addrs`] appends.
+pub fn addrs_len(ips: Addrs<'_>) -> usize {
+    16 * (ips.len() - ips.v6_len()) + 28 * ips.v6_len()
 }
 
 /// Appends one SRV record owned by the question name with target
@@ -272,10 +289,13 @@ mod tests {
         ];
         let (a, aaaa) = address_sets(&owner, 5, &ips);
         let mut mine = Vec::new();
-        assert_eq!(push_address_set(&mut mine, 5, true, &ips), 1);
+        assert_eq!(push_address_set(&mut mine, 5, true, ips.iter().copied()), 1);
         assert_eq!(mine, &*a.bytes);
         mine.clear();
-        assert_eq!(push_address_set(&mut mine, 5, false, &ips), 1);
+        assert_eq!(
+            push_address_set(&mut mine, 5, false, ips.iter().copied()),
+            1
+        );
         assert_eq!(mine, &*aaaa.bytes);
     }
 }

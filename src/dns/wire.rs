@@ -11,6 +11,7 @@
 use std::net::IpAddr;
 
 use crate::dns::records;
+use crate::index::addrs::Addrs;
 use crate::index::{PtrTarget, Srv};
 
 /// Longest name on the wire (RFC 1035 §2.3.4).
@@ -423,8 +424,8 @@ pub enum Part<'a> {
     Soa(Soa<'a>),
     /// One synthesized address record owned by the question name.
     Address(IpAddr, u32),
-    /// Address records of one family owned by the question name.
-    Addresses(&'a [IpAddr], u32),
+    /// Address records owned by the question name.
+    Addresses(Addrs<'a>, u32),
     /// PTR records owned by the question name.
     Ptr(&'a [PtrTarget], u32),
     /// A service's SRV records.
@@ -446,7 +447,7 @@ impl Part<'_> {
             Part::Bytes(_, b) => b.len(),
             Part::Soa(s) => s.len(),
             Part::Address(ip, _) => records::address_len(ip),
-            Part::Addresses(ips, _) => ips.iter().map(records::address_len).sum(),
+            Part::Addresses(ips, _) => records::addrs_len(*ips),
             Part::Ptr(targets, _) => targets.iter().map(ptr_len).sum(),
             Part::SrvAnswer(s) => s.answer_len(),
             Part::SrvGlue(s) => s.glue_len(),
@@ -469,11 +470,7 @@ impl Part<'_> {
             Part::Bytes(_, b) => out.extend_from_slice(b),
             Part::Soa(s) => s.write(out),
             Part::Address(ip, ttl) => records::push_address(out, 12, *ttl, ip),
-            Part::Addresses(ips, ttl) => {
-                for ip in ips.iter().take(u16::MAX as usize) {
-                    records::push_address(out, 12, *ttl, ip);
-                }
-            }
+            Part::Addresses(ips, ttl) => records::push_addrs(out, 12, *ttl, *ips),
             Part::SrvAnswer(s) => s.write_answer(out),
             Part::SrvGlue(s) => {
                 s.write_glue(out);

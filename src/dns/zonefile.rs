@@ -29,7 +29,7 @@ pub fn export(index: &Index, settings: &DnsSettings) -> String {
     let _ = writeln!(out, "dns-version 28800 IN TXT \"1.1.0\"");
     for v in index.services() {
         let r = &v.record;
-        let base = format!("{}.{}.svc", r.key.name, r.key.namespace);
+        let base = format!("{}.{}.svc", r.key.name(), r.key.namespace());
         let addr = |ip: &std::net::IpAddr| if ip.is_ipv4() { "A" } else { "AAAA" };
         match &r.kind {
             ServiceKind::ClusterIp(ips) => {
@@ -54,14 +54,14 @@ pub fn export(index: &Index, settings: &DnsSettings) -> String {
         let served: Vec<_> = v.endpoints().filter(|e| e.served).collect();
         if matches!(r.kind, ServiceKind::Headless) {
             for e in &served {
-                for ip in e.addresses {
-                    let _ = writeln!(out, "{base} IN {} {ip}", addr(ip));
+                for ip in e.addresses.iter() {
+                    let _ = writeln!(out, "{base} IN {} {ip}", addr(&ip));
                 }
             }
         }
         for e in &served {
-            for ip in e.addresses {
-                let _ = writeln!(out, "{}.{base} IN {} {ip}", e.label, addr(ip));
+            for ip in e.addresses.iter() {
+                let _ = writeln!(out, "{}.{base} IN {} {ip}", e.label, addr(&ip));
             }
         }
         if matches!(r.kind, ServiceKind::Headless) {

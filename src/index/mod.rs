@@ -21,6 +21,7 @@
 //! very bytes the query path has after lower-casing the question, so a lookup
 //! allocates nothing.
 
+pub mod addrs;
 pub mod record;
 pub mod stored;
 mod view;
@@ -553,11 +554,11 @@ impl IndexWriter {
     }
 
     fn governing_key(sts: &StatefulSetRecord) -> ObjectKey {
-        ObjectKey::new(&sts.key.namespace, &sts.service_name)
+        ObjectKey::new(sts.key.namespace(), &sts.service_name)
     }
 
     fn service_of_slice(key: &ObjectKey, s: &StoredSlice) -> ObjectKey {
-        ObjectKey::new(&key.namespace, s.service())
+        ObjectKey::new(key.namespace(), s.service())
     }
 
     /// The entry of service `key`, made if missing.
@@ -595,7 +596,7 @@ impl IndexWriter {
                 }
                 let key = r.key.clone();
                 if entry.record.replace(Arc::new(r)).is_none() {
-                    self.ns_ref(&key.namespace, 1);
+                    self.ns_ref(key.namespace(), 1);
                 }
                 self.touched_services.insert(key);
             }
@@ -606,18 +607,18 @@ impl IndexWriter {
                     return;
                 }
                 let svc = Self::service_of_slice(&r.key, &stored);
-                link(&mut self.entry(&svc).slices, &r.key.name);
+                link(&mut self.entry(&svc).slices, r.key.name());
                 self.touched_services.insert(svc.clone());
                 if let Some(old) = self.slices.insert(r.key.clone(), stored) {
                     let old_svc = Self::service_of_slice(&r.key, &old);
                     if old_svc != svc {
-                        self.unlink_slice(&old_svc, &r.key.name);
+                        self.unlink_slice(&old_svc, r.key.name());
                     }
                 }
             }
             Object::Namespace(r) => {
-                if self.namespaces.insert(r.key.name.clone()) {
-                    self.ns_ref(&r.key.name, 1);
+                if self.namespaces.insert(r.key.name().to_string()) {
+                    self.ns_ref(r.key.name(), 1);
                 }
             }
             Object::StatefulSet(r) => {
@@ -626,7 +627,7 @@ impl IndexWriter {
                 }
                 let gov = Self::governing_key(&r);
                 self.touched_services.insert(gov.clone());
-                link(&mut self.entry(&gov).statefulsets, &r.key.name);
+                link(&mut self.entry(&gov).statefulsets, r.key.name());
                 if let Some(old) = self.statefulsets.insert(r.key.clone(), r) {
                     self.unlink_sts(&old);
                 }
@@ -636,9 +637,9 @@ impl IndexWriter {
                     return;
                 }
                 let new_ips = Self::pod_ips_of(&r);
-                self.link_pod_ips(&r.key.namespace, &new_ips, 1);
+                self.link_pod_ips(r.key.namespace(), &new_ips, 1);
                 if let Some(old) = self.pods.insert(r.key.clone(), r) {
-                    self.link_pod_ips(&old.key.namespace, &Self::pod_ips_of(&old), -1);
+                    self.link_pod_ips(old.key.namespace(), &Self::pod_ips_of(&old), -1);
                 }
             }
         }
@@ -650,18 +651,18 @@ impl IndexWriter {
                 let mut removed = false;
                 self.with_entry(key, |e| removed = e.record.take().is_some());
                 if removed {
-                    self.ns_ref(&key.namespace, -1);
+                    self.ns_ref(key.namespace(), -1);
                     self.touched_services.insert(key.clone());
                 }
             }
             Kind::EndpointSlice => {
                 if let Some(old) = self.slices.remove(key) {
-                    self.unlink_slice(&Self::service_of_slice(key, &old), &key.name);
+                    self.unlink_slice(&Self::service_of_slice(key, &old), key.name());
                 }
             }
             Kind::Namespace => {
-                if self.namespaces.remove(&key.name) {
-                    self.ns_ref(&key.name, -1);
+                if self.namespaces.remove(key.name()) {
+                    self.ns_ref(key.name(), -1);
                 }
             }
             Kind::StatefulSet => {
@@ -671,7 +672,7 @@ impl IndexWriter {
             }
             Kind::Pod => {
                 if let Some(old) = self.pods.remove(key) {
-                    self.link_pod_ips(&old.key.namespace, &Self::pod_ips_of(&old), -1);
+                    self.link_pod_ips(old.key.namespace(), &Self::pod_ips_of(&old), -1);
                 }
             }
         }
@@ -687,7 +688,7 @@ impl IndexWriter {
             .get(&old.key)
             .is_some_and(|cur| Self::governing_key(cur) == gov);
         if !still {
-            self.with_entry(&gov, |e| unlink(&mut e.statefulsets, &old.key.name));
+            self.with_entry(&gov, |e| unlink(&mut e.statefulsets, old.key.name()));
         }
     }
 
@@ -726,7 +727,7 @@ impl IndexWriter {
         let now = now_ms();
         for key in std::mem::take(&mut self.touched_services) {
             self.changed = true;
-            let map_key = service_key(&key.namespace, &key.name);
+            let map_key = service_key(key.namespace(), key.name());
             let old = shared
                 .services
                 .get(&*map_key)
@@ -864,13 +865,16 @@ impl IndexWriter {
         let slices: Vec<&StoredSlice> = entry
             .slices
             .iter()
-            .filter_map(|name| self.slices.get(&ObjectKey::new(&key.namespace, name)))
+            .filter_map(|name| self.slices.get(&ObjectKey::new(key.namespace(), name)))
             .collect();
         let statefulsets = entry
             .statefulsets
             .iter()
-            .filter_map(|name| self.statefulsets.get(&ObjectKey::new(&key.namespace, name)))
-            .map(|s| (s.key.name.as_str().into(), s.replicas))
+            .filter_map(|name| {
+                self.statefulsets
+                    .get(&ObjectKey::new(key.namespace(), name))
+            })
+            .map(|s| (s.key.name().into(), s.replicas))
             .collect();
         Some(view::build(view::Inputs {
             settings: &self.index.shared.settings,

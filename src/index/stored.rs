@@ -5,14 +5,15 @@
 //! [`SliceRecord`] spends three heap blocks on each endpoint (hostname, pod,
 //! addresses), about 180 bytes; at 100,000 endpoints that alone was 18 MB.
 //! [`StoredSlice`] keeps the same facts in three blocks per slice: one string
-//! holding every name, one address array and one endpoint array; the port
+//! holding every name, one packed address array (see [`super::addrs`]) and
+//! one endpoint array; the port
 //! list is shared with every slice that has the same ports (the writer
 //! interns them). StatefulSet endpoints, whose hostname is their pod name,
 //! store the name once.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::addrs::{AddrSpan, Addrs, Word};
 use super::record::{PortRecord, SliceRecord};
 
 /// "No string" in a [`TextSpan`].
@@ -30,8 +31,7 @@ struct TextSpan {
 struct StoredEndpoint {
     hostname: TextSpan,
     pod: TextSpan,
-    addr_start: u32,
-    addr_len: u16,
+    addrs: AddrSpan,
     /// bit 0 ready, 1 serving, 2 terminating.
     flags: u8,
 }
@@ -44,7 +44,7 @@ pub struct StoredSlice {
     /// The Service it belongs to, in `text`.
     service: TextSpan,
     text: Box<str>,
-    addrs: Box<[IpAddr]>,
+    addrs: Box<[Word]>,
     endpoints: Box<[StoredEndpoint]>,
 }
 
@@ -56,7 +56,7 @@ pub struct EndpointRef<'a> {
     /// The Pod it points at.
     pub pod: Option<&'a str>,
     /// Its addresses.
-    pub addresses: &'a [IpAddr],
+    pub addresses: Addrs<'a>,
     /// `conditions.ready`.
     pub ready: bool,
     /// `conditions.serving`.
@@ -70,7 +70,13 @@ impl StoredSlice {
     /// list, interned by the caller.
     pub fn new(r: &SliceRecord, ports: Arc<[PortRecord]>) -> Self {
         let mut text = String::with_capacity(r.service.len());
-        let mut addrs = Vec::with_capacity(r.endpoints.iter().map(|e| e.addresses.len()).sum());
+        let mut addrs = Vec::with_capacity(
+            r.endpoints
+                .iter()
+                .flat_map(|e| &e.addresses)
+                .map(|ip| if ip.is_ipv4() { 1 } else { 4 })
+                .sum(),
+        );
         let mut endpoints = Vec::with_capacity(r.endpoints.len());
         let push = |text: &mut String, s: Option<&str>| match s {
             // Names longer than a span can say are not DNS names anyway.
@@ -92,14 +98,10 @@ impl StoredSlice {
             } else {
                 push(&mut text, e.pod.as_deref())
             };
-            let n = e.addresses.len().min(NONE as usize);
-            let addr_start = addrs.len() as u32;
-            addrs.extend_from_slice(&e.addresses[..n]);
             endpoints.push(StoredEndpoint {
                 hostname,
                 pod,
-                addr_start,
-                addr_len: n as u16,
+                addrs: AddrSpan::push(&mut addrs, e.addresses.iter()),
                 flags: e.ready as u8 | (e.serving as u8) << 1 | (e.terminating as u8) << 2,
             });
         }
@@ -127,16 +129,13 @@ impl StoredSlice {
 
     /// The slice's endpoints, in the order the source gave them.
     pub fn endpoints(&self) -> impl Iterator<Item = EndpointRef<'_>> {
-        self.endpoints.iter().map(|e| {
-            let start = e.addr_start as usize;
-            EndpointRef {
-                hostname: self.text(e.hostname),
-                pod: self.text(e.pod),
-                addresses: &self.addrs[start..start + e.addr_len as usize],
-                ready: e.flags & 1 != 0,
-                serving: e.flags & 2 != 0,
-                terminating: e.flags & 4 != 0,
-            }
+        self.endpoints.iter().map(|e| EndpointRef {
+            hostname: self.text(e.hostname),
+            pod: self.text(e.pod),
+            addresses: e.addrs.get(&self.addrs),
+            ready: e.flags & 1 != 0,
+            serving: e.flags & 2 != 0,
+            terminating: e.flags & 4 != 0,
         })
     }
 }

@@ -203,11 +203,11 @@ fn a_reader_holds_a_whole_view_while_the_writer_replaces_it() {
     ))]);
     let after = index.service(&service_key("d", "web")).unwrap();
     assert_eq!(
-        before.endpoint(0).addresses,
+        before.endpoint(0).addresses.to_vec(),
         ["10.0.0.1".parse::<IpAddr>().unwrap()]
     );
     assert_eq!(
-        after.endpoint(0).addresses,
+        after.endpoint(0).addresses.to_vec(),
         ["10.0.0.7".parse::<IpAddr>().unwrap()]
     );
     let serial = index.serial();

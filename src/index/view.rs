@@ -22,6 +22,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::ZoneSettings;
+use super::addrs::{AddrSpan, Addrs, Word};
 use super::record::{self, Ordinal, PortRecord, ServiceKind, ServiceRecord};
 use super::stored::StoredSlice;
 use crate::dns::records;
@@ -67,8 +68,7 @@ struct Ep {
     changed_ms: u64,
     label: Text,
     pod: Text,
-    addr_start: u32,
-    addr_len: u16,
+    addrs: AddrSpan,
     /// Position in [`ServiceView::ports`].
     ports: u16,
     flags: u8,
@@ -146,19 +146,19 @@ impl Srv<'_> {
             }
             previous = Some(label);
             written = written.saturating_add(glue.len() as u16);
-            for ip in glue {
-                match label {
-                    Some(_) if name_at <= 0x3FFF => {
-                        records::push_address(out, name_at as u16, v.ttl, ip)
-                    }
-                    // Beyond pointer reach: spell the label, point at the question.
-                    Some(l) => {
+            match label {
+                Some(_) if name_at <= 0x3FFF => {
+                    records::push_addrs(out, name_at as u16, v.ttl, glue)
+                }
+                // Beyond pointer reach: spell the label, point at the question.
+                Some(l) => {
+                    for ip in glue.iter() {
                         out.push(l.len() as u8);
                         out.extend_from_slice(l);
-                        records::push_address(out, svc_at as u16, v.ttl, ip);
+                        records::push_address(out, svc_at as u16, v.ttl, &ip);
                     }
-                    None => records::push_address(out, svc_at as u16, v.ttl, ip),
                 }
+                None => records::push_addrs(out, svc_at as u16, v.ttl, glue),
             }
         });
         written
@@ -173,7 +173,7 @@ pub struct EndpointView<'a> {
     /// Whether the label is the endpoint's hostname (not a generated one).
     pub is_hostname: bool,
     /// Its addresses, IPv4 first.
-    pub addresses: &'a [IpAddr],
+    pub addresses: Addrs<'a>,
     /// Ready condition.
     pub ready: bool,
     /// Serving condition.
@@ -204,7 +204,9 @@ pub struct ServiceView {
     ttl: u32,
     wire: Box<[u8]>,
     text: Box<str>,
-    addrs: Box<[IpAddr]>,
+    /// Endpoint addresses, then (ClusterIP services) the cluster IPs.
+    addrs: Box<[Word]>,
+    cluster_ips: AddrSpan,
     ports: Box<[Arc<[PortRecord]>]>,
     eps: Box<[Ep]>,
     /// Served endpoints with a valid DNS name, sorted by label.
@@ -247,7 +249,7 @@ impl PtrTarget {
         let (label, _) = self.name();
         let label = std::str::from_utf8(label).unwrap_or_default();
         let sep = if label.is_empty() { "" } else { "." };
-        format!("{label}{sep}{}.{}.svc.{zone}", k.name, k.namespace)
+        format!("{label}{sep}{}.{}.svc.{zone}", k.name(), k.namespace())
     }
 }
 
@@ -319,11 +321,10 @@ impl ServiceView {
     /// Endpoint `i` (ordinal order).
     pub fn endpoint(&self, i: usize) -> EndpointView<'_> {
         let e = &self.eps[i];
-        let start = e.addr_start as usize;
         EndpointView {
             label: self.text(e.label),
             is_hostname: e.flags & IS_HOSTNAME != 0,
-            addresses: &self.addrs[start..start + e.addr_len as usize],
+            addresses: e.addrs.get(&self.addrs),
             ready: e.flags & READY != 0,
             serving: e.flags & SERVING != 0,
             terminating: e.flags & TERMINATING != 0,
@@ -341,14 +342,12 @@ impl ServiceView {
 
     /// The addresses (IPv4 first) of the served endpoint named `label`
     /// (lower-case bytes).
-    pub fn name(&self, label: &[u8]) -> Option<&[IpAddr]> {
+    pub fn name(&self, label: &[u8]) -> Option<Addrs<'_>> {
         let i = self
             .by_label
             .binary_search_by(|i| self.label_bytes(*i as usize).cmp(label))
             .ok()?;
-        let e = &self.eps[self.by_label[i] as usize];
-        let start = e.addr_start as usize;
-        Some(&self.addrs[start..start + e.addr_len as usize])
+        Some(self.eps[self.by_label[i] as usize].addrs.get(&self.addrs))
     }
 
     /// The service name's A set (cluster IPs, or served endpoint addresses).
@@ -378,13 +377,9 @@ impl ServiceView {
 
     /// Calls `f(target label, port, target addresses)` for each SRV record of
     /// `s`, in answer order; the label is `None` for the service itself.
-    fn srv_targets<'s>(
-        &'s self,
-        s: &SrvName,
-        mut f: impl FnMut(Option<&'s [u8]>, u16, &'s [IpAddr]),
-    ) {
-        if let ServiceKind::ClusterIp(ips) = &self.record.kind {
-            f(None, s.cluster_port, ips);
+    fn srv_targets<'s>(&'s self, s: &SrvName, mut f: impl FnMut(Option<&'s [u8]>, u16, Addrs<'s>)) {
+        if let ServiceKind::ClusterIp(_) = &self.record.kind {
+            f(None, s.cluster_port, self.cluster_ips.get(&self.addrs));
             return;
         }
         let (port, proto) = (self.text(s.port), self.text(s.proto));
@@ -394,9 +389,7 @@ impl ServiceView {
             }
             for p in self.ports[e.ports as usize].iter() {
                 if p.name.as_deref() == Some(port) && p.protocol == proto {
-                    let start = e.addr_start as usize;
-                    let addrs = &self.addrs[start..start + e.addr_len as usize];
-                    f(Some(self.label_bytes(i)), p.port, addrs);
+                    f(Some(self.label_bytes(i)), p.port, e.addrs.get(&self.addrs));
                 }
             }
         }
@@ -434,10 +427,8 @@ impl ServiceView {
             out.extend(ips.iter().map(|ip| (*ip, SERVICE_ITSELF)));
         }
         for i in self.by_label.iter() {
-            let e = &self.eps[*i as usize];
-            let start = e.addr_start as usize;
-            for ip in &self.addrs[start..start + e.addr_len as usize] {
-                out.push((*ip, *i));
+            for ip in self.eps[*i as usize].addrs.get(&self.addrs).iter() {
+                out.push((ip, *i));
             }
         }
         out.sort_unstable();
@@ -490,7 +481,7 @@ fn span(wire: &[u8], off: usize, count: u16) -> Span {
 /// not a valid DNS name.
 fn service_wire(settings: &ZoneSettings, r: &ServiceRecord) -> Option<Vec<u8>> {
     let mut w = Vec::with_capacity(64);
-    let fqdn = [r.key.name.as_str(), r.key.namespace.as_str(), "svc"];
+    let fqdn = [r.key.name(), r.key.namespace(), "svc"];
     for l in fqdn.into_iter().chain(settings.zone.split('.')) {
         if l.is_empty() {
             continue;
@@ -522,7 +513,7 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
         .unwrap_or_default();
 
     let mut text = String::new();
-    let mut addrs: Vec<IpAddr> = Vec::new();
+    let mut addrs: Vec<Word> = Vec::new();
     let mut ports: Vec<Arc<[PortRecord]>> = Vec::new();
     let mut eps: Vec<Ep> = Vec::with_capacity(merged.len());
     let mut order: Vec<(Cow<'_, str>, Merged<'_>)> = merged.into_iter().collect();
@@ -554,7 +545,7 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
         };
         let mut changed_ms = now;
         if let Some(prev) = old_by_label.get(&*label)
-            && prev.addresses == m.addresses.as_slice()
+            && prev.addresses.iter().eq(m.addresses.iter().copied())
             && prev.served == m.served
             && prev.ready == m.ready
         {
@@ -566,17 +557,14 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
             | (m.terminating as u8 * TERMINATING)
             | (m.served as u8 * SERVED)
             | (m.pod.is_some() as u8 * HAS_POD);
-        let n = m.addresses.len().min(u16::MAX as usize);
         eps.push(Ep {
             changed_ms,
             label: label_text,
             pod,
-            addr_start: addrs.len() as u32,
-            addr_len: n as u16,
+            addrs: AddrSpan::push(&mut addrs, m.addresses.iter()),
             ports: port_index.min(u16::MAX as usize) as u16,
             flags,
         });
-        addrs.extend_from_slice(&m.addresses[..n]);
     }
 
     let mut view = ServiceView {
@@ -588,6 +576,7 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
         wire: Box::default(),
         text: Box::default(),
         addrs: Box::default(),
+        cluster_ips: AddrSpan::default(),
         ports: Box::default(),
         eps: Box::default(),
         by_label: Box::default(),
@@ -607,10 +596,7 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
             let ttl = settings.ttl;
             wire.extend_from_slice(&fqdn);
             view.fqdn = span(&wire, 0, 0);
-            let addr_of = |e: &Ep| {
-                let s = e.addr_start as usize;
-                &addrs[s..s + e.addr_len as usize]
-            };
+            let addr_of = |e: &Ep| e.addrs.get(&addrs).iter();
             let served = |e: &&Ep| e.flags & SERVED != 0;
             // Endpoint names (headless and, as CoreDNS does, ClusterIP services).
             by_label = (0..eps.len() as u32)
@@ -625,7 +611,7 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
                 &text.as_bytes()[t.off as usize..(t.off + t.len as u32) as usize]
             };
             by_label.sort_by(|a, b| label_of(*a).cmp(label_of(*b)));
-            let set = |wire: &mut Vec<u8>, v4: bool, ips: &mut dyn Iterator<Item = &IpAddr>| {
+            let set = |wire: &mut Vec<u8>, v4: bool, ips: &mut dyn Iterator<Item = IpAddr>| {
                 let off = wire.len();
                 let count = records::push_address_set(wire, ttl, v4, ips);
                 span(wire, off, count)
@@ -635,8 +621,8 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
             }
             match &view.record.kind {
                 ServiceKind::ClusterIp(ips) => {
-                    view.a = set(&mut wire, true, &mut ips.iter());
-                    view.aaaa = set(&mut wire, false, &mut ips.iter());
+                    view.a = set(&mut wire, true, &mut ips.iter().copied());
+                    view.aaaa = set(&mut wire, false, &mut ips.iter().copied());
                     for p in view.record.ports.iter() {
                         if let Some(port_name) = &p.name {
                             srv.push((p.port, port_name, &p.protocol));
@@ -661,7 +647,9 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
                 ServiceKind::ExternalName(target) => {
                     let svc = records::name(&format!(
                         "{}.{}.svc.{}",
-                        view.record.key.name, view.record.key.namespace, settings.zone
+                        view.record.key.name(),
+                        view.record.key.namespace(),
+                        settings.zone
                     ));
                     if let (Some(svc), Some(t)) = (svc, records::name(target)) {
                         let set = records::cname_set(&svc, ttl, t);
@@ -674,6 +662,9 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
         }
     }
     view.wire = wire.into_boxed_slice();
+    if let ServiceKind::ClusterIp(ips) = &view.record.kind {
+        view.cluster_ips = AddrSpan::push(&mut addrs, ips.iter());
+    }
     view.addrs = addrs.into_boxed_slice();
     let srv: Vec<SrvName> = srv
         .into_iter()
@@ -738,21 +729,16 @@ fn merge<'a>(
                     .filter(|p| pod_names && p.len() < 64)
                     .map(|p| (p, false))
             });
-            let labels: Vec<(Cow<'a, str>, bool, &'a [IpAddr])> = match named {
-                Some((l, h)) => vec![(Cow::Borrowed(l), h, ep.addresses)],
+            // (label, is hostname, its one address or all of the endpoint's)
+            let labels: Vec<(Cow<'a, str>, bool, Option<IpAddr>)> = match named {
+                Some((l, h)) => vec![(Cow::Borrowed(l), h, None)],
                 None => ep
                     .addresses
                     .iter()
-                    .map(|ip| {
-                        (
-                            Cow::Owned(record::dashed_ip(*ip)),
-                            false,
-                            std::slice::from_ref(ip),
-                        )
-                    })
+                    .map(|ip| (Cow::Owned(record::dashed_ip(ip)), false, Some(ip)))
                     .collect(),
             };
-            for (label, is_hostname, addresses) in labels {
+            for (label, is_hostname, one) in labels {
                 let e = by_label.entry(label).or_insert_with(|| Merged {
                     is_hostname,
                     addresses: Vec::new(),
@@ -772,9 +758,12 @@ fn merge<'a>(
                     e.ready |= ep.ready;
                 }
                 if served || !e.served {
-                    for ip in addresses {
-                        if !e.addresses.contains(ip) {
-                            e.addresses.push(*ip);
+                    for ip in one
+                        .into_iter()
+                        .chain(ep.addresses.iter().filter(|_| one.is_none()))
+                    {
+                        if !e.addresses.contains(&ip) {
+                            e.addresses.push(ip);
                         }
                     }
                     if !e.ports.iter().any(|l| ***l == *slice.ports) {
@@ -900,8 +889,8 @@ mod tests {
             );
         }
         assert_eq!(
-            v.name(b"web-999"),
-            Some(&[IpAddr::from([10, 0, 3, 231])][..])
+            v.name(b"web-999").map(Addrs::to_vec),
+            Some(vec![IpAddr::from([10, 0, 3, 231])])
         );
         assert_eq!(v.name(b"web-1000"), None);
     }

@@ -209,8 +209,8 @@ pub fn default_namespace(objs: &mut [Object]) {
             Object::Pod(r) => &mut r.key,
             Object::Namespace(_) => continue,
         };
-        if key.namespace.is_empty() {
-            key.namespace = "default".into();
+        if key.namespace().is_empty() {
+            *key = crate::index::ObjectKey::new("default", key.name());
         }
     }
 }

@@ -160,7 +160,7 @@ impl Sim {
             let ports = manifests
                 .get(&(
                     Kind::Service,
-                    ObjectKey::new(&sts.key.namespace, &sts.service_name),
+                    ObjectKey::new(sts.key.namespace(), &sts.service_name),
                 ))
                 .map(|o| match o {
                     Object::Service(s) => s.ports.clone(),
@@ -272,7 +272,7 @@ impl Sim {
                     .sets
                     .get_mut(&key)
                     .expect("key taken from the map above");
-                info!(pod = %format!("{}/{}-{ord}", key.namespace, key.name), %ip, "sim: pod created");
+                info!(pod = %format!("{}/{}-{ord}", key.namespace(), key.name()), %ip, "sim: pod created");
                 set.pods.insert(
                     ord,
                     SimPod {
@@ -348,11 +348,11 @@ impl Sim {
 
     fn pod_mut(&mut self, key: &ObjectKey) -> Result<(&mut SimSet, u32), SimError> {
         let not_found = || SimError::NotFound(format!("no simulated pod {key}"));
-        let (base, ord) = key.name.rsplit_once('-').ok_or_else(not_found)?;
+        let (base, ord) = key.name().rsplit_once('-').ok_or_else(not_found)?;
         let ord: u32 = ord.parse().map_err(|_| not_found())?;
         let set = self
             .sets
-            .get_mut(&ObjectKey::new(&key.namespace, base))
+            .get_mut(&ObjectKey::new(key.namespace(), base))
             .filter(|s| s.pods.contains_key(&ord))
             .ok_or_else(not_found)?;
         Ok((set, ord))
@@ -366,9 +366,9 @@ impl Sim {
             out.push(Object::StatefulSet(set.record.clone()));
             let mut endpoints = Vec::with_capacity(set.pods.len());
             for (ord, pod) in &set.pods {
-                let name = format!("{}-{ord}", key.name);
+                let name = format!("{}-{ord}", key.name());
                 out.push(Object::Pod(PodRecord {
-                    key: ObjectKey::new(&key.namespace, &name),
+                    key: ObjectKey::new(key.namespace(), &name),
                     ips: vec![IpAddr::V4(pod.ip)],
                     hostname: Some(name.clone()),
                     subdomain: Some(set.record.service_name.clone()),
@@ -385,7 +385,7 @@ impl Sim {
                 });
             }
             out.push(Object::EndpointSlice(SliceRecord {
-                key: ObjectKey::new(&key.namespace, &format!("{}-sim", key.name)),
+                key: ObjectKey::new(key.namespace(), &format!("{}-sim", key.name())),
                 service: set.record.service_name.clone(),
                 ports: set.ports.clone(),
                 endpoints,
@@ -409,14 +409,14 @@ impl Sim {
 fn has_own_pods(manifests: &ObjectMap, sts: &StatefulSetRecord) -> bool {
     manifests.values().any(|o| match o {
         Object::Pod(p) => {
-            p.key.namespace == sts.key.namespace
+            p.key.namespace() == sts.key.namespace()
                 && p.key
-                    .name
+                    .name()
                     .rsplit_once('-')
-                    .is_some_and(|(b, n)| b == sts.key.name && n.parse::<u32>().is_ok())
+                    .is_some_and(|(b, n)| b == sts.key.name() && n.parse::<u32>().is_ok())
         }
         Object::EndpointSlice(s) => {
-            s.key.namespace == sts.key.namespace && s.service == sts.service_name
+            s.key.namespace() == sts.key.namespace() && s.service == sts.service_name
         }
         _ => false,
     })
@@ -428,7 +428,7 @@ pub fn pods_of(sim: &Sim) -> HashMap<ObjectKey, (Ipv4Addr, bool)> {
     for (key, set) in &sim.sets {
         for (ord, p) in &set.pods {
             m.insert(
-                ObjectKey::new(&key.namespace, &format!("{}-{ord}", key.name)),
+                ObjectKey::new(key.namespace(), &format!("{}-{ord}", key.name())),
                 (p.ip, p.ready),
             );
         }
@@ -459,7 +459,7 @@ mod tests {
         let mut v: Vec<String> = pods_of(sim)
             .into_iter()
             .filter(|(_, (_, r))| *r)
-            .map(|(k, _)| k.name)
+            .map(|(k, _)| k.name().to_string())
             .collect();
         v.sort();
         v
