@@ -824,7 +824,7 @@ async fn a_burst_of_100k_events_coalesces_through_the_bounded_queue() {
     sync.push(SourceEvent::Upsert(Object::Service(ServiceRecord {
         key: ObjectKey::new("default", "web"),
         kind: ServiceKind::Headless,
-        ports: vec![],
+        ports: Vec::new().into(),
         publish_not_ready: false,
     })));
     sync.extend(Kind::ALL.iter().map(|k| SourceEvent::Synced(*k)));

@@ -45,7 +45,7 @@ pub fn service(s: usize) -> Object {
     Object::Service(ServiceRecord {
         key: ObjectKey::new(&namespace(s), &format!("svc-{s}")),
         kind: ServiceKind::Headless,
-        ports: ports(),
+        ports: ports().into(),
         publish_not_ready: false,
     })
 }

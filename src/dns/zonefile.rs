@@ -36,7 +36,7 @@ pub fn export(index: &Index, settings: &DnsSettings) -> String {
                 for ip in ips {
                     let _ = writeln!(out, "{base} IN {} {ip}", addr(ip));
                 }
-                for p in &r.ports {
+                for p in r.ports.iter() {
                     if let Some(n) = &p.name {
                         let _ = writeln!(
                             out,

@@ -248,6 +248,14 @@ struct ServiceEntry {
     statefulsets: Vec<Box<str>>,
 }
 
+/// A StatefulSet as the writer keeps it: the service that governs it (its
+/// `spec.serviceName`) and its replicas.
+#[derive(Debug, PartialEq, Eq)]
+struct Governed {
+    service: Box<str>,
+    replicas: u32,
+}
+
 /// Adds `name` to a sorted list of names.
 fn link(names: &mut Vec<Box<str>>, name: &str) {
     if let Err(i) = names.binary_search_by(|n| (**n).cmp(name)) {
@@ -394,7 +402,9 @@ pub struct IndexWriter {
     /// Sweep `port_lists` of unused lists when it grows past this.
     port_sweep_at: usize,
     namespaces: HashSet<String>,
-    statefulsets: HashMap<ObjectKey, StatefulSetRecord>,
+    /// StatefulSets: what their views need (the record's other fields are
+    /// the simulator's).
+    statefulsets: HashMap<ObjectKey, Governed>,
     pods: HashMap<ObjectKey, PodRecord>,
     endpoint_count: u64,
     name_count: u64,
@@ -553,10 +563,6 @@ impl IndexWriter {
         }
     }
 
-    fn governing_key(sts: &StatefulSetRecord) -> ObjectKey {
-        ObjectKey::new(sts.key.namespace(), &sts.service_name)
-    }
-
     fn service_of_slice(key: &ObjectKey, s: &StoredSlice) -> ObjectKey {
         ObjectKey::new(key.namespace(), s.service())
     }
@@ -589,7 +595,8 @@ impl IndexWriter {
 
     fn upsert(&mut self, obj: Object) {
         match obj {
-            Object::Service(r) => {
+            Object::Service(mut r) => {
+                r.ports = self.intern_ports(&r.ports);
                 let entry = self.entry(&r.key);
                 if entry.record.as_deref() == Some(&r) {
                     return;
@@ -622,14 +629,18 @@ impl IndexWriter {
                 }
             }
             Object::StatefulSet(r) => {
-                if self.statefulsets.get(&r.key) == Some(&r) {
+                let g = Governed {
+                    service: r.service_name.into(),
+                    replicas: r.replicas,
+                };
+                if self.statefulsets.get(&r.key) == Some(&g) {
                     return;
                 }
-                let gov = Self::governing_key(&r);
+                let gov = ObjectKey::new(r.key.namespace(), &g.service);
                 self.touched_services.insert(gov.clone());
                 link(&mut self.entry(&gov).statefulsets, r.key.name());
-                if let Some(old) = self.statefulsets.insert(r.key.clone(), r) {
-                    self.unlink_sts(&old);
+                if let Some(old) = self.statefulsets.insert(r.key.clone(), g) {
+                    self.unlink_sts(&r.key, &old);
                 }
             }
             Object::Pod(r) => {
@@ -667,7 +678,7 @@ impl IndexWriter {
             }
             Kind::StatefulSet => {
                 if let Some(old) = self.statefulsets.remove(key) {
-                    self.unlink_sts(&old);
+                    self.unlink_sts(key, &old);
                 }
             }
             Kind::Pod => {
@@ -680,15 +691,15 @@ impl IndexWriter {
 
     /// Drops `old`'s link to its governing service unless the current record
     /// of the same StatefulSet still points there.
-    fn unlink_sts(&mut self, old: &StatefulSetRecord) {
-        let gov = Self::governing_key(old);
+    fn unlink_sts(&mut self, key: &ObjectKey, old: &Governed) {
+        let gov = ObjectKey::new(key.namespace(), &old.service);
         self.touched_services.insert(gov.clone());
         let still = self
             .statefulsets
-            .get(&old.key)
-            .is_some_and(|cur| Self::governing_key(cur) == gov);
+            .get(key)
+            .is_some_and(|cur| cur.service == old.service);
         if !still {
-            self.with_entry(&gov, |e| unlink(&mut e.statefulsets, old.key.name()));
+            self.with_entry(&gov, |e| unlink(&mut e.statefulsets, key.name()));
         }
     }
 
@@ -871,10 +882,11 @@ impl IndexWriter {
             .statefulsets
             .iter()
             .filter_map(|name| {
-                self.statefulsets
-                    .get(&ObjectKey::new(key.namespace(), name))
+                let g = self
+                    .statefulsets
+                    .get(&ObjectKey::new(key.namespace(), name))?;
+                Some((name.clone(), g.replicas))
             })
-            .map(|s| (s.key.name().into(), s.replicas))
             .collect();
         Some(view::build(view::Inputs {
             settings: &self.index.shared.settings,

@@ -8,6 +8,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -149,8 +150,9 @@ pub struct ServiceRecord {
     pub key: ObjectKey,
     /// ClusterIP, headless or ExternalName.
     pub kind: ServiceKind,
-    /// The service's ports (used for ClusterIP SRV records).
-    pub ports: Vec<PortRecord>,
+    /// The service's ports (used for ClusterIP SRV records); the writer
+    /// shares one copy among the services with the same ports.
+    pub ports: Arc<[PortRecord]>,
     /// `spec.publishNotReadyAddresses` (or the legacy tolerate-unready annotation).
     pub publish_not_ready: bool,
 }
@@ -317,7 +319,8 @@ impl TryFrom<&Service> for ServiceRecord {
                     p.port,
                 )
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?
+            .into();
         Ok(Self {
             key,
             kind,

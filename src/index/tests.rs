@@ -13,7 +13,7 @@ fn svc(ns: &str, name: &str) -> Object {
     Object::Service(ServiceRecord {
         key: ObjectKey::new(ns, name),
         kind: ServiceKind::Headless,
-        ports: vec![],
+        ports: Arc::from([]),
         publish_not_ready: false,
     })
 }

@@ -825,7 +825,7 @@ mod tests {
             record: Arc::new(ServiceRecord {
                 key: ObjectKey::new("d", "web"),
                 kind: ServiceKind::Headless,
-                ports: vec![port],
+                ports: vec![port].into(),
                 publish_not_ready: false,
             }),
             slices: vec![&slice],

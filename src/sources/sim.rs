@@ -163,7 +163,7 @@ impl Sim {
                     ObjectKey::new(sts.key.namespace(), &sts.service_name),
                 ))
                 .map(|o| match o {
-                    Object::Service(s) => s.ports.clone(),
+                    Object::Service(s) => s.ports.to_vec(),
                     _ => Vec::new(),
                 })
                 .unwrap_or_default();
