@@ -21,6 +21,11 @@
 //!   changed. Each peak is `VmHWM` after resetting it (`clear_refs`) and the
 //!   largest `VmRSS` sampled every 20 ms, as a multiple of steady state.
 //!
+//! Then the same cluster through the file source (Namespaces, Services and
+//! EndpointSlices in one multi-document YAML file): the time to index every
+//! endpoint, steady RSS, and the peak while the file is replaced with every
+//! address changed (the file source re-reads and diffs the whole file).
+//!
 //! DNS answers are checked before and after each step, so the numbers are of
 //! a working server. Times are wall clock and share the machine with the fake
 //! API (in this process); a re-list's time includes the source's reconnect
@@ -213,17 +218,29 @@ struct Server {
 }
 
 impl Server {
+    /// The server on the Kubernetes source, against `api`.
     fn spawn(api: &FakeApi) -> Server {
+        let kubeconfig = api.kubeconfig().as_os_str();
+        Self::spawn_with(
+            &[
+                "--source".as_ref(),
+                "kubernetes".as_ref(),
+                "--kubeconfig".as_ref(),
+                kubeconfig,
+            ],
+            api.dir(),
+        )
+    }
+
+    /// The server with these source arguments; its log goes to `dir`.
+    fn spawn_with(source: &[&std::ffi::OsStr], dir: &Path) -> Server {
         let dns = SocketAddr::from(([127, 0, 0, 1], support::dns::free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], support::dns::free_port()));
-        let log = api.dir().join("server.log");
+        let log = dir.join("server.log");
         let stderr = std::fs::File::create(&log).expect("create the server's log file");
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
-            .arg("--source")
-            .arg("kubernetes")
-            .arg("--kubeconfig")
-            .arg(api.kubeconfig())
+            .args(source)
             .arg("--listen")
             .arg(dns.to_string())
             .arg("--admin")
@@ -621,7 +638,8 @@ async fn bench(scale: &Scale) {
     .await;
     server.check_answers(services, 2).await;
 
-    let (empty_rss, empty_breakdown) = empty;
+    let (empty_rss, empty_breakdown) = &empty;
+    let empty_rss = *empty_rss;
     println!(
         "headless-dns process, kubernetes source (fake API), {endpoints} endpoints in {services} headless services, {} namespaces:",
         NAMESPACES.min(services)
@@ -647,6 +665,82 @@ async fn bench(scale: &Scale) {
     );
     relist_same.print(
         "410 Gone, full re-list of every kind, nothing changed",
+        steady,
+    );
+    drop(server);
+    bench_file(scale, empty_rss).await;
+}
+
+/// The cluster as a manifest file: Namespaces, Services and EndpointSlices
+/// (no StatefulSets: with the file source those start the simulator), as
+/// multi-document YAML, replaced atomically (written aside, renamed).
+fn write_manifests(path: &Path, services: usize, generation: usize) {
+    let mut docs = Vec::new();
+    let namespaces = (0..NAMESPACES.min(services)).map(namespace);
+    let cluster = (0..services).flat_map(|s| [service(s), endpoint_slice(s, generation)]);
+    for mut doc in namespaces.chain(cluster) {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+        let api_version = match kind.as_str() {
+            "EndpointSlice" => "discovery.k8s.io/v1",
+            _ => "v1",
+        };
+        doc["apiVersion"] = json!(api_version);
+        docs.push(serde_yaml_ng::to_string(&doc).expect("YAML of a JSON value"));
+    }
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, docs.join("---\n")).expect("write the manifest file");
+    std::fs::rename(&aside, path).expect("replace the manifest file");
+}
+
+/// The same cluster through the file source: initial load, and a rewrite of
+/// the file with every address changed (the file source's re-list: it
+/// re-reads and diffs the whole file).
+async fn bench_file(scale: &Scale, empty_rss: u64) {
+    let services = scale.services;
+    let endpoints = services * PODS;
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let path = dir.path().join("cluster.yaml");
+    write_manifests(&path, services, 0);
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+
+    let server = Server::spawn_with(&["--manifests".as_ref(), path.as_os_str()], dir.path());
+    let pid = server.pid();
+    server
+        .wait("every endpoint indexed", scale.wait, || async {
+            let n = metric(&server.metrics().await, "headless_dns_index_endpoints", &[]);
+            (n as usize == endpoints).then_some(())
+        })
+        .await;
+    let sync = server.started.elapsed();
+    let sync_peak = proc_kb(pid, "status", "VmHWM");
+    server.check_answers(services, 0).await;
+    tokio::time::sleep(scale.idle).await;
+    let steady = rss_kb(pid);
+    let steady_breakdown = breakdown(pid);
+
+    let rewrite = measure(&server, scale, async {
+        write_manifests(&path, services, 1);
+        server.wait_generation(services, 1, scale.wait).await;
+    })
+    .await;
+    server.check_answers(services, 1).await;
+
+    println!(
+        "headless-dns process, file source, the same cluster in one {:.1} MB manifest file:",
+        size as f64 / 1e6
+    );
+    println!(
+        "  initial load (spawn to every endpoint indexed): {:.2} s; peak during it (VmHWM) {sync_peak} kB",
+        sync.as_secs_f64()
+    );
+    println!(
+        "  steady ({:.1} s idle): RSS {steady} kB = {:.1} MB ({steady_breakdown}); {} B per endpoint above the empty server",
+        scale.idle.as_secs_f64(),
+        steady as f64 / 1024.0,
+        (steady.saturating_sub(empty_rss)) * 1024 / endpoints as u64,
+    );
+    rewrite.print(
+        "the file rewritten with every address changed (re-read and diffed)",
         steady,
     );
 }

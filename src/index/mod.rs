@@ -81,7 +81,7 @@ impl Kind {
 }
 
 /// One object as the index stores it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Object {
     /// A Service.
     Service(ServiceRecord),

@@ -122,7 +122,7 @@ fn key_of(meta: &ObjectMeta, default_ns: Option<&str>) -> Result<ObjectKey, Reco
 }
 
 /// What a Service answers with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ServiceKind {
     /// A virtual IP per family (`spec.clusterIPs`).
     ClusterIp(Vec<IpAddr>),
@@ -144,7 +144,7 @@ pub struct PortRecord {
 }
 
 /// The parts of a Service that DNS answers depend on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceRecord {
     /// Namespace and name.
     pub key: ObjectKey,
@@ -158,7 +158,7 @@ pub struct ServiceRecord {
 }
 
 /// One endpoint of an EndpointSlice.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EndpointRecord {
     /// `hostname`, lower-case; StatefulSet pods have their pod name here.
     pub hostname: Option<String>,
@@ -175,7 +175,7 @@ pub struct EndpointRecord {
 }
 
 /// An EndpointSlice reduced to its service, ports and endpoints.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SliceRecord {
     /// Namespace and the slice's own name.
     pub key: ObjectKey,
@@ -188,7 +188,7 @@ pub struct SliceRecord {
 }
 
 /// How a StatefulSet starts its pods.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PodManagement {
     /// One at a time, each Running and Ready before the next (the default).
     OrderedReady,
@@ -197,7 +197,7 @@ pub enum PodManagement {
 }
 
 /// The parts of a StatefulSet the index and the simulator need.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StatefulSetRecord {
     /// Namespace and name.
     pub key: ObjectKey,
@@ -210,7 +210,7 @@ pub struct StatefulSetRecord {
 }
 
 /// The parts of a Pod that `pods verified` and the simulator need.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PodRecord {
     /// Namespace and name.
     pub key: ObjectKey,
@@ -227,7 +227,7 @@ pub struct PodRecord {
 }
 
 /// A Namespace (only its existence matters).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NamespaceRecord {
     /// The namespace's name, lower-case (`key.namespace` is "").
     pub key: ObjectKey,

@@ -8,6 +8,7 @@
 //! content keeps serving. Unknown kinds are skipped.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -232,7 +233,9 @@ struct Stamp {
 
 struct Loaded {
     stamp: Option<Stamp>,
-    text: String,
+    /// A hash of the content last read (the text itself is not kept: a big
+    /// manifest file would be held twice, as text and as objects).
+    digest: Option<u64>,
     objects: Vec<Object>,
 }
 
@@ -240,6 +243,7 @@ struct Loaded {
 pub struct ManifestReader {
     manifests: Manifests,
     files: HashMap<PathBuf, Loaded>,
+    hasher: std::hash::RandomState,
 }
 
 impl ManifestReader {
@@ -248,6 +252,7 @@ impl ManifestReader {
         Self {
             manifests,
             files: HashMap::new(),
+            hasher: std::hash::RandomState::new(),
         }
     }
 
@@ -272,7 +277,7 @@ impl ManifestReader {
                     PathBuf::from(DEMO_NAME),
                     Loaded {
                         stamp: None,
-                        text: String::new(),
+                        digest: None,
                         objects,
                     },
                 );
@@ -304,14 +309,15 @@ impl ManifestReader {
                 }
                 let entry = self.files.entry(path.to_path_buf()).or_insert(Loaded {
                     stamp: None,
-                    text: String::new(),
+                    digest: None,
                     objects: Vec::new(),
                 });
                 entry.stamp = None;
                 return false;
             }
         };
-        if prev.is_some_and(|p| p.text == text) {
+        let digest = Some(self.hasher.hash_one(&text));
+        if prev.is_some_and(|p| p.digest == digest) {
             if let Some(p) = self.files.get_mut(path) {
                 p.stamp = stamp;
             }
@@ -325,7 +331,7 @@ impl ManifestReader {
                     path.to_path_buf(),
                     Loaded {
                         stamp,
-                        text,
+                        digest,
                         objects,
                     },
                 );
@@ -335,11 +341,11 @@ impl ManifestReader {
                 warn!(error = %e, "manifest file is invalid; keeping its last good content");
                 let entry = self.files.entry(path.to_path_buf()).or_insert(Loaded {
                     stamp: None,
-                    text: String::new(),
+                    digest: None,
                     objects: Vec::new(),
                 });
                 entry.stamp = stamp;
-                entry.text = text;
+                entry.digest = digest;
                 false
             }
         }
@@ -398,7 +404,9 @@ pub async fn run(
         if dirty {
             let desired = match &sim {
                 Some((s, _)) => lock(s).overlay(&manifests),
-                None => manifests.clone(),
+                // Without the simulator nothing reads the map again until
+                // the next reload replaces it: no copy.
+                None => std::mem::take(&mut manifests),
             };
             for event in differ.diff(desired) {
                 if tx.send(event).await.is_err() {
