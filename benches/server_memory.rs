@@ -649,12 +649,7 @@ async fn bench(scale: &Scale) {
         "  initial sync (spawn to /ready): {:.2} s; RSS then {synced_rss} kB, peak during it (VmHWM) {sync_peak} kB",
         sync.as_secs_f64()
     );
-    println!(
-        "  steady ({:.1} s idle): RSS {steady} kB = {:.1} MB ({steady_breakdown}); {} B per endpoint above the empty server",
-        scale.idle.as_secs_f64(),
-        steady as f64 / 1024.0,
-        (steady.saturating_sub(empty_rss)) * 1024 / endpoints as u64,
-    );
+    print_steady(scale, steady, &steady_breakdown, empty_rss, endpoints);
     watched.print(
         "every slice's addresses changed, delivered by the watches",
         steady,
@@ -669,6 +664,16 @@ async fn bench(scale: &Scale) {
     );
     drop(server);
     bench_file(scale, empty_rss).await;
+}
+
+/// Prints the steady-state line of a run.
+fn print_steady(scale: &Scale, steady: u64, breakdown: &str, empty_rss: u64, endpoints: usize) {
+    println!(
+        "  steady ({:.1} s idle): RSS {steady} kB = {:.1} MB ({breakdown}); {} B per endpoint above the empty server",
+        scale.idle.as_secs_f64(),
+        steady as f64 / 1024.0,
+        (steady.saturating_sub(empty_rss)) * 1024 / endpoints as u64,
+    );
 }
 
 /// The cluster as a manifest file: Namespaces, Services and EndpointSlices
@@ -733,12 +738,7 @@ async fn bench_file(scale: &Scale, empty_rss: u64) {
         "  initial load (spawn to every endpoint indexed): {:.2} s; peak during it (VmHWM) {sync_peak} kB",
         sync.as_secs_f64()
     );
-    println!(
-        "  steady ({:.1} s idle): RSS {steady} kB = {:.1} MB ({steady_breakdown}); {} B per endpoint above the empty server",
-        scale.idle.as_secs_f64(),
-        steady as f64 / 1024.0,
-        (steady.saturating_sub(empty_rss)) * 1024 / endpoints as u64,
-    );
+    print_steady(scale, steady, &steady_breakdown, empty_rss, endpoints);
     rewrite.print(
         "the file rewritten with every address changed (re-read and diffed)",
         steady,
