@@ -242,10 +242,44 @@ fn update_entry<K: Eq + std::hash::Hash>(
 #[derive(Debug, Default)]
 struct ServiceEntry {
     record: Option<Arc<ServiceRecord>>,
-    /// Slice names, sorted (almost always one).
-    slices: Vec<Box<str>>,
-    /// Governed StatefulSet names, sorted.
-    statefulsets: Vec<Box<str>>,
+    /// Slice names (almost always one).
+    slices: Names,
+    /// Governed StatefulSet names.
+    statefulsets: Names,
+}
+
+/// A sorted set of object names in one string, `\n`-separated. Almost
+/// always one name: one heap block, where a `Vec` of boxed names took two
+/// and 24 bytes more (two lists per service: ~0.8 MB at 10,000 services).
+/// Kubernetes object names never hold a line break.
+#[derive(Debug, Default)]
+struct Names(Box<str>);
+
+impl Names {
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.split('\n').filter(|n| !n.is_empty())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds `name` if missing.
+    fn insert(&mut self, name: &str) {
+        let mut names: Vec<&str> = self.iter().collect();
+        if let Err(i) = names.binary_search(&name) {
+            names.insert(i, name);
+            self.0 = names.join("\n").into();
+        }
+    }
+
+    /// Removes `name` if present.
+    fn remove(&mut self, name: &str) {
+        if self.iter().any(|n| n == name) {
+            let rest: Vec<&str> = self.iter().filter(|n| *n != name).collect();
+            self.0 = rest.join("\n").into();
+        }
+    }
 }
 
 /// A StatefulSet as the writer keeps it: the service that governs it (its
@@ -254,21 +288,6 @@ struct ServiceEntry {
 struct Governed {
     service: Box<str>,
     replicas: u32,
-}
-
-/// Adds `name` to a sorted list of names.
-fn link(names: &mut Vec<Box<str>>, name: &str) {
-    if let Err(i) = names.binary_search_by(|n| (**n).cmp(name)) {
-        names.reserve_exact(1);
-        names.insert(i, name.into());
-    }
-}
-
-/// Removes `name` from a sorted list of names.
-fn unlink(names: &mut Vec<Box<str>>, name: &str) {
-    if let Ok(i) = names.binary_search_by(|n| (**n).cmp(name)) {
-        names.remove(i);
-    }
 }
 
 /// The read side: cheap to clone, never waits for the writer beyond one
@@ -614,7 +633,7 @@ impl IndexWriter {
                     return;
                 }
                 let svc = Self::service_of_slice(&r.key, &stored);
-                link(&mut self.entry(&svc).slices, r.key.name());
+                self.entry(&svc).slices.insert(r.key.name());
                 self.touched_services.insert(svc.clone());
                 if let Some(old) = self.slices.insert(r.key.clone(), stored) {
                     let old_svc = Self::service_of_slice(&r.key, &old);
@@ -638,7 +657,7 @@ impl IndexWriter {
                 }
                 let gov = ObjectKey::new(r.key.namespace(), &g.service);
                 self.touched_services.insert(gov.clone());
-                link(&mut self.entry(&gov).statefulsets, r.key.name());
+                self.entry(&gov).statefulsets.insert(r.key.name());
                 if let Some(old) = self.statefulsets.insert(r.key.clone(), g) {
                     self.unlink_sts(&r.key, &old);
                 }
@@ -699,12 +718,12 @@ impl IndexWriter {
             .get(key)
             .is_some_and(|cur| cur.service == old.service);
         if !still {
-            self.with_entry(&gov, |e| unlink(&mut e.statefulsets, key.name()));
+            self.with_entry(&gov, |e| e.statefulsets.remove(key.name()));
         }
     }
 
     fn unlink_slice(&mut self, svc: &ObjectKey, slice: &str) {
-        self.with_entry(svc, |e| unlink(&mut e.slices, slice));
+        self.with_entry(svc, |e| e.slices.remove(slice));
         self.touched_services.insert(svc.clone());
     }
 
@@ -885,7 +904,7 @@ impl IndexWriter {
                 let g = self
                     .statefulsets
                     .get(&ObjectKey::new(key.namespace(), name))?;
-                Some((name.clone(), g.replicas))
+                Some((name.into(), g.replicas))
             })
             .collect();
         Some(view::build(view::Inputs {

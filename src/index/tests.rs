@@ -229,3 +229,19 @@ fn reverse_names() {
     assert!(reverse_name("fd00::1".parse().unwrap()).starts_with("1.0.0.0.0.0.0.0"));
     assert!(reverse_name("fd00::1".parse().unwrap()).ends_with("0.0.d.f.ip6.arpa"));
 }
+
+#[test]
+fn name_sets_stay_sorted_and_unique() {
+    let mut n = super::Names::default();
+    assert!(n.is_empty());
+    for name in ["web-b", "web-a", "web-c", "web-a"] {
+        n.insert(name);
+    }
+    assert_eq!(n.iter().collect::<Vec<_>>(), ["web-a", "web-b", "web-c"]);
+    n.remove("web-b");
+    n.remove("absent");
+    assert_eq!(n.iter().collect::<Vec<_>>(), ["web-a", "web-c"]);
+    n.remove("web-a");
+    n.remove("web-c");
+    assert!(n.is_empty());
+}
