@@ -81,9 +81,12 @@ impl Backoff for QuickBackoff {
 /// slice holds up to 100 endpoints, and a page is decoded whole before the
 /// first object reaches the index: at 500 slices of 10 endpoints that was
 /// ~7.7 MB in flight during a re-list (a tenth of the process at 100,000
-/// endpoints). 250 halves that for twice the list requests; 100 saved more
-/// but took the 100,000-endpoint initial sync from 1.3 s to 2.9 s
-/// (`benches/server_memory.rs`, fake API).
+/// endpoints). 250 halves that for twice the list requests. Smaller pages
+/// leave less behind in the allocator too, at the cost of sync time and of
+/// a larger re-list peak relative to the lower steady state
+/// (`benches/server_memory.rs`, fake API, 100,000 endpoints, 2026-11-23):
+/// 250: 47.3 MB, sync 1.4-1.8 s, re-list peaks up to 1.21x; 150: 45.2 MB,
+/// 1.5 s, up to 1.22x; 100: 42.6 MB, 1.9 s, up to 1.28x.
 const SLICE_PAGE: u32 = 250;
 
 /// The kinds watched for `config`.
