@@ -34,7 +34,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 
 pub use record::{
     EndpointRecord, NamespaceRecord, ObjectKey, Ordinal, PodManagement, PodRecord, PortRecord,
@@ -193,10 +192,17 @@ struct Shared {
     settings: ZoneSettings,
     services: DashMap<Box<[u8]>, Arc<ServiceView>>,
     namespaces: DashMap<Box<[u8]>, ()>,
-    /// PTR sets by address, one map per family (a 4-byte key keeps an IPv4
-    /// entry at 24 bytes; an `IpAddr` key would make it 40).
-    reverse_v4: DashMap<u32, PtrSet>,
-    reverse_v6: DashMap<u128, PtrSet>,
+    /// Every published view by [`ServiceView::id`]: what the reverse maps
+    /// point at.
+    views: DashMap<u32, Arc<ServiceView>>,
+    /// The name of each address, one map per family: a 4-byte key and an
+    /// 8-byte [`PtrRef`] keep an IPv4 entry at 12 bytes (an `Arc` to the
+    /// view in the entry made it 24, 3.3 MB at 100,000 addresses, doubled
+    /// while a re-list churned the table).
+    reverse_v4: DashMap<u32, PtrRef>,
+    reverse_v6: DashMap<u128, PtrRef>,
+    /// The names of the rare addresses that have several ([`MANY`]).
+    reverse_many: DashMap<IpAddr, Arc<Box<[PtrTarget]>>>,
     pod_ips: DashMap<IpAddr, Box<[Box<[u8]>]>>,
     serial: AtomicU32,
     synced: AtomicBool,
@@ -204,35 +210,83 @@ struct Shared {
     stats: IndexStats,
 }
 
-impl Shared {
-    /// Replaces the PTR set of `ip` with `f(current)` (`None`: no set) in one
-    /// step under the map's entry lock.
-    fn update_ptr(&self, ip: IpAddr, f: impl FnOnce(Option<&PtrSet>) -> Option<PtrSet>) {
-        match ip {
-            IpAddr::V4(a) => update_entry(&self.reverse_v4, u32::from(a), f),
-            IpAddr::V6(a) => update_entry(&self.reverse_v6, u128::from(a), f),
-        }
-    }
+/// Where the name of an address is: endpoint `endpoint` (or the service
+/// itself, [`SERVICE_ITSELF`]) of the view numbered `view`, or, when `view`
+/// is [`MANY`], the address's entry in `reverse_many`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PtrRef {
+    view: u32,
+    endpoint: u32,
 }
 
-fn update_entry<K: Eq + std::hash::Hash>(
-    map: &DashMap<K, PtrSet>,
-    key: K,
-    f: impl FnOnce(Option<&PtrSet>) -> Option<PtrSet>,
-) {
-    match map.entry(key) {
-        Entry::Occupied(mut o) => match f(Some(o.get())) {
-            Some(set) => {
-                o.insert(set);
+/// [`PtrRef::view`] of an address with several names.
+const MANY: u32 = u32::MAX;
+
+impl Shared {
+    /// The PTR set of `ip`, resolved. The writer replaces a view before it
+    /// repoints the addresses, so an entry read just before may name an
+    /// endpoint position of the previous view: it is checked against the
+    /// address and looked up again if it moved.
+    fn ptr_set(&self, ip: IpAddr) -> Option<PtrSet> {
+        let r = match ip {
+            IpAddr::V4(a) => *self.reverse_v4.get(&u32::from(a))?,
+            IpAddr::V6(a) => *self.reverse_v6.get(&u128::from(a))?,
+        };
+        if r.view == MANY {
+            return self
+                .reverse_many
+                .get(&ip)
+                .map(|t| PtrSet::Many(Arc::clone(&t)));
+        }
+        let view = Arc::clone(&*self.views.get(&r.view)?);
+        let endpoint = if view.has_address(r.endpoint, ip) {
+            r.endpoint
+        } else {
+            (0..view.endpoint_count() as u32).find(|i| view.has_address(*i, ip))?
+        };
+        Some(PtrSet::One([PtrTarget { view, endpoint }]))
+    }
+
+    /// Replaces the PTR targets of `ip` with `f(current)` (none: no entry).
+    /// Only the writer calls this, so read-then-write is not a race.
+    fn update_ptr(&self, ip: IpAddr, zone: &str, f: impl FnOnce(Vec<PtrTarget>) -> Vec<PtrTarget>) {
+        let current = self
+            .ptr_set(ip)
+            .map_or_else(Vec::new, |s| s.targets().to_vec());
+        let next = f(current);
+        let entry = if next.is_empty() {
+            None
+        } else {
+            match PtrSet::new(next, zone) {
+                PtrSet::One([t]) => Some(PtrRef {
+                    view: t.view.id,
+                    endpoint: t.endpoint,
+                }),
+                PtrSet::Many(set) => {
+                    self.reverse_many.insert(ip, set);
+                    Some(PtrRef {
+                        view: MANY,
+                        endpoint: 0,
+                    })
+                }
             }
-            None => {
-                o.remove();
+        };
+        match (ip, entry) {
+            (IpAddr::V4(a), Some(r)) => {
+                self.reverse_v4.insert(u32::from(a), r);
             }
-        },
-        Entry::Vacant(v) => {
-            if let Some(set) = f(None) {
-                v.insert(set);
+            (IpAddr::V6(a), Some(r)) => {
+                self.reverse_v6.insert(u128::from(a), r);
             }
+            (IpAddr::V4(a), None) => {
+                self.reverse_v4.remove(&u32::from(a));
+            }
+            (IpAddr::V6(a), None) => {
+                self.reverse_v6.remove(&u128::from(a));
+            }
+        }
+        if entry.is_none_or(|r| r.view != MANY) {
+            self.reverse_many.remove(&ip);
         }
     }
 }
@@ -336,18 +390,7 @@ impl Index {
 
     /// The PTR set for an address.
     pub fn reverse(&self, ip: &IpAddr) -> Option<PtrSet> {
-        match ip {
-            IpAddr::V4(a) => self
-                .shared
-                .reverse_v4
-                .get(&u32::from(*a))
-                .map(|v| v.clone()),
-            IpAddr::V6(a) => self
-                .shared
-                .reverse_v6
-                .get(&u128::from(*a))
-                .map(|v| v.clone()),
-        }
+        self.shared.ptr_set(*ip)
     }
 
     /// True when a running pod in namespace `ns_label` (wire label) has `ip`.
@@ -425,6 +468,9 @@ pub struct IndexWriter {
     /// the simulator's).
     statefulsets: HashMap<ObjectKey, Governed>,
     pods: HashMap<ObjectKey, PodRecord>,
+    /// View numbers free for reuse, and the next one never used.
+    free_ids: Vec<u32>,
+    next_id: u32,
     endpoint_count: u64,
     name_count: u64,
     ns_refs: HashMap<String, usize>,
@@ -444,8 +490,10 @@ impl IndexWriter {
             settings,
             services: DashMap::new(),
             namespaces: DashMap::new(),
+            views: DashMap::new(),
             reverse_v4: DashMap::new(),
             reverse_v6: DashMap::new(),
+            reverse_many: DashMap::new(),
             pod_ips: DashMap::new(),
             serial: AtomicU32::new(now_ms().div_euclid(1000) as u32),
             synced: AtomicBool::new(expected.is_empty()),
@@ -467,6 +515,8 @@ impl IndexWriter {
             namespaces: HashSet::new(),
             statefulsets: HashMap::new(),
             pods: HashMap::new(),
+            free_ids: Vec::new(),
+            next_id: 0,
             endpoint_count: 0,
             name_count: 0,
             ns_refs: HashMap::new(),
@@ -525,6 +575,8 @@ impl IndexWriter {
                     // to size (the old table goes back to the system).
                     self.index.shared.reverse_v4.shrink_to_fit();
                     self.index.shared.reverse_v6.shrink_to_fit();
+                    self.index.shared.reverse_many.shrink_to_fit();
+                    self.index.shared.views.shrink_to_fit();
                 }
                 self.synced.insert(kind);
             }
@@ -762,7 +814,14 @@ impl IndexWriter {
                 .services
                 .get(&*map_key)
                 .map(|v| Arc::clone(v.value()));
-            let new = self.build_view(&key, old.as_deref(), now).map(Arc::new);
+            let id = match &old {
+                Some(v) => v.id,
+                None => self.free_ids.pop().unwrap_or_else(|| {
+                    self.next_id += 1;
+                    self.next_id - 1
+                }),
+            };
+            let new = self.build_view(&key, id, old.as_deref(), now).map(Arc::new);
             let count = |v: &Option<Arc<ServiceView>>| {
                 v.as_ref().map_or((0, 0), |v| {
                     (v.endpoint_count() as u64, v.name_count() as u64)
@@ -774,12 +833,16 @@ impl IndexWriter {
             match &new {
                 Some(v) => {
                     shared.services.insert(map_key, Arc::clone(v));
+                    shared.views.insert(id, Arc::clone(v));
+                    self.repoint_reverse(old.as_ref(), new.as_ref());
                 }
                 None => {
                     shared.services.remove(&*map_key);
+                    self.repoint_reverse(old.as_ref(), None);
+                    shared.views.remove(&id);
+                    self.free_ids.push(id);
                 }
             }
-            self.repoint_reverse(old.as_ref(), new.as_ref());
         }
         if self.port_lists.len() > self.port_sweep_at {
             self.port_lists.retain(|l| Arc::strong_count(l) > 1);
@@ -846,12 +909,11 @@ impl IndexWriter {
     fn repoint_reverse(&self, old: Option<&Arc<ServiceView>>, new: Option<&Arc<ServiceView>>) {
         let shared = &self.index.shared;
         let zone = &shared.settings.zone;
-        let is_old = |t: &&PtrTarget| old.is_some_and(|o| Arc::ptr_eq(&t.view, o));
-        let others = |cur: Option<&PtrSet>| -> Vec<PtrTarget> {
+        // This service's targets, in either view: the same number.
+        let this = old.or(new).map(|v| v.id);
+        let others = |cur: Vec<PtrTarget>| -> Vec<PtrTarget> {
             cur.into_iter()
-                .flat_map(PtrSet::targets)
-                .filter(|t| !is_old(t))
-                .cloned()
+                .filter(|t| Some(t.view.id) != this)
                 .collect()
         };
         let old_ptrs = old.map(|v| v.ptrs()).unwrap_or_default();
@@ -865,20 +927,17 @@ impl IndexWriter {
             if new_ptrs.binary_search_by(|(i, _)| i.cmp(&ip)).is_ok() {
                 continue;
             }
-            shared.update_ptr(ip, |cur| {
-                let rest = others(cur);
-                (!rest.is_empty()).then(|| PtrSet::new(rest, zone))
-            });
+            shared.update_ptr(ip, zone, others);
         }
         if let Some(view) = new {
             for group in new_ptrs.chunk_by(|a, b| a.0 == b.0) {
-                shared.update_ptr(group[0].0, |cur| {
+                shared.update_ptr(group[0].0, zone, |cur| {
                     let mut all = others(cur);
                     all.extend(group.iter().map(|(_, e)| PtrTarget {
                         view: Arc::clone(view),
                         endpoint: *e,
                     }));
-                    Some(PtrSet::new(all, zone))
+                    all
                 });
             }
         }
@@ -887,6 +946,7 @@ impl IndexWriter {
     fn build_view(
         &self,
         key: &ObjectKey,
+        id: u32,
         old: Option<&ServiceView>,
         now: u64,
     ) -> Option<ServiceView> {
@@ -912,6 +972,7 @@ impl IndexWriter {
             record,
             slices,
             statefulsets,
+            id,
             old,
             now,
         }))

@@ -245,3 +245,62 @@ fn name_sets_stay_sorted_and_unique() {
     n.remove("web-c");
     assert!(n.is_empty());
 }
+
+fn ptr_names(index: &Index, ip: &str) -> Vec<String> {
+    index
+        .reverse(&ip.parse().unwrap())
+        .map(|s| {
+            s.targets()
+                .iter()
+                .map(|t| t.to_text("cluster.local"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn reverse_entries_follow_views_through_sharing_moves_and_reuse() {
+    let mut w = IndexWriter::new(settings(), &[]);
+    let index = w.index();
+    let a = [("a-0", "10.0.0.1", true), ("a-1", "10.0.0.2", true)];
+    w.apply_all(
+        [
+            svc("d", "a"),
+            slice("d", "a1", "a", &a),
+            svc("d", "b"),
+            slice("d", "b1", "b", &[("b-0", "10.0.0.1", true)]),
+        ]
+        .map(SourceEvent::Upsert),
+    );
+    assert_eq!(
+        ptr_names(&index, "10.0.0.1"),
+        ["a-0.a.d.svc.cluster.local", "b-0.b.d.svc.cluster.local"],
+        "an address behind two services has both names"
+    );
+    assert_eq!(ptr_names(&index, "10.0.0.2"), ["a-1.a.d.svc.cluster.local"]);
+    // a-0 goes: a-1 moves to the first position of a's view.
+    w.apply_all([SourceEvent::Upsert(slice("d", "a1", "a", &a[1..]))]);
+    assert_eq!(ptr_names(&index, "10.0.0.1"), ["b-0.b.d.svc.cluster.local"]);
+    assert_eq!(ptr_names(&index, "10.0.0.2"), ["a-1.a.d.svc.cluster.local"]);
+    // b goes; c comes (and may get b's number): none of b's names is left.
+    w.apply_all([
+        SourceEvent::Remove(Kind::Service, ObjectKey::new("d", "b")),
+        SourceEvent::Remove(Kind::EndpointSlice, ObjectKey::new("d", "b1")),
+    ]);
+    assert!(ptr_names(&index, "10.0.0.1").is_empty());
+    w.apply_all(
+        [
+            svc("d", "c"),
+            slice("d", "c1", "c", &[("c-0", "10.0.0.3", true)]),
+        ]
+        .map(SourceEvent::Upsert),
+    );
+    assert!(ptr_names(&index, "10.0.0.1").is_empty());
+    assert_eq!(ptr_names(&index, "10.0.0.3"), ["c-0.c.d.svc.cluster.local"]);
+    assert_eq!(ptr_names(&index, "10.0.0.2"), ["a-1.a.d.svc.cluster.local"]);
+    assert_eq!(
+        std::mem::size_of::<(u32, PtrRef)>(),
+        12,
+        "an IPv4 reverse entry"
+    );
+}

@@ -201,6 +201,9 @@ pub struct ServiceView {
     pub statefulsets: Box<[(Box<str>, u32)]>,
     /// When this view was published (Unix ms).
     pub published_ms: u64,
+    /// The service's number while it has a view (kept across its views,
+    /// reused after it goes): what the reverse maps point at.
+    pub id: u32,
     ttl: u32,
     wire: Box<[u8]>,
     text: Box<str>,
@@ -416,6 +419,19 @@ impl ServiceView {
             .any(|(name, replicas)| **name == *ord.base && n < *replicas)
     }
 
+    /// Whether endpoint `i` (or the service itself, [`SERVICE_ITSELF`]) has
+    /// address `ip`.
+    pub fn has_address(&self, i: u32, ip: IpAddr) -> bool {
+        match (&self.record.kind, i) {
+            (ServiceKind::ClusterIp(ips), SERVICE_ITSELF) => ips.contains(&ip),
+            (_, SERVICE_ITSELF) => false,
+            _ => self
+                .eps
+                .get(i as usize)
+                .is_some_and(|e| e.addrs.get(&self.addrs).iter().any(|a| a == ip)),
+        }
+    }
+
     /// The reverse records this view contributes: (address, endpoint or
     /// [`SERVICE_ITSELF`]), sorted, without duplicates.
     pub fn ptrs(&self) -> Vec<(IpAddr, u32)> {
@@ -443,6 +459,7 @@ pub(super) struct Inputs<'a> {
     pub record: Arc<ServiceRecord>,
     pub slices: Vec<&'a StoredSlice>,
     pub statefulsets: Box<[(Box<str>, u32)]>,
+    pub id: u32,
     pub old: Option<&'a ServiceView>,
     pub now: u64,
 }
@@ -504,6 +521,7 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
         record,
         slices,
         statefulsets,
+        id,
         old,
         now,
     } = inp;
@@ -572,6 +590,7 @@ pub(super) fn build(inp: Inputs<'_>) -> ServiceView {
         exists: true,
         statefulsets,
         published_ms: now,
+        id,
         ttl: settings.ttl,
         wire: Box::default(),
         text: Box::default(),
@@ -830,6 +849,7 @@ mod tests {
             }),
             slices: vec![&slice],
             statefulsets: Box::default(),
+            id: 0,
             old: None,
             now: 0,
         })
