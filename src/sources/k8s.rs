@@ -85,8 +85,10 @@ impl Backoff for QuickBackoff {
 /// leave less behind in the allocator too, at the cost of sync time and of
 /// a larger re-list peak relative to the lower steady state
 /// (`benches/server_memory.rs`, fake API, 100,000 endpoints, 2026-11-23):
-/// 250: 47.3 MB, sync 1.4-1.8 s, re-list peaks up to 1.21x; 150: 45.2 MB,
-/// 1.5 s, up to 1.22x; 100: 42.6 MB, 1.9 s, up to 1.28x.
+/// with glibc's malloc, 250: 47.3 MB, sync 1.4-1.8 s, re-list peaks up to
+/// 1.21x; 150: 45.2 MB, 1.5 s, up to 1.22x; 100: 42.6 MB, 1.9 s, up to
+/// 1.28x. With jemalloc (one arena), 250: 42.7-43.5 MB, 1.4-1.6 s, up to
+/// 1.14x; 150: 41.2 MB, 2.1 s, up to 1.15x.
 const SLICE_PAGE: u32 = 250;
 
 /// The kinds watched for `config`.
