@@ -198,7 +198,7 @@ pub fn push_addrs(out: &mut Vec<u8>, owner: u16, ttl: u32, ips: Addrs<'_>) {
 
 /// Bytes [`push_addrs`] appends.
 pub fn addrs_len(ips: Addrs<'_>) -> usize {
-    16 * (ips.len() - ips.v6_len()) + 28 * ips.v6_len()
+    16 * ips.v4_octets().len() + 28 * ips.v6_len()
 }
 
 /// Appends one SRV record owned by the question name with target

@@ -6,10 +6,9 @@
 //! addresses), about 180 bytes; at 100,000 endpoints that alone was 18 MB.
 //! [`StoredSlice`] keeps the same facts in three blocks per slice: one string
 //! holding every name, one packed address array (see [`super::addrs`]) and
-//! one endpoint array; the port
-//! list is shared with every slice that has the same ports (the writer
-//! interns them). StatefulSet endpoints, whose hostname is their pod name,
-//! store the name once.
+//! one endpoint array; the port list is shared with every slice that has the
+//! same ports (the writer interns them). StatefulSet endpoints, whose
+//! hostname is their pod name, store the name once.
 
 use std::sync::Arc;
 

@@ -777,13 +777,14 @@ fn merge<'a>(
                     e.ready |= ep.ready;
                 }
                 if served || !e.served {
-                    for ip in one
-                        .into_iter()
-                        .chain(ep.addresses.iter().filter(|_| one.is_none()))
-                    {
+                    let mut add = |ip: IpAddr| {
                         if !e.addresses.contains(&ip) {
                             e.addresses.push(ip);
                         }
+                    };
+                    match one {
+                        Some(ip) => add(ip),
+                        None => ep.addresses.iter().for_each(add),
                     }
                     if !e.ports.iter().any(|l| ***l == *slice.ports) {
                         e.ports.push(&slice.ports);
