@@ -607,39 +607,23 @@ async fn bench(scale: &Scale) {
     .await;
     server.check_answers(services, 1).await;
 
-    // Every slice changes while no watch is connected and the history that
-    // would replay it is forgotten: every kind gets 410 Gone and re-lists.
-    let before = server.syncs().await;
-    let relist_changed = measure(&server, scale, async {
-        api.pause_watches();
-        api.drop_watches();
-        apply_slices(&api, services, 2).await;
-        api.expire_history();
-        api.resume_watches();
-        server.wait_relisted(before, scale.wait).await;
-    })
-    .await;
+    // Every slice changes while no watch is connected.
+    let relist_changed =
+        relist_after_410(&server, &api, scale, apply_slices(&api, services, 2)).await;
     server.check_answers(services, 2).await;
 
     // The common 410: nothing the server watches changed, but its version is
     // too old (a change to an unwatched Pod moves the version on).
-    let before = server.syncs().await;
-    let relist_same = measure(&server, scale, async {
-        api.pause_watches();
-        api.drop_watches();
+    let bump = async {
         api.apply(json!({
             "kind": "Pod",
             "metadata": { "name": "version-bump", "namespace": "ns-0" },
         }));
-        api.expire_history();
-        api.resume_watches();
-        server.wait_relisted(before, scale.wait).await;
-    })
-    .await;
+    };
+    let relist_same = relist_after_410(&server, &api, scale, bump).await;
     server.check_answers(services, 2).await;
 
-    let (empty_rss, empty_breakdown) = &empty;
-    let empty_rss = *empty_rss;
+    let (empty_rss, empty_breakdown) = empty;
     println!(
         "headless-dns process, kubernetes source (fake API), {endpoints} endpoints in {services} headless services, {} namespaces:",
         NAMESPACES.min(services)
@@ -664,6 +648,27 @@ async fn bench(scale: &Scale) {
     );
     drop(server);
     bench_file(scale, empty_rss).await;
+}
+
+/// Applies `change` while no watch is connected and then forgets the
+/// history that would replay it, so every kind gets 410 Gone and re-lists;
+/// measured until every kind has.
+async fn relist_after_410(
+    server: &Server,
+    api: &FakeApi,
+    scale: &Scale,
+    change: impl std::future::Future<Output = ()>,
+) -> Phase {
+    let before = server.syncs().await;
+    measure(server, scale, async {
+        api.pause_watches();
+        api.drop_watches();
+        change.await;
+        api.expire_history();
+        api.resume_watches();
+        server.wait_relisted(before, scale.wait).await;
+    })
+    .await
 }
 
 /// Prints the steady-state line of a run.
