@@ -77,19 +77,18 @@ impl Backoff for QuickBackoff {
     fn reset(&mut self) {}
 }
 
-/// EndpointSlices per list page (kube's default is 500 for every kind). A
-/// slice holds up to 100 endpoints, and a page is decoded whole before the
-/// first object reaches the index: at 500 slices of 10 endpoints that was
-/// ~7.7 MB in flight during a re-list (a tenth of the process at 100,000
-/// endpoints). 250 halves that for twice the list requests. Smaller pages
-/// leave less behind in the allocator too, at the cost of sync time and of
-/// a larger re-list peak relative to the lower steady state
-/// (`benches/server_memory.rs`, fake API, 100,000 endpoints, 2026-11-23):
-/// with glibc's malloc, 250: 47.3 MB, sync 1.4-1.8 s, re-list peaks up to
-/// 1.21x; 150: 45.2 MB, 1.5 s, up to 1.22x; 100: 42.6 MB, 1.9 s, up to
-/// 1.28x. With jemalloc (one arena), 250: 42.7-43.5 MB, 1.4-1.6 s, up to
-/// 1.14x; 150: 41.2 MB, 2.1 s, up to 1.15x.
-const SLICE_PAGE: u32 = 250;
+/// Objects per list page, for every kind (kube's default is 500). A page is
+/// decoded whole before its first object reaches the index, so the page is
+/// what a list holds in flight, and all kinds list at once after a 410. At
+/// 500 that was ~7.7 MB for EndpointSlices of 10 endpoints, and a
+/// StatefulSet is 2.5 kB before its heap parts (its pod template is decoded
+/// too). Measured with `benches/server_memory.rs` (fake API, 100,000
+/// endpoints, 2026-11-23, jemalloc purging at once): EndpointSlices at 250
+/// and the rest at 500, re-list peaks 1.19-1.21x; everything at 250,
+/// 1.15-1.16x, the sync unchanged (1.8-2.2 s on a noisy day). Smaller
+/// pages cost sync time: EndpointSlices at 150 took 2.1 s (glibc 100: 1.9 s
+/// with peaks up to 1.28x).
+const LIST_PAGE: u32 = 250;
 
 /// The kinds watched for `config`.
 pub fn kinds(config: &Config) -> Vec<Kind> {
@@ -147,7 +146,7 @@ pub async fn run(
         .iter()
         .map(|n| n.to_ascii_lowercase())
         .collect();
-    let mut svc_cfg = watcher::Config::default();
+    let mut svc_cfg = watcher::Config::default().page_size(LIST_PAGE);
     if let Some(sel) = cfg.service_selector.as_deref().filter(|s| !s.is_empty()) {
         svc_cfg = svc_cfg.labels(sel);
     }
@@ -169,7 +168,7 @@ pub async fn run(
         client.clone(),
         watcher::Config::default()
             .labels(crate::index::record::SERVICE_NAME_LABEL)
-            .page_size(SLICE_PAGE),
+            .page_size(LIST_PAGE),
         Kind::EndpointSlice,
         ns,
         t,
@@ -180,7 +179,7 @@ pub async fn run(
     let (t, s) = (tx.clone(), stop.clone());
     tasks.spawn(watch::<Namespace, _>(
         client.clone(),
-        watcher::Config::default(),
+        watcher::Config::default().page_size(LIST_PAGE),
         Kind::Namespace,
         ns,
         t,
@@ -191,7 +190,7 @@ pub async fn run(
     let (t, s) = (tx.clone(), stop.clone());
     tasks.spawn(watch::<StatefulSet, _>(
         client.clone(),
-        watcher::Config::default(),
+        watcher::Config::default().page_size(LIST_PAGE),
         Kind::StatefulSet,
         ns,
         t,
@@ -202,7 +201,9 @@ pub async fn run(
         let (t, s) = (tx.clone(), stop.clone());
         tasks.spawn(watch::<Pod, _>(
             client.clone(),
-            watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed"),
+            watcher::Config::default()
+                .fields("status.phase!=Succeeded,status.phase!=Failed")
+                .page_size(LIST_PAGE),
             Kind::Pod,
             namespaces,
             t,
