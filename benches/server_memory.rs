@@ -424,6 +424,32 @@ fn rss_kb(pid: u32) -> u64 {
     proc_kb(pid, "status", "VmRSS")
 }
 
+/// CPU seconds the process has used, user and system (`/proc/<pid>/stat`
+/// fields 14 and 15, in clock ticks). The fake API runs in this process on
+/// the same cores, so a wall-clock sync time is partly its serializing; the
+/// server's own CPU says what the sync costs the server.
+fn cpu_secs(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("stat has a command name") + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let mut ticks = || {
+        fields
+            .next()
+            .and_then(|f| f.parse::<f64>().ok())
+            .expect("utime/stime")
+    };
+    let (user, system) = (ticks(), ticks());
+    let hz = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    (user / hz, system / hz)
+}
+
 /// Resets the child's `VmHWM` to its current RSS (`clear_refs` value 5, see
 /// proc(5)); false if the kernel refused.
 fn reset_peak(pid: u32) -> bool {
@@ -590,6 +616,7 @@ async fn bench(scale: &Scale) {
     let server = Server::spawn(&api);
     let pid = server.pid();
     let sync = server.wait_ready(scale.wait).await;
+    let (sync_user, sync_sys) = cpu_secs(pid);
     let synced_rss = rss_kb(pid);
     let sync_peak = proc_kb(pid, "status", "VmHWM");
     let indexed = metric(&server.metrics().await, "headless_dns_index_endpoints", &[]) as usize;
@@ -630,8 +657,9 @@ async fn bench(scale: &Scale) {
     );
     println!("  empty server: RSS {empty_rss} kB ({empty_breakdown})");
     println!(
-        "  initial sync (spawn to /ready): {:.2} s; RSS then {synced_rss} kB, peak during it (VmHWM) {sync_peak} kB",
-        sync.as_secs_f64()
+        "  initial sync (spawn to /ready): {:.2} s, server CPU {:.2} s (user {sync_user:.2}, system {sync_sys:.2}); RSS then {synced_rss} kB, peak during it (VmHWM) {sync_peak} kB",
+        sync.as_secs_f64(),
+        sync_user + sync_sys,
     );
     print_steady(scale, steady, &steady_breakdown, empty_rss, endpoints);
     watched.print(
