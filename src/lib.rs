@@ -124,9 +124,9 @@ pub fn export_manifests(config: &Config) -> Result<String> {
     } else {
         Manifests::Files(config.source.manifests.clone())
     };
-    let mut objects = ManifestReader::new(manifests)
-        .reload(true)
-        .unwrap_or_default();
+    let mut reader = ManifestReader::new(manifests);
+    reader.reload(true);
+    let mut objects = reader.merged();
     if config.sim.enabled {
         let mut sim = new_sim(config);
         let mut now = tokio::time::Instant::now();
@@ -139,7 +139,7 @@ pub fn export_manifests(config: &Config) -> Result<String> {
                 None => break,
             }
         }
-        objects = sim.overlay(&objects);
+        objects = sim.overlay(objects);
     }
     writer.apply_all(sources::Differ::default().diff(objects));
     Ok(dns::zonefile::export(&writer.index(), &settings))

@@ -7,6 +7,7 @@
 //! A broken file is reported with file, document and line, and its last good
 //! content keeps serving. Unknown kinds are skipped.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
@@ -73,36 +74,57 @@ struct List {
 }
 
 /// Splits a YAML stream at `---` lines; yields (first line number, text).
-fn documents(text: &str) -> Vec<(usize, String)> {
+///
+/// A document is a slice of `text` unless it has to be rebuilt (content on
+/// its `---` line, or a `...` line inside it): a big manifest file is then
+/// held once while it is parsed, not twice.
+fn documents(text: &str) -> Vec<(usize, Cow<'_, str>)> {
     let mut docs = Vec::new();
-    let mut start = 1;
-    let mut cur = String::new();
-    for (i, line) in text.lines().enumerate() {
+    // The current document: its first line, its byte span in `text`, and
+    // its rebuilt text where a slice will not do.
+    let (mut start, mut from, mut to) = (1, 0, 0);
+    let mut rebuilt: Option<String> = None;
+    let mut offset = 0;
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        let line_start = offset;
+        offset += raw.len();
+        let line = raw.strip_suffix('\n').unwrap_or(raw);
+        let line = line.strip_suffix('\r').unwrap_or(line);
         let is_marker =
             line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
         if is_marker {
-            docs.push((start, std::mem::take(&mut cur)));
-            start = i + 2;
+            docs.push((start, finish(text, from, to, rebuilt.take())));
+            (start, from, to) = (i + 2, offset, offset);
             // `--- {a: 1}` keeps content on the marker line.
             let rest = line[3..].trim();
             if !rest.is_empty() && !rest.starts_with('#') {
-                cur.push_str(rest);
-                cur.push('\n');
+                rebuilt = Some(format!("{rest}\n"));
                 start = i + 1;
             }
         } else if line.trim() == "..." {
-            continue;
+            rebuilt.get_or_insert_with(|| text[from..line_start].to_string());
         } else {
-            cur.push_str(line);
-            cur.push('\n');
+            if let Some(r) = &mut rebuilt {
+                r.push_str(line);
+                r.push('\n');
+            }
+            to = offset;
         }
     }
-    docs.push((start, cur));
+    docs.push((start, finish(text, from, to, rebuilt)));
     docs.retain(|(_, d)| {
         d.lines()
             .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
     });
     docs
+}
+
+/// One document of [`documents`]: its rebuilt text, or its slice of `text`.
+fn finish(text: &str, from: usize, to: usize, rebuilt: Option<String>) -> Cow<'_, str> {
+    match rebuilt {
+        Some(r) => Cow::Owned(r),
+        None => Cow::Borrowed(&text[from..to.max(from)]),
+    }
 }
 
 /// Parses one file's text into objects, in order.
@@ -257,13 +279,14 @@ impl ManifestReader {
     }
 
     /// Reads every file whose size or mtime changed (all of them if `force`).
-    /// Returns the merged objects if anything changed, and logs each broken
-    /// file (its previous content keeps serving).
-    pub fn reload(&mut self, force: bool) -> Option<ObjectMap> {
+    /// Returns whether any file's objects changed ([`Self::merged`] has
+    /// them), and logs each broken file (its previous content keeps
+    /// serving).
+    pub fn reload(&mut self, force: bool) -> bool {
         let paths = match &self.manifests {
             Manifests::Demo => {
                 if !self.files.is_empty() {
-                    return None;
+                    return false;
                 }
                 let mut objects = match parse(DEMO_NAME, DEMO) {
                     Ok(o) => o,
@@ -281,7 +304,7 @@ impl ManifestReader {
                         objects,
                     },
                 );
-                return Some(self.merged());
+                return true;
             }
             Manifests::Files(p) => p.clone(),
         };
@@ -289,7 +312,7 @@ impl ManifestReader {
         for path in &paths {
             changed |= self.reload_file(path, force);
         }
-        changed.then(|| self.merged())
+        changed
     }
 
     fn reload_file(&mut self, path: &Path, force: bool) -> bool {
@@ -352,7 +375,9 @@ impl ManifestReader {
     }
 
     /// All files' objects; a key defined twice keeps the last file's object.
-    fn merged(&self) -> ObjectMap {
+    /// A copy, built on demand: the reader's per-file objects are the only
+    /// ones kept between reloads.
+    pub fn merged(&self) -> ObjectMap {
         let order: Vec<PathBuf> = match &self.manifests {
             Manifests::Demo => vec![PathBuf::from(DEMO_NAME)],
             Manifests::Files(p) => p.clone(),
@@ -383,7 +408,6 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut differ = Differ::default();
-    let mut manifests = ObjectMap::new();
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let watch_files = matches!(reader.manifests, Manifests::Files(_));
     // `changed`: the first pass, or a simulator command changed state.
@@ -391,10 +415,12 @@ pub async fn run(
     loop {
         let now = Instant::now();
         let mut dirty = std::mem::take(&mut changed);
-        if let Some(m) = reader.reload(std::mem::take(&mut force)) {
-            manifests = m;
+        // The merged manifests are built only when needed and dropped after
+        // the diff: the reader's per-file objects are the one kept copy.
+        let mut manifests = None;
+        if reader.reload(std::mem::take(&mut force)) {
             if let Some((s, _)) = &sim {
-                lock(s).sync_manifests(&manifests, now);
+                lock(s).sync_manifests(manifests.insert(reader.merged()), now);
             }
             dirty = true;
         }
@@ -402,11 +428,10 @@ pub async fn run(
             dirty |= lock(s).reconcile(now);
         }
         if dirty {
+            let manifests = manifests.unwrap_or_else(|| reader.merged());
             let desired = match &sim {
-                Some((s, _)) => lock(s).overlay(&manifests),
-                // Without the simulator nothing reads the map again until
-                // the next reload replaces it: no copy.
-                None => std::mem::take(&mut manifests),
+                Some((s, _)) => lock(s).overlay(manifests),
+                None => manifests,
             };
             for event in differ.diff(desired) {
                 if tx.send(event).await.is_err() {
@@ -449,6 +474,24 @@ mod tests {
         let text = "# header\n---\na: 1\n---\n\nb: 2\n--- \nc: 3\n";
         let docs = documents(text);
         assert_eq!(docs.iter().map(|d| d.0).collect::<Vec<_>>(), vec![3, 5, 8]);
+        let texts: Vec<&str> = docs.iter().map(|d| d.1.as_ref()).collect();
+        assert_eq!(texts, ["a: 1\n", "\nb: 2\n", "c: 3\n"]);
+        assert!(docs.iter().all(|d| matches!(d.1, Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn documents_rebuilt_where_a_slice_will_not_do() {
+        let text = "--- {a: 1}\nb: 2\n---\nc: 3\n...\n---\r\nd: 4\r\n";
+        let docs = documents(text);
+        let got: Vec<(usize, &str)> = docs.iter().map(|d| (d.0, d.1.as_ref())).collect();
+        assert_eq!(got, [(1, "{a: 1}\nb: 2\n"), (4, "c: 3\n"), (7, "d: 4\r\n")]);
+        assert!(matches!(docs[2].1, Cow::Borrowed(_)));
+        let objs = parse(
+            "m.yaml",
+            "apiVersion: v1\r\nkind: Namespace\r\nmetadata: {name: a}\r\n...\r\n",
+        )
+        .unwrap();
+        assert_eq!(objs.len(), 1);
     }
 
     #[test]

@@ -395,8 +395,7 @@ impl Sim {
     }
 
     /// Merges the simulated objects over the manifests.
-    pub fn overlay(&self, manifests: &ObjectMap) -> ObjectMap {
-        let mut map: ObjectMap = manifests.clone();
+    pub fn overlay(&self, mut map: ObjectMap) -> ObjectMap {
         for o in self.objects() {
             map.insert((o.kind(), o.key().clone()), o);
         }
