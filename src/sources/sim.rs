@@ -12,13 +12,13 @@
 //!
 //! It is driven through [`SimHandle`] (the admin API and the `sim` CLI).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::ObjectMap;
 use crate::index::{
@@ -148,15 +148,16 @@ impl Sim {
     /// Takes the manifests' StatefulSets: new ones start, removed ones go,
     /// a changed `replicas` in the file wins over an earlier `scale`.
     pub fn sync_manifests(&mut self, manifests: &ObjectMap, now: Instant) {
-        let mut seen = Vec::new();
+        let own = OwnPods::of(manifests);
+        let mut seen = HashSet::new();
         for obj in manifests.values() {
             let Object::StatefulSet(sts) = obj else {
                 continue;
             };
-            if has_own_pods(manifests, sts) {
+            if own.has(sts) {
                 continue;
             }
-            seen.push(sts.key.clone());
+            seen.insert(sts.key.clone());
             let ports = manifests
                 .get(&(
                     Kind::Service,
@@ -194,19 +195,22 @@ impl Sim {
         self.sets.retain(|k, _| seen.contains(k));
     }
 
-    fn allocate_ip(&mut self, in_use: &[Ipv4Addr]) -> Ipv4Addr {
+    /// The next free address of the pod CIDR, or `None` if every one is in
+    /// use (the pod then waits, as a real pod waits for an address).
+    fn allocate_ip(&mut self, in_use: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
         let (base, size) = self.cidr;
-        loop {
-            // Skip the network address (0) and the broadcast-like last one.
+        // Skip the network address (0) and the broadcast-like last one.
+        for _ in 0..size - 2 {
             self.next_ip = (self.next_ip % (size - 2)) + 1;
             let ip = Ipv4Addr::from(base + self.next_ip);
             if !in_use.contains(&ip) {
-                return ip;
+                return Some(ip);
             }
         }
+        None
     }
 
-    fn all_ips(&self) -> Vec<Ipv4Addr> {
+    fn all_ips(&self) -> HashSet<Ipv4Addr> {
         self.sets
             .values()
             .flat_map(|s| s.pods.values().map(|p| p.ip))
@@ -218,8 +222,11 @@ impl Sim {
         let mut changed = false;
         let delay = self.ready_delay;
         let keys: Vec<ObjectKey> = self.sets.keys().cloned().collect();
+        // Collected once, not per StatefulSet (that was quadratic in the
+        // number of pods). A pod removed below keeps its address out of use
+        // until the next reconcile: no address is reused in the same step.
+        let mut in_use = self.all_ips();
         for key in keys {
-            let mut in_use = self.all_ips();
             // Readiness.
             let set = self
                 .sets
@@ -263,11 +270,11 @@ impl Sim {
                 }
             }
             for ord in create {
-                let ip = {
-                    let ip = self.allocate_ip(&in_use);
-                    in_use.push(ip);
-                    ip
+                let Some(ip) = self.allocate_ip(&in_use) else {
+                    warn!(pod = %format!("{}/{}-{ord}", key.namespace(), key.name()), "sim: the pod CIDR is full; the pod waits for an address");
+                    break;
                 };
+                in_use.insert(ip);
                 let set = self
                     .sets
                     .get_mut(&key)
@@ -403,22 +410,46 @@ impl Sim {
     }
 }
 
-/// A StatefulSet "has its own pods" when the manifests already hold a Pod
-/// `<name>-<n>` or an EndpointSlice for its governing service.
-fn has_own_pods(manifests: &ObjectMap, sts: &StatefulSetRecord) -> bool {
-    manifests.values().any(|o| match o {
-        Object::Pod(p) => {
-            p.key.namespace() == sts.key.namespace()
-                && p.key
-                    .name()
-                    .rsplit_once('-')
-                    .is_some_and(|(b, n)| b == sts.key.name() && n.parse::<u32>().is_ok())
+/// The StatefulSets that "have their own pods": the manifests already hold
+/// a Pod `<name>-<n>` or an EndpointSlice for the governing service. Those
+/// are left to the manifests. Collected once per sync (asking each
+/// StatefulSet against every object was quadratic in the manifest's size).
+struct OwnPods<'a> {
+    /// (namespace, `<name>` of a Pod named `<name>-<n>`).
+    pods: HashSet<(&'a str, &'a str)>,
+    /// (namespace, service of an EndpointSlice).
+    slices: HashSet<(&'a str, &'a str)>,
+}
+
+impl<'a> OwnPods<'a> {
+    fn of(manifests: &'a ObjectMap) -> Self {
+        let mut own = OwnPods {
+            pods: HashSet::new(),
+            slices: HashSet::new(),
+        };
+        for o in manifests.values() {
+            match o {
+                Object::Pod(p) => {
+                    if let Some((base, n)) = p.key.name().rsplit_once('-')
+                        && n.parse::<u32>().is_ok()
+                    {
+                        own.pods.insert((p.key.namespace(), base));
+                    }
+                }
+                Object::EndpointSlice(s) => {
+                    own.slices.insert((s.key.namespace(), &s.service));
+                }
+                _ => {}
+            }
         }
-        Object::EndpointSlice(s) => {
-            s.key.namespace() == sts.key.namespace() && s.service == sts.service_name
-        }
-        _ => false,
-    })
+        own
+    }
+
+    fn has(&self, sts: &StatefulSetRecord) -> bool {
+        let ns = sts.key.namespace();
+        self.pods.contains(&(ns, sts.key.name()))
+            || self.slices.contains(&(ns, sts.service_name.as_str()))
+    }
 }
 
 /// Lists the simulated pods: (pod key, ip, ready). For logs and tests.
@@ -462,6 +493,84 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn statefulsets_with_pods_or_slices_of_their_own_are_left_alone() {
+        let t0 = Instant::now();
+        let mut m = sts("web", 2, PodManagement::Parallel);
+        m.extend(
+            sts("db", 2, PodManagement::Parallel)
+                .into_iter()
+                .map(|(k, o)| {
+                    let Object::StatefulSet(mut s) = o else {
+                        unreachable!()
+                    };
+                    s.service_name = "db".into();
+                    (k, Object::StatefulSet(s))
+                }),
+        );
+        m.extend(sts("cache", 2, PodManagement::Parallel));
+        // web: a Pod `web-0` in the manifests; db: a slice for service "db";
+        // cache (service "svc", like web): nothing of its own.
+        let pod = PodRecord {
+            key: ObjectKey::new("default", "web-0"),
+            ips: vec![IpAddr::from([10, 1, 0, 1])],
+            hostname: None,
+            subdomain: None,
+            ready: true,
+            terminating: false,
+        };
+        m.insert((Kind::Pod, pod.key.clone()), Object::Pod(pod));
+        let slice = SliceRecord {
+            key: ObjectKey::new("default", "db-abc"),
+            service: "db".into(),
+            ports: Vec::new(),
+            endpoints: Vec::new(),
+        };
+        m.insert(
+            (Kind::EndpointSlice, slice.key.clone()),
+            Object::EndpointSlice(slice),
+        );
+        // A pod of another namespace, or not named `<set>-<n>`, does not count.
+        for (ns, name) in [("other", "cache-0"), ("default", "cache-x")] {
+            let p = PodRecord {
+                key: ObjectKey::new(ns, name),
+                ips: Vec::new(),
+                hostname: None,
+                subdomain: None,
+                ready: false,
+                terminating: false,
+            };
+            m.insert((Kind::Pod, p.key.clone()), Object::Pod(p));
+        }
+        let mut sim = Sim::new(Duration::ZERO, "10.9.0.0/24");
+        sim.sync_manifests(&m, t0);
+        sim.reconcile(t0);
+        assert_eq!(ready_names(&sim), ["cache-0", "cache-1"]);
+    }
+
+    #[test]
+    fn a_full_pod_cidr_makes_pods_wait_instead_of_hanging() {
+        let t0 = Instant::now();
+        // A /28 (the smallest CIDR allowed) has 14 usable addresses.
+        let mut sim = Sim::new(Duration::ZERO, "10.9.0.0/28");
+        sim.sync_manifests(&sts("web", 15, PodManagement::Parallel), t0);
+        sim.reconcile(t0);
+        let ready = ready_names(&sim);
+        assert_eq!(ready.len(), 14);
+        assert!(!ready.contains(&"web-14".to_string()), "{ready:?}");
+        assert!(sim.next_deadline().is_none());
+        // Scaled to 13 and back to 15: the freed address goes to a new pod,
+        // and web-14 still waits.
+        for replicas in [13, 15] {
+            let key = ObjectKey::new("default", "web");
+            sim.command(SimCommand::Scale { key, replicas }, t0)
+                .unwrap();
+            sim.reconcile(t0);
+        }
+        assert_eq!(ready_names(&sim).len(), 14);
+        assert!(ready_names(&sim).contains(&"web-13".to_string()));
     }
 
     #[test]
