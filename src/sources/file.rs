@@ -7,9 +7,9 @@
 //! A broken file is reported with file, document and line, and its last good
 //! content keeps serving. Unknown kinds are skipped.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -73,95 +73,127 @@ struct List {
     items: Vec<serde_yaml_ng::Value>,
 }
 
-/// Splits a YAML stream at `---` lines; yields (first line number, text).
-///
-/// A document is a slice of `text` unless it has to be rebuilt (content on
-/// its `---` line, or a `...` line inside it): a big manifest file is then
-/// held once while it is parsed, not twice.
-fn documents(text: &str) -> Vec<(usize, Cow<'_, str>)> {
-    let mut docs = Vec::new();
-    // The current document: its first line, its byte span in `text`, and
-    // its rebuilt text where a slice will not do.
-    let (mut start, mut from, mut to) = (1, 0, 0);
-    let mut rebuilt: Option<String> = None;
-    let mut offset = 0;
-    for (i, raw) in text.split_inclusive('\n').enumerate() {
-        let line_start = offset;
-        offset += raw.len();
-        let line = raw.strip_suffix('\n').unwrap_or(raw);
+/// Splits a YAML stream at `---` lines and hands each document with content
+/// to `doc`, with its first line number, one at a time: a big file is never
+/// held whole (it was, as read and again split into documents). Every byte
+/// read goes through `digest`, to the end of the input even after `doc`
+/// failed, so that an unchanged broken file can be told from a new one.
+fn for_each_document<E>(
+    mut input: impl BufRead,
+    digest: &mut impl Hasher,
+    mut doc: impl FnMut(usize, &str) -> Result<(), E>,
+) -> std::io::Result<Result<(), E>> {
+    let (mut raw, mut cur) = (String::new(), String::new());
+    // `start`: the current document's first line; `i`: the line just read.
+    let (mut start, mut i) = (1, 0);
+    let mut failed = None;
+    let mut emit = |start: usize, cur: &mut String, failed: &mut Option<E>| {
+        let has_content = cur
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+        if failed.is_none()
+            && has_content
+            && let Err(e) = doc(start, cur)
+        {
+            *failed = Some(e);
+        }
+        cur.clear();
+    };
+    loop {
+        raw.clear();
+        if input.read_line(&mut raw)? == 0 {
+            break;
+        }
+        digest.write(raw.as_bytes());
+        i += 1;
+        if failed.is_some() {
+            continue;
+        }
+        let line = raw.strip_suffix('\n').unwrap_or(&raw);
         let line = line.strip_suffix('\r').unwrap_or(line);
         let is_marker =
             line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
         if is_marker {
-            docs.push((start, finish(text, from, to, rebuilt.take())));
-            (start, from, to) = (i + 2, offset, offset);
+            emit(start, &mut cur, &mut failed);
+            start = i + 1;
             // `--- {a: 1}` keeps content on the marker line.
             let rest = line[3..].trim();
             if !rest.is_empty() && !rest.starts_with('#') {
-                rebuilt = Some(format!("{rest}\n"));
-                start = i + 1;
+                cur.push_str(rest);
+                cur.push('\n');
+                start = i;
             }
-        } else if line.trim() == "..." {
-            rebuilt.get_or_insert_with(|| text[from..line_start].to_string());
-        } else {
-            if let Some(r) = &mut rebuilt {
-                r.push_str(line);
-                r.push('\n');
-            }
-            to = offset;
+        } else if line.trim() != "..." {
+            cur.push_str(line);
+            cur.push('\n');
         }
     }
-    docs.push((start, finish(text, from, to, rebuilt)));
-    docs.retain(|(_, d)| {
-        d.lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-    });
-    docs
-}
-
-/// One document of [`documents`]: its rebuilt text, or its slice of `text`.
-fn finish(text: &str, from: usize, to: usize, rebuilt: Option<String>) -> Cow<'_, str> {
-    match rebuilt {
-        Some(r) => Cow::Owned(r),
-        None => Cow::Borrowed(&text[from..to.max(from)]),
-    }
+    emit(start, &mut cur, &mut failed);
+    Ok(failed.map_or(Ok(()), Err))
 }
 
 /// Parses one file's text into objects, in order.
 pub fn parse(path: &str, text: &str) -> Result<Vec<Object>, ManifestError> {
+    parse_from(path, text.as_bytes(), &mut std::hash::DefaultHasher::new())
+        .expect("reading from memory cannot fail")
+}
+
+/// Parses a manifest read from `input` a document at a time, hashing what
+/// it reads into `digest`. The outer error is the input's (unreadable, not
+/// UTF-8), the inner one the manifest's.
+fn parse_from(
+    path: &str,
+    input: impl BufRead,
+    digest: &mut impl Hasher,
+) -> std::io::Result<Result<Vec<Object>, ManifestError>> {
     let mut out = Vec::new();
-    for (n, (first_line, doc)) in documents(text).into_iter().enumerate() {
-        let err = |line: usize, message: String| ManifestError {
-            path: path.to_string(),
-            document: n + 1,
-            line: first_line + line.saturating_sub(1),
-            message,
-        };
-        let yaml_err = |e: serde_yaml_ng::Error| {
-            let line = e.location().map_or(1, |l| l.line());
-            err(line, e.to_string())
-        };
-        let meta: TypeMeta = serde_yaml_ng::from_str(&doc).map_err(yaml_err)?;
-        if meta.kind == "List" || meta.kind.ends_with("List") && meta.api_version == "v1" {
-            let list: List = serde_yaml_ng::from_str(&doc).map_err(yaml_err)?;
-            for (i, item) in list.items.into_iter().enumerate() {
-                let m: TypeMeta = serde_yaml_ng::from_value(item.clone()).map_err(yaml_err)?;
-                if let Some(obj) = object_from(&m, Src::Value(&item))
-                    .map_err(|e| err(1, format!("items[{i}]: {e}")))?
-                {
-                    out.push(obj);
-                }
+    let mut n = 0;
+    let parsed = for_each_document(input, digest, |first_line, doc| {
+        n += 1;
+        parse_document(path, n, first_line, doc, &mut out)
+    })?;
+    Ok(parsed.map(|()| out))
+}
+
+/// Parses document `n` (1-based) of `path`, which starts at `first_line`,
+/// into `out`.
+fn parse_document(
+    path: &str,
+    n: usize,
+    first_line: usize,
+    doc: &str,
+    out: &mut Vec<Object>,
+) -> Result<(), ManifestError> {
+    let err = |line: usize, message: String| ManifestError {
+        path: path.to_string(),
+        document: n,
+        line: first_line + line.saturating_sub(1),
+        message,
+    };
+    let yaml_err = |e: serde_yaml_ng::Error| {
+        let line = e.location().map_or(1, |l| l.line());
+        err(line, e.to_string())
+    };
+    let meta: TypeMeta = serde_yaml_ng::from_str(doc).map_err(yaml_err)?;
+    if meta.kind == "List" || meta.kind.ends_with("List") && meta.api_version == "v1" {
+        let list: List = serde_yaml_ng::from_str(doc).map_err(yaml_err)?;
+        for (i, item) in list.items.into_iter().enumerate() {
+            let m: TypeMeta = serde_yaml_ng::from_value(item.clone()).map_err(yaml_err)?;
+            if let Some(obj) = object_from(&m, Src::Value(&item))
+                .map_err(|e| err(1, format!("items[{i}]: {e}")))?
+            {
+                out.push(obj);
             }
-            continue;
         }
-        match object_from(&meta, Src::Text(&doc)) {
-            Ok(Some(obj)) => out.push(obj),
-            Ok(None) => debug!(path, document = n + 1, kind = %meta.kind, "skipping unknown kind"),
-            Err(DocError::Yaml(e)) => return Err(yaml_err(e)),
-            Err(e) => return Err(err(1, e.to_string())),
-        }
+        return Ok(());
     }
-    Ok(out)
+    match object_from(&meta, Src::Text(doc)) {
+        Ok(Some(obj)) => out.push(obj),
+        Ok(None) => debug!(path, document = n, kind = %meta.kind, "skipping unknown kind"),
+        Err(DocError::Yaml(e)) => return Err(yaml_err(e)),
+        Err(e) => return Err(err(1, e.to_string())),
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -324,8 +356,15 @@ impl ManifestReader {
         if !force && prev.is_some_and(|p| p.stamp == stamp) {
             return false;
         }
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        // Parsed while read, a document at a time; if the content turns out
+        // unchanged (same digest), the parse is thrown away.
+        let mut digest = self.hasher.build_hasher();
+        let read = std::fs::File::open(path).and_then(|f| {
+            let input = std::io::BufReader::with_capacity(64 << 10, f);
+            parse_from(&path.display().to_string(), input, &mut digest)
+        });
+        let parsed = match read {
+            Ok(parsed) => parsed,
             Err(e) => {
                 if prev.is_none_or(|p| p.stamp.is_some()) {
                     warn!(path = %path.display(), error = %e, "cannot read manifest file; keeping its last good content");
@@ -339,14 +378,14 @@ impl ManifestReader {
                 return false;
             }
         };
-        let digest = Some(self.hasher.hash_one(&text));
+        let digest = Some(digest.finish());
         if prev.is_some_and(|p| p.digest == digest) {
             if let Some(p) = self.files.get_mut(path) {
                 p.stamp = stamp;
             }
             return false;
         }
-        match parse(&path.display().to_string(), &text) {
+        match parsed {
             Ok(mut objects) => {
                 default_namespace(&mut objects);
                 info!(path = %path.display(), objects = objects.len(), "manifest file loaded");
@@ -472,26 +511,61 @@ mod tests {
     #[test]
     fn documents_keep_their_line_numbers() {
         let text = "# header\n---\na: 1\n---\n\nb: 2\n--- \nc: 3\n";
-        let docs = documents(text);
-        assert_eq!(docs.iter().map(|d| d.0).collect::<Vec<_>>(), vec![3, 5, 8]);
-        let texts: Vec<&str> = docs.iter().map(|d| d.1.as_ref()).collect();
-        assert_eq!(texts, ["a: 1\n", "\nb: 2\n", "c: 3\n"]);
-        assert!(docs.iter().all(|d| matches!(d.1, Cow::Borrowed(_))));
+        assert_eq!(
+            documents(text),
+            [
+                (3, "a: 1\n".into()),
+                (5, "\nb: 2\n".into()),
+                (8, "c: 3\n".into())
+            ]
+        );
+    }
+
+    /// The documents of `text`, as the streaming splitter hands them out.
+    fn documents(text: &str) -> Vec<(usize, String)> {
+        let mut docs = Vec::new();
+        let mut digest = std::hash::DefaultHasher::new();
+        for_each_document(text.as_bytes(), &mut digest, |line, doc| {
+            docs.push((line, doc.to_string()));
+            Ok::<(), ()>(())
+        })
+        .unwrap()
+        .unwrap();
+        docs
     }
 
     #[test]
-    fn documents_rebuilt_where_a_slice_will_not_do() {
+    fn documents_with_content_on_the_marker_line_end_markers_and_crlf() {
         let text = "--- {a: 1}\nb: 2\n---\nc: 3\n...\n---\r\nd: 4\r\n";
-        let docs = documents(text);
-        let got: Vec<(usize, &str)> = docs.iter().map(|d| (d.0, d.1.as_ref())).collect();
-        assert_eq!(got, [(1, "{a: 1}\nb: 2\n"), (4, "c: 3\n"), (7, "d: 4\r\n")]);
-        assert!(matches!(docs[2].1, Cow::Borrowed(_)));
+        assert_eq!(
+            documents(text),
+            [
+                (1, "{a: 1}\nb: 2\n".into()),
+                (4, "c: 3\n".into()),
+                (7, "d: 4\n".into())
+            ]
+        );
         let objs = parse(
             "m.yaml",
             "apiVersion: v1\r\nkind: Namespace\r\nmetadata: {name: a}\r\n...\r\n",
         )
         .unwrap();
         assert_eq!(objs.len(), 1);
+    }
+
+    #[test]
+    fn the_digest_covers_the_whole_input_even_past_an_error() {
+        let digest = |text: &str| {
+            let mut h = std::hash::DefaultHasher::new();
+            let parsed = parse_from("m.yaml", text.as_bytes(), &mut h).unwrap();
+            (parsed.map_err(|e| e.line), h.finish())
+        };
+        let broken = "a: [1,\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+        let (r1, d1) = digest(broken);
+        let (r2, d2) = digest(&broken.replace("name: a", "name: b"));
+        assert_eq!((r1, r2), (Err(2), Err(2)));
+        assert_ne!(d1, d2, "a change after the error is a change");
+        assert_eq!(digest(broken).1, d1);
     }
 
     #[test]
