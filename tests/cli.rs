@@ -25,6 +25,16 @@ fn dig(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `dig +short NAME`'s address, or `None` while there is none: no answer
+/// yet, or an error dig prints on stdout too (";; communications error ...
+/// connection refused" before the server has bound its port).
+fn dig_a(port: u16, name: &str) -> Option<String> {
+    let a = dig(port, &["+short", name]);
+    let a = a.trim();
+    (!a.is_empty() && a.lines().all(|l| l.parse::<std::net::IpAddr>().is_ok()))
+        .then(|| a.to_string())
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> Option<String>) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -68,14 +78,12 @@ fn readme_walkthrough_on_the_embedded_demo() {
 
     // dig @127.0.0.1 -p 5353 web-0.nginx.default.svc.cluster.local
     let web0 = wait_until("web-0 to resolve", || {
-        let a = dig(dns, &["+short", "web-0.nginx.default.svc.cluster.local"]);
-        (!a.trim().is_empty()).then(|| a.trim().to_string())
+        dig_a(dns, "web-0.nginx.default.svc.cluster.local")
     });
     assert!(web0.starts_with("10.244."), "{web0}");
     // web-1 comes up after web-0 (OrderedReady).
     let web1 = wait_until("web-1 to resolve", || {
-        let a = dig(dns, &["+short", "web-1.nginx.default.svc.cluster.local"]);
-        (!a.trim().is_empty()).then(|| a.trim().to_string())
+        dig_a(dns, "web-1.nginx.default.svc.cluster.local")
     });
     // dig ... _web._tcp.nginx.default.svc.cluster.local SRV
     let srv = dig(
@@ -101,9 +109,7 @@ fn readme_walkthrough_on_the_embedded_demo() {
         String::from_utf8_lossy(&out.stderr)
     );
     let moved = wait_until("web-1 at a new IP", || {
-        let a = dig(dns, &["+short", "web-1.nginx.default.svc.cluster.local"]);
-        let a = a.trim().to_string();
-        (!a.is_empty() && a != web1).then_some(a)
+        dig_a(dns, "web-1.nginx.default.svc.cluster.local").filter(|a| *a != web1)
     });
     assert!(moved.starts_with("10.244."), "{moved}");
 
