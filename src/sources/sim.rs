@@ -130,6 +130,9 @@ pub struct Sim {
     cidr: (u32, u32),
     next_ip: u32,
     sets: BTreeMap<ObjectKey, SimSet>,
+    /// Pods that found the pod CIDR full at the last reconcile (logged when
+    /// it changes, not once per pod and step).
+    waiting: usize,
 }
 
 impl Sim {
@@ -142,6 +145,7 @@ impl Sim {
             cidr,
             next_ip: 0,
             sets: BTreeMap::new(),
+            waiting: 0,
         }
     }
 
@@ -226,6 +230,9 @@ impl Sim {
         // number of pods). A pod removed below keeps its address out of use
         // until the next reconcile: no address is reused in the same step.
         let mut in_use = self.all_ips();
+        // Once the CIDR is full it stays full for the rest of the step (freed
+        // addresses are not reused within it): the other pods just wait.
+        let (mut cidr_full, mut waiting) = (false, 0);
         for key in keys {
             // Readiness.
             let set = self
@@ -269,9 +276,14 @@ impl Sim {
                     }
                 }
             }
-            for ord in create {
-                let Some(ip) = self.allocate_ip(&in_use) else {
-                    warn!(pod = %format!("{}/{}-{ord}", key.namespace(), key.name()), "sim: the pod CIDR is full; the pod waits for an address");
+            for (i, &ord) in create.iter().enumerate() {
+                let ip = match cidr_full {
+                    true => None,
+                    false => self.allocate_ip(&in_use),
+                };
+                let Some(ip) = ip else {
+                    cidr_full = true;
+                    waiting += create.len() - i;
                     break;
                 };
                 in_use.insert(ip);
@@ -291,6 +303,17 @@ impl Sim {
                 );
                 changed = true;
             }
+        }
+        if waiting != self.waiting {
+            if waiting > 0 {
+                warn!(
+                    waiting,
+                    "sim: the pod CIDR is full; pods wait for an address (raise [sim] pod_cidr)"
+                );
+            } else {
+                info!("sim: every waiting pod has an address");
+            }
+            self.waiting = waiting;
         }
         changed
     }
@@ -560,6 +583,7 @@ mod tests {
         let ready = ready_names(&sim);
         assert_eq!(ready.len(), 14);
         assert!(!ready.contains(&"web-14".to_string()), "{ready:?}");
+        assert_eq!(sim.waiting, 1);
         assert!(sim.next_deadline().is_none());
         // Scaled to 13 and back to 15: the freed address goes to a new pod,
         // and web-14 still waits.
@@ -571,6 +595,13 @@ mod tests {
         }
         assert_eq!(ready_names(&sim).len(), 14);
         assert!(ready_names(&sim).contains(&"web-13".to_string()));
+        assert_eq!(sim.waiting, 1);
+        let key = ObjectKey::new("default", "web");
+        let replicas = 14;
+        sim.command(SimCommand::Scale { key, replicas }, t0)
+            .unwrap();
+        sim.reconcile(t0);
+        assert_eq!(sim.waiting, 0);
     }
 
     #[test]
