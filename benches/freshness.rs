@@ -214,16 +214,9 @@ fn load(server: SocketAddr, services: usize, stop: &AtomicBool, limit: Duration)
     r
 }
 
-/// utime + stime of a `/proc/.../stat` file (proc(5): fields 14 and 15,
-/// counted after the parenthesised name), in clock ticks.
+/// utime + stime of a `/proc/.../stat` file in clock ticks; 0 if unreadable.
 fn stat_ticks(path: &std::path::Path) -> u64 {
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    rest.split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum()
+    common::stat_ticks(path).map_or(0, |(user, system)| user + system)
 }
 
 /// CPU time (user + system) of this process's threads whose name starts

@@ -424,22 +424,13 @@ fn rss_kb(pid: u32) -> u64 {
     proc_kb(pid, "status", "VmRSS")
 }
 
-/// CPU seconds the process has used, user and system (`/proc/<pid>/stat`
-/// fields 14 and 15, in clock ticks). The fake API runs in this process on
+/// CPU seconds the process has used, user and system (`/proc/<pid>/stat`,
+/// in clock ticks). The fake API runs in this process on
 /// the same cores, so a wall-clock sync time is partly its serializing; the
 /// server's own CPU says what the sync costs the server.
 fn cpu_secs(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')').expect("stat has a command name") + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let mut ticks = || {
-        fields
-            .next()
-            .and_then(|f| f.parse::<f64>().ok())
-            .expect("utime/stime")
-    };
-    let (user, system) = (ticks(), ticks());
+    let (user, system) = common::stat_ticks(std::path::Path::new(&format!("/proc/{pid}/stat")))
+        .expect("read utime and stime from /proc/<pid>/stat");
     let hz = std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -447,7 +438,7 @@ fn cpu_secs(pid: u32) -> (f64, f64) {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse::<f64>().ok())
         .unwrap_or(100.0);
-    (user / hz, system / hz)
+    (user as f64 / hz, system as f64 / hz)
 }
 
 /// Resets the child's `VmHWM` to its current RSS (`clear_refs` value 5, see

@@ -97,3 +97,14 @@ pub fn proc_kb(pid: &str, file: &str, field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// User and system CPU time of a `/proc/.../stat` file (proc(5): fields 14
+/// and 15, counted after the parenthesised command name, which may hold
+/// spaces), in clock ticks; `None` if it cannot be read.
+pub fn stat_ticks(path: &std::path::Path) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let mut next = || fields.next()?.parse::<u64>().ok();
+    Some((next()?, next()?))
+}
