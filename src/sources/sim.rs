@@ -277,9 +277,10 @@ impl Sim {
                 }
             }
             for (i, &ord) in create.iter().enumerate() {
-                let ip = match cidr_full {
-                    true => None,
-                    false => self.allocate_ip(&in_use),
+                let ip = if cidr_full {
+                    None
+                } else {
+                    self.allocate_ip(&in_use)
                 };
                 let Some(ip) = ip else {
                     cidr_full = true;
