@@ -5,8 +5,6 @@
 //! it directly and the binary serves it on the admin listener (127.0.0.1 by
 //! default). Nothing here is on the DNS query path.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -18,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::dns::Answerer;
+use crate::dns::forward::ForwardStats;
 use crate::index::{Index, ObjectKey, ServiceKind};
 use crate::sources::sim::{SimCommand, SimError, SimHandle};
-use crate::telemetry::{ForwardStats, Metrics};
+use crate::telemetry::Metrics;
 
 /// The record browser: one table per headless service, pods in ordinal order,
 /// refreshed from `/records` every second.
@@ -140,9 +139,7 @@ async fn records(
     Query(f): Query<RecordsFilter>,
 ) -> Json<serde_json::Value> {
     let zone = s.index.settings().zone.clone();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = crate::clock::unix_ms();
     let services: Vec<ServiceJson> = s
         .index
         .services()

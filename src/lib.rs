@@ -8,24 +8,33 @@
 //!        admin (axum): /health /ready /records /sim/...
 //! ```
 //!
-//! Layout:
-//! - [`index`]: the ordinal-name index; the only writer applies source events
-//!   and publishes immutable per-service views with pre-encoded answers.
-//! - [`dns`]: the query path (`wire`, `cluster`, `reverse`, `records`) and the
-//!   listeners (`server`). The only module that knows DNS.
-//! - [`sources`]: manifest files, the StatefulSet simulator, the Kubernetes API.
-//! - [`admin`]: the HTTP side door. [`config`], [`telemetry`], [`error`]: the edges.
+//! Layout, in layers: a module imports only from the layers below its own.
+//! 1. [`error`], [`clock`], [`histogram`]: leaves. [`config`]: the settings
+//!    and their checks (no I/O). [`wire`]: DNS on the wire without policy
+//!    (names, query parsing, response writing, record-set encoding).
+//! 2. [`index`]: the ordinal-name index; the only writer applies source events
+//!    and publishes immutable per-service views with answers pre-encoded by
+//!    `wire`.
+//! 3. [`dns`]: the query path (`catalog` routes to a zone; `cluster` and
+//!    `reverse` answer in it), forwarding, RRL, and the listeners (`server`).
+//!    [`sources`]: manifest files, the StatefulSet simulator, the Kubernetes
+//!    API. Neither imports the other.
+//! 4. [`telemetry`] (logging, metrics) and [`admin`] (the HTTP side door).
+//! 5. This file: the engine that wires one configuration, and reloads.
 //!
 //! [`run`] takes already-bound sockets and a shutdown future, so tests bind
 //! `127.0.0.1:0` and run the real server in-process.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod dns;
 pub mod error;
+pub mod histogram;
 pub mod index;
 pub mod sources;
 pub mod telemetry;
+pub mod wire;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -113,8 +122,8 @@ pub fn export_manifests(config: &Config) -> Result<String> {
     let settings = config.dns_settings();
     let mut writer = IndexWriter::new(
         ZoneSettings {
-            zone: settings.zone.clone(),
-            ttl: settings.ttl,
+            zone: settings.dns.zone.clone(),
+            ttl: settings.dns.ttl,
             endpoint_pod_names: config.dns.endpoint_pod_names,
         },
         &[],
@@ -323,11 +332,18 @@ pub async fn serve(
             next_listeners.try_clone()?,
             Some((&engine, &config)),
         );
-        if tokio::time::timeout(Duration::from_secs(30), &mut started.synced)
-            .await
-            .is_err()
-        {
-            warn!("the new configuration has not synced within 30 s; switching anyway");
+        match tokio::time::timeout(Duration::from_secs(30), &mut started.synced).await {
+            Ok(Ok(())) => {}
+            // The new engine stopped before its first sync: keep the old one.
+            Ok(Err(_)) => {
+                let e = match started.task.await {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the new engine stopped".into(),
+                };
+                tracing::error!(error = %e, "reload failed; the running configuration stays");
+                continue;
+            }
+            Err(_) => warn!("the new configuration has not synced within 30 s; switching anyway"),
         }
         started.serve.cancel();
         let old = std::mem::replace(&mut engine, started);
@@ -403,6 +419,21 @@ async fn run_engine(
     } = gates;
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     config.validate()?;
+    // Built first (it reads a resolv.conf named in the config): an engine
+    // that cannot forward fails before it syncs, so a reload keeps the old one.
+    let forwarder = if config.forward.upstreams.is_empty() {
+        None
+    } else {
+        let ups = dns::forward::upstreams(&config.forward.upstreams)?;
+        info!(upstreams = ?ups, "forwarding names outside our zones");
+        Some(Arc::new(dns::forward::Forwarder::new(
+            &ups,
+            Duration::from_millis(config.forward.timeout_ms),
+            config.forward.cache_size,
+            config.forward.max_inflight,
+            config.dns.max_udp_payload,
+        )?))
+    };
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let settings = config.dns_settings();
@@ -412,8 +443,8 @@ async fn run_engine(
     };
     let writer = IndexWriter::new(
         ZoneSettings {
-            zone: settings.zone.clone(),
-            ttl: settings.ttl,
+            zone: settings.dns.zone.clone(),
+            ttl: settings.dns.ttl,
             endpoint_pod_names: config.dns.endpoint_pod_names,
         },
         &kinds,
@@ -450,7 +481,7 @@ async fn run_engine(
             tracker.spawn(sources::k8s::run(
                 client,
                 config.source.clone(),
-                config.dns.pods == dns::PodsMode::Verified,
+                config.dns.pods == config::PodsMode::Verified,
                 tx,
                 stop.clone(),
             ));
@@ -486,19 +517,6 @@ async fn run_engine(
     for s in &listeners.udp {
         info!(addr = %s.local_addr()?, "dns listening (udp)");
     }
-    let forwarder = if config.forward.upstreams.is_empty() {
-        None
-    } else {
-        let ups = dns::forward::upstreams(&config.forward.upstreams)?;
-        info!(upstreams = ?ups, "forwarding names outside our zones");
-        Some(Arc::new(dns::forward::Forwarder::new(
-            &ups,
-            Duration::from_millis(config.forward.timeout_ms),
-            config.forward.cache_size,
-            config.forward.max_inflight,
-            config.dns.max_udp_payload,
-        )?))
-    };
     let udp_forward = forwarder.as_ref().map(|f| {
         let (tx, rx) = mpsc::channel(config.forward.max_inflight);
         tracker.spawn(Arc::clone(f).serve_udp(rx));

@@ -14,7 +14,6 @@
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -22,7 +21,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 use crate::dns::Answerer;
-use crate::dns::stats::{BUCKETS_US, PROTOS, QTYPES, RCODES};
+use crate::dns::forward::ForwardStats;
+use crate::dns::stats::{PROTOS, QTYPES, RCODES};
+use crate::histogram::BUCKETS_US;
 use crate::index::{EVENT_TYPES, Index, Kind};
 
 /// Installs the global subscriber: `RUST_LOG` if set, else the configured level.
@@ -123,15 +124,6 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Forwarding counters, if forwarding is on.
-#[derive(Debug, Default)]
-pub struct ForwardStats {
-    /// Queries forwarded.
-    pub requests: std::sync::atomic::AtomicU64,
-    /// Upstream failures.
-    pub errors: std::sync::atomic::AtomicU64,
-}
-
 /// One server's metrics registry.
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -193,9 +185,7 @@ impl Metrics {
     pub fn render(&self, dns: &Answerer, index: &Index, forward: Option<&ForwardStats>) -> String {
         let t = dns.stats().totals();
         let s = index.stats();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = crate::clock::unix_ms();
         metrics::with_local_recorder(&self.recorder, || {
             for (p, proto) in PROTOS.iter().enumerate() {
                 for (i, qt) in QTYPES.iter().enumerate() {

@@ -25,8 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, SourceConfig};
-use crate::dns::PodsMode;
+use crate::config::{Config, PodsMode, SourceConfig};
 use crate::error::{Error, Result};
 use crate::index::record::RecordError;
 use crate::index::{

@@ -21,23 +21,11 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::ObjectMap;
+use crate::config::parse_cidr;
 use crate::index::{
     EndpointRecord, Kind, Object, ObjectKey, PodManagement, PodRecord, PortRecord, SliceRecord,
     StatefulSetRecord,
 };
-
-/// Parses `a.b.c.d/len` into (first host address, number of addresses).
-pub fn parse_cidr(s: &str) -> Option<(u32, u32)> {
-    let (ip, len) = s.split_once('/')?;
-    let ip: Ipv4Addr = ip.parse().ok()?;
-    let len: u32 = len.parse().ok()?;
-    if !(8..=28).contains(&len) {
-        return None;
-    }
-    let size = 1u32 << (32 - len);
-    let base = u32::from(ip) & !(size - 1);
-    Some((base, size))
-}
 
 /// A request to the simulator.
 #[derive(Debug, Clone)]
