@@ -179,7 +179,7 @@ fn parse_document(
         let list: List = serde_yaml_ng::from_str(doc).map_err(yaml_err)?;
         for (i, item) in list.items.into_iter().enumerate() {
             let m: TypeMeta = serde_yaml_ng::from_value(item.clone()).map_err(yaml_err)?;
-            if let Some(obj) = object_from(&m, Src::Value(&item))
+            if let Some(obj) = object_from(&m, DocSource::Value(&item))
                 .map_err(|e| err(1, format!("items[{i}]: {e}")))?
             {
                 out.push(obj);
@@ -187,7 +187,7 @@ fn parse_document(
         }
         return Ok(());
     }
-    match object_from(&meta, Src::Text(doc)) {
+    match object_from(&meta, DocSource::Text(doc)) {
         Ok(Some(obj)) => out.push(obj),
         Ok(None) => debug!(path, document = n, kind = %meta.kind, "skipping unknown kind"),
         Err(DocError::Yaml(e)) => return Err(yaml_err(e)),
@@ -215,20 +215,20 @@ impl std::fmt::Display for DocError {
 
 /// Where a document's object is read from: its text (errors keep their line)
 /// or an item of a `kind: List`.
-enum Src<'a> {
+enum DocSource<'a> {
     Text(&'a str),
     Value(&'a serde_yaml_ng::Value),
 }
 
-fn typed<T: DeserializeOwned>(src: &Src<'_>) -> Result<T, DocError> {
+fn typed<T: DeserializeOwned>(src: &DocSource<'_>) -> Result<T, DocError> {
     match src {
-        Src::Text(t) => serde_yaml_ng::from_str(t),
-        Src::Value(v) => serde_yaml_ng::from_value((*v).clone()),
+        DocSource::Text(t) => serde_yaml_ng::from_str(t),
+        DocSource::Value(v) => serde_yaml_ng::from_value((*v).clone()),
     }
     .map_err(DocError::Yaml)
 }
 
-fn object_from(meta: &TypeMeta, src: Src<'_>) -> Result<Option<Object>, DocError> {
+fn object_from(meta: &TypeMeta, src: DocSource<'_>) -> Result<Option<Object>, DocError> {
     if meta.kind.is_empty() || meta.api_version.is_empty() {
         return Err(DocError::Missing);
     }
@@ -279,14 +279,16 @@ pub enum Manifests {
     Files(Vec<PathBuf>),
 }
 
+/// A file's length and modification time: while both stay the same the
+/// file is not read again.
 #[derive(Clone, PartialEq, Eq)]
-struct Stamp {
+struct FileVersion {
     len: u64,
     modified: Option<SystemTime>,
 }
 
 struct Loaded {
-    stamp: Option<Stamp>,
+    stamp: Option<FileVersion>,
     /// A hash of the content last read (the text itself is not kept: a big
     /// manifest file would be held twice, as text and as objects).
     digest: Option<u64>,
@@ -348,7 +350,7 @@ impl ManifestReader {
     }
 
     fn reload_file(&mut self, path: &Path, force: bool) -> bool {
-        let stamp = std::fs::metadata(path).ok().map(|m| Stamp {
+        let stamp = std::fs::metadata(path).ok().map(|m| FileVersion {
             len: m.len(),
             modified: m.modified().ok(),
         });
