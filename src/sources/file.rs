@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::sim::{SharedSim, Sim, SimCommands};
 use super::{Differ, ObjectMap, SourceEvent};
+use crate::config::SourceConfig;
 use crate::index::record::RecordError;
 use crate::index::{
     NamespaceRecord, Object, PodRecord, ServiceRecord, SliceRecord, StatefulSetRecord,
@@ -277,6 +278,17 @@ pub enum Manifests {
     Demo,
     /// These files.
     Files(Vec<PathBuf>),
+}
+
+impl Manifests {
+    /// The configured manifest files, or the embedded demo when none are.
+    pub fn of(source: &SourceConfig) -> Self {
+        if source.manifests.is_empty() {
+            Manifests::Demo
+        } else {
+            Manifests::Files(source.manifests.clone())
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]

@@ -432,6 +432,22 @@ impl Sim {
         }
         map
     }
+
+    /// Runs the simulated controllers on `manifests` in simulated time,
+    /// stepping to each deadline until every pod is up (bounded), and
+    /// returns the manifests with the simulated objects over them.
+    pub fn run_to_completion(mut self, manifests: ObjectMap) -> ObjectMap {
+        let mut now = Instant::now();
+        self.sync_manifests(&manifests, now);
+        for _ in 0..100_000 {
+            self.reconcile(now);
+            match self.next_deadline() {
+                Some(t) => now = t.max(now),
+                None => break,
+            }
+        }
+        self.overlay(manifests)
+    }
 }
 
 /// The StatefulSets that "have their own pods": the manifests already hold
