@@ -115,8 +115,9 @@ struct SimPod {
     forced_not_ready: bool,
 }
 
+/// A simulated StatefulSet and its pods by ordinal.
 #[derive(Debug)]
-struct SimSet {
+struct SimStatefulSet {
     record: StatefulSetRecord,
     manifest_replicas: u32,
     ports: Vec<PortRecord>,
@@ -124,12 +125,19 @@ struct SimSet {
     next_removal: Instant,
 }
 
+/// The pod CIDR and where the search for a free address goes on.
+struct IpPool {
+    /// First address and number of addresses.
+    cidr: (u32, u32),
+    /// Offset of the address handed out last.
+    next: u32,
+}
+
 /// The simulator's state.
 pub struct Sim {
     ready_delay: Duration,
-    cidr: (u32, u32),
-    next_ip: u32,
-    sets: BTreeMap<ObjectKey, SimSet>,
+    pool: IpPool,
+    sets: BTreeMap<ObjectKey, SimStatefulSet>,
     /// Pods that found the pod CIDR full at the last reconcile (logged when
     /// it changes, not once per pod and step).
     waiting: usize,
@@ -142,8 +150,7 @@ impl Sim {
             parse_cidr(pod_cidr).unwrap_or((u32::from(Ipv4Addr::new(10, 244, 0, 0)), 1 << 16));
         Self {
             ready_delay,
-            cidr,
-            next_ip: 0,
+            pool: IpPool { cidr, next: 0 },
             sets: BTreeMap::new(),
             waiting: 0,
         }
@@ -185,7 +192,7 @@ impl Sim {
                 None => {
                     self.sets.insert(
                         sts.key.clone(),
-                        SimSet {
+                        SimStatefulSet {
                             record: sts.clone(),
                             manifest_replicas: sts.replicas,
                             ports,
@@ -199,21 +206,6 @@ impl Sim {
         self.sets.retain(|k, _| seen.contains(k));
     }
 
-    /// The next free address of the pod CIDR, or `None` if every one is in
-    /// use (the pod then waits, as a real pod waits for an address).
-    fn allocate_ip(&mut self, in_use: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-        let (base, size) = self.cidr;
-        // Skip the network address (0) and the broadcast-like last one.
-        for _ in 0..size - 2 {
-            self.next_ip = (self.next_ip % (size - 2)) + 1;
-            let ip = Ipv4Addr::from(base + self.next_ip);
-            if !in_use.contains(&ip) {
-                return Some(ip);
-            }
-        }
-        None
-    }
-
     fn all_ips(&self) -> HashSet<Ipv4Addr> {
         self.sets
             .values()
@@ -223,100 +215,51 @@ impl Sim {
 
     /// Advances every StatefulSet to `now`; true if anything changed.
     pub fn reconcile(&mut self, now: Instant) -> bool {
-        let mut changed = false;
         let delay = self.ready_delay;
-        let keys: Vec<ObjectKey> = self.sets.keys().cloned().collect();
         // Collected once, not per StatefulSet (that was quadratic in the
         // number of pods). A pod removed below keeps its address out of use
         // until the next reconcile: no address is reused in the same step.
-        let mut in_use = self.all_ips();
-        // Once the CIDR is full it stays full for the rest of the step (freed
-        // addresses are not reused within it): the other pods just wait.
-        let (mut cidr_full, mut waiting) = (false, 0);
-        for key in keys {
-            // Readiness.
-            let set = self
-                .sets
-                .get_mut(&key)
-                .expect("key taken from the map above");
-            for pod in set.pods.values_mut() {
-                if !pod.ready && !pod.forced_not_ready && now >= pod.ready_at {
-                    pod.ready = true;
-                    changed = true;
-                }
-            }
-            let desired = set.record.replicas;
-            let parallel = set.record.pod_management == PodManagement::Parallel;
-            let excess: Vec<u32> = set.pods.keys().copied().filter(|o| *o >= desired).collect();
-            if !excess.is_empty() {
-                if parallel {
-                    for o in excess {
-                        set.pods.remove(&o);
-                    }
-                    changed = true;
-                } else if now >= set.next_removal {
-                    // Scale down from the highest ordinal, one pod per step.
-                    let highest = *excess.last().expect("excess is not empty");
-                    set.pods.remove(&highest);
-                    set.next_removal = now + delay;
-                    changed = true;
-                }
+        let mut addresses = StepAddresses {
+            in_use: self.all_ips(),
+            full: false,
+            waiting: 0,
+        };
+        let mut changed = false;
+        for (key, set) in &mut self.sets {
+            changed |= set.mark_ready(now);
+            if set.has_excess() {
+                changed |= set.scale_down(now, delay);
                 continue;
             }
-            let mut create = Vec::new();
-            for ord in 0..desired {
-                match set.pods.get(&ord) {
-                    Some(p) if !parallel && !p.ready => break,
-                    Some(_) => {}
-                    None => {
-                        create.push(ord);
-                        if !parallel {
-                            break;
-                        }
-                    }
-                }
-            }
+            let create = set.ordinals_to_create();
             for (i, &ord) in create.iter().enumerate() {
-                let ip = if cidr_full {
-                    None
-                } else {
-                    self.allocate_ip(&in_use)
-                };
-                let Some(ip) = ip else {
-                    cidr_full = true;
-                    waiting += create.len() - i;
+                let Some(ip) = addresses.take(&mut self.pool) else {
+                    addresses.waiting += create.len() - i;
                     break;
                 };
-                in_use.insert(ip);
-                let set = self
-                    .sets
-                    .get_mut(&key)
-                    .expect("key taken from the map above");
                 info!(pod = %format!("{}/{}-{ord}", key.namespace(), key.name()), %ip, "sim: pod created");
-                set.pods.insert(
-                    ord,
-                    SimPod {
-                        ip,
-                        ready: delay.is_zero(),
-                        ready_at: now + delay,
-                        forced_not_ready: false,
-                    },
-                );
+                set.pods.insert(ord, SimPod::new(ip, now, delay));
                 changed = true;
             }
         }
-        if waiting != self.waiting {
-            if waiting > 0 {
-                warn!(
-                    waiting,
-                    "sim: the pod CIDR is full; pods wait for an address (raise [sim] pod_cidr)"
-                );
-            } else {
-                info!("sim: every waiting pod has an address");
-            }
-            self.waiting = waiting;
-        }
+        self.report_waiting(addresses.waiting);
         changed
+    }
+
+    /// Logs when the number of pods waiting for an address changes.
+    fn report_waiting(&mut self, waiting: usize) {
+        if waiting == self.waiting {
+            return;
+        }
+        if waiting > 0 {
+            warn!(
+                waiting,
+                "sim: the pod CIDR is full; pods wait for an address (raise [sim] pod_cidr)"
+            );
+        } else {
+            info!("sim: every waiting pod has an address");
+        }
+        self.waiting = waiting;
     }
 
     /// When `reconcile` next has something to do.
@@ -329,7 +272,7 @@ impl Sim {
                     consider(pod.ready_at);
                 }
             }
-            if set.pods.keys().any(|o| *o >= set.record.replicas) {
+            if set.has_excess() {
                 consider(set.next_removal);
             }
         }
@@ -377,7 +320,7 @@ impl Sim {
         }
     }
 
-    fn pod_mut(&mut self, key: &ObjectKey) -> Result<(&mut SimSet, u32), SimError> {
+    fn pod_mut(&mut self, key: &ObjectKey) -> Result<(&mut SimStatefulSet, u32), SimError> {
         let not_found = || SimError::NotFound(format!("no simulated pod {key}"));
         let (base, ord) = key.name().rsplit_once('-').ok_or_else(not_found)?;
         let ord: u32 = ord.parse().map_err(|_| not_found())?;
@@ -447,6 +390,126 @@ impl Sim {
             }
         }
         self.overlay(manifests)
+    }
+}
+
+impl SimPod {
+    /// A new pod at `ip`, ready after `delay` (at once if it is zero).
+    fn new(ip: Ipv4Addr, now: Instant, delay: Duration) -> Self {
+        SimPod {
+            ip,
+            ready: delay.is_zero(),
+            ready_at: now + delay,
+            forced_not_ready: false,
+        }
+    }
+}
+
+impl SimStatefulSet {
+    /// Marks the pods whose ready delay has passed ready; true if any was.
+    fn mark_ready(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for pod in self.pods.values_mut() {
+            if !pod.ready && !pod.forced_not_ready && now >= pod.ready_at {
+                pod.ready = true;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    fn is_parallel(&self) -> bool {
+        self.record.pod_management == PodManagement::Parallel
+    }
+
+    /// Whether pods at or above `replicas` remain (a scale-down in progress).
+    fn has_excess(&self) -> bool {
+        self.pods.keys().any(|o| *o >= self.record.replicas)
+    }
+
+    /// Removes pods above `replicas`: all at once for `Parallel`, else the
+    /// highest ordinal, one pod per `delay`. True if a pod went.
+    fn scale_down(&mut self, now: Instant, delay: Duration) -> bool {
+        let desired = self.record.replicas;
+        if self.is_parallel() {
+            self.pods.retain(|o, _| *o < desired);
+            return true;
+        }
+        if now < self.next_removal {
+            return false;
+        }
+        let highest = *self
+            .pods
+            .keys()
+            .next_back()
+            .expect("has_excess: a pod exists");
+        self.pods.remove(&highest);
+        self.next_removal = now + delay;
+        true
+    }
+
+    /// The missing ordinals to create now: all of them for `Parallel`, else
+    /// the lowest one, and only once every pod below it is ready.
+    fn ordinals_to_create(&self) -> Vec<u32> {
+        let parallel = self.is_parallel();
+        let mut create = Vec::new();
+        for ord in 0..self.record.replicas {
+            match self.pods.get(&ord) {
+                Some(p) if !parallel && !p.ready => break,
+                Some(_) => {}
+                None => {
+                    create.push(ord);
+                    if !parallel {
+                        break;
+                    }
+                }
+            }
+        }
+        create
+    }
+}
+
+impl IpPool {
+    /// The next free address of the pod CIDR, or `None` if every one is in
+    /// use (the pod then waits, as a real pod waits for an address).
+    fn allocate(&mut self, in_use: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+        let (base, size) = self.cidr;
+        // Skip the network address (0) and the broadcast-like last one.
+        for _ in 0..size - 2 {
+            self.next = (self.next % (size - 2)) + 1;
+            let ip = Ipv4Addr::from(base + self.next);
+            if !in_use.contains(&ip) {
+                return Some(ip);
+            }
+        }
+        None
+    }
+}
+
+/// The addresses of one reconcile step.
+struct StepAddresses {
+    in_use: HashSet<Ipv4Addr>,
+    /// Once the CIDR is full it stays full for the rest of the step (freed
+    /// addresses are not reused within it): the other pods just wait.
+    full: bool,
+    /// Pods left without an address in this step.
+    waiting: usize,
+}
+
+impl StepAddresses {
+    /// A free address from `pool`, now in use; `None` once the CIDR is full.
+    fn take(&mut self, pool: &mut IpPool) -> Option<Ipv4Addr> {
+        if self.full {
+            return None;
+        }
+        let ip = pool.allocate(&self.in_use);
+        match ip {
+            Some(ip) => {
+                self.in_use.insert(ip);
+            }
+            None => self.full = true,
+        }
+        ip
     }
 }
 
@@ -525,6 +588,24 @@ mod tests {
         m
     }
 
+    /// A simulator on `cidr` with a `Parallel` StatefulSet `name` of
+    /// `replicas` pods, ready at once, after its first step.
+    fn parallel_set(cidr: &str, name: &str, replicas: u32) -> (Sim, Instant) {
+        let t0 = Instant::now();
+        let mut sim = Sim::new(Duration::ZERO, cidr);
+        sim.sync_manifests(&sts(name, replicas, PodManagement::Parallel), t0);
+        sim.reconcile(t0);
+        (sim, t0)
+    }
+
+    /// Scales StatefulSet `default/name` to `replicas` and steps at `now`.
+    fn scale(sim: &mut Sim, name: &str, replicas: u32, now: Instant) {
+        let key = ObjectKey::new("default", name);
+        sim.command(SimCommand::Scale { key, replicas }, now)
+            .unwrap();
+        sim.reconcile(now);
+    }
+
     fn ready_names(sim: &Sim) -> Vec<String> {
         let mut v: Vec<String> = pods_of(sim)
             .into_iter()
@@ -592,11 +673,8 @@ mod tests {
 
     #[test]
     fn a_full_pod_cidr_makes_pods_wait_instead_of_hanging() {
-        let t0 = Instant::now();
         // A /28 (the smallest CIDR allowed) has 14 usable addresses.
-        let mut sim = Sim::new(Duration::ZERO, "10.9.0.0/28");
-        sim.sync_manifests(&sts("web", 15, PodManagement::Parallel), t0);
-        sim.reconcile(t0);
+        let (mut sim, t0) = parallel_set("10.9.0.0/28", "web", 15);
         let ready = ready_names(&sim);
         assert_eq!(ready.len(), 14);
         assert!(!ready.contains(&"web-14".to_string()), "{ready:?}");
@@ -605,19 +683,12 @@ mod tests {
         // Scaled to 13 and back to 15: the freed address goes to a new pod,
         // and web-14 still waits.
         for replicas in [13, 15] {
-            let key = ObjectKey::new("default", "web");
-            sim.command(SimCommand::Scale { key, replicas }, t0)
-                .unwrap();
-            sim.reconcile(t0);
+            scale(&mut sim, "web", replicas, t0);
         }
         assert_eq!(ready_names(&sim).len(), 14);
         assert!(ready_names(&sim).contains(&"web-13".to_string()));
         assert_eq!(sim.waiting, 1);
-        let key = ObjectKey::new("default", "web");
-        let replicas = 14;
-        sim.command(SimCommand::Scale { key, replicas }, t0)
-            .unwrap();
-        sim.reconcile(t0);
+        scale(&mut sim, "web", 14, t0);
         assert_eq!(sim.waiting, 0);
     }
 
@@ -635,15 +706,7 @@ mod tests {
         sim.reconcile(t0 + d * 2);
         sim.reconcile(t0 + d * 3);
         assert_eq!(ready_names(&sim), ["web-0", "web-1", "web-2"]);
-        sim.command(
-            SimCommand::Scale {
-                key: ObjectKey::new("default", "web"),
-                replicas: 1,
-            },
-            t0 + d * 3,
-        )
-        .unwrap();
-        sim.reconcile(t0 + d * 3);
+        scale(&mut sim, "web", 1, t0 + d * 3);
         assert_eq!(ready_names(&sim), ["web-0", "web-1"], "web-2 goes first");
         sim.reconcile(t0 + d * 4);
         assert_eq!(ready_names(&sim), ["web-0"]);
@@ -651,10 +714,7 @@ mod tests {
 
     #[test]
     fn parallel_starts_all_and_deleted_pods_get_new_ips() {
-        let t0 = Instant::now();
-        let mut sim = Sim::new(Duration::ZERO, "10.9.0.0/24");
-        sim.sync_manifests(&sts("mongo", 3, PodManagement::Parallel), t0);
-        sim.reconcile(t0);
+        let (mut sim, t0) = parallel_set("10.9.0.0/24", "mongo", 3);
         assert_eq!(ready_names(&sim), ["mongo-0", "mongo-1", "mongo-2"]);
         let key = ObjectKey::new("default", "mongo-1");
         let before = pods_of(&sim)[&key].0;
