@@ -809,45 +809,64 @@ impl IndexWriter {
         let now = now_ms();
         for key in std::mem::take(&mut self.touched_services) {
             self.changed = true;
-            let map_key = service_key(key.namespace(), key.name());
-            let old = shared
-                .services
-                .get(&*map_key)
-                .map(|v| Arc::clone(v.value()));
-            let id = match &old {
-                Some(v) => v.id,
-                None => self.free_ids.pop().unwrap_or_else(|| {
-                    self.next_id += 1;
-                    self.next_id - 1
-                }),
-            };
-            let new = self.build_view(&key, id, old.as_deref(), now).map(Arc::new);
-            let count = |v: &Option<Arc<ServiceView>>| {
-                v.as_ref().map_or((0, 0), |v| {
-                    (v.endpoint_count() as u64, v.name_count() as u64)
-                })
-            };
-            let ((old_eps, old_names), (new_eps, new_names)) = (count(&old), count(&new));
-            self.endpoint_count = self.endpoint_count + new_eps - old_eps;
-            self.name_count = self.name_count + new_names - old_names;
-            match &new {
-                Some(v) => {
-                    shared.services.insert(map_key, Arc::clone(v));
-                    shared.views.insert(id, Arc::clone(v));
-                    self.repoint_reverse(old.as_ref(), new.as_ref());
-                }
-                None => {
-                    shared.services.remove(&*map_key);
-                    self.repoint_reverse(old.as_ref(), None);
-                    shared.views.remove(&id);
-                    self.free_ids.push(id);
-                }
-            }
+            self.publish_service(&shared, key, now);
         }
         if self.port_lists.len() > self.port_sweep_at {
             self.port_lists.retain(|l| Arc::strong_count(l) > 1);
             self.port_sweep_at = (self.port_lists.len() * 2).max(64);
         }
+        self.publish_namespaces(&shared);
+        self.publish_pod_ips(&shared);
+        let newly_synced = !shared.synced.load(Ordering::Relaxed)
+            && self.expected.iter().all(|k| self.synced.contains(k));
+        if newly_synced {
+            shared.synced.store(true, Ordering::Release);
+        }
+        if std::mem::take(&mut self.changed) || newly_synced {
+            self.publish_generation(&shared, now);
+        }
+    }
+
+    /// Builds and swaps in the view of service `key` (or removes it).
+    fn publish_service(&mut self, shared: &Shared, key: ObjectKey, now: u64) {
+        let map_key = service_key(key.namespace(), key.name());
+        let old = shared
+            .services
+            .get(&*map_key)
+            .map(|v| Arc::clone(v.value()));
+        let id = match &old {
+            Some(v) => v.id,
+            None => self.free_ids.pop().unwrap_or_else(|| {
+                self.next_id += 1;
+                self.next_id - 1
+            }),
+        };
+        let new = self.build_view(&key, id, old.as_deref(), now).map(Arc::new);
+        let count = |v: &Option<Arc<ServiceView>>| {
+            v.as_ref().map_or((0, 0), |v| {
+                (v.endpoint_count() as u64, v.name_count() as u64)
+            })
+        };
+        let ((old_eps, old_names), (new_eps, new_names)) = (count(&old), count(&new));
+        self.endpoint_count = self.endpoint_count + new_eps - old_eps;
+        self.name_count = self.name_count + new_names - old_names;
+        match &new {
+            Some(v) => {
+                shared.services.insert(map_key, Arc::clone(v));
+                shared.views.insert(id, Arc::clone(v));
+                self.repoint_reverse(old.as_ref(), new.as_ref());
+            }
+            None => {
+                shared.services.remove(&*map_key);
+                self.repoint_reverse(old.as_ref(), None);
+                shared.views.remove(&id);
+                self.free_ids.push(id);
+            }
+        }
+    }
+
+    /// Publishes the touched namespaces' existence.
+    fn publish_namespaces(&mut self, shared: &Shared) {
         for ns in std::mem::take(&mut self.touched_namespaces) {
             self.changed = true;
             let mut label = Vec::new();
@@ -858,6 +877,10 @@ impl IndexWriter {
                 shared.namespaces.remove(&*label);
             }
         }
+    }
+
+    /// Publishes the namespaces of the touched pod addresses.
+    fn publish_pod_ips(&mut self, shared: &Shared) {
         for ip in std::mem::take(&mut self.touched_pod_ips) {
             self.changed = true;
             match self.pod_ip_ns.get(&ip) {
@@ -877,29 +900,26 @@ impl IndexWriter {
                 }
             }
         }
-        let newly_synced = !shared.synced.load(Ordering::Relaxed)
-            && self.expected.iter().all(|k| self.synced.contains(k));
-        if newly_synced {
-            shared.synced.store(true, Ordering::Release);
-        }
-        if std::mem::take(&mut self.changed) || newly_synced {
-            let secs = (now / 1000) as u32;
-            let prev = shared.serial.load(Ordering::Relaxed);
-            shared
-                .serial
-                .store(secs.max(prev.wrapping_add(1)), Ordering::Relaxed);
-            shared
-                .stats
-                .services
-                .store(shared.services.len() as u64, Ordering::Relaxed);
-            shared
-                .stats
-                .endpoints
-                .store(self.endpoint_count, Ordering::Relaxed);
-            shared.stats.names.store(self.name_count, Ordering::Relaxed);
-            shared.stats.publishes.fetch_add(1, Ordering::Relaxed);
-            shared.generation.send_modify(|g| *g += 1);
-        }
+    }
+
+    /// Advances the serial, refreshes the size gauges and wakes subscribers.
+    fn publish_generation(&self, shared: &Shared, now: u64) {
+        let secs = (now / 1000) as u32;
+        let prev = shared.serial.load(Ordering::Relaxed);
+        shared
+            .serial
+            .store(secs.max(prev.wrapping_add(1)), Ordering::Relaxed);
+        shared
+            .stats
+            .services
+            .store(shared.services.len() as u64, Ordering::Relaxed);
+        shared
+            .stats
+            .endpoints
+            .store(self.endpoint_count, Ordering::Relaxed);
+        shared.stats.names.store(self.name_count, Ordering::Relaxed);
+        shared.stats.publishes.fetch_add(1, Ordering::Relaxed);
+        shared.generation.send_modify(|g| *g += 1);
     }
 
     /// Points the PTR sets of a service's addresses at its new view:
