@@ -233,22 +233,9 @@ struct Scale {
     replicas: u32,
 }
 
-impl SimRequest for Scale {
-    fn command(self, key: ObjectKey) -> SimCommand {
-        let replicas = self.replicas;
-        SimCommand::Scale { key, replicas }
-    }
-}
-
 /// `/sim/pods/{ns}/{name}/delete` (no query).
 #[derive(Deserialize)]
 struct DeletePod {}
-
-impl SimRequest for DeletePod {
-    fn command(self, key: ObjectKey) -> SimCommand {
-        SimCommand::DeletePod { key }
-    }
-}
 
 /// `?value=true|false` of `/sim/pods/{ns}/{name}/ready`.
 #[derive(Deserialize)]
@@ -256,10 +243,25 @@ struct SetReady {
     value: bool,
 }
 
+impl SimRequest for Scale {
+    fn command(self, key: ObjectKey) -> SimCommand {
+        let replicas = self.replicas;
+        SimCommand::Scale { key, replicas }
+    }
+}
+
+impl SimRequest for DeletePod {
+    fn command(self, key: ObjectKey) -> SimCommand {
+        SimCommand::DeletePod { key }
+    }
+}
+
 impl SimRequest for SetReady {
     fn command(self, key: ObjectKey) -> SimCommand {
-        let ready = self.value;
-        SimCommand::SetReady { key, ready }
+        SimCommand::SetReady {
+            key,
+            ready: self.value,
+        }
     }
 }
 
