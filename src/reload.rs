@@ -2,7 +2,7 @@
 //! the next one on SIGHUP or when the config file changes, without a pause
 //! in answers.
 //!
-//! A reload starts a new [`Engine`] on the same sockets (rebinding only the
+//! A reload starts a new `Engine` on the same sockets (rebinding only the
 //! listeners whose settings changed), waits for its first sync, lets it go
 //! live, then stops the old one without its lameduck delay. A configuration
 //! that does not load or bind is reported and the running one stays.

@@ -100,7 +100,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "headless_dns_source_relists_total",
         "counter",
-        "(Re-)lists started per kind: watch restarts after 410 Gone, reconnects and the first list",
+        "(Re-)lists started per kind: the first list, retries of a failed list, re-lists after 410 Gone",
     ),
     (
         "headless_dns_source_last_sync_age_seconds",

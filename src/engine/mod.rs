@@ -2,7 +2,7 @@
 //! listeners and admin side door, and runs them until shutdown.
 //!
 //! [`run`] takes already-bound [`Listeners`] and a shutdown future, so tests
-//! bind `127.0.0.1:0` and run the real server in-process. An [`Engine`] is one
+//! bind `127.0.0.1:0` and run the real server in-process. An `Engine` is one
 //! such run as a task, plus what the reload supervisor ([`crate::reload`])
 //! needs to start a successor beside it on the same sockets: a go-live gate,
 //! a first-sync signal, and the simulated cluster to carry over.
