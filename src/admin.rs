@@ -278,6 +278,7 @@ async fn sim<R: SimRequest>(
     match sim.send(cmd).await {
         Ok(msg) => (StatusCode::OK, msg + "\n"),
         Err(e @ SimError::NotFound(_)) => (StatusCode::NOT_FOUND, format!("{e}\n")),
+        Err(e @ SimError::Invalid(_)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
     }
 }

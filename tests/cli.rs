@@ -177,3 +177,36 @@ fn bad_config_names_the_file_line_and_key() {
         "{err}"
     );
 }
+
+/// `sim scale` past the pod CIDR fails with the server's message and a
+/// failing exit code; the StatefulSet keeps its pods.
+#[test]
+fn sim_scale_beyond_the_pod_cidr_fails() {
+    let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/headless-dns.toml");
+    let child = Command::new(BIN)
+        .args(["serve", "--config", config])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{dns}"),
+            "--admin",
+            &admin_addr,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server(child);
+    let mongo2 = "mongo-2.mongo.default.svc.cluster.local";
+    wait_until("mongo-2 to resolve", || dig_a(dns, mongo2));
+    let out = sim(&admin_addr, &["scale", "default", "mongo", "4294967295"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("more than the pod CIDR holds"), "{err}");
+    assert!(err.contains("HTTP 400"), "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(dig_a(dns, mongo2).is_some(), "mongo-2 still there");
+    assert!(dig(dns, &["mongo-3.mongo.default.svc.cluster.local"]).contains("NXDOMAIN"));
+}
