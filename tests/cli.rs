@@ -210,3 +210,23 @@ fn sim_scale_beyond_the_pod_cidr_fails() {
     assert!(dig_a(dns, mongo2).is_some(), "mongo-2 still there");
     assert!(dig(dns, &["mongo-3.mongo.default.svc.cluster.local"]).contains("NXDOMAIN"));
 }
+
+/// With no subcommand the `HEADLESS_DNS_*` environment applies as it does to
+/// `serve`: the embedded demo answers on the port the environment names.
+#[test]
+fn environment_applies_without_a_subcommand() {
+    let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
+    let child = Command::new(BIN)
+        .env("HEADLESS_DNS_LISTEN", format!("127.0.0.1:{dns}"))
+        .env("HEADLESS_DNS_ADMIN", format!("127.0.0.1:{admin}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server(child);
+    let web0 = wait_until("web-0 on the port HEADLESS_DNS_LISTEN names", || {
+        dig_a(dns, "web-0.nginx.default.svc.cluster.local")
+    });
+    assert!(web0.starts_with("10.244."), "{web0}");
+}
