@@ -31,6 +31,10 @@ pub struct UdpForward {
     pub src: SocketAddr,
     /// The socket to answer on.
     pub socket: Arc<UdpSocket>,
+    /// Whose counters the response goes to.
+    pub answerer: Arc<super::Answerer>,
+    /// When the query arrived (for the duration histogram).
+    pub received: std::time::Instant,
 }
 
 /// Upstream addresses from `forward.upstreams`: each entry's address, or the
@@ -195,8 +199,13 @@ impl Forwarder {
             let me = Arc::clone(&self);
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Some(bytes) = me.resolve(&req.packet, false).await {
-                    let _ = req.socket.send_to(&bytes, req.src);
+                let stats = req.answerer.stats();
+                match me.resolve(&req.packet, false).await {
+                    Some(bytes) => {
+                        stats.response_packet(false, &bytes, req.received.elapsed());
+                        let _ = req.socket.send_to(&bytes, req.src);
+                    }
+                    None => stats.dropped(),
                 }
             });
         }

@@ -127,7 +127,7 @@ pub fn spawn_udp(
 
 fn udp_loop(
     sock: &Arc<UdpSocket>,
-    answerer: &Answerer,
+    answerer: &Arc<Answerer>,
     forward: Option<&tokio::sync::mpsc::Sender<UdpForward>>,
     rrl: Option<&Rrl>,
     stop: &CancellationToken,
@@ -151,16 +151,25 @@ fn udp_loop(
                 }
                 Outcome::Drop => {}
                 Outcome::Forward => {
+                    let received = std::time::Instant::now();
                     let req = UdpForward {
                         packet: buf[..n].to_vec(),
                         src,
                         socket: Arc::clone(sock),
+                        answerer: Arc::clone(answerer),
+                        received,
                     };
                     // A full queue sheds load: SERVFAIL now rather than an unbounded backlog.
-                    if forward.is_none_or(|f| f.try_send(req).is_err())
-                        && let Some(bytes) = super::forward::servfail(&buf[..n])
-                    {
-                        let _ = sock.send_to(&bytes, src);
+                    if forward.is_none_or(|f| f.try_send(req).is_err()) {
+                        match super::forward::servfail(&buf[..n]) {
+                            Some(bytes) => {
+                                answerer
+                                    .stats()
+                                    .response_packet(false, &bytes, received.elapsed());
+                                let _ = sock.send_to(&bytes, src);
+                            }
+                            None => answerer.stats().dropped(),
+                        }
                     }
                 }
             },
@@ -345,13 +354,25 @@ async fn tcp_connection(
         match answerer.answer(&buf, true, &mut out) {
             Outcome::Reply => {}
             Outcome::Drop => continue,
-            Outcome::Forward => match forwarder {
-                Some(f) => match f.answer(&buf, true).await {
-                    Some(bytes) => out = bytes,
-                    None => continue,
-                },
-                None => continue,
-            },
+            Outcome::Forward => {
+                let started = std::time::Instant::now();
+                let bytes = match forwarder {
+                    Some(f) => f.answer(&buf, true).await,
+                    None => None,
+                };
+                match bytes {
+                    Some(bytes) => {
+                        answerer
+                            .stats()
+                            .response_packet(true, &bytes, started.elapsed());
+                        out = bytes;
+                    }
+                    None => {
+                        answerer.stats().dropped();
+                        continue;
+                    }
+                }
+            }
         }
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
