@@ -219,3 +219,67 @@ async fn metrics_count_queue_full_servfails() {
     .await
     .expect("test timed out");
 }
+
+/// Sends `n` queries for `name` from one socket as fast as it can and counts
+/// the responses that come back within `window`.
+async fn burst(server: SocketAddr, name: &str, n: u16, window: Duration) -> usize {
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..n {
+        let mut m = support::dns::message(name, A, None);
+        m.metadata.id = i;
+        client.send_to(&m.to_vec().unwrap(), server).await.unwrap();
+    }
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Ok(_)) = tokio::time::timeout_at(deadline, client.recv_from(&mut buf)).await {
+        got += 1;
+    }
+    got
+}
+
+/// With RRL on, forwarded answers and the SERVFAILs of a full forward queue
+/// go through the limiter like local ones: a burst gets limited.
+#[tokio::test]
+async fn rrl_limits_forwarded_answers_and_queue_full_servfails() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        const N: u16 = 40;
+        let up = unbound().await;
+        let s = TestServer::with_manifests("", |c| {
+            c.forward.upstreams = vec![up.1.to_string()];
+            c.dns.rrl_responses_per_second = 5;
+            c.dns.rrl_slip = 0;
+        })
+        .await;
+        let got = burst(s.dns, "www.example.test", N, Duration::from_millis(1500)).await;
+        assert!(got > 0, "some forwarded answers within the budget");
+        assert!(
+            got <= 20,
+            "{got} of {N} forwarded answers sent: not limited"
+        );
+        s.stop().await;
+
+        // An upstream that never answers and a queue of one: nearly every
+        // query gets the queue-full SERVFAIL, and those are limited too.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let upstream = silent.local_addr().unwrap();
+        let s = TestServer::with_manifests("", |c| {
+            c.forward.upstreams = vec![upstream.to_string()];
+            c.forward.timeout_ms = 5000;
+            c.forward.max_inflight = 1;
+            c.dns.rrl_responses_per_second = 5;
+            c.dns.rrl_slip = 0;
+        })
+        .await;
+        let got = burst(s.dns, "q.example.test", N, Duration::from_millis(1000)).await;
+        assert!(got > 0, "some SERVFAILs within the budget");
+        assert!(
+            got <= 15,
+            "{got} of {N} queue-full SERVFAILs sent: not limited"
+        );
+        drop(silent);
+        s.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -33,6 +33,8 @@ pub struct UdpForward {
     pub socket: Arc<UdpSocket>,
     /// Whose counters the response goes to.
     pub answerer: Arc<super::Answerer>,
+    /// The UDP listener's response-rate limiter, if on.
+    pub rrl: Option<Arc<super::rrl::Rrl>>,
     /// When the query arrived (for the duration histogram).
     pub received: std::time::Instant,
 }
@@ -201,9 +203,12 @@ impl Forwarder {
                 let _permit = permit;
                 let stats = req.answerer.stats();
                 match me.resolve(&req.packet, false).await {
-                    Some(bytes) => {
+                    Some(mut bytes) => {
                         stats.response_packet(false, &bytes, req.received.elapsed());
-                        let _ = req.socket.send_to(&bytes, req.src);
+                        let rrl = req.rrl.as_deref();
+                        if rrl.is_none_or(|r| r.admit(req.src.ip(), &mut bytes)) {
+                            let _ = req.socket.send_to(&bytes, req.src);
+                        }
                     }
                     None => stats.dropped(),
                 }

@@ -27,10 +27,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
 use super::forward::{Forwarder, UdpForward};
-use super::rrl::{Rrl, Verdict};
+use super::rrl::Rrl;
 use super::{Answerer, Outcome};
 use crate::error::{Error, Result};
-use crate::wire::truncate_response;
 
 /// How often a UDP thread looks at the shutdown token while idle.
 const UDP_POLL: Duration = Duration::from_millis(200);
@@ -100,7 +99,8 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<StdTcpListener> {
 }
 
 /// Starts one thread per UDP socket; they stop when `stop` is cancelled.
-/// With `rrl`, every response goes through the rate limiter first.
+/// With `rrl`, every response goes through the rate limiter first, local,
+/// forwarded or the SERVFAIL of a full forward queue.
 pub fn spawn_udp(
     answerer: &Arc<Answerer>,
     sockets: Vec<UdpSocket>,
@@ -119,7 +119,7 @@ pub fn spawn_udp(
         let sock = Arc::new(sock);
         let handle = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
-            .spawn(move || udp_loop(&sock, &answerer, forward.as_ref(), rrl.as_deref(), &stop))?;
+            .spawn(move || udp_loop(&sock, &answerer, forward.as_ref(), rrl.as_ref(), &stop))?;
         handles.push(handle);
     }
     Ok(handles)
@@ -129,7 +129,7 @@ fn udp_loop(
     sock: &Arc<UdpSocket>,
     answerer: &Arc<Answerer>,
     forward: Option<&tokio::sync::mpsc::Sender<UdpForward>>,
-    rrl: Option<&Rrl>,
+    rrl: Option<&Arc<Rrl>>,
     stop: &CancellationToken,
 ) {
     let mut buf = vec![0u8; 65535];
@@ -138,12 +138,8 @@ fn udp_loop(
         match sock.recv_from(&mut buf) {
             Ok((n, src)) => match answerer.answer(&buf[..n], false, &mut out) {
                 Outcome::Reply => {
-                    if let Some(rrl) = rrl {
-                        match rrl.check(src.ip()) {
-                            Verdict::Send => {}
-                            Verdict::Drop => continue,
-                            Verdict::Slip => truncate_response(&mut out),
-                        }
+                    if rrl.is_some_and(|r| !r.admit(src.ip(), &mut out)) {
+                        continue;
                     }
                     if let Err(e) = sock.send_to(&out, src) {
                         trace!(error = %e, %src, "udp send failed");
@@ -157,16 +153,19 @@ fn udp_loop(
                         src,
                         socket: Arc::clone(sock),
                         answerer: Arc::clone(answerer),
+                        rrl: rrl.cloned(),
                         received,
                     };
                     // A full queue sheds load: SERVFAIL now rather than an unbounded backlog.
                     if forward.is_none_or(|f| f.try_send(req).is_err()) {
                         match super::forward::servfail(&buf[..n]) {
-                            Some(bytes) => {
+                            Some(mut bytes) => {
                                 answerer
                                     .stats()
                                     .response_packet(false, &bytes, received.elapsed());
-                                let _ = sock.send_to(&bytes, src);
+                                if rrl.is_none_or(|r| r.admit(src.ip(), &mut bytes)) {
+                                    let _ = sock.send_to(&bytes, src);
+                                }
                             }
                             None => answerer.stats().dropped(),
                         }
