@@ -230,3 +230,52 @@ fn environment_applies_without_a_subcommand() {
     });
     assert!(web0.starts_with("10.244."), "{web0}");
 }
+
+/// A UDP thread that panics (the test fault hook) turns `/health` to 503
+/// naming it, and the process exits non-zero with a log line saying so.
+#[test]
+fn a_dead_udp_thread_fails_health_and_the_exit_code() {
+    let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("h.toml");
+    std::fs::write(&config, "[admin]\nlameduck_ms = 3000\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{dns}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .env("HEADLESS_DNS_TEST_UDP_PANIC_AFTER_MS", "1500")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let health = || {
+        rt.block_on(support::dns::http(admin_addr, "GET", "/health"))
+            .ok()
+    };
+    wait_until("/health 200 first", || {
+        health().filter(|(s, _)| *s == 200).map(|(_, b)| b)
+    });
+    let body = wait_until("/health 503 after the thread died", || {
+        health().filter(|(s, _)| *s == 503).map(|(_, b)| b)
+    });
+    assert!(body.contains("udp thread dns-udp-"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "exit status {status}; stderr:\n{err}");
+    assert!(err.contains("(panicked) died"), "{err}");
+    assert!(err.contains("udp thread dns-udp-"), "{err}");
+}

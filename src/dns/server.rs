@@ -30,9 +30,20 @@ use super::forward::{Forwarder, UdpForward};
 use super::rrl::Rrl;
 use super::{Answerer, Outcome};
 use crate::error::{Error, Result};
+use crate::fault::Fault;
 
 /// How often a UDP thread looks at the shutdown token while idle.
 const UDP_POLL: Duration = Duration::from_millis(200);
+
+/// Test-only fault hook: with this set to N, each UDP thread panics once it
+/// has been idle for a poll N ms after it started (the tests of thread death
+/// use it). Read once per thread start; never looked at per query.
+const TEST_PANIC_ENV: &str = "HEADLESS_DNS_TEST_UDP_PANIC_AFTER_MS";
+
+fn test_fault_deadline() -> Option<std::time::Instant> {
+    let ms: u64 = std::env::var(TEST_PANIC_ENV).ok()?.parse().ok()?;
+    Some(std::time::Instant::now() + Duration::from_millis(ms))
+}
 
 /// Limits on TCP clients.
 #[derive(Clone, Copy, Debug)]
@@ -107,6 +118,7 @@ pub fn spawn_udp(
     forward: Option<tokio::sync::mpsc::Sender<UdpForward>>,
     rrl: Option<Arc<Rrl>>,
     stop: &CancellationToken,
+    fault: &Fault,
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::with_capacity(sockets.len());
     for (i, sock) in sockets.into_iter().enumerate() {
@@ -117,9 +129,20 @@ pub fn spawn_udp(
         let stop = stop.clone();
         let forward = forward.clone();
         let sock = Arc::new(sock);
-        let handle = std::thread::Builder::new()
-            .name(format!("dns-udp-{i}"))
-            .spawn(move || udp_loop(&sock, &answerer, forward.as_ref(), rrl.as_ref(), &stop))?;
+        let name = format!("dns-udp-{i}");
+        let watch = fault.watch_thread(format!("udp thread {name}"));
+        let fault_at = test_fault_deadline();
+        let handle = std::thread::Builder::new().name(name).spawn(move || {
+            let _watch = watch;
+            udp_loop(
+                &sock,
+                &answerer,
+                forward.as_ref(),
+                rrl.as_ref(),
+                &stop,
+                fault_at,
+            )
+        })?;
         handles.push(handle);
     }
     Ok(handles)
@@ -131,6 +154,7 @@ fn udp_loop(
     forward: Option<&tokio::sync::mpsc::Sender<UdpForward>>,
     rrl: Option<&Arc<Rrl>>,
     stop: &CancellationToken,
+    fault_at: Option<std::time::Instant>,
 ) {
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
@@ -176,7 +200,13 @@ fn udp_loop(
                 if matches!(
                     e.kind(),
                     ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+                ) =>
+            {
+                // Checked only when idle: the test fault never touches a query.
+                if fault_at.is_some_and(|t| std::time::Instant::now() >= t) {
+                    panic!("test fault: {TEST_PANIC_ENV} is set");
+                }
+            }
             // ICMP errors from earlier sends surface here (ECONNREFUSED): not ours to act on.
             Err(e) => trace!(error = %e, "udp receive error"),
         }
