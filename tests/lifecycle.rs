@@ -256,3 +256,91 @@ async fn a_reload_keeps_the_simulated_cluster() {
     .await
     .expect("test timed out");
 }
+
+/// The UDP threads (`dns-udp-N`) of process `pid`, from /proc.
+fn udp_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.starts_with("dns-udp-"))
+        .count()
+}
+
+/// A reload that changes `threads` applies it (new UDP sockets beside the
+/// old ones, the TCP listener kept) while queries go on being answered.
+#[tokio::test]
+async fn reload_changes_the_udp_thread_count_without_a_gap() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("m.yaml");
+        std::fs::write(&manifest, MANIFEST).unwrap();
+        let cfg = dir.path().join("c.toml");
+        let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
+        let dns_addr: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+        let with = |threads: usize, ttl: u32| {
+            config(dns, admin, &manifest, &format!("ttl = {ttl}"))
+                .replace("threads = 1", &format!("threads = {threads}"))
+        };
+        std::fs::write(&cfg, with(1, 5)).unwrap();
+        let log = dir.path().join("log");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = Server(child);
+        let pid = server.0.id();
+        let name = "web-0.nginx.default.svc.cluster.local";
+        wait_answer(dns_addr, name, "first answer", |m| !m.answers.is_empty()).await;
+        assert_eq!(udp_threads(pid), 1);
+
+        // Queries all along, over UDP and TCP, each must be answered.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checker = tokio::spawn({
+            let stop = std::sync::Arc::clone(&stop);
+            async move {
+                let (mut ok, mut lost) = (0usize, 0usize);
+                for i in 0..100_000usize {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let proto = if i % 4 == 3 { Proto::Tcp } else { Proto::Udp };
+                    let bytes = support::dns::message(name, A, None).to_vec().unwrap();
+                    match support::dns::exchange_raw(proto, dns_addr, &bytes).await {
+                        Some(_) => ok += 1,
+                        None => lost += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (ok, lost)
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(&cfg, with(3, 9)).unwrap();
+        wait_answer(dns_addr, name, "TTL 9 after the reload", |m| {
+            m.answers.first().is_some_and(|r| r.ttl == 9)
+        })
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while udp_threads(pid) != 3 {
+            assert!(
+                Instant::now() < deadline,
+                "{} UDP threads after reloading with threads = 3",
+                udp_threads(pid)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, lost) = checker.await.unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("reload failed"), "{text}");
+        assert!(ok >= 50, "only {ok} queries ran");
+        assert_eq!(lost, 0, "{lost} of {} queries unanswered", ok + lost);
+    })
+    .await
+    .expect("test timed out");
+}

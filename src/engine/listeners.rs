@@ -75,24 +75,58 @@ impl Listeners {
 
     /// Replaces the listeners whose settings differ between `old` and `next`
     /// (DNS sockets and the admin listener apart) with freshly bound ones.
+    /// A change of `threads` or the UDP receive buffer alone binds new UDP
+    /// sockets beside the old ones (`SO_REUSEPORT`; the old engine reads its
+    /// own until it retires) and keeps the TCP listeners, which a second
+    /// bind of the same port would fail on.
     /// Returns whether anything was rebound; on an error nothing is replaced.
     pub fn rebind_changed(&mut self, old: &Config, next: &Config) -> Result<bool> {
-        let rebind_dns = next.dns.listen != old.dns.listen
-            || next.dns.threads != old.dns.threads
-            || next.dns.udp_receive_buffer_kb != old.dns.udp_receive_buffer_kb;
+        let rebind_dns = next.dns.listen != old.dns.listen;
+        let rebind_udp = !rebind_dns
+            && (next.dns.threads != old.dns.threads
+                || next.dns.udp_receive_buffer_kb != old.dns.udp_receive_buffer_kb);
         let rebind_admin = next.admin.listen != old.admin.listen;
-        if !(rebind_dns || rebind_admin) {
+        if !(rebind_dns || rebind_udp || rebind_admin) {
             return Ok(false);
         }
+        let udp = if rebind_udp {
+            Some(self.udp_beside(next)?)
+        } else {
+            None
+        };
         let fresh = Self::bind_parts(next, rebind_dns, rebind_admin)?;
         if rebind_dns {
             self.udp = fresh.udp;
             self.tcp = fresh.tcp;
         }
+        if let Some(udp) = udp {
+            self.udp = udp;
+        }
         if rebind_admin {
             self.admin = fresh.admin;
         }
         Ok(true)
+    }
+
+    /// `next`'s UDP sockets on the addresses (ports included) the current
+    /// ones are bound to.
+    fn udp_beside(&self, next: &Config) -> Result<Vec<UdpSocket>> {
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for s in &self.udp {
+            let a = s.local_addr()?;
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+        let mut udp = Vec::new();
+        for a in addrs {
+            udp.extend(dns::server::bind_udp(
+                a,
+                next.udp_threads(),
+                next.dns.udp_receive_buffer_kb * 1024,
+            )?);
+        }
+        Ok(udp)
     }
 }
 
