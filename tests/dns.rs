@@ -179,7 +179,19 @@ const CASES: &[Case] = &[
     ),
     case("12.0.1.10.in-addr.arpa", PTR, NX, &[]),
     case("1.2.3.4.5.in-addr.arpa", PTR, NX, &[]),
-    case("0.1.10.in-addr.arpa", PTR, NX, &[]),
+    // RFC 8020: names with names below them are empty non-terminals (NODATA)
+    case("0.1.10.in-addr.arpa", PTR, NOERR, &[]),
+    case("1.10.in-addr.arpa", PTR, NOERR, &[]),
+    case("10.in-addr.arpa", PTR, NOERR, &[]),
+    case("0.96.10.in-addr.arpa", PTR, NOERR, &[]),
+    case("9.1.10.in-addr.arpa", PTR, NX, &[]),
+    case("11.in-addr.arpa", PTR, NX, &[]),
+    case("d.f.ip6.arpa", PTR, NOERR, &[]),
+    case("0.0.d.f.ip6.arpa", PTR, NOERR, &[]),
+    case("e.f.ip6.arpa", PTR, NX, &[]),
+    case("_udp.api.default.svc.cluster.local", SRV, NOERR, &[]),
+    case("_sctp.api.default.svc.cluster.local", SRV, NX, &[]),
+    case("dns.cluster.local", A, NOERR, &[]),
 ];
 
 #[tokio::test]
