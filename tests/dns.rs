@@ -128,6 +128,40 @@ const CASES: &[Case] = &[
         &["0 100 53 api.default.svc.cluster.local."],
     ),
     case("_dns._tcp.api.default.svc.cluster.local", SRV, NX, &[]),
+    // SRV on the bare service name (CoreDNS): every port, named or not
+    case(
+        "nginx.default.svc.cluster.local",
+        SRV,
+        NOERR,
+        &[
+            "0 16 80 web-0.nginx.default.svc.cluster.local.",
+            "0 16 8080 web-0.nginx.default.svc.cluster.local.",
+            "0 16 80 web-1.nginx.default.svc.cluster.local.",
+            "0 16 8080 web-1.nginx.default.svc.cluster.local.",
+            "0 16 80 10-1-0-50.nginx.default.svc.cluster.local.",
+            "0 16 8080 10-1-0-50.nginx.default.svc.cluster.local.",
+        ],
+    ),
+    case(
+        "api.default.svc.cluster.local",
+        SRV,
+        NOERR,
+        &[
+            "0 50 80 api.default.svc.cluster.local.",
+            "0 50 53 api.default.svc.cluster.local.",
+        ],
+    ),
+    case(
+        "multi.default.svc.cluster.local",
+        SRV,
+        NOERR,
+        &[
+            "0 33 5432 multi.default.svc.cluster.local.",
+            "0 33 9000 multi.default.svc.cluster.local.",
+            "0 33 9187 multi.default.svc.cluster.local.",
+        ],
+    ),
+    case("peers.default.svc.cluster.local", SRV, NOERR, &[]),
     // §2.5 ExternalName
     case("ext.default.svc.cluster.local", A, NOERR, &["example.com."]),
     case(
@@ -320,6 +354,27 @@ async fn case_is_matched_insensitively_and_echoed() {
                 glue.contains(&"10-1-0-50.nginx.default.svc.cluster.local. 10.1.0.50".to_string()),
                 "{glue:?}"
             );
+            // the bare service name: every port of every endpoint, glue once per target
+            let m = s.query(proto, "NGINX.default.svc.cluster.local", SRV).await;
+            assert_eq!(m.answers.len(), 6);
+            let mut glue: Vec<String> = m
+                .additionals
+                .iter()
+                .map(|r| format!("{} {}", r.name, r.data).to_ascii_lowercase())
+                .collect();
+            glue.sort();
+            assert_eq!(
+                glue,
+                [
+                    "10-1-0-50.nginx.default.svc.cluster.local. 10.1.0.50",
+                    "web-0.nginx.default.svc.cluster.local. 10.1.0.10",
+                    "web-0.nginx.default.svc.cluster.local. fd00::10",
+                    "web-1.nginx.default.svc.cluster.local. 10.1.0.11",
+                ]
+            );
+            let m = s.query(proto, "api.default.svc.cluster.local", SRV).await;
+            let glue: Vec<String> = m.additionals.iter().map(|r| r.data.to_string()).collect();
+            assert_eq!(glue, ["10.96.0.10", "fd00:96::10"]);
         }
         s.stop().await;
     })
@@ -381,6 +436,12 @@ async fn truncation_edns_and_tcp_retry() {
         .await;
         assert_eq!(m.answers.len(), 200);
         assert_eq!(m.additionals.len(), 200);
+        // The bare service name's SRV set, likewise: TC over UDP, whole over TCP.
+        let bare = message("big.default.svc.cluster.local", SRV, None);
+        let m = exchange(Proto::Udp, s.dns, &bare).await;
+        assert!(m.metadata.truncation && m.answers.is_empty());
+        let m = exchange(Proto::Tcp, s.dns, &bare).await;
+        assert_eq!((m.answers.len(), m.additionals.len()), (200, 200));
         s.stop().await;
     })
     .await
