@@ -268,6 +268,122 @@ async fn spec_records_over_udp_and_tcp() {
     .expect("test timed out");
 }
 
+/// ExternalName chains followed inside our zones, as CoreDNS: (name, type,
+/// rcode, answers, SOA in authority).
+const CHAINS: &[(&str, RecordType, ResponseCode, &[&str], bool)] = &[
+    (
+        "alias.default.svc.cluster.local",
+        A,
+        NOERR,
+        &["web-0.nginx.default.svc.cluster.local.", "10.1.0.10"],
+        false,
+    ),
+    (
+        "alias.default.svc.cluster.local",
+        AAAA,
+        NOERR,
+        &["web-0.nginx.default.svc.cluster.local.", "fd00::10"],
+        false,
+    ),
+    (
+        "alias2.default.svc.cluster.local",
+        A,
+        NOERR,
+        &[
+            "alias.default.svc.cluster.local.",
+            "web-0.nginx.default.svc.cluster.local.",
+            "10.1.0.10",
+        ],
+        false,
+    ),
+    // any asked type: the target's SRV set
+    (
+        "toapi.default.svc.cluster.local",
+        SRV,
+        NOERR,
+        &[
+            "api.default.svc.cluster.local.",
+            "0 50 80 api.default.svc.cluster.local.",
+            "0 50 53 api.default.svc.cluster.local.",
+        ],
+        false,
+    ),
+    // the target has no such records: NODATA after the CNAME
+    (
+        "alias.default.svc.cluster.local",
+        TXT,
+        NOERR,
+        &["web-0.nginx.default.svc.cluster.local."],
+        true,
+    ),
+    // a dangling target: the CNAME and the target's NXDOMAIN (RFC 6604)
+    (
+        "dangling.default.svc.cluster.local",
+        A,
+        NX,
+        &["gone.default.svc.cluster.local."],
+        true,
+    ),
+    // a loop ends; each CNAME once
+    (
+        "loop-a.default.svc.cluster.local",
+        A,
+        NOERR,
+        &[
+            "loop-b.default.svc.cluster.local.",
+            "loop-a.default.svc.cluster.local.",
+        ],
+        false,
+    ),
+    // CNAME asked: the CNAME alone, not followed
+    (
+        "alias2.default.svc.cluster.local",
+        CNAME,
+        NOERR,
+        &["alias.default.svc.cluster.local."],
+        false,
+    ),
+    // out of zone, forwarding off: the CNAME alone
+    (
+        "ext.default.svc.cluster.local",
+        AAAA,
+        NOERR,
+        &["example.com."],
+        false,
+    ),
+];
+
+#[tokio::test]
+async fn externalname_chains_over_udp_and_tcp() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let s = TestServer::with_manifests(FIXTURES, |_| {}).await;
+        for proto in BOTH {
+            for (name, qtype, code, answers, soa) in CHAINS {
+                let m = s.query(proto, name, *qtype).await;
+                let what = format!("{proto:?} {name} {qtype:?}");
+                assert_eq!(rcode(&m), *code, "{what}: {m:?}");
+                assert_eq!(rendered(&m), *answers, "{what}");
+                assert!(m.metadata.authoritative, "{what}: AA");
+                assert_eq!(soa_negative_ttl(&m).is_some(), *soa, "{what}: SOA: {m:?}");
+                assert_eq!(m.answers[0].name.to_ascii(), format!("{name}."), "{what}");
+                assert!(m.answers.iter().all(|r| r.ttl == 5), "{what}: TTL");
+            }
+        }
+        // EDNS is echoed on the chain path too
+        let m = exchange(
+            Proto::Udp,
+            s.dns,
+            &message("alias.default.svc.cluster.local", A, Some(1232)),
+        )
+        .await;
+        assert!(m.edns.is_some(), "OPT echoed: {m:?}");
+        assert_eq!(m.answers.len(), 2);
+        s.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test]
 async fn soa_negative_ttls_and_pending_pods() {
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -399,7 +515,9 @@ fn big_service(pods: usize) -> String {
 #[tokio::test]
 async fn truncation_edns_and_tcp_retry() {
     tokio::time::timeout(Duration::from_secs(30), async {
-        let s = TestServer::with_manifests(&big_service(200), |_| {}).await;
+        let chain = "---\napiVersion: v1\nkind: Service\nmetadata: {name: tobig, namespace: default}\nspec: {type: ExternalName, externalName: big.default.svc.cluster.local}\n";
+        let manifests = format!("{}{chain}", big_service(200));
+        let s = TestServer::with_manifests(&manifests, |_| {}).await;
         let name = "big.default.svc.cluster.local";
         // No EDNS: 512 bytes; 200 A records do not fit, so TC and no answers.
         let m = exchange(Proto::Udp, s.dns, &message(name, A, None)).await;
@@ -442,6 +560,16 @@ async fn truncation_edns_and_tcp_retry() {
         assert!(m.metadata.truncation && m.answers.is_empty());
         let m = exchange(Proto::Tcp, s.dns, &bare).await;
         assert_eq!((m.answers.len(), m.additionals.len()), (200, 200));
+        // A chain to it: TC over UDP (with EDNS too), CNAME + 200 A over TCP.
+        let via = "tobig.default.svc.cluster.local";
+        for edns in [None, Some(1232)] {
+            let m = exchange(Proto::Udp, s.dns, &message(via, A, edns)).await;
+            assert!(m.metadata.truncation && m.answers.is_empty(), "{m:?}");
+            assert_eq!(m.edns.is_some(), edns.is_some());
+        }
+        let m = exchange(Proto::Tcp, s.dns, &message(via, A, None)).await;
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 201);
         s.stop().await;
     })
     .await

@@ -150,9 +150,10 @@ fn udp_loop(
                     }
                 }
                 Outcome::Drop => {}
-                Outcome::Forward => {
+                outcome @ (Outcome::Forward | Outcome::Chase) => {
                     let req = UdpForward {
                         packet: buf[..n].to_vec(),
+                        chain: (outcome == Outcome::Chase).then(|| out.clone()),
                         src,
                         socket: Arc::clone(sock),
                     };
@@ -345,8 +346,11 @@ async fn tcp_connection(
         match answerer.answer(&buf, true, &mut out) {
             Outcome::Reply => {}
             Outcome::Drop => continue,
-            Outcome::Forward => match forwarder {
-                Some(f) => match f.answer(&buf, true).await {
+            outcome @ (Outcome::Forward | Outcome::Chase) => match forwarder {
+                Some(f) => match f
+                    .answer(&buf, (outcome == Outcome::Chase).then_some(&out[..]), true)
+                    .await
+                {
                     Some(bytes) => out = bytes,
                     None => continue,
                 },
