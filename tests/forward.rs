@@ -102,3 +102,36 @@ async fn forwarding_through_a_real_upstream_with_cache() {
     .await
     .expect("test timed out");
 }
+
+/// ExternalName services whose targets are outside our zones.
+const EXTERNAL: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: upstream, namespace: default}\nspec: {type: ExternalName, externalName: www.example.test}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: nowhere, namespace: default}\nspec: {type: ExternalName, externalName: nope.example.test}\n";
+
+#[tokio::test]
+async fn externalname_out_of_zone_is_completed_through_the_forwarder() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let up = unbound().await;
+        let upstream = up.1;
+        let s = TestServer::with_manifests(EXTERNAL, |c| {
+            c.forward.upstreams = vec![upstream.to_string()];
+            c.forward.timeout_ms = 500;
+        })
+        .await;
+        for proto in [Proto::Udp, Proto::Tcp] {
+            let name = "upstream.default.svc.cluster.local";
+            let m = s.query(proto, name, A).await;
+            let got: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+            assert_eq!(got, ["www.example.test.", "192.0.2.10"], "{proto:?}: {m:?}");
+            assert_eq!(m.answers[0].name.to_ascii(), format!("{name}."));
+            assert_eq!(m.answers[1].name.to_ascii(), "www.example.test.");
+            assert_eq!(rcode(&m), ResponseCode::NoError);
+            // A target upstream does not know: our CNAME, its NXDOMAIN and SOA.
+            let m = s.query(proto, "nowhere.default.svc.cluster.local", A).await;
+            assert_eq!(rcode(&m), ResponseCode::NXDomain, "{proto:?}: {m:?}");
+            assert_eq!(m.answers.len(), 1);
+            assert!(soa_negative_ttl(&m).is_some(), "{m:?}");
+        }
+        s.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
