@@ -1,7 +1,7 @@
 //! Reload and shutdown of the real binary: a changed config file (or SIGHUP)
 //! is applied without a gap, a broken one is refused while the running config
 //! stays, a new listen address is bound, and SIGTERM drains (readiness 503
-//! first) and exits 0 with queries in flight.
+//! first) and exits 0, answering every query sent before it stopped.
 
 mod support;
 
@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType::A;
-use support::dns::{self, Proto, message};
+use support::dns::{self, Proto, framed, message, read_framed};
 use support::process::{BIN, Running, free_port, loopback};
 use support::{eventually, eventually_within, http, within};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 const MANIFEST: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: nginx, namespace: default}\nspec: {clusterIP: None}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: n1, namespace: default, labels: {kubernetes.io/service-name: nginx}}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1], hostname: web-0}]\n";
 
@@ -54,26 +56,69 @@ async fn wait_answer(addr: SocketAddr, name: &str, what: &str, check: impl Fn(&M
     .await
 }
 
-/// SIGTERM with TCP queries in flight: `/ready` goes 503, the process exits 0.
-async fn drain_on_sigterm(server: &mut Running, dns: SocketAddr, admin: SocketAddr) {
-    let client = tokio::spawn(async move {
-        let mut ok = 0;
-        for _ in 0..2000 {
-            let bytes = message("web-0.nginx.default.svc.example.internal", A, None)
-                .to_vec()
-                .unwrap();
-            match dns::exchange_raw(Proto::Tcp, dns, &bytes).await {
-                Some(r) => {
-                    let m = Message::from_vec(&r).unwrap();
-                    assert_eq!(m.answers.len(), 1, "every answer sent is right");
-                    ok += 1;
-                }
-                None => break,
+/// What became of one query of the drain client.
+#[derive(Debug)]
+enum Sent {
+    /// Answered (and right), written at `at`.
+    Answered { at: Instant },
+    /// The connection was refused at `at`: the server no longer listens.
+    Refused { at: Instant },
+    /// Written at `at` (or failed while being written), and never answered.
+    Unanswered { at: Instant, why: String },
+}
+
+/// Sends one TCP query for `name` on a new connection.
+async fn one_query(addr: SocketAddr, name: &str) -> Sent {
+    let Ok(mut c) = TcpStream::connect(addr).await else {
+        return Sent::Refused { at: Instant::now() };
+    };
+    let query = message(name, A, None).to_vec().unwrap();
+    let written = c.write_all(&framed(&query)).await;
+    let at = Instant::now();
+    if let Err(e) = written {
+        return Sent::Unanswered {
+            at,
+            why: format!("write: {e}"),
+        };
+    }
+    match read_framed(&mut c).await {
+        Some(r) => {
+            let m = Message::from_vec(&r).unwrap();
+            assert_eq!(m.answers.len(), 1, "every answer sent is right: {m:?}");
+            Sent::Answered { at }
+        }
+        None => Sent::Unanswered {
+            at,
+            why: "no reply (closed, reset or silent)".into(),
+        },
+    }
+}
+
+/// Queries `name` over TCP one after another (a new connection each, at
+/// most 100,000 or 30 s) until a query is not answered; returns them all.
+fn drain_client(addr: SocketAddr, name: &'static str) -> tokio::task::JoinHandle<Vec<Sent>> {
+    tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut sent = Vec::new();
+        while sent.len() < 100_000 && Instant::now() < deadline {
+            let s = one_query(addr, name).await;
+            let done = !matches!(s, Sent::Answered { .. });
+            sent.push(s);
+            if done {
+                break;
             }
         }
-        ok
-    });
+        sent
+    })
+}
+
+/// SIGTERM with TCP queries in flight: `/ready` goes 503, every query sent
+/// before the lameduck period ends is answered, the process exits 0.
+async fn drain_on_sigterm(server: &mut Running, dns: SocketAddr, admin: SocketAddr) {
+    let client = drain_client(dns, "web-0.nginx.default.svc.example.internal");
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // Taken before the signal: the server stops no earlier than this + LAMEDUCK.
+    let term = Instant::now();
     server.signal("-TERM");
     let saw_503 = eventually_within(Duration::from_secs(5), "/ready 503", || async {
         match http::get(admin, "/ready").await {
@@ -90,8 +135,39 @@ async fn drain_on_sigterm(server: &mut Running, dns: SocketAddr, admin: SocketAd
     })
     .await;
     assert!(status.success(), "exit status {status:?}");
-    let answered = client.await.unwrap();
-    assert!(answered > 0, "queries were in flight");
+    let sent = client.await.unwrap();
+    let (at, why) = match sent.last().expect("the client sent queries") {
+        Sent::Answered { .. } => panic!("the client never saw the server stop"),
+        Sent::Refused { at } => (*at, "connection refused"),
+        Sent::Unanswered { at, why } => (*at, why.as_str()),
+    };
+    let answered_in_drain = sent
+        .iter()
+        .filter(|s| matches!(s, Sent::Answered { at } if *at > term))
+        .count();
+    eprintln!(
+        "drain: {} queries, {answered_in_drain} answered after SIGTERM; the first \
+         unanswered one was sent {} ({why})",
+        sent.len(),
+        since(term, at)
+    );
+    assert!(
+        at >= term + LAMEDUCK,
+        "a query sent {}, before the {LAMEDUCK:?} drain ended, was not answered: {why}",
+        since(term, at)
+    );
+    assert!(
+        answered_in_drain > 0,
+        "queries were answered while draining"
+    );
+}
+
+/// `at` relative to SIGTERM at `term`, as text.
+fn since(term: Instant, at: Instant) -> String {
+    match at.checked_duration_since(term) {
+        Some(d) => format!("{d:?} after SIGTERM"),
+        None => format!("{:?} before SIGTERM", term - at),
+    }
 }
 
 /// Polls the log in `dir` until it reports a failed reload; returns it.
