@@ -298,6 +298,59 @@ async fn simulator_statefulsets_come_to_life() {
     .await;
 }
 
+/// Watches the `nginx` (OrderedReady) and `mongo` (Parallel) sets until
+/// both hold 3 pods (at most 20 s); returns, per set, when each size was
+/// first seen (since the watch began), in order.
+async fn watch_both_sets_grow(s: &TestServer) -> [Vec<(usize, Duration)>; 2] {
+    let mut seen: [Vec<(usize, Duration)>; 2] = [Vec::new(), Vec::new()];
+    let start = Instant::now();
+    while seen.iter().any(|v| v.last().is_none_or(|(n, _)| *n < 3)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "sets still growing: {seen:?}"
+        );
+        for (set, sizes) in [NGINX_SET, MONGO_SET].into_iter().zip(&mut seen) {
+            let n = s.query(Proto::Udp, set, A).await.answers.len();
+            if n > 0 && sizes.last().is_none_or(|(last, _)| *last != n) {
+                sizes.push((n, start.elapsed()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn parallel_pods_come_up_together_ordered_ready_ones_in_turn() {
+    within(Duration::from_secs(60), async {
+        // Long enough that one pod at a time is far from all at once.
+        const READY: Duration = Duration::from_millis(1000);
+        let s = simulated(READY.as_millis() as u64).await;
+        let [nginx, mongo] = watch_both_sets_grow(&s).await;
+        eprintln!("OrderedReady: {nginx:?}\nParallel: {mongo:?}");
+        // Parallel: every ordinal starts at once, so all three are ready
+        // within one readiness period of the first.
+        let spread = mongo.last().unwrap().1 - mongo[0].1;
+        assert!(
+            spread < READY,
+            "Parallel pods came up {spread:?} apart (readiness {READY:?}): {mongo:?}"
+        );
+        // OrderedReady: one at a time, each starting once the one before it
+        // is ready, so a readiness period apart (half of one, for the polling).
+        let sizes: Vec<usize> = nginx.iter().map(|(n, _)| *n).collect();
+        assert_eq!(sizes, [1, 2, 3], "one pod at a time");
+        for w in nginx.windows(2) {
+            let gap = w[1].1 - w[0].1;
+            assert!(
+                gap >= READY / 2,
+                "OrderedReady pods {gap:?} apart: {nginx:?}"
+            );
+        }
+        s.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn ordered_ready_names_resolve_only_once_ready() {
     within(Duration::from_secs(60), async {
