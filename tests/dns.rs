@@ -9,10 +9,16 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use support::dns::{
-    BOTH, Proto, TestServer, exchange, exchange_raw, ips, message, rcode, soa_negative_ttl,
+    BOTH, NegativeTtl, Proto, authority_soa, exchange, exchange_raw, ips, message, rcode,
 };
+use support::fixtures::FIXTURES;
+use support::server::TestServer;
+use support::within;
 
-const FIXTURES: &str = include_str!("fixtures.yaml");
+/// A server on the fixture cluster, `tweak` applied to its config.
+async fn fixtures(tweak: impl FnOnce(&mut headless_dns::Config)) -> TestServer {
+    TestServer::with_manifests(FIXTURES, tweak).await
+}
 
 fn rendered(m: &Message) -> Vec<String> {
     m.answers.iter().map(|r| r.data.to_string()).collect()
@@ -230,8 +236,8 @@ const CASES: &[Case] = &[
 
 #[tokio::test]
 async fn spec_records_over_udp_and_tcp() {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        let s = TestServer::with_manifests(FIXTURES, |_| {}).await;
+    within(Duration::from_secs(60), async {
+        let s = fixtures(|_| {}).await;
         for proto in BOTH {
             for c in CASES {
                 let m = s.query(proto, c.name, c.qtype).await;
@@ -242,7 +248,7 @@ async fn spec_records_over_udp_and_tcp() {
                 if c.answers.is_empty() {
                     // RFC 2308: NXDOMAIN and NODATA carry the zone's SOA.
                     assert!(
-                        soa_negative_ttl(&m).is_some(),
+                        authority_soa(&m).is_some(),
                         "{what}: SOA in authority: {m:?}"
                     );
                     let zone_apex = m.authorities[0].name.to_ascii().to_ascii_lowercase();
@@ -264,14 +270,13 @@ async fn spec_records_over_udp_and_tcp() {
         }
         s.stop().await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test]
 async fn soa_negative_ttls_and_pending_pods() {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let s = TestServer::with_manifests(FIXTURES, |c| {
+    within(Duration::from_secs(30), async {
+        let s = fixtures(|c| {
             c.dns.negative_ttl = 30;
             c.dns.pending_negative_ttl = 2;
         })
@@ -295,30 +300,29 @@ async fn soa_negative_ttls_and_pending_pods() {
                 )
                 .await;
             assert_eq!(rcode(&m), NX);
-            assert_eq!(soa_negative_ttl(&m), Some((2, 2)), "{pending}");
+            assert_eq!(authority_soa(&m), Some(NegativeTtl::both(2)), "{pending}");
         }
         let m = s
             .query(Proto::Udp, "web-4.nginx.default.svc.cluster.local", A)
             .await;
         assert_eq!(
-            soa_negative_ttl(&m),
-            Some((30, 30)),
+            authority_soa(&m),
+            Some(NegativeTtl::both(30)),
             "web-4 is beyond replicas"
         );
         let m = s
             .query(Proto::Udp, "nope.nginx.default.svc.cluster.local", A)
             .await;
-        assert_eq!(soa_negative_ttl(&m), Some((30, 30)));
+        assert_eq!(authority_soa(&m), Some(NegativeTtl::both(30)));
         s.stop().await;
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test]
 async fn case_is_matched_insensitively_and_echoed() {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let s = TestServer::with_manifests(FIXTURES, |_| {}).await;
+    within(Duration::from_secs(30), async {
+        let s = fixtures(|_| {}).await;
         for proto in BOTH {
             let name = "WeB-0.NGINX.Default.svc.Cluster.LOCAL.";
             let m = s.query(proto, name, A).await;
@@ -378,8 +382,7 @@ async fn case_is_matched_insensitively_and_echoed() {
         }
         s.stop().await;
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 fn big_service(pods: usize) -> String {
@@ -398,7 +401,7 @@ fn big_service(pods: usize) -> String {
 
 #[tokio::test]
 async fn truncation_edns_and_tcp_retry() {
-    tokio::time::timeout(Duration::from_secs(30), async {
+    within(Duration::from_secs(30), async {
         let chain = "---\napiVersion: v1\nkind: Service\nmetadata: {name: tobig, namespace: default}\nspec: {type: ExternalName, externalName: big.default.svc.cluster.local}\n";
         let manifests = format!("{}{chain}", big_service(200));
         let s = TestServer::with_manifests(&manifests, |_| {}).await;
@@ -456,14 +459,13 @@ async fn truncation_edns_and_tcp_retry() {
         assert_eq!(m.answers.len(), 201);
         s.stop().await;
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test]
 async fn bad_packets_refused_and_unsupported_queries() {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let s = TestServer::with_manifests(FIXTURES, |_| {}).await;
+    within(Duration::from_secs(30), async {
+        let s = fixtures(|_| {}).await;
         for proto in BOTH {
             // outside our zones: REFUSED, not authoritative
             let m = s.query(proto, "example.org", A).await;
@@ -516,17 +518,13 @@ async fn bad_packets_refused_and_unsupported_queries() {
         assert_eq!(rcode(&m), NOERR);
         s.stop().await;
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test]
 async fn pod_records_insecure_and_verified() {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let s = TestServer::with_manifests(FIXTURES, |c| {
-            c.dns.pods = headless_dns::dns::PodsMode::Insecure
-        })
-        .await;
+    within(Duration::from_secs(30), async {
+        let s = fixtures(|c| c.dns.pods = headless_dns::dns::PodsMode::Insecure).await;
         let m = s
             .query(Proto::Udp, "1-2-3-4.default.pod.cluster.local", A)
             .await;
@@ -536,10 +534,7 @@ async fn pod_records_insecure_and_verified() {
             .await;
         assert_eq!(rendered(&m), ["fd00::1"]);
         s.stop().await;
-        let s = TestServer::with_manifests(FIXTURES, |c| {
-            c.dns.pods = headless_dns::dns::PodsMode::Verified
-        })
-        .await;
+        let s = fixtures(|c| c.dns.pods = headless_dns::dns::PodsMode::Verified).await;
         let m = s
             .query(Proto::Udp, "10-1-0-10.default.pod.cluster.local", A)
             .await;
@@ -558,14 +553,13 @@ async fn pod_records_insecure_and_verified() {
         assert_eq!(rcode(&m), NX, "no such pod");
         s.stop().await;
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test]
 async fn endpoint_pod_names_option() {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let s = TestServer::with_manifests(FIXTURES, |c| c.dns.endpoint_pod_names = true).await;
+    within(Duration::from_secs(30), async {
+        let s = fixtures(|c| c.dns.endpoint_pod_names = true).await;
         let m = s
             .query(
                 Proto::Tcp,
@@ -580,13 +574,12 @@ async fn endpoint_pod_names_option() {
         assert_eq!(rcode(&m), NX);
         s.stop().await;
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test]
 async fn not_ready_before_first_sync_is_servfail() {
-    tokio::time::timeout(Duration::from_secs(30), async {
+    within(Duration::from_secs(30), async {
         // File sources sync at once, so check the rule on an index that has not
         // completed its first list (the Kubernetes-source tests do it end to end).
         use headless_dns::dns::{Answerer, Outcome};
@@ -606,6 +599,5 @@ async fn not_ready_before_first_sync_is_servfail() {
             ResponseCode::ServFail
         );
     })
-    .await
-    .unwrap();
+    .await;
 }

@@ -23,7 +23,7 @@
 //! to exist: its NXDOMAIN carries the short "pending" negative TTL so that
 //! caches do not hide it once it is up.
 //!
-//! [`walk`] finds the node; [`records`] picks its records for the query type.
+//! `walk` finds the node; `records` picks its records for the query type.
 
 use std::net::IpAddr;
 

@@ -2,7 +2,7 @@
 //!
 //! [`Answerer::answer`] is the whole query path, in the layers hickory's
 //! server has: parse (`wire`), admit and route to a zone (`catalog`), then the
-//! zone's own answerer walks the name to a [`Node`] (`cluster` for the cluster
+//! zone's own answerer walks the name to a `Node` (`cluster` for the cluster
 //! domain, `reverse` for the reverse zones) and picks its records for the
 //! query type; the response is assembled from pre-encoded sections into a
 //! reused buffer. It allocates nothing, takes no lock a writer holds for
