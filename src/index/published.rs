@@ -101,8 +101,9 @@ impl Shared {
             .map_or_else(Vec::new, |s| s.targets().to_vec());
         let had = !current.is_empty();
         let next = f(current);
-        if had != !next.is_empty() {
-            self.count_prefixes(ip, !had);
+        let has = !next.is_empty();
+        if had != has {
+            self.count_prefixes(ip, has);
         }
         let entry = if next.is_empty() {
             None
