@@ -22,7 +22,9 @@
 //! allocates nothing.
 
 pub mod addrs;
+pub mod observe;
 pub mod record;
+pub mod serial;
 pub mod stored;
 mod view;
 
@@ -479,6 +481,8 @@ pub struct IndexWriter {
     touched_namespaces: BTreeSet<String>,
     touched_pod_ips: BTreeSet<IpAddr>,
     changed: bool,
+    /// Told about every publication (zone transfers' journal), if set.
+    observer: Option<Box<dyn observe::PublishObserver>>,
 }
 
 impl IndexWriter {
@@ -495,7 +499,7 @@ impl IndexWriter {
             reverse_v6: DashMap::new(),
             reverse_many: DashMap::new(),
             pod_ips: DashMap::new(),
-            serial: AtomicU32::new(now_ms().div_euclid(1000) as u32),
+            serial: AtomicU32::new(serial::initial((now_ms() / 1000) as u32)),
             synced: AtomicBool::new(expected.is_empty()),
             generation,
             stats: IndexStats::default(),
@@ -525,7 +529,16 @@ impl IndexWriter {
             touched_namespaces: BTreeSet::new(),
             touched_pod_ips: BTreeSet::new(),
             changed: false,
+            observer: None,
         }
+    }
+
+    /// Installs `observer` for every later publication (see
+    /// [`observe::PublishObserver`]); the serial rises to its floor.
+    pub fn observe(&mut self, observer: Box<dyn observe::PublishObserver>) {
+        let floor = observer.serial_floor();
+        self.index.shared.serial.fetch_max(floor, Ordering::Relaxed);
+        self.observer = Some(observer);
     }
 
     /// A reader handle.
@@ -807,6 +820,9 @@ impl IndexWriter {
     pub fn publish(&mut self) {
         let shared = Arc::clone(&self.index.shared);
         let now = now_ms();
+        if let Some(o) = self.observer.as_mut() {
+            o.begin();
+        }
         for key in std::mem::take(&mut self.touched_services) {
             self.changed = true;
             let map_key = service_key(key.namespace(), key.name());
@@ -830,6 +846,9 @@ impl IndexWriter {
             let ((old_eps, old_names), (new_eps, new_names)) = (count(&old), count(&new));
             self.endpoint_count = self.endpoint_count + new_eps - old_eps;
             self.name_count = self.name_count + new_names - old_names;
+            if let Some(o) = self.observer.as_mut() {
+                o.service(old.as_ref(), new.as_ref());
+            }
             match &new {
                 Some(v) => {
                     shared.services.insert(map_key, Arc::clone(v));
@@ -882,12 +901,12 @@ impl IndexWriter {
         if newly_synced {
             shared.synced.store(true, Ordering::Release);
         }
-        if std::mem::take(&mut self.changed) || newly_synced {
-            let secs = (now / 1000) as u32;
+        let published = std::mem::take(&mut self.changed) || newly_synced;
+        if published {
             let prev = shared.serial.load(Ordering::Relaxed);
             shared
                 .serial
-                .store(secs.max(prev.wrapping_add(1)), Ordering::Relaxed);
+                .store(serial::next(prev, (now / 1000) as u32), Ordering::Relaxed);
             shared
                 .stats
                 .services
@@ -898,6 +917,11 @@ impl IndexWriter {
                 .store(self.endpoint_count, Ordering::Relaxed);
             shared.stats.names.store(self.name_count, Ordering::Relaxed);
             shared.stats.publishes.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(o) = self.observer.as_mut() {
+            o.end(shared.serial.load(Ordering::Relaxed));
+        }
+        if published {
             shared.generation.send_modify(|g| *g += 1);
         }
     }
