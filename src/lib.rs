@@ -14,6 +14,8 @@
 //! - [`dns`]: the query path (`wire`, `cluster`, `reverse`, `records`) and the
 //!   listeners (`server`). The only module that knows DNS.
 //! - [`sources`]: manifest files, the StatefulSet simulator, the Kubernetes API.
+//! - [`transfer`]: zone transfers to secondaries (AXFR, IXFR from a journal the
+//!   writer keeps, NOTIFY, TSIG), reached through `dns::handoff`.
 //! - [`admin`]: the HTTP side door. [`config`], [`telemetry`], [`error`]: the edges.
 //!
 //! [`run`] takes already-bound sockets and a shutdown future, so tests bind
@@ -26,6 +28,7 @@ pub mod error;
 pub mod index;
 pub mod sources;
 pub mod telemetry;
+pub mod transfer;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -410,7 +413,7 @@ async fn run_engine(
         config::SourceKind::File => Kind::ALL.to_vec(),
         config::SourceKind::Kubernetes => sources::k8s::kinds(&config),
     };
-    let writer = IndexWriter::new(
+    let mut writer = IndexWriter::new(
         ZoneSettings {
             zone: settings.zone.clone(),
             ttl: settings.ttl,
@@ -418,6 +421,8 @@ async fn run_engine(
         },
         &kinds,
     );
+    // Zone transfers: the journal's recorder goes on the writer before it starts.
+    let transfers = transfer::start(&config, &settings, &mut writer, &stop, &tracker)?;
     let index = writer.index();
     let (tx, rx) = mpsc::channel(sources::QUEUE);
     tracker.spawn(sources::run_writer(writer, rx));
@@ -472,7 +477,11 @@ async fn run_engine(
         });
     }
 
-    let answerer = Arc::new(dns::Answerer::new(index.clone(), settings));
+    let mut answerer = dns::Answerer::new(index.clone(), settings);
+    if let Some(t) = transfers {
+        answerer = answerer.with_transfers(t);
+    }
+    let answerer = Arc::new(answerer);
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         _ = serve.cancelled() => {}

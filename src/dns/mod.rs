@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod forward;
+pub mod handoff;
 pub mod records;
 pub mod reverse;
 pub mod rrl;
@@ -82,6 +83,9 @@ pub enum Outcome {
     Drop,
     /// Outside our zones with forwarding on: hand the packet to the forwarder.
     Forward,
+    /// A zone transfer or a TSIG-signed request: hand the packet to
+    /// [`Answerer::transfers`] (see [`handoff`]).
+    Transfer,
 }
 
 /// A zone we are authoritative for, as matched against question names.
@@ -138,6 +142,8 @@ pub struct Answerer {
     version: RrSet,
     hinfo: RrSet,
     stats: stats::DnsStats,
+    /// Zone transfers, when `[transfer]` allows any (else AXFR/IXFR are REFUSED).
+    transfers: Option<Arc<dyn handoff::TransferService>>,
 }
 
 fn wire_name(name: &str) -> Box<[u8]> {
@@ -206,7 +212,19 @@ impl Answerer {
             index,
             settings,
             stats: stats::DnsStats::default(),
+            transfers: None,
         }
+    }
+
+    /// Hands zone transfers and TSIG-signed requests to `service`.
+    pub fn with_transfers(mut self, service: Arc<dyn handoff::TransferService>) -> Self {
+        self.transfers = Some(service);
+        self
+    }
+
+    /// The zone transfer service, if any.
+    pub fn transfers(&self) -> Option<&Arc<dyn handoff::TransferService>> {
+        self.transfers.as_ref()
     }
 
     /// The index this answerer reads.
@@ -245,6 +263,9 @@ impl Answerer {
                 return Outcome::Reply;
             }
         };
+        if self.transfers.is_some() && (q.signed || matches!(q.qtype, qtype::AXFR | qtype::IXFR)) {
+            return Outcome::Transfer;
+        }
         if self.settings.forward && q.qclass == 1 && self.zone_of(&q).is_none() {
             return Outcome::Forward;
         }

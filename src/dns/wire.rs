@@ -59,6 +59,8 @@ pub mod qtype {
     pub const SRV: u16 = 33;
     /// EDNS option pseudo-record.
     pub const OPT: u16 = 41;
+    /// Transaction signature (RFC 8945).
+    pub const TSIG: u16 = 250;
     /// Incremental zone transfer.
     pub const IXFR: u16 = 251;
     /// Zone transfer.
@@ -105,6 +107,8 @@ pub struct Query {
     pub qclass: u16,
     /// The OPT record, if any.
     pub edns: Option<Edns>,
+    /// A TSIG record ends the message (RFC 8945): signed, answered by zone transfers.
+    pub signed: bool,
 }
 
 /// Why a packet is not answered normally.
@@ -217,6 +221,7 @@ impl Query {
             qtype: 0,
             qclass: 0,
             edns: None,
+            signed: false,
         };
         let mut at = 12;
         loop {
@@ -266,6 +271,9 @@ impl Query {
                 return Err((Reject::FormErr, id));
             }
             at += rdlen;
+            if rtype == qtype::TSIG && i + 1 == an as u32 + ns as u32 + ar as u32 {
+                q.signed = true;
+            }
             if rtype == qtype::OPT {
                 let in_additional = i >= an as u32 + ns as u32;
                 // RFC 6891 §6.1.1: one OPT, root owner, in the additional section.
