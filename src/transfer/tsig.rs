@@ -186,3 +186,44 @@ impl Bad {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Edns, Query};
+    use hickory_proto::rr::RecordType;
+
+    fn keys() -> Keys {
+        Keys::new(&[TsigKeyConfig {
+            name: "k".into(),
+            algorithm: "hmac-sha256".into(),
+            secret: "c2VjcmV0".into(),
+        }])
+        .unwrap()
+    }
+
+    fn signed(edns: bool, now: u64) -> Vec<u8> {
+        let mut m = Message::query();
+        m.add_query(Query::query(Name::from_ascii("z.").unwrap(), RecordType::SOA));
+        if edns {
+            m.set_edns(Edns::new());
+        }
+        let k = keys();
+        m.finalize(k.named("k").unwrap(), now).unwrap();
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn requests_verify_with_and_without_edns() {
+        let k = keys();
+        for edns in [false, true] {
+            let p = signed(edns, 1_000_000);
+            let m = Message::from_vec(&p).unwrap();
+            assert!(
+                matches!(k.verify(&p, &m, 1_000_000), Verified::Signed(_)),
+                "edns {edns}"
+            );
+            assert!(matches!(k.verify(&p, &m, 2_000_000), Verified::Bad(Bad::Time(_))));
+        }
+    }
+}

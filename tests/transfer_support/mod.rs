@@ -173,3 +173,20 @@ pub async fn udp(server: SocketAddr, mut m: Message, key: Option<&TSigner>) -> T
         verified,
     }
 }
+
+/// Sends `m` over TCP and parses only the first message of the answer.
+pub async fn first_message(server: SocketAddr, m: Message) -> Message {
+    let bytes = m.to_vec().unwrap();
+    let mut s = TcpStream::connect(server).await.unwrap();
+    s.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+    s.write_all(&bytes).await.unwrap();
+    let read = async {
+        let len = s.read_u16().await.unwrap();
+        let mut buf = vec![0u8; len as usize];
+        s.read_exact(&mut buf).await.unwrap();
+        Message::from_vec(&buf).unwrap()
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("no answer within 10 s")
+}
