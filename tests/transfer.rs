@@ -233,6 +233,11 @@ async fn ixfr_sends_differences_or_the_whole_zone() {
         assert_eq!(u.records().len(), 1);
         assert_eq!(soa_serial(&u.records()[0]), Some(now));
 
+        let (_, page) = http(s.admin, "GET", "/metrics").await.unwrap();
+        for (name, _, _) in headless_dns::telemetry::METRICS {
+            let forwarding = name.starts_with("headless_dns_forward_"); // off here
+            assert!(forwarding || page.contains(name), "metric {name} missing from /metrics");
+        }
         let m = |k: &str| format!("headless_dns_transfer_requests_total{{kind=\"{k}\"}}");
         assert!(metric(&s, &m("ixfr")).await >= 3.0);
         assert!(metric(&s, &m("ixfr_current")).await >= 2.0);

@@ -103,7 +103,8 @@ pub(super) fn respond(
         crate::dns::wire::write_error_header(&mut out, packet, id_of(packet), rcode::FORMERR);
         return Box::new(std::iter::once(out));
     };
-    let mut head = Head {
+    // `layout` checked that there is exactly one question.
+    let head = Head {
         id: msg.id,
         opcode_rd: packet[2] & 0x79,
         question: packet[12..question_end].to_vec(),
@@ -121,10 +122,26 @@ pub(super) fn respond(
             return Box::new(std::iter::once(out));
         }
     };
-    let qtype = msg.queries[0].query_type();
-    if !matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+    if !matches!(
+        msg.queries[0].query_type(),
+        RecordType::AXFR | RecordType::IXFR
+    ) {
         return signed_query(shared, answerer, packet, last, tcp, &head, chain);
     }
+    transfer(shared, &msg, head, chain, peer, tcp)
+}
+
+/// An AXFR or IXFR request: who may have it, then which zone and how.
+fn transfer(
+    shared: &Arc<Shared>,
+    msg: &Message,
+    mut head: Head,
+    chain: Option<Chain>,
+    peer: SocketAddr,
+    tcp: bool,
+) -> Messages {
+    let q = &msg.queries[0];
+    let qtype = q.query_type();
     let refuse = |reason: usize, rcode: u8, chain: Option<Chain>, why: &str| {
         shared.stats.refused[reason].fetch_add(1, Ordering::Relaxed);
         debug!(%peer, ?qtype, why, "zone transfer refused");
@@ -136,7 +153,6 @@ pub(super) fn respond(
     if shared.require_tsig && chain.is_none() {
         return refuse(kind::UNSIGNED, rcode::REFUSED, chain, "unsigned, and require_tsig");
     }
-    let q = &msg.queries[0];
     let Some(zone) = shared.zones.find(&wire_name(&q.name().to_ascii())) else {
         return refuse(kind::BAD_REQUEST, rcode::NOTAUTH, chain, "not one of our zones");
     };
@@ -155,17 +171,16 @@ pub(super) fn respond(
         peer,
         tcp,
     };
-    if qtype == RecordType::IXFR {
-        let client = msg.authorities.iter().find_map(|r| match &r.data {
-            RData::SOA(soa) => Some(soa.serial),
-            _ => None,
-        });
-        match client {
-            Some(serial) => request.ixfr(serial, msg.max_payload()),
-            None => refuse_bad(request, "IXFR without the client's SOA"),
-        }
-    } else {
-        request.axfr(kind::AXFR)
+    if qtype == RecordType::AXFR {
+        return request.axfr(kind::AXFR);
+    }
+    let client = msg.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    });
+    match client {
+        Some(serial) => request.ixfr(serial, msg.max_payload()),
+        None => refuse_bad(request, "IXFR without the client's SOA"),
     }
 }
 
