@@ -317,7 +317,7 @@ fn bucket_quantile(counts: &[u64], q: f64) -> String {
     for (i, c) in counts.iter().enumerate() {
         seen += c;
         if total > 0 && seen as f64 >= q * total as f64 {
-            return match headless_dns::dns::stats::BUCKETS_US.get(i) {
+            return match headless_dns::histogram::BUCKETS_US.get(i) {
                 Some(b) => format!("<= {b} µs"),
                 None => "> 100 ms".into(),
             };
@@ -376,7 +376,7 @@ fn main() {
 
     // The real UDP query path: one socket, one thread.
     let mut settings = Config::default().dns_settings();
-    settings.ttl = 5;
+    settings.dns.ttl = 5;
     let answerer = Arc::new(Answerer::new(index.clone(), settings));
     let sockets = server::bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)), 1, 256 * 1024)
         .expect("bind 127.0.0.1:0");

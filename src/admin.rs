@@ -5,22 +5,22 @@
 //! it directly and the binary serves it on the admin listener (127.0.0.1 by
 //! default). Nothing here is on the DNS query path.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
 use crate::dns::Answerer;
-use crate::index::{Index, ObjectKey, ServiceKind};
+use crate::dns::forward::ForwardStats;
+use crate::index::{Index, ObjectKey, ServiceKind, ServiceView};
 use crate::sources::sim::{SimCommand, SimError, SimHandle};
-use crate::telemetry::{ForwardStats, Metrics};
+use crate::telemetry::Metrics;
 
 /// The record browser: one table per headless service, pods in ordinal order,
 /// refreshed from `/records` every second.
@@ -51,9 +51,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/ready", get(ready))
         .route("/records", get(records))
         .route("/metrics", get(metrics))
-        .route("/sim/statefulsets/{ns}/{name}/scale", post(sim_scale))
-        .route("/sim/pods/{ns}/{name}/delete", post(sim_delete))
-        .route("/sim/pods/{ns}/{name}/ready", post(sim_ready))
+        .route("/sim/statefulsets/{ns}/{name}/scale", post(sim::<Scale>))
+        .route("/sim/pods/{ns}/{name}/delete", post(sim::<DeletePod>))
+        .route("/sim/pods/{ns}/{name}/ready", post(sim::<SetReady>))
         .with_state(state)
 }
 
@@ -139,139 +139,145 @@ async fn records(
     State(s): State<AdminState>,
     Query(f): Query<RecordsFilter>,
 ) -> Json<serde_json::Value> {
-    let zone = s.index.settings().zone.clone();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let zone = &s.index.settings().zone;
+    let now = crate::clock::unix_ms();
     let services: Vec<ServiceJson> = s
         .index
         .services()
-        .into_iter()
-        .filter(|v| {
-            f.namespace
-                .as_deref()
-                .is_none_or(|n| n.eq_ignore_ascii_case(v.record.key.namespace()))
-        })
-        .filter(|v| {
-            f.service
-                .as_deref()
-                .is_none_or(|n| n.eq_ignore_ascii_case(v.record.key.name()))
-        })
-        .map(|v| {
-            let r = &v.record;
-            let fqdn = format!("{}.{}.svc.{zone}", r.key.name(), r.key.namespace());
-            let (kind, cluster_ips, external_name) = match &r.kind {
-                ServiceKind::ClusterIp(ips) => (
-                    "ClusterIP",
-                    ips.iter().map(|i| i.to_string()).collect(),
-                    None,
-                ),
-                ServiceKind::Headless => ("Headless", Vec::new(), None),
-                ServiceKind::ExternalName(n) => ("ExternalName", Vec::new(), Some(n.clone())),
-            };
-            ServiceJson {
-                namespace: r.key.namespace().to_string(),
-                name: r.key.name().to_string(),
-                kind: kind.into(),
-                cluster_ips,
-                external_name,
-                ports: r
-                    .ports
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{}/{}:{}",
-                            p.name.as_deref().unwrap_or(""),
-                            p.protocol,
-                            p.port
-                        )
-                    })
-                    .collect(),
-                endpoints: v
-                    .endpoints()
-                    .map(|e| EndpointJson {
-                        fqdn: format!("{}.{fqdn}", e.label),
-                        name: e.label.to_string(),
-                        addresses: e.addresses.iter().map(|a| a.to_string()).collect(),
-                        ready: e.ready,
-                        served: e.served,
-                        terminating: e.terminating,
-                        pod: e.pod.map(str::to_string),
-                        changed_ms_ago: now.saturating_sub(e.changed_ms),
-                    })
-                    .collect(),
-                fqdn,
-            }
-        })
+        .iter()
+        .filter(|v| f.matches(&v.record.key))
+        .map(|v| service_json(v, zone, now))
         .collect();
     Json(
         serde_json::json!({ "synced": s.index.is_synced(), "serial": s.index.serial(), "services": services }),
     )
 }
 
+impl RecordsFilter {
+    /// Whether the service `key` passes the filter (names compare ignoring case).
+    fn matches(&self, key: &ObjectKey) -> bool {
+        let passes = |wanted: &Option<String>, name: &str| {
+            wanted
+                .as_deref()
+                .is_none_or(|w| w.eq_ignore_ascii_case(name))
+        };
+        passes(&self.namespace, key.namespace()) && passes(&self.service, key.name())
+    }
+}
+
+/// One service of `/records`, with its endpoints' ages relative to `now`
+/// (Unix milliseconds).
+fn service_json(v: &ServiceView, zone: &str, now: u64) -> ServiceJson {
+    let r = &v.record;
+    let fqdn = format!("{}.{}.svc.{zone}", r.key.name(), r.key.namespace());
+    let (kind, cluster_ips, external_name) = match &r.kind {
+        ServiceKind::ClusterIp(ips) => (
+            "ClusterIP",
+            ips.iter().map(|i| i.to_string()).collect(),
+            None,
+        ),
+        ServiceKind::Headless => ("Headless", Vec::new(), None),
+        ServiceKind::ExternalName(n) => ("ExternalName", Vec::new(), Some(n.clone())),
+    };
+    let ports = r
+        .ports
+        .iter()
+        .map(|p| {
+            let name = p.name.as_deref().unwrap_or("");
+            format!("{name}/{}:{}", p.protocol, p.port)
+        })
+        .collect();
+    let endpoints = v
+        .endpoints()
+        .map(|e| EndpointJson {
+            fqdn: format!("{}.{fqdn}", e.label),
+            name: e.label.to_string(),
+            addresses: e.addresses.iter().map(|a| a.to_string()).collect(),
+            ready: e.ready,
+            served: e.served,
+            terminating: e.terminating,
+            pod: e.pod.map(str::to_string),
+            changed_ms_ago: now.saturating_sub(e.changed_ms),
+        })
+        .collect();
+    ServiceJson {
+        namespace: r.key.namespace().to_string(),
+        name: r.key.name().to_string(),
+        kind: kind.into(),
+        fqdn,
+        cluster_ips,
+        external_name,
+        ports,
+        endpoints,
+    }
+}
+
+/// The `{ns}/{name}` of a `/sim/...` path.
 #[derive(Deserialize)]
-struct Replicas {
+struct ObjectPath {
+    ns: String,
+    name: String,
+}
+
+/// The query of a `/sim/...` request: what to do to the object the path names.
+trait SimRequest: DeserializeOwned + Send + 'static {
+    fn command(self, key: ObjectKey) -> SimCommand;
+}
+
+/// `?replicas=N` of `/sim/statefulsets/{ns}/{name}/scale`.
+#[derive(Deserialize)]
+struct Scale {
     replicas: u32,
 }
 
+/// `/sim/pods/{ns}/{name}/delete` (no query).
 #[derive(Deserialize)]
-struct Value {
+struct DeletePod {}
+
+/// `?value=true|false` of `/sim/pods/{ns}/{name}/ready`.
+#[derive(Deserialize)]
+struct SetReady {
     value: bool,
 }
 
-async fn sim_call(s: &AdminState, cmd: SimCommand) -> (StatusCode, String) {
+impl SimRequest for Scale {
+    fn command(self, key: ObjectKey) -> SimCommand {
+        let replicas = self.replicas;
+        SimCommand::Scale { key, replicas }
+    }
+}
+
+impl SimRequest for DeletePod {
+    fn command(self, key: ObjectKey) -> SimCommand {
+        SimCommand::DeletePod { key }
+    }
+}
+
+impl SimRequest for SetReady {
+    fn command(self, key: ObjectKey) -> SimCommand {
+        SimCommand::SetReady {
+            key,
+            ready: self.value,
+        }
+    }
+}
+
+/// Hands a `/sim/...` request to the simulator and reports its answer.
+async fn sim<R: SimRequest>(
+    State(s): State<AdminState>,
+    Path(p): Path<ObjectPath>,
+    Query(request): Query<R>,
+) -> (StatusCode, String) {
     let Some(sim) = &s.sim else {
         return (
             StatusCode::NOT_FOUND,
             "the simulator is not enabled (file source with [sim] enabled)\n".into(),
         );
     };
+    let cmd = request.command(ObjectKey::new(&p.ns, &p.name));
     match sim.send(cmd).await {
         Ok(msg) => (StatusCode::OK, msg + "\n"),
         Err(e @ SimError::NotFound(_)) => (StatusCode::NOT_FOUND, format!("{e}\n")),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
     }
-}
-
-async fn sim_scale(
-    State(s): State<AdminState>,
-    Path((ns, name)): Path<(String, String)>,
-    Query(q): Query<Replicas>,
-) -> impl IntoResponse {
-    sim_call(
-        &s,
-        SimCommand::Scale {
-            key: ObjectKey::new(&ns, &name),
-            replicas: q.replicas,
-        },
-    )
-    .await
-}
-
-async fn sim_delete(
-    State(s): State<AdminState>,
-    Path((ns, name)): Path<(String, String)>,
-) -> impl IntoResponse {
-    sim_call(
-        &s,
-        SimCommand::DeletePod {
-            key: ObjectKey::new(&ns, &name),
-        },
-    )
-    .await
-}
-
-async fn sim_ready(
-    State(s): State<AdminState>,
-    Path((ns, name)): Path<(String, String)>,
-    Query(q): Query<Value>,
-) -> impl IntoResponse {
-    sim_call(
-        &s,
-        SimCommand::SetReady {
-            key: ObjectKey::new(&ns, &name),
-            ready: q.value,
-        },
-    )
-    .await
 }

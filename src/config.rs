@@ -2,15 +2,18 @@
 //!
 //! The file is `config/headless-dns.toml`-shaped (every key there, with its
 //! default); unknown keys are errors so a typo cannot silently do nothing.
-//! [`Config::validate`] reports every problem at once, naming the key.
+//! [`Config::validate`] reports every problem at once, naming the key, and
+//! reads no file: what a value names (a resolv.conf) is read where it is used.
+//!
+//! A leaf: the setting types live here (the modes of `[dns]` too), so no part
+//! of the server is needed to load or check a configuration.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::dns::{AnyMode, DnsSettings, PodsMode};
 use crate::error::{Error, Result};
 
 /// The whole configuration.
@@ -220,6 +223,79 @@ impl Default for DnsConfig {
     }
 }
 
+/// How `pods` records (`1-2-3-4.<ns>.pod.<zone>`) are answered, as in CoreDNS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodsMode {
+    /// Never: NXDOMAIN.
+    Disabled,
+    /// Echo the address in the name without checking.
+    Insecure,
+    /// Only if a pod with that address exists in that namespace.
+    Verified,
+}
+
+/// How ANY queries are answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnyMode {
+    /// RFC 8482 §4.2: one synthesized HINFO record.
+    Hinfo,
+    /// REFUSED.
+    Refuse,
+}
+
+/// What the answerer needs: the `[dns]` section with its zone normalized
+/// (lower case, no trailing dot) and `nameserver_ips` filled in, and whether
+/// names outside our zones are forwarded.
+#[derive(Clone, Debug)]
+pub struct DnsSettings {
+    /// The `[dns]` section, normalized.
+    pub dns: DnsConfig,
+    /// Names outside our zones are forwarded (else REFUSED).
+    pub forward: bool,
+}
+
+/// One `forward.upstreams` entry, checked for syntax only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// `IP` (port 53) or `IP:port`.
+    Address(SocketAddr),
+    /// A resolv.conf whose `nameserver` lines are the upstreams, read when the
+    /// forwarder is built.
+    ResolvConf(PathBuf),
+}
+
+impl Upstream {
+    /// Parses one entry: an absolute path is a resolv.conf.
+    pub fn parse(entry: &str) -> Result<Self> {
+        if entry.starts_with('/') {
+            Ok(Self::ResolvConf(entry.into()))
+        } else if let Ok(sa) = entry.parse::<SocketAddr>() {
+            Ok(Self::Address(sa))
+        } else if let Ok(ip) = entry.parse::<IpAddr>() {
+            Ok(Self::Address(SocketAddr::new(ip, 53)))
+        } else {
+            Err(Error::Config(format!(
+                "forward.upstreams: {entry:?} is not an address or a resolv.conf path"
+            )))
+        }
+    }
+}
+
+/// Parses `a.b.c.d/len` (len 8..=28) into (first address, number of addresses).
+pub fn parse_cidr(s: &str) -> Option<(u32, u32)> {
+    let (ip, len) = s.split_once('/')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let len: u32 = len.parse().ok()?;
+    if !(8..=28).contains(&len) {
+        return None;
+    }
+    let size = 1u32 << (32 - len);
+    let base = u32::from(ip) & !(size - 1);
+    Some((base, size))
+}
+
 /// Which source feeds the index.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -419,8 +495,10 @@ impl Config {
         if d.tcp_idle_timeout_ms == 0 {
             problems.push("dns.tcp_idle_timeout_ms: must be at least 1".into());
         }
-        if let Err(e) = crate::dns::forward::upstreams(&self.forward.upstreams) {
-            problems.push(e.to_string());
+        for e in self.forward.upstreams.iter() {
+            if let Err(e) = Upstream::parse(e) {
+                problems.push(e.to_string());
+            }
         }
         if self.forward.timeout_ms == 0 || self.forward.max_inflight == 0 {
             problems.push("forward.timeout_ms and forward.max_inflight must be at least 1".into());
@@ -428,7 +506,7 @@ impl Config {
         if self.source.poll_interval_ms == 0 {
             problems.push("source.poll_interval_ms: must be at least 1".into());
         }
-        if crate::sources::sim::parse_cidr(&self.sim.pod_cidr).is_none() {
+        if parse_cidr(&self.sim.pod_cidr).is_none() {
             problems.push(format!(
                 "sim.pod_cidr: {:?} is not an IPv4 CIDR with room for pods",
                 self.sim.pod_cidr
@@ -458,15 +536,11 @@ impl Config {
             d.nameserver_ips.clone()
         };
         DnsSettings {
-            zone: d.zone.trim_end_matches('.').to_ascii_lowercase(),
-            reverse_zones: d.reverse_zones.clone(),
-            ttl: d.ttl,
-            negative_ttl: d.negative_ttl,
-            pending_negative_ttl: d.pending_negative_ttl,
-            pods: d.pods,
-            any: d.any,
-            max_udp_payload: d.max_udp_payload,
-            nameserver_ips,
+            dns: DnsConfig {
+                zone: d.zone.trim_end_matches('.').to_ascii_lowercase(),
+                nameserver_ips,
+                ..d.clone()
+            },
             forward: !self.forward.upstreams.is_empty(),
         }
     }

@@ -14,7 +14,6 @@
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -22,9 +21,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 use crate::dns::Answerer;
+use crate::dns::forward::ForwardStats;
 use crate::dns::handoff::{REFUSAL_REASONS, TRANSFER_KINDS, TransferTotals};
-use crate::dns::stats::{BUCKETS_US, PROTOS, QTYPES, RCODES};
-use crate::index::{EVENT_TYPES, Index, Kind};
+use crate::dns::stats::{PROTOS, QTYPES, RCODES, Totals};
+use crate::histogram::BUCKETS_US;
+use crate::index::{EVENT_TYPES, Index, IndexStats, Kind};
 
 /// Installs the global subscriber: `RUST_LOG` if set, else the configured level.
 pub fn init(log: &LogConfig) {
@@ -100,7 +101,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "headless_dns_source_relists_total",
         "counter",
-        "(Re-)lists started per kind: watch restarts after 410 Gone, reconnects and the first list",
+        "(Re-)lists started per kind: the first list, retries of a failed list, re-lists after 410 Gone",
     ),
     (
         "headless_dns_source_last_sync_age_seconds",
@@ -167,15 +168,6 @@ fn transfer_metrics(t: &TransferTotals) {
     gauge!("headless_dns_transfer_journal_bytes").set(t.journal_bytes as f64);
 }
 
-/// Forwarding counters, if forwarding is on.
-#[derive(Debug, Default)]
-pub struct ForwardStats {
-    /// Queries forwarded.
-    pub requests: std::sync::atomic::AtomicU64,
-    /// Upstream failures.
-    pub errors: std::sync::atomic::AtomicU64,
-}
-
 /// One server's metrics registry.
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -237,45 +229,11 @@ impl Metrics {
     pub fn render(&self, dns: &Answerer, index: &Index, forward: Option<&ForwardStats>) -> String {
         let t = dns.stats().totals();
         let s = index.stats();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = crate::clock::unix_ms();
         metrics::with_local_recorder(&self.recorder, || {
-            for (p, proto) in PROTOS.iter().enumerate() {
-                for (i, qt) in QTYPES.iter().enumerate() {
-                    counter!("headless_dns_dns_requests_total", "proto" => *proto, "type" => *qt)
-                        .absolute(t.requests[p][i]);
-                }
-                for (i, rc) in RCODES.iter().enumerate() {
-                    counter!("headless_dns_dns_responses_total", "proto" => *proto, "rcode" => *rc)
-                        .absolute(t.responses[p][i]);
-                }
-                counter!("headless_dns_dns_responses_truncated_total", "proto" => *proto)
-                    .absolute(t.truncated[p]);
-            }
-            counter!("headless_dns_dns_dropped_total").absolute(t.dropped);
-            gauge!("headless_dns_index_services").set(s.services.load(Ordering::Relaxed) as f64);
-            gauge!("headless_dns_index_endpoints").set(s.endpoints.load(Ordering::Relaxed) as f64);
-            gauge!("headless_dns_index_names").set(s.names.load(Ordering::Relaxed) as f64);
-            gauge!("headless_dns_index_serial").set(index.serial() as f64);
-            gauge!("headless_dns_index_ready").set(if index.is_synced() { 1.0 } else { 0.0 });
-            for kind in Kind::ALL {
-                let k = kind.as_str();
-                for (ti, ty) in EVENT_TYPES.iter().enumerate() {
-                    let v = s.events_by[kind.index()][ti].load(Ordering::Relaxed);
-                    counter!("headless_dns_source_events_total", "kind" => k, "type" => *ty)
-                        .absolute(v);
-                }
-                counter!("headless_dns_source_relists_total", "kind" => k)
-                    .absolute(s.events_by[kind.index()][0].load(Ordering::Relaxed));
-                let last = s.last_sync_ms[kind.index()].load(Ordering::Relaxed);
-                let age = if last == 0 {
-                    -1.0
-                } else {
-                    now.saturating_sub(last) as f64 / 1000.0
-                };
-                gauge!("headless_dns_source_last_sync_age_seconds", "kind" => k).set(age);
-            }
+            record_queries(&t);
+            record_index(index, s);
+            record_sources(s, now);
             if let Some(t) = dns.transfers() {
                 transfer_metrics(&t.totals());
             }
@@ -287,32 +245,84 @@ impl Metrics {
             }
         });
         let mut out = self.handle.render();
-        let help = |n: &str| METRICS.iter().find(|m| m.0 == n).map_or("", |m| m.2);
-        let name = "headless_dns_dns_request_duration_seconds";
-        for (p, proto) in PROTOS.iter().enumerate() {
-            histogram(
-                &mut out,
-                name,
-                help(name),
-                Some(("proto", proto)),
-                &t.duration[p],
-                t.duration_ns[p],
-            );
-        }
-        let name = "headless_dns_index_publish_duration_seconds";
-        let buckets: Vec<u64> = s
-            .publish_buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        histogram(
-            &mut out,
-            name,
-            help(name),
-            None,
-            &buckets,
-            s.publish_ns.load(Ordering::Relaxed),
-        );
+        append_histograms(&mut out, &t, s);
         out
     }
+}
+
+/// The query path's counters, by protocol.
+fn record_queries(t: &Totals) {
+    for (p, proto) in PROTOS.iter().enumerate() {
+        for (i, qt) in QTYPES.iter().enumerate() {
+            counter!("headless_dns_dns_requests_total", "proto" => *proto, "type" => *qt)
+                .absolute(t.requests[p][i]);
+        }
+        for (i, rc) in RCODES.iter().enumerate() {
+            counter!("headless_dns_dns_responses_total", "proto" => *proto, "rcode" => *rc)
+                .absolute(t.responses[p][i]);
+        }
+        counter!("headless_dns_dns_responses_truncated_total", "proto" => *proto)
+            .absolute(t.truncated[p]);
+    }
+    counter!("headless_dns_dns_dropped_total").absolute(t.dropped);
+}
+
+/// The index's size, serial and readiness.
+fn record_index(index: &Index, s: &IndexStats) {
+    gauge!("headless_dns_index_services").set(s.services.load(Ordering::Relaxed) as f64);
+    gauge!("headless_dns_index_endpoints").set(s.endpoints.load(Ordering::Relaxed) as f64);
+    gauge!("headless_dns_index_names").set(s.names.load(Ordering::Relaxed) as f64);
+    gauge!("headless_dns_index_serial").set(index.serial() as f64);
+    gauge!("headless_dns_index_ready").set(if index.is_synced() { 1.0 } else { 0.0 });
+}
+
+/// Source events, (re-)lists and sync ages per kind; `now` in Unix ms.
+fn record_sources(s: &IndexStats, now: u64) {
+    for kind in Kind::ALL {
+        let k = kind.as_str();
+        for (ti, ty) in EVENT_TYPES.iter().enumerate() {
+            let v = s.events_by[kind.index()][ti].load(Ordering::Relaxed);
+            counter!("headless_dns_source_events_total", "kind" => k, "type" => *ty).absolute(v);
+        }
+        counter!("headless_dns_source_relists_total", "kind" => k)
+            .absolute(s.events_by[kind.index()][0].load(Ordering::Relaxed));
+        let last = s.last_sync_ms[kind.index()].load(Ordering::Relaxed);
+        let age = if last == 0 {
+            -1.0
+        } else {
+            now.saturating_sub(last) as f64 / 1000.0
+        };
+        gauge!("headless_dns_source_last_sync_age_seconds", "kind" => k).set(age);
+    }
+}
+
+/// The two histograms bucketed where they are measured: query duration per
+/// protocol and index publish duration.
+fn append_histograms(out: &mut String, t: &Totals, s: &IndexStats) {
+    let help = |n: &str| METRICS.iter().find(|m| m.0 == n).map_or("", |m| m.2);
+    let name = "headless_dns_dns_request_duration_seconds";
+    for (p, proto) in PROTOS.iter().enumerate() {
+        histogram(
+            out,
+            name,
+            help(name),
+            Some(("proto", proto)),
+            &t.duration[p],
+            t.duration_ns[p],
+        );
+    }
+    let name = "headless_dns_index_publish_duration_seconds";
+    let buckets: Vec<u64> = s
+        .publish_buckets
+        .iter()
+        .map(|b| b.load(Ordering::Relaxed))
+        .collect();
+    histogram(
+        out,
+        name,
+        help(name),
+        None,
+        &buckets,
+        s.publish_ns.load(Ordering::Relaxed),
+    );
 }

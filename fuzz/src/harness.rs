@@ -15,10 +15,10 @@
 
 use std::sync::OnceLock;
 
-use headless_dns::dns::wire::truncate_response;
 use headless_dns::dns::{Answerer, AnyMode, Outcome, PodsMode};
 use headless_dns::index::{Index, IndexWriter, Object, ZoneSettings};
 use headless_dns::sources::{Differ, ObjectMap};
+use headless_dns::wire::truncate_response;
 use hickory_proto::op::Message;
 
 /// The black-box tests' fixture cluster: every kind of name the zone has.
@@ -74,11 +74,11 @@ pub fn answerers() -> &'static [Answerer; 2] {
         let index = index_of(objects);
         let defaults = headless_dns::Config::default().dns_settings();
         let mut flipped = defaults.clone();
-        flipped.pods = PodsMode::Insecure;
-        flipped.any = AnyMode::Refuse;
-        flipped.max_udp_payload = 4096;
-        flipped.reverse_zones = vec!["10.in-addr.arpa".into(), "ip6.arpa".into()];
-        flipped.nameserver_ips = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        flipped.dns.pods = PodsMode::Insecure;
+        flipped.dns.any = AnyMode::Refuse;
+        flipped.dns.max_udp_payload = 4096;
+        flipped.dns.reverse_zones = vec!["10.in-addr.arpa".into(), "ip6.arpa".into()];
+        flipped.dns.nameserver_ips = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
         [
             Answerer::new(index.clone(), defaults),
             Answerer::new(index, flipped),
@@ -132,7 +132,7 @@ fn check_reply(
     if tcp {
         return;
     }
-    let max = usize::from(answerer.settings().max_udp_payload);
+    let max = usize::from(answerer.settings().dns.max_udp_payload);
     assert!(out.len() <= max, "{proto}: {} bytes > {max}", out.len());
     if out.len() > 512 {
         assert!(

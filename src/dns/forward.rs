@@ -8,7 +8,6 @@
 //! a full queue sheds load with SERVFAIL instead of growing.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,8 +20,8 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, trace};
 
+use crate::config::Upstream;
 use crate::error::{Error, Result};
-use crate::telemetry::ForwardStats;
 
 /// A query handed from a UDP thread to the forwarder.
 pub struct UdpForward {
@@ -34,34 +33,43 @@ pub struct UdpForward {
     pub socket: Arc<UdpSocket>,
 }
 
-/// Upstream addresses from the config: `IP`, `IP:port`, or a resolv.conf path.
+/// Upstream addresses from `forward.upstreams`: each entry's address, or the
+/// `nameserver` lines of the resolv.conf it names (read now).
 pub fn upstreams(entries: &[String]) -> Result<Vec<SocketAddr>> {
     let mut out = Vec::new();
     for e in entries {
-        if e.starts_with('/') {
-            let text = std::fs::read_to_string(Path::new(e)).map_err(|source| Error::Read {
-                path: e.into(),
-                source,
-            })?;
-            for line in text.lines() {
-                let mut words = line.split_whitespace();
-                if words.next() == Some("nameserver")
-                    && let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok())
-                {
-                    out.push(SocketAddr::new(ip, 53));
-                }
+        match Upstream::parse(e)? {
+            Upstream::Address(sa) => out.push(sa),
+            Upstream::ResolvConf(path) => {
+                // Reported as a configuration problem, as a bad entry is.
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|_| Error::Config(format!("cannot read {}", path.display())))?;
+                out.extend(nameservers(&text));
             }
-        } else if let Ok(sa) = e.parse::<SocketAddr>() {
-            out.push(sa);
-        } else if let Ok(ip) = e.parse::<IpAddr>() {
-            out.push(SocketAddr::new(ip, 53));
-        } else {
-            return Err(Error::Config(format!(
-                "forward.upstreams: {e:?} is not an address or a resolv.conf path"
-            )));
         }
     }
     Ok(out)
+}
+
+/// The `nameserver` addresses of a resolv.conf, port 53.
+fn nameservers(resolv_conf: &str) -> impl Iterator<Item = SocketAddr> + '_ {
+    resolv_conf.lines().filter_map(|line| {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("nameserver") {
+            return None;
+        }
+        let ip = words.next()?.parse::<IpAddr>().ok()?;
+        Some(SocketAddr::new(ip, 53))
+    })
+}
+
+/// Forwarding counters, if forwarding is on.
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    /// Queries forwarded.
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Upstream failures.
+    pub errors: std::sync::atomic::AtomicU64,
 }
 
 /// The forwarder: a caching hickory resolver plus counters.

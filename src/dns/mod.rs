@@ -1,78 +1,31 @@
 //! DNS: from a query packet to a response packet, and the listeners.
 //!
-//! [`Answerer::answer`] is the whole query path: parse (`wire`), find the zone,
-//! walk the name (`cluster`, `reverse`), copy pre-encoded sections (`records`)
-//! into a reused buffer. It allocates nothing, takes no lock a writer holds for
-//! longer than a pointer swap, and logs nothing above trace. hickory-proto is
-//! used for encoding when the index changes, never per query.
+//! [`Answerer::answer`] is the whole query path, in the layers hickory's
+//! server has: parse (`wire`), admit and route to a zone (`catalog`), then the
+//! zone's own answerer walks the name to a [`Node`] (`cluster` for the cluster
+//! domain, `reverse` for the reverse zones) and picks its records for the
+//! query type; the response is assembled from pre-encoded sections into a
+//! reused buffer. It allocates nothing, takes no lock a writer holds for
+//! longer than a pointer swap, and logs nothing above trace.
 
+mod catalog;
 pub mod cluster;
 pub mod forward;
 pub mod handoff;
-pub mod records;
 pub mod reverse;
 pub mod rrl;
 pub mod server;
 pub mod stats;
-pub mod wire;
 pub mod zonefile;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hickory_proto::rr::{Name, RecordType};
-
-use crate::index::addrs::Addrs;
-use crate::index::{Index, PtrSet, PtrTarget, Rr, ServiceView, Srv};
-use records::{RrSet, Sections};
-use wire::{Part, Query, Reject, Reply, Soa, SoaTemplate, qtype, rcode};
-
-/// How `pods` records (`1-2-3-4.<ns>.pod.<zone>`) are answered, as in CoreDNS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PodsMode {
-    /// Never: NXDOMAIN.
-    Disabled,
-    /// Echo the address in the name without checking.
-    Insecure,
-    /// Only if a pod with that address exists in that namespace.
-    Verified,
-}
-
-/// How ANY queries are answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AnyMode {
-    /// RFC 8482 §4.2: one synthesized HINFO record.
-    Hinfo,
-    /// REFUSED.
-    Refuse,
-}
-
-/// What the answerer needs to know besides the index.
-#[derive(Clone, Debug)]
-pub struct DnsSettings {
-    /// Cluster domain, lower-case, no trailing dot.
-    pub zone: String,
-    /// Reverse zones we are authoritative for (`in-addr.arpa`, `ip6.arpa`, or narrower).
-    pub reverse_zones: Vec<String>,
-    /// TTL of positive answers (seconds).
-    pub ttl: u32,
-    /// Negative TTL: SOA MINIMUM in NXDOMAIN/NODATA answers (seconds).
-    pub negative_ttl: u32,
-    /// Negative TTL for a StatefulSet pod name that is about to exist (seconds).
-    pub pending_negative_ttl: u32,
-    /// `pods` records mode.
-    pub pods: PodsMode,
-    /// ANY handling.
-    pub any: AnyMode,
-    /// Largest UDP response we send and advertise in OPT.
-    pub max_udp_payload: u16,
-    /// Addresses of `ns.dns.<zone>` (the NS target); empty: no glue.
-    pub nameserver_ips: Vec<IpAddr>,
-    /// Names outside our zones are forwarded (else REFUSED).
-    pub forward: bool,
-}
+pub use crate::config::{AnyMode, DnsSettings, PodsMode};
+use crate::index::{AddrRecords, Index, PtrRecords, PtrSet, ServiceView, SrvSection};
+use crate::wire::{self, Part, Query, Rcode, Reject, Response, RrSet, Soa, SoaTemplate};
+use catalog::Catalog;
+use cluster::ClusterZone;
 
 /// What the listener does with the packet after [`Answerer::answer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,20 +41,10 @@ pub enum Outcome {
     Transfer,
 }
 
-/// A zone we are authoritative for, as matched against question names.
-#[derive(Debug)]
-struct ZoneName {
-    /// Lower-case wire format, root label included.
-    wire: Box<[u8]>,
-    /// Number of labels (root excluded).
-    labels: usize,
-    /// Answer to `<apex> NS`, with glue.
-    ns: Sections,
-}
-
-/// Keeps whatever an answer borrows from alive while it is written.
+/// Keeps what an answer borrows from (a service's view, the names of an
+/// address) alive while the response is written.
 #[derive(Default)]
-pub(crate) enum Hold {
+pub(crate) enum KeepAlive {
     #[default]
     Nothing,
     View(Arc<ServiceView>),
@@ -110,105 +53,76 @@ pub(crate) enum Hold {
 
 /// Where a name led, before the query type is looked at.
 pub(crate) enum Node<'a> {
-    /// The zone apex (index into the zone list; 0 = cluster zone).
+    /// The zone apex.
     Apex,
     /// A name that exists but owns no records (an empty non-terminal).
     Empty,
-    /// A name with pre-encoded address records.
+    /// A name with pre-encoded A and AAAA sets.
     Addresses(&'a RrSet, &'a RrSet),
-    /// An endpoint name: its addresses.
-    Endpoint(Addrs<'a>),
+    /// An endpoint name: its A and AAAA records.
+    Endpoint {
+        /// The A records.
+        v4: AddrRecords<'a>,
+        /// The AAAA records.
+        v6: AddrRecords<'a>,
+    },
     /// `dns-version.<zone>`.
     Version,
     /// A service name.
     Service(&'a ServiceView),
-    /// An SRV name.
-    Srv(Srv<'a>),
+    /// An SRV name: its records and their glue.
+    Srv {
+        /// The SRV records.
+        answer: SrvSection<'a>,
+        /// Their targets' addresses.
+        glue: SrvSection<'a>,
+    },
     /// A reverse name: the names it points at.
-    Ptr(&'a [PtrTarget]),
+    Ptr(PtrRecords<'a>),
     /// A synthesized pod address record.
     PodAddress(IpAddr),
-    /// Nothing here; the negative TTL to use.
-    Missing(u32),
+    /// Nothing here (NXDOMAIN).
+    Missing {
+        /// How long resolvers may cache that (seconds, capped by the zone's).
+        negative_ttl: u32,
+    },
 }
+
+/// A query admitted to a zone and the node its name led to.
+pub(crate) struct Found<'a> {
+    /// Position in the catalog (0 = the cluster zone).
+    zone: usize,
+    /// Labels left of the zone apex.
+    rel: usize,
+    node: Node<'a>,
+}
+
+/// An answer section and, for SRV, its glue.
+pub(crate) type Records<'a> = (Part<'a>, Option<Part<'a>>);
 
 /// The query path. Cheap to share (`Arc`) across listener threads.
 pub struct Answerer {
     index: Index,
     settings: DnsSettings,
-    zones: Vec<ZoneName>,
+    catalog: Catalog,
+    cluster: ClusterZone,
     soa: SoaTemplate,
-    ns_host: (RrSet, RrSet),
-    version: RrSet,
+    /// The RFC 8482 answer to ANY.
     hinfo: RrSet,
     stats: stats::DnsStats,
     /// Zone transfers, when `[transfer]` allows any (else AXFR/IXFR are REFUSED).
     transfers: Option<Arc<dyn handoff::TransferService>>,
 }
 
-fn wire_name(name: &str) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(name.len() + 2);
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        out.push(label.len() as u8);
-        out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
-    }
-    out.push(0);
-    out.into()
-}
-
 impl Answerer {
     /// Builds the answerer; zone names are assumed validated by the config.
     pub fn new(index: Index, settings: DnsSettings) -> Self {
-        let zone = settings.zone.trim_end_matches('.').to_ascii_lowercase();
-        let ns_target = format!("ns.dns.{zone}");
-        let ns_name = records::name(&ns_target).unwrap_or_else(Name::root);
-        let mut zones = Vec::new();
-        let mut names = vec![zone.clone()];
-        let mut reverse: Vec<String> = settings
-            .reverse_zones
-            .iter()
-            .map(|z| z.trim_end_matches('.').to_ascii_lowercase())
-            .collect();
-        // Longest (most specific) reverse zone first.
-        reverse.sort_by_key(|z| std::cmp::Reverse(z.split('.').count()));
-        names.extend(reverse);
-        for z in &names {
-            let apex = records::name(z).unwrap_or_else(Name::root);
-            let ns_record = hickory_proto::rr::Record::from_rdata(
-                apex.clone(),
-                settings.ttl,
-                hickory_proto::rr::RData::NS(hickory_proto::rr::rdata::NS(ns_name.clone())),
-            );
-            let glue = settings
-                .nameserver_ips
-                .iter()
-                .map(|ip| records::address(&ns_name, settings.ttl, *ip))
-                .collect();
-            zones.push(ZoneName {
-                wire: wire_name(z),
-                labels: z.split('.').filter(|l| !l.is_empty()).count(),
-                ns: records::encode(&apex, RecordType::NS, vec![ns_record], glue),
-            });
-        }
-        let mut soa_names = Vec::new();
-        soa_names.extend_from_slice(&wire_name(&ns_target));
-        soa_names.extend_from_slice(&wire_name(&format!("hostmaster.{zone}")));
-        let ns_host = records::address_sets(&ns_name, settings.ttl, &settings.nameserver_ips);
-        let version_owner =
-            records::name(&format!("dns-version.{zone}")).unwrap_or_else(Name::root);
+        let zone = settings.dns.zone.trim_end_matches('.').to_ascii_lowercase();
         Self {
-            version: records::version_set(&version_owner),
-            hinfo: records::any_hinfo(&Name::root(), settings.ttl),
-            ns_host,
-            soa: SoaTemplate {
-                names: soa_names.into(),
-                in_zone: [
-                    b"\x02ns\x03dns".as_slice().into(),
-                    b"\x0ahostmaster".as_slice().into(),
-                ],
-                timers: [7200, 1800, 86400],
-            },
-            zones,
+            catalog: Catalog::new(&zone, &settings.dns),
+            cluster: ClusterZone::new(&zone, &settings.dns),
+            soa: catalog::soa_template(&zone),
+            hinfo: wire::rrset::any_hinfo(settings.dns.ttl),
             index,
             settings,
             stats: stats::DnsStats::default(),
@@ -252,208 +166,114 @@ impl Answerer {
                 return Outcome::Drop;
             }
             Err((reject, id)) => {
-                let rc = if reject == Reject::NotImp {
-                    rcode::NOTIMP
+                let rcode = if reject == Reject::NotImp {
+                    Rcode::NotImp
                 } else {
-                    rcode::FORMERR
+                    Rcode::FormErr
                 };
-                wire::write_error_header(out, packet, id, rc);
+                wire::write_error_header(out, packet, id, rcode);
                 self.stats
-                    .record(tcp, None, rc as u16, false, started.elapsed());
+                    .record(tcp, None, rcode, false, started.elapsed());
                 return Outcome::Reply;
             }
         };
-        if self.transfers.is_some() && (q.signed || matches!(q.qtype, qtype::AXFR | qtype::IXFR)) {
+        let transfer = matches!(q.qtype, wire::qtype::AXFR | wire::qtype::IXFR);
+        if self.transfers.is_some() && (q.signed || transfer) {
             return Outcome::Transfer;
         }
-        if self.settings.forward && q.qclass == 1 && self.zone_of(&q).is_none() {
+        if self.settings.forward && q.qclass == 1 && self.catalog.find(&q).is_none() {
             return Outcome::Forward;
         }
-        let limit = q.max_response(tcp, self.settings.max_udp_payload);
-        let mut hold = Hold::Nothing;
-        let reply = self.resolve(&q, &mut hold);
-        wire::write_reply(
-            out,
-            packet,
-            &q,
-            &reply,
-            limit,
-            self.settings.max_udp_payload,
-        );
+        let mut keep = KeepAlive::Nothing;
+        let found = self.find(&q, &mut keep);
+        let response = match &found {
+            Ok(found) => self.respond(&q, found),
+            Err(rcode) => Response::code(*rcode),
+        };
+        let max_udp = self.settings.dns.max_udp_payload;
+        let limit = q.max_response(tcp, max_udp);
+        wire::write_response(out, packet, &q, &response, limit, max_udp);
         let truncated = out.get(2).is_some_and(|f| f & 0x02 != 0);
+        let rcode = response.rcode;
         tracing::trace!(
             id = q.id,
             qtype = q.qtype,
-            rcode = reply.rcode,
+            rcode = rcode.code(),
             tcp,
             "answered"
         );
-        self.stats.record(
-            tcp,
-            Some(q.qtype),
-            reply.rcode,
-            truncated,
-            started.elapsed(),
-        );
+        self.stats
+            .record(tcp, Some(q.qtype), rcode, truncated, started.elapsed());
         Outcome::Reply
     }
 
-    fn zone_of(&self, q: &Query) -> Option<usize> {
-        self.zones.iter().position(|z| {
-            z.labels <= q.labels
-                && q.lower[q.label_at_or_end(q.labels - z.labels)..q.name_len] == *z.wire
-        })
-    }
-
-    fn resolve<'a>(&'a self, q: &'a Query, hold: &'a mut Hold) -> Reply<'a> {
-        if let Some(e) = q.edns
-            && e.version > 0
-        {
-            return Reply {
-                rcode: wire::rcode::BADVERS,
-                ..Reply::code(rcode::NOERROR)
-            };
-        }
-        if q.qclass != 1 && q.qclass != 255 {
-            return Reply::code(rcode::REFUSED);
-        }
-        let Some(zi) = self.zone_of(q) else {
-            return Reply::code(rcode::REFUSED);
-        };
-        if matches!(q.qtype, qtype::AXFR | qtype::IXFR)
-            || (q.qtype == qtype::ANY && self.settings.any == AnyMode::Refuse)
-        {
-            return Reply::code(rcode::REFUSED);
-        }
-        if !self.index.is_synced() {
-            // Never NXDOMAIN before the first sync: resolvers would cache it.
-            return Reply::code(rcode::SERVFAIL);
-        }
-        let zone_labels = self.zones[zi].labels;
-        let rel = q.labels - zone_labels;
-        let node = if zi == 0 {
-            cluster::walk(self, q, rel, hold)
+    /// Admits the query to one of our zones (or refuses it with a response
+    /// code) and walks its name there.
+    fn find<'a>(&'a self, q: &'a Query, keep: &'a mut KeepAlive) -> Result<Found<'a>, Rcode> {
+        let zone = catalog::admit(self, q)?;
+        let rel = q.labels - self.catalog.labels(zone);
+        let node = if zone == 0 {
+            cluster::walk(self, q, rel, keep)
         } else if rel == 0 {
             Node::Apex
         } else {
-            reverse::walk(self, q, hold)
+            reverse::walk(self, q, keep)
         };
-        let soa = |ttl: u32, minimum: u32| Soa {
+        Ok(Found { zone, rel, node })
+    }
+
+    /// The response for a found node: its records of the query type, else
+    /// NODATA; NXDOMAIN for a missing name. Negative answers carry the SOA
+    /// (RFC 2308 §2.1, §2.2).
+    fn respond<'a>(&'a self, q: &Query, found: &'a Found<'a>) -> Response<'a> {
+        let negative_ttl = self.settings.dns.negative_ttl;
+        if let Node::Missing { negative_ttl: ttl } = found.node {
+            let neg = ttl.min(negative_ttl);
+            return Response {
+                authority: Some(Part::Soa(self.soa(q, found, neg, neg))),
+                aa: true,
+                ..Response::code(Rcode::NxDomain)
+            };
+        }
+        let records = match &found.node {
+            Node::Apex => catalog::apex(self, q, found),
+            Node::Ptr(ptrs) => reverse::records(self, ptrs, q.qtype),
+            node => cluster::records(self, node, q.qtype),
+        };
+        match records {
+            Some((answer, additional)) => Response {
+                answer: Some(answer),
+                additional,
+                aa: true,
+                ..Response::code(Rcode::NoError)
+            },
+            None => Response {
+                authority: Some(Part::Soa(self.soa(q, found, negative_ttl, negative_ttl))),
+                aa: true,
+                ..Response::code(Rcode::NoError)
+            },
+        }
+    }
+
+    /// The SOA of the found zone, owned by its apex in the question.
+    fn soa(&self, q: &Query, found: &Found<'_>, ttl: u32, minimum: u32) -> Soa<'_> {
+        Soa {
             template: &self.soa,
-            owner_at: q.packet_offset_of_label(rel),
-            in_zone: zi == 0,
+            owner_at: q.packet_offset_of_label(found.rel),
+            in_zone: found.zone == 0,
             serial: self.index.serial(),
             ttl,
             minimum,
-        };
-        let positive = |answer: Part<'a>, additional: Option<Part<'a>>| Reply {
-            answer: Some(answer),
-            additional,
-            aa: true,
-            ..Reply::code(rcode::NOERROR)
-        };
-        let set = |s: &'a RrSet| (!s.is_empty()).then_some(Part::Bytes(s.count, &s.bytes));
-        let rr = |s: Rr<'a>| (s.count > 0).then_some(Part::Bytes(s.count, s.bytes));
-        let hinfo = || Some(Part::Bytes(self.hinfo.count, &self.hinfo.bytes));
-        let t = q.qtype;
-        let answer: Option<(Part<'a>, Option<Part<'a>>)> = match node {
-            Node::Missing(ttl) => {
-                let neg = ttl.min(self.settings.negative_ttl);
-                return Reply {
-                    authority: Some(Part::Soa(soa(neg, neg))),
-                    aa: true,
-                    ..Reply::code(rcode::NXDOMAIN)
-                };
-            }
-            Node::Apex => {
-                let ns = &self.zones[zi].ns;
-                match t {
-                    qtype::SOA => Some((
-                        Part::Soa(soa(self.settings.ttl, self.settings.negative_ttl)),
-                        None,
-                    )),
-                    qtype::NS => Some((
-                        Part::Bytes(ns.answer.count, &ns.answer.bytes),
-                        set(&ns.additional),
-                    )),
-                    qtype::ANY => hinfo().map(|h| (h, None)),
-                    _ => None,
-                }
-            }
-            Node::Empty => None,
-            Node::Version => match t {
-                qtype::TXT => set(&self.version).map(|p| (p, None)),
-                qtype::ANY => hinfo().map(|h| (h, None)),
-                _ => None,
-            },
-            Node::Addresses(a, aaaa) => match t {
-                qtype::A => set(a).map(|p| (p, None)),
-                qtype::AAAA => set(aaaa).map(|p| (p, None)),
-                qtype::ANY if !a.is_empty() || !aaaa.is_empty() => hinfo().map(|h| (h, None)),
-                _ => None,
-            },
-            Node::Endpoint(ips) => {
-                let (v4s, v6s) = (ips.only_v4(), ips.only_v6());
-                let ttl = self.settings.ttl;
-                match t {
-                    qtype::A if !v4s.is_empty() => Some((Part::Addresses(v4s, ttl), None)),
-                    qtype::AAAA if !v6s.is_empty() => Some((Part::Addresses(v6s, ttl), None)),
-                    qtype::ANY if !ips.is_empty() => hinfo().map(|h| (h, None)),
-                    _ => None,
-                }
-            }
-            Node::Service(v) => match (v.cname(), t) {
-                (Some(c), _) => rr(c).map(|p| (p, None)),
-                (None, qtype::A) => rr(v.a()).map(|p| (p, None)),
-                (None, qtype::AAAA) => rr(v.aaaa()).map(|p| (p, None)),
-                (None, qtype::ANY) => hinfo().map(|h| (h, None)),
-                _ => None,
-            },
-            Node::Srv(srv) => match t {
-                qtype::SRV if srv.count() > 0 => Some((
-                    Part::SrvAnswer(srv),
-                    (srv.glue_count() > 0).then_some(Part::SrvGlue(srv)),
-                )),
-                qtype::ANY => hinfo().map(|h| (h, None)),
-                _ => None,
-            },
-            Node::Ptr(targets) => match t {
-                qtype::PTR if !targets.is_empty() => {
-                    Some((Part::Ptr(targets, self.settings.ttl), None))
-                }
-                qtype::ANY => hinfo().map(|h| (h, None)),
-                _ => None,
-            },
-            Node::PodAddress(ip) => match (t, ip) {
-                (qtype::A, IpAddr::V4(_)) | (qtype::AAAA, IpAddr::V6(_)) => {
-                    Some((Part::Address(ip, self.settings.ttl), None))
-                }
-                (qtype::ANY, _) => hinfo().map(|h| (h, None)),
-                _ => None,
-            },
-        };
-        match answer {
-            Some((answer, additional)) => positive(answer, additional),
-            None => Reply {
-                // NODATA (RFC 2308 §2.2): NOERROR, empty answer, SOA.
-                authority: Some(Part::Soa(soa(
-                    self.settings.negative_ttl,
-                    self.settings.negative_ttl,
-                ))),
-                aa: true,
-                ..Reply::code(rcode::NOERROR)
-            },
         }
+    }
+
+    /// The RFC 8482 answer to ANY, for a name that has records.
+    fn hinfo(&self) -> Option<Records<'_>> {
+        Some((Part::Encoded(self.hinfo.borrowed()), None))
     }
 }
 
-impl Query {
-    /// Offset in `lower` of label `i`, or of the root label when `i == labels`.
-    pub(crate) fn label_at_or_end(&self, i: usize) -> usize {
-        if i >= self.labels {
-            self.name_len - 1
-        } else {
-            self.label_at[i] as usize
-        }
-    }
+/// `set` as an answer, unless it is empty.
+fn non_empty(set: wire::RrSetRef<'_>) -> Option<Records<'_>> {
+    (set.count > 0).then_some((Part::Encoded(set), None))
 }

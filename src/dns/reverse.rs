@@ -8,24 +8,38 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{Answerer, Hold, Node};
-use crate::dns::wire::Query;
+use super::{Answerer, KeepAlive, Node, Records};
+use crate::index::PtrRecords;
+use crate::wire::{Part, Query, RecordWriter, qtype};
 
 /// Resolves a name below a reverse zone apex.
-pub(crate) fn walk<'a>(a: &'a Answerer, q: &'a Query, hold: &'a mut Hold) -> Node<'a> {
-    let missing = Node::Missing(a.settings.negative_ttl);
+pub(crate) fn walk<'a>(a: &'a Answerer, q: &'a Query, keep: &'a mut KeepAlive) -> Node<'a> {
+    let missing = Node::Missing {
+        negative_ttl: a.settings.dns.negative_ttl,
+    };
     let Some(ip) = address_of(q) else {
         return missing;
     };
-    match a.index.reverse(&ip) {
-        Some(set) => {
-            *hold = Hold::Ptr(set);
-            match hold {
-                Hold::Ptr(s) => Node::Ptr(s.targets()),
-                _ => missing,
-            }
-        }
-        None => missing,
+    let Some(set) = a.index.reverse(&ip) else {
+        return missing;
+    };
+    *keep = KeepAlive::Ptr(set);
+    match keep {
+        KeepAlive::Ptr(s) => Node::Ptr(PtrRecords::new(s.targets(), a.settings.dns.ttl)),
+        _ => missing,
+    }
+}
+
+/// The records of a reverse name of type `t` (`None`: NODATA).
+pub(crate) fn records<'a>(
+    a: &'a Answerer,
+    ptrs: &'a PtrRecords<'a>,
+    t: u16,
+) -> Option<Records<'a>> {
+    match t {
+        qtype::PTR if !ptrs.is_empty() => Some((Part::Written(ptrs), None)),
+        qtype::ANY => a.hinfo(),
+        _ => None,
     }
 }
 

@@ -28,9 +28,9 @@ use tracing::{debug, trace, warn};
 
 use super::forward::{Forwarder, UdpForward};
 use super::rrl::{Rrl, Verdict};
-use super::wire::truncate_response;
 use super::{Answerer, Outcome};
 use crate::error::{Error, Result};
+use crate::wire::truncate_response;
 
 /// How often a UDP thread looks at the shutdown token while idle.
 const UDP_POLL: Duration = Duration::from_millis(200);

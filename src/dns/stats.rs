@@ -9,6 +9,9 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::histogram::{self, BUCKETS};
+use crate::wire::{Rcode, qtype};
+
 /// `proto` label values, indexed by `tcp as usize`.
 pub const PROTOS: [&str; 2] = ["udp", "tcp"];
 /// `type` label values.
@@ -19,8 +22,6 @@ pub const QTYPES: [&str; 10] = [
 pub const RCODES: [&str; 8] = [
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
 ];
-/// Request-duration histogram bucket bounds, in microseconds.
-pub const BUCKETS_US: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 1_000, 5_000, 25_000, 100_000];
 
 const SHARDS: usize = 16;
 
@@ -31,7 +32,7 @@ pub struct Shard {
     requests: [[AtomicU64; QTYPES.len()]; 2],
     responses: [[AtomicU64; RCODES.len()]; 2],
     truncated: [AtomicU64; 2],
-    duration: [[AtomicU64; BUCKETS_US.len() + 1]; 2],
+    duration: [[AtomicU64; BUCKETS]; 2],
     duration_ns: [AtomicU64; 2],
     dropped: AtomicU64,
 }
@@ -46,7 +47,7 @@ pub struct Totals {
     /// Truncated responses per proto.
     pub truncated: [u64; 2],
     /// Non-cumulative bucket counts per proto (last = +Inf).
-    pub duration: [[u64; BUCKETS_US.len() + 1]; 2],
+    pub duration: [[u64; BUCKETS]; 2],
     /// Sum of durations per proto, nanoseconds.
     pub duration_ns: [u64; 2],
     /// Packets dropped unanswered (too short, or responses).
@@ -74,27 +75,32 @@ fn shard_index() -> usize {
     INDEX.with(|i| *i)
 }
 
-/// The label index of a query type.
-pub fn qtype_index(qtype: u16) -> usize {
-    match qtype {
-        1 => 0,
-        28 => 1,
-        33 => 2,
-        12 => 3,
-        16 => 4,
-        6 => 5,
-        2 => 6,
-        5 => 7,
-        255 => 8,
+/// The label index of a query type (its position in [`QTYPES`]).
+pub fn qtype_index(t: u16) -> usize {
+    match t {
+        qtype::A => 0,
+        qtype::AAAA => 1,
+        qtype::SRV => 2,
+        qtype::PTR => 3,
+        qtype::TXT => 4,
+        qtype::SOA => 5,
+        qtype::NS => 6,
+        qtype::CNAME => 7,
+        qtype::ANY => 8,
         _ => 9,
     }
 }
 
-fn rcode_index(rcode: u16) -> usize {
+/// The label index of a response code (its position in [`RCODES`]).
+fn rcode_index(rcode: Rcode) -> usize {
     match rcode {
-        0..=5 => rcode as usize,
-        16 => 6,
-        _ => 7,
+        Rcode::NoError => 0,
+        Rcode::FormErr => 1,
+        Rcode::ServFail => 2,
+        Rcode::NxDomain => 3,
+        Rcode::NotImp => 4,
+        Rcode::Refused => 5,
+        Rcode::BadVers => 6,
     }
 }
 
@@ -104,7 +110,7 @@ impl DnsStats {
         &self,
         tcp: bool,
         qtype: Option<u16>,
-        rcode: u16,
+        rcode: Rcode,
         truncated: bool,
         elapsed: Duration,
     ) {
@@ -115,12 +121,7 @@ impl DnsStats {
         if truncated {
             s.truncated[p].fetch_add(1, Ordering::Relaxed);
         }
-        let us = elapsed.as_micros() as u64;
-        let b = BUCKETS_US
-            .iter()
-            .position(|limit| us <= *limit)
-            .unwrap_or(BUCKETS_US.len());
-        s.duration[p][b].fetch_add(1, Ordering::Relaxed);
+        s.duration[p][histogram::bucket(elapsed)].fetch_add(1, Ordering::Relaxed);
         s.duration_ns[p].fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
     }
 

@@ -10,9 +10,9 @@
 use std::fmt::{self, Write};
 use std::net::IpAddr;
 
-use crate::dns::DnsSettings;
-use crate::dns::records::{SCHEMA_VERSION, SCHEMA_VERSION_TTL};
-use crate::index::{Index, SERVICE_ITSELF, ServiceKind, ServiceView};
+use super::cluster::{SCHEMA_VERSION, SCHEMA_VERSION_TTL};
+use crate::config::DnsSettings;
+use crate::index::{EndpointView, Index, SERVICE_ITSELF, ServiceKind, ServiceView};
 
 /// SOA refresh, retry and expire (seconds), as the query path serves them.
 pub const SOA_TIMERS: [u32; 3] = [7200, 1800, 86400];
@@ -47,19 +47,16 @@ pub struct ZoneRecord {
     pub data: RecordData,
 }
 
-/// Appends `name` (dot-separated, no trailing dot) in uncompressed wire
-/// format; false (and `out` unspecified) if it is not a valid DNS name.
+/// Appends `name` (dotted) in uncompressed wire format; false if it is not
+/// a valid DNS name.
 fn push_name(out: &mut Vec<u8>, name: &str) -> bool {
-    let start = out.len();
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        if label.len() > 63 {
-            return false;
+    match crate::wire::name::from_dotted(name) {
+        Some(wire) => {
+            out.extend_from_slice(&wire);
+            true
         }
-        out.push(label.len() as u8);
-        out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+        None => false,
     }
-    out.push(0);
-    out.len() - start <= 255
 }
 
 impl ZoneRecord {
@@ -152,8 +149,8 @@ impl fmt::Display for ZoneRecord {
 /// `serial` first, then NS; the cluster zone adds the name server's
 /// addresses and `dns-version`.
 pub fn apex_records(settings: &DnsSettings, zone: &str, serial: u32) -> Vec<ZoneRecord> {
-    let z = &settings.zone;
-    let ttl = settings.ttl;
+    let d = &settings.dns;
+    let (z, ttl) = (&d.zone, d.ttl);
     let ns = format!("ns.dns.{z}");
     let rec = |owner: &str, ttl, data| ZoneRecord {
         owner: owner.to_string(),
@@ -164,11 +161,11 @@ pub fn apex_records(settings: &DnsSettings, zone: &str, serial: u32) -> Vec<Zone
         ns.clone(),
         format!("hostmaster.{z}"),
         serial,
-        settings.negative_ttl,
+        d.negative_ttl,
     );
     let mut out = vec![rec(zone, ttl, soa), rec(zone, ttl, RecordData::Ns(ns.clone()))];
     if zone == z {
-        for ip in &settings.nameserver_ips {
+        for ip in &d.nameserver_ips {
             out.push(rec(&ns, ttl, RecordData::Address(*ip)));
         }
         let version = format!("dns-version.{z}");
@@ -180,8 +177,7 @@ pub fn apex_records(settings: &DnsSettings, zone: &str, serial: u32) -> Vec<Zone
 /// Appends the cluster-zone records of one service: its own addresses (or
 /// CNAME), its endpoints' names and its SRV records.
 pub fn service_records(v: &ServiceView, settings: &DnsSettings, out: &mut Vec<ZoneRecord>) {
-    let z = &settings.zone;
-    let ttl = settings.ttl;
+    let (z, ttl) = (&settings.dns.zone, settings.dns.ttl);
     let r = &v.record;
     let base = format!("{}.{}.svc.{z}", r.key.name(), r.key.namespace());
     let mut push = |owner: String, data| {
@@ -222,7 +218,7 @@ pub fn service_records(v: &ServiceView, settings: &DnsSettings, out: &mut Vec<Zo
 
 /// The SRV records of a headless service: one per named port and endpoint.
 fn headless_srv(
-    served: &[crate::index::EndpointView<'_>],
+    served: &[EndpointView<'_>],
     base: &str,
     push: &mut impl FnMut(String, RecordData),
 ) {
@@ -256,7 +252,7 @@ fn headless_srv(
 /// (whichever of them holds each address is the caller's business).
 pub fn ptr_records(v: &ServiceView, settings: &DnsSettings, out: &mut Vec<ZoneRecord>) {
     let k = &v.record.key;
-    let base = format!("{}.{}.svc.{}", k.name(), k.namespace(), settings.zone);
+    let base = format!("{}.{}.svc.{}", k.name(), k.namespace(), settings.dns.zone);
     for (ip, endpoint) in v.ptrs() {
         let target = if endpoint == SERVICE_ITSELF {
             base.clone()
@@ -264,8 +260,8 @@ pub fn ptr_records(v: &ServiceView, settings: &DnsSettings, out: &mut Vec<ZoneRe
             format!("{}.{base}", v.endpoint(endpoint as usize).label)
         };
         out.push(ZoneRecord {
-            owner: crate::index::reverse_name(ip),
-            ttl: settings.ttl,
+            owner: crate::wire::name::reverse_name(ip),
+            ttl: settings.dns.ttl,
             data: RecordData::Ptr(target),
         });
     }
@@ -273,9 +269,9 @@ pub fn ptr_records(v: &ServiceView, settings: &DnsSettings, out: &mut Vec<ZoneRe
 
 /// Renders the cluster zone served from `index`.
 pub fn export(index: &Index, settings: &DnsSettings) -> String {
-    let z = &settings.zone;
+    let z = &settings.dns.zone;
     let mut out = String::new();
-    let _ = writeln!(out, "$ORIGIN {z}.\n$TTL {}", settings.ttl);
+    let _ = writeln!(out, "$ORIGIN {z}.\n$TTL {}", settings.dns.ttl);
     let mut records = apex_records(settings, z, index.serial());
     for v in index.services() {
         service_records(&v, settings, &mut records);

@@ -5,12 +5,17 @@
 //! every endpoint, so at 100,000 endpoints the difference is ~2.6 MB. An
 //! endpoint's addresses are a run of 4-byte words in one array: its IPv4
 //! addresses (one word each) and then its IPv6 addresses (four words each),
-//! located by a 6-byte [`AddrSpan`]. [`Addrs`] borrows one run back.
+//! located by a 6-byte [`AddrSpan`]. [`Addrs`] borrows one run back, and
+//! writes it as A and AAAA records straight from the packed octets.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// One 4-byte word of a packed address array.
-pub type Word = [u8; 4];
+use crate::wire::rrset::push_record;
+use crate::wire::{RecordWriter, qtype};
+
+/// One 4-byte word of a packed address array: an IPv4 address, or a quarter
+/// of an IPv6 one.
+pub type AddrWord = [u8; 4];
 
 /// Where one endpoint's addresses are in a packed array. Packed to 6 bytes
 /// so that the entries that hold one stay small.
@@ -25,7 +30,10 @@ pub struct AddrSpan {
 impl AddrSpan {
     /// Appends `ips` to `words` (IPv4 first, each family in the given order;
     /// at most 255 of each family) and returns where they are.
-    pub fn push<'a>(words: &mut Vec<Word>, ips: impl Iterator<Item = &'a IpAddr> + Clone) -> Self {
+    pub fn push<'a>(
+        words: &mut Vec<AddrWord>,
+        ips: impl Iterator<Item = &'a IpAddr> + Clone,
+    ) -> Self {
         let start = words.len() as u32;
         let mut v4 = 0u8;
         let mut v6 = 0u8;
@@ -50,7 +58,7 @@ impl AddrSpan {
     }
 
     /// The addresses this span locates in `words`.
-    pub fn get(self, words: &[Word]) -> Addrs<'_> {
+    pub fn get(self, words: &[AddrWord]) -> Addrs<'_> {
         let start = self.start as usize;
         let v4_end = start + self.v4 as usize;
         Addrs {
@@ -63,8 +71,8 @@ impl AddrSpan {
 /// One endpoint's addresses, borrowed: IPv4 first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Addrs<'a> {
-    v4: &'a [Word],
-    v6: &'a [Word],
+    v4: &'a [AddrWord],
+    v6: &'a [AddrWord],
 }
 
 impl<'a> Addrs<'a> {
@@ -83,7 +91,7 @@ impl<'a> Addrs<'a> {
     }
 
     /// The IPv4 addresses' octets (what an A record holds).
-    pub fn v4_octets(self) -> &'a [Word] {
+    pub fn v4_octets(self) -> &'a [AddrWord] {
         self.v4
     }
 
@@ -131,6 +139,51 @@ impl<'a> Addrs<'a> {
     /// The addresses as a vector.
     pub fn to_vec(self) -> Vec<IpAddr> {
         self.iter().collect()
+    }
+
+    /// Appends the addresses as A and AAAA records owned by the name at
+    /// message offset `owner` (a compression pointer), IPv4 first.
+    pub fn write_records(self, out: &mut Vec<u8>, owner: u16, ttl: u32) {
+        for o in self.v4_octets() {
+            push_record(out, owner, qtype::A, ttl, o);
+        }
+        for o in self.v6_octets() {
+            push_record(out, owner, qtype::AAAA, ttl, o);
+        }
+    }
+
+    /// Bytes [`Addrs::write_records`] appends.
+    pub fn records_len(self) -> usize {
+        16 * self.v4.len() + 28 * self.v6_len()
+    }
+}
+
+/// Addresses as records owned by the question name: an endpoint's A or AAAA
+/// answer, written per query from the view's packed array.
+#[derive(Clone, Copy, Debug)]
+pub struct AddrRecords<'a> {
+    ips: Addrs<'a>,
+    ttl: u32,
+}
+
+impl<'a> AddrRecords<'a> {
+    /// The records of `ips` with TTL `ttl` (seconds).
+    pub fn new(ips: Addrs<'a>, ttl: u32) -> Self {
+        Self { ips, ttl }
+    }
+}
+
+impl RecordWriter for AddrRecords<'_> {
+    fn count(&self) -> u16 {
+        self.ips.len().min(u16::MAX as usize) as u16
+    }
+
+    fn len(&self) -> usize {
+        self.ips.records_len()
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        self.ips.write_records(out, 12, self.ttl);
     }
 }
 

@@ -22,8 +22,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 ///
 /// Both live in one heap block (24 bytes inline, one allocation): the writer
 /// keeps a key per Service, EndpointSlice and StatefulSet, often twice (map
-/// key and record), so two `String`s each were ~4 MB of a 100,000-endpoint
-/// index.
+/// key and record).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ObjectKey {
     /// Namespace then name, with no separator.
@@ -106,7 +105,7 @@ pub enum RecordError {
     },
 }
 
-fn key_of(meta: &ObjectMeta, default_ns: Option<&str>) -> Result<ObjectKey, RecordError> {
+fn key_of(meta: &ObjectMeta) -> Result<ObjectKey, RecordError> {
     let name = meta
         .name
         .as_deref()
@@ -116,7 +115,6 @@ fn key_of(meta: &ObjectMeta, default_ns: Option<&str>) -> Result<ObjectKey, Reco
         .namespace
         .as_deref()
         .filter(|n| !n.is_empty())
-        .or(default_ns)
         .ok_or(RecordError::MissingNamespace)?;
     Ok(ObjectKey::new(ns, name))
 }
@@ -179,10 +177,10 @@ pub struct EndpointRecord {
 pub struct SliceRecord {
     /// Namespace and the slice's own name.
     pub key: ObjectKey,
-    /// The Service it belongs to (label `kubernetes.io/service-name`), lower-case.
-    pub service: String,
     /// The slice's ports (used for headless SRV records).
     pub ports: Vec<PortRecord>,
+    /// The Service it belongs to (label `kubernetes.io/service-name`), lower-case.
+    pub service: String,
     /// Its endpoints.
     pub endpoints: Vec<EndpointRecord>,
 }
@@ -260,229 +258,235 @@ fn port_of(
     })
 }
 
-impl TryFrom<&Service> for ServiceRecord {
-    type Error = RecordError;
+/// `TryFrom<&Object>` for each record, by its conversion function.
+macro_rules! try_from_object {
+    ($($object:ty => $record:ty: $convert:ident,)*) => {$(
+        impl TryFrom<&$object> for $record {
+            type Error = RecordError;
 
-    fn try_from(svc: &Service) -> Result<Self, RecordError> {
-        let key = key_of(&svc.metadata, None)?;
-        let spec = svc.spec.clone().unwrap_or_default();
-        let tolerate = svc
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("service.alpha.kubernetes.io/tolerate-unready-endpoints"))
-            .is_some_and(|v| v == "true");
-        let kind = if spec.type_.as_deref() == Some("ExternalName") {
-            let target = spec
-                .external_name
-                .as_deref()
-                .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
-                .filter(|n| !n.is_empty())
-                .ok_or(RecordError::Invalid {
-                    field: "spec.externalName",
-                    message: "an ExternalName service needs spec.externalName".into(),
-                })?;
-            ServiceKind::ExternalName(target)
-        } else {
-            let mut ips: Vec<&str> = spec
-                .cluster_ips
-                .iter()
-                .flatten()
-                .map(String::as_str)
-                .collect();
-            if ips.is_empty() {
-                ips.extend(spec.cluster_ip.as_deref());
-            }
-            if ips.is_empty() || ips.iter().any(|ip| ip.eq_ignore_ascii_case("none")) {
-                ServiceKind::Headless
-            } else {
-                let mut parsed = Vec::with_capacity(ips.len());
-                for ip in ips {
-                    let ip = parse_ip("spec.clusterIPs", ip)?;
-                    if !parsed.contains(&ip) {
-                        parsed.push(ip);
-                    }
-                }
-                ServiceKind::ClusterIp(parsed)
-            }
-        };
-        // Collected to size: the record lives as long as the Service does.
-        let ports = spec
-            .ports
-            .iter()
-            .flatten()
-            .map(|p| {
-                port_of(
-                    "spec.ports",
-                    p.name.as_deref(),
-                    p.protocol.as_deref(),
-                    p.port,
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?
-            .into();
-        Ok(Self {
-            key,
-            kind,
-            ports,
-            publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false) || tolerate,
-        })
-    }
-}
-
-impl TryFrom<&EndpointSlice> for SliceRecord {
-    type Error = RecordError;
-
-    fn try_from(slice: &EndpointSlice) -> Result<Self, RecordError> {
-        let key = key_of(&slice.metadata, None)?;
-        let service = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            .map(|s| s.to_ascii_lowercase())
-            .ok_or(RecordError::Invalid {
-                field: "metadata.labels",
-                message: format!("an EndpointSlice needs the label {SERVICE_NAME_LABEL}"),
-            })?;
-        let mut ports = Vec::new();
-        for p in slice.ports.iter().flatten() {
-            if let Some(port) = p.port {
-                ports.push(port_of(
-                    "ports",
-                    p.name.as_deref(),
-                    p.protocol.as_deref(),
-                    port,
-                )?);
+            fn try_from(object: &$object) -> Result<Self, RecordError> {
+                $convert(object)
             }
         }
-        // FQDN slices carry names, not addresses: nothing DNS can serve from them.
-        let family_ok = matches!(slice.address_type.as_str(), "IPv4" | "IPv6");
-        let mut endpoints = Vec::with_capacity(slice.endpoints.len());
-        for ep in slice.endpoints.iter().filter(|_| family_ok) {
-            let mut addresses = Vec::with_capacity(ep.addresses.len());
-            for a in &ep.addresses {
-                addresses.push(parse_ip("endpoints.addresses", a)?);
+    )*};
+}
+
+try_from_object! {
+    Service => ServiceRecord: service_record,
+    EndpointSlice => SliceRecord: slice_record,
+    StatefulSet => StatefulSetRecord: statefulset_record,
+    Pod => PodRecord: pod_record,
+    Namespace => NamespaceRecord: namespace_record,
+}
+
+/// A Service reduced to what DNS answers with.
+fn service_record(svc: &Service) -> Result<ServiceRecord, RecordError> {
+    let key = key_of(&svc.metadata)?;
+    let spec = svc.spec.clone().unwrap_or_default();
+    let tolerate = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("service.alpha.kubernetes.io/tolerate-unready-endpoints"))
+        .is_some_and(|v| v == "true");
+    let kind = if spec.type_.as_deref() == Some("ExternalName") {
+        let target = spec
+            .external_name
+            .as_deref()
+            .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .ok_or(RecordError::Invalid {
+                field: "spec.externalName",
+                message: "an ExternalName service needs spec.externalName".into(),
+            })?;
+        ServiceKind::ExternalName(target)
+    } else {
+        let mut ips: Vec<&str> = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if ips.is_empty() {
+            ips.extend(spec.cluster_ip.as_deref());
+        }
+        if ips.is_empty() || ips.iter().any(|ip| ip.eq_ignore_ascii_case("none")) {
+            ServiceKind::Headless
+        } else {
+            let mut parsed = Vec::with_capacity(ips.len());
+            for ip in ips {
+                let ip = parse_ip("spec.clusterIPs", ip)?;
+                if !parsed.contains(&ip) {
+                    parsed.push(ip);
+                }
             }
-            let c = ep.conditions.clone().unwrap_or_default();
-            let ready = c.ready.unwrap_or(true);
-            endpoints.push(EndpointRecord {
-                hostname: ep
-                    .hostname
-                    .as_deref()
-                    .filter(|h| !h.is_empty())
-                    .map(str::to_ascii_lowercase),
-                addresses,
-                ready,
-                serving: c.serving.unwrap_or(ready),
-                terminating: c.terminating.unwrap_or(false),
-                pod: ep
-                    .target_ref
-                    .as_ref()
-                    .filter(|r| r.kind.as_deref() == Some("Pod"))
-                    .and_then(|r| r.name.as_deref())
-                    .map(str::to_ascii_lowercase),
+            ServiceKind::ClusterIp(parsed)
+        }
+    };
+    // Collected to size: the record lives as long as the Service does.
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| {
+            port_of(
+                "spec.ports",
+                p.name.as_deref(),
+                p.protocol.as_deref(),
+                p.port,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?
+        .into();
+    Ok(ServiceRecord {
+        key,
+        kind,
+        ports,
+        publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false) || tolerate,
+    })
+}
+
+/// An EndpointSlice reduced to its service, ports and endpoints (conditions
+/// defaulted as Kubernetes does).
+fn slice_record(slice: &EndpointSlice) -> Result<SliceRecord, RecordError> {
+    let key = key_of(&slice.metadata)?;
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .map(|s| s.to_ascii_lowercase())
+        .ok_or(RecordError::Invalid {
+            field: "metadata.labels",
+            message: format!("an EndpointSlice needs the label {SERVICE_NAME_LABEL}"),
+        })?;
+    let mut ports = Vec::new();
+    for p in slice.ports.iter().flatten() {
+        if let Some(port) = p.port {
+            ports.push(port_of(
+                "ports",
+                p.name.as_deref(),
+                p.protocol.as_deref(),
+                port,
+            )?);
+        }
+    }
+    // FQDN slices carry names, not addresses: nothing DNS can serve from them.
+    let family_ok = matches!(slice.address_type.as_str(), "IPv4" | "IPv6");
+    let mut endpoints = Vec::with_capacity(slice.endpoints.len());
+    for ep in slice.endpoints.iter().filter(|_| family_ok) {
+        let mut addresses = Vec::with_capacity(ep.addresses.len());
+        for a in &ep.addresses {
+            addresses.push(parse_ip("endpoints.addresses", a)?);
+        }
+        let c = ep.conditions.clone().unwrap_or_default();
+        let ready = c.ready.unwrap_or(true);
+        endpoints.push(EndpointRecord {
+            hostname: ep
+                .hostname
+                .as_deref()
+                .filter(|h| !h.is_empty())
+                .map(str::to_ascii_lowercase),
+            addresses,
+            ready,
+            serving: c.serving.unwrap_or(ready),
+            terminating: c.terminating.unwrap_or(false),
+            pod: ep
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| r.name.as_deref())
+                .map(str::to_ascii_lowercase),
+        });
+    }
+    Ok(SliceRecord {
+        key,
+        service,
+        ports,
+        endpoints,
+    })
+}
+
+/// A StatefulSet reduced to its governing service, replicas and policy.
+fn statefulset_record(sts: &StatefulSet) -> Result<StatefulSetRecord, RecordError> {
+    let key = key_of(&sts.metadata)?;
+    let spec = sts.spec.as_ref().ok_or(RecordError::Invalid {
+        field: "spec",
+        message: "a StatefulSet needs a spec".into(),
+    })?;
+    let replicas = u32::try_from(spec.replicas.unwrap_or(1)).map_err(|_| RecordError::Invalid {
+        field: "spec.replicas",
+        message: "must not be negative".into(),
+    })?;
+    let pod_management = match spec.pod_management_policy.as_deref() {
+        None | Some("OrderedReady") => PodManagement::OrderedReady,
+        Some("Parallel") => PodManagement::Parallel,
+        Some(other) => {
+            return Err(RecordError::Invalid {
+                field: "spec.podManagementPolicy",
+                message: format!("{other:?} is neither OrderedReady nor Parallel"),
             });
         }
-        Ok(Self {
-            key,
-            service,
-            ports,
-            endpoints,
-        })
-    }
-}
-
-impl TryFrom<&StatefulSet> for StatefulSetRecord {
-    type Error = RecordError;
-
-    fn try_from(sts: &StatefulSet) -> Result<Self, RecordError> {
-        let key = key_of(&sts.metadata, None)?;
-        let spec = sts.spec.as_ref().ok_or(RecordError::Invalid {
-            field: "spec",
-            message: "a StatefulSet needs a spec".into(),
-        })?;
-        let replicas =
-            u32::try_from(spec.replicas.unwrap_or(1)).map_err(|_| RecordError::Invalid {
-                field: "spec.replicas",
-                message: "must not be negative".into(),
-            })?;
-        let pod_management = match spec.pod_management_policy.as_deref() {
-            None | Some("OrderedReady") => PodManagement::OrderedReady,
-            Some("Parallel") => PodManagement::Parallel,
-            Some(other) => {
-                return Err(RecordError::Invalid {
-                    field: "spec.podManagementPolicy",
-                    message: format!("{other:?} is neither OrderedReady nor Parallel"),
-                });
-            }
-        };
-        Ok(Self {
-            key,
-            service_name: spec
-                .service_name
-                .as_deref()
-                .unwrap_or_default()
-                .to_ascii_lowercase(),
-            replicas,
-            pod_management,
-        })
-    }
-}
-
-impl TryFrom<&Pod> for PodRecord {
-    type Error = RecordError;
-
-    fn try_from(pod: &Pod) -> Result<Self, RecordError> {
-        let key = key_of(&pod.metadata, None)?;
-        let status = pod.status.clone().unwrap_or_default();
-        let mut ips = Vec::new();
-        for ip in status.pod_ips.iter().flatten() {
-            let ip = parse_ip("status.podIPs", &ip.ip)?;
-            if !ips.contains(&ip) {
-                ips.push(ip);
-            }
-        }
-        if ips.is_empty()
-            && let Some(ip) = status.pod_ip.as_deref().filter(|s| !s.is_empty())
-        {
-            ips.push(parse_ip("status.podIP", ip)?);
-        }
-        let ready = status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        let spec = pod.spec.as_ref();
-        Ok(Self {
-            key,
-            ips,
-            hostname: spec
-                .and_then(|s| s.hostname.as_deref())
-                .map(str::to_ascii_lowercase),
-            subdomain: spec
-                .and_then(|s| s.subdomain.as_deref())
-                .map(str::to_ascii_lowercase),
-            ready,
-            terminating: pod.metadata.deletion_timestamp.is_some(),
-        })
-    }
-}
-
-impl TryFrom<&Namespace> for NamespaceRecord {
-    type Error = RecordError;
-
-    fn try_from(ns: &Namespace) -> Result<Self, RecordError> {
-        let name = ns
-            .metadata
-            .name
+    };
+    Ok(StatefulSetRecord {
+        key,
+        service_name: spec
+            .service_name
             .as_deref()
-            .filter(|n| !n.is_empty())
-            .ok_or(RecordError::MissingName)?;
-        Ok(Self {
-            key: ObjectKey::new("", name),
-        })
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+        replicas,
+        pod_management,
+    })
+}
+
+/// A Pod reduced to its addresses, DNS names and state.
+fn pod_record(pod: &Pod) -> Result<PodRecord, RecordError> {
+    let key = key_of(&pod.metadata)?;
+    let status = pod.status.clone().unwrap_or_default();
+    let mut ips = Vec::new();
+    for ip in status.pod_ips.iter().flatten() {
+        let ip = parse_ip("status.podIPs", &ip.ip)?;
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
     }
+    if ips.is_empty()
+        && let Some(ip) = status.pod_ip.as_deref().filter(|s| !s.is_empty())
+    {
+        ips.push(parse_ip("status.podIP", ip)?);
+    }
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let spec = pod.spec.as_ref();
+    Ok(PodRecord {
+        key,
+        ips,
+        hostname: spec
+            .and_then(|s| s.hostname.as_deref())
+            .map(str::to_ascii_lowercase),
+        subdomain: spec
+            .and_then(|s| s.subdomain.as_deref())
+            .map(str::to_ascii_lowercase),
+        ready,
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+    })
+}
+
+/// A Namespace reduced to its name.
+fn namespace_record(ns: &Namespace) -> Result<NamespaceRecord, RecordError> {
+    let name = ns
+        .metadata
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or(RecordError::MissingName)?;
+    Ok(NamespaceRecord {
+        key: ObjectKey::new("", name),
+    })
 }
 
 /// A pod name split into StatefulSet name and ordinal: `web-12` is `("web", 12)`.

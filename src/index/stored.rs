@@ -3,35 +3,23 @@
 //! The writer must keep every slice it has seen: when one slice of a service
 //! changes, the service's view is rebuilt from all of its slices. A
 //! [`SliceRecord`] spends three heap blocks on each endpoint (hostname, pod,
-//! addresses), about 180 bytes; at 100,000 endpoints that alone was 18 MB.
-//! [`StoredSlice`] keeps the same facts in three blocks per slice: one string
-//! holding every name, one packed address array (see [`super::addrs`]) and
-//! one endpoint array; the port list is shared with every slice that has the
-//! same ports (the writer interns them). StatefulSet endpoints, whose
-//! hostname is their pod name, store the name once.
+//! addresses); [`StoredSlice`] keeps the same facts in three blocks per slice:
+//! one string holding every name (see [`super::strings`]), one packed address
+//! array (see [`super::addrs`]) and one endpoint array. The port list is
+//! shared with every slice that has the same ports (the writer interns them),
+//! and a StatefulSet endpoint, whose hostname is its pod name, stores it once.
 
 use std::sync::Arc;
 
-use super::addrs::{AddrSpan, Addrs, Word};
+use super::addrs::{AddrSpan, AddrWord, Addrs};
 use super::record::{PortRecord, SliceRecord};
-
-/// "No string" in a [`TextSpan`].
-const NONE: u16 = u16::MAX;
-
-/// A string inside [`StoredSlice::text`]. Packed to 6 bytes: an endpoint
-/// holds two, and 100,000 endpoints are 20 bytes each instead of 24.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(C, packed(2))]
-struct TextSpan {
-    off: u32,
-    len: u16,
-}
+use super::strings::StrSpan;
 
 /// One endpoint, pointing into its slice's arrays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct StoredEndpoint {
-    hostname: TextSpan,
-    pod: TextSpan,
+    hostname: StrSpan,
+    pod: StrSpan,
     addrs: AddrSpan,
     /// bit 0 ready, 1 serving, 2 terminating.
     flags: u8,
@@ -43,9 +31,9 @@ pub struct StoredSlice {
     /// The slice's ports.
     pub ports: Arc<[PortRecord]>,
     /// The Service it belongs to, in `text`.
-    service: TextSpan,
+    service: StrSpan,
     text: Box<str>,
-    addrs: Box<[Word]>,
+    addrs: Box<[AddrWord]>,
     endpoints: Box<[StoredEndpoint]>,
 }
 
@@ -79,18 +67,7 @@ impl StoredSlice {
                 .sum(),
         );
         let mut endpoints = Vec::with_capacity(r.endpoints.len());
-        let push = |text: &mut String, s: Option<&str>| match s {
-            // Names longer than a span can say are not DNS names anyway.
-            Some(s) if s.len() < NONE as usize => {
-                let span = TextSpan {
-                    off: text.len() as u32,
-                    len: s.len() as u16,
-                };
-                text.push_str(s);
-                span
-            }
-            _ => TextSpan { off: 0, len: NONE },
-        };
+        let push = StrSpan::push;
         let service = push(&mut text, Some(&r.service));
         for e in &r.endpoints {
             let hostname = push(&mut text, e.hostname.as_deref());
@@ -120,12 +97,8 @@ impl StoredSlice {
         self.text(self.service).unwrap_or_default()
     }
 
-    fn text(&self, s: TextSpan) -> Option<&str> {
-        if s.len == NONE {
-            return None;
-        }
-        let start = s.off as usize;
-        self.text.get(start..start + s.len as usize)
+    fn text(&self, s: StrSpan) -> Option<&str> {
+        s.get(&self.text)
     }
 
     /// The slice's endpoints, in the order the source gave them.

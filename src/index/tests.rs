@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use super::published::PtrRef;
 use super::*;
 
 fn settings() -> ZoneSettings {
@@ -51,6 +52,19 @@ fn labels(index: &Index, ns: &str, name: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A writer with nothing to sync whose index holds service `web` in `d` and
+/// `slices` of it, applied as one batch.
+fn web_with(slices: impl IntoIterator<Item = Object>) -> (IndexWriter, Index) {
+    let mut w = IndexWriter::new(settings(), &[]);
+    let index = w.index();
+    w.apply_all(
+        std::iter::once(svc("d", "web"))
+            .chain(slices)
+            .map(SourceEvent::Upsert),
+    );
+    (w, index)
 }
 
 fn list(kind: Kind, objs: Vec<Object>) -> Vec<SourceEvent> {
@@ -109,12 +123,9 @@ fn relist_keeps_serving_until_synced_then_swaps_whole() {
 
 #[test]
 fn deletes_remove_everything_an_object_contributed() {
-    let mut w = IndexWriter::new(settings(), &[]);
-    let index = w.index();
-    w.apply_all([
-        SourceEvent::Upsert(svc("d", "web")),
-        SourceEvent::Upsert(slice("d", "s1", "web", &[("web-0", "10.0.0.1", true)])),
-        SourceEvent::Upsert(slice("d", "s2", "web", &[("web-1", "10.0.0.2", true)])),
+    let (mut w, index) = web_with([
+        slice("d", "s1", "web", &[("web-0", "10.0.0.1", true)]),
+        slice("d", "s2", "web", &[("web-1", "10.0.0.2", true)]),
     ]);
     let ip: IpAddr = "10.0.0.2".parse().unwrap();
     assert!(index.reverse(&ip).is_some());
@@ -142,11 +153,8 @@ fn deletes_remove_everything_an_object_contributed() {
 
 #[test]
 fn ordinal_order_across_slices_and_readiness() {
-    let mut w = IndexWriter::new(settings(), &[]);
-    let index = w.index();
-    w.apply_all([
-        SourceEvent::Upsert(svc("d", "web")),
-        SourceEvent::Upsert(slice(
+    let (mut w, index) = web_with([
+        slice(
             "d",
             "s1",
             "web",
@@ -155,13 +163,13 @@ fn ordinal_order_across_slices_and_readiness() {
                 ("web-2", "10.0.0.2", true),
                 ("other", "10.0.0.9", true),
             ],
-        )),
-        SourceEvent::Upsert(slice(
+        ),
+        slice(
             "d",
             "s2",
             "web",
             &[("web-0", "10.0.0.1", true), ("web-1", "10.0.0.3", false)],
-        )),
+        ),
     ]);
     assert_eq!(
         labels(&index, "d", "web"),
@@ -188,12 +196,7 @@ fn ordinal_order_across_slices_and_readiness() {
 
 #[test]
 fn a_reader_holds_a_whole_view_while_the_writer_replaces_it() {
-    let mut w = IndexWriter::new(settings(), &[]);
-    let index = w.index();
-    w.apply_all([
-        SourceEvent::Upsert(svc("d", "web")),
-        SourceEvent::Upsert(slice("d", "s1", "web", &[("web-0", "10.0.0.1", true)])),
-    ]);
+    let (mut w, index) = web_with([slice("d", "s1", "web", &[("web-0", "10.0.0.1", true)])]);
     let before = index.service(&service_key("d", "web")).unwrap();
     w.apply_all([SourceEvent::Upsert(slice(
         "d",
@@ -218,32 +221,6 @@ fn a_reader_holds_a_whole_view_while_the_writer_replaces_it() {
         &[("web-0", "10.0.0.7", true)],
     ))]);
     assert_eq!(index.serial(), serial, "a no-op update publishes nothing");
-}
-
-#[test]
-fn reverse_names() {
-    assert_eq!(
-        reverse_name("10.244.1.7".parse().unwrap()),
-        "7.1.244.10.in-addr.arpa"
-    );
-    assert!(reverse_name("fd00::1".parse().unwrap()).starts_with("1.0.0.0.0.0.0.0"));
-    assert!(reverse_name("fd00::1".parse().unwrap()).ends_with("0.0.d.f.ip6.arpa"));
-}
-
-#[test]
-fn name_sets_stay_sorted_and_unique() {
-    let mut n = super::Names::default();
-    assert!(n.is_empty());
-    for name in ["web-b", "web-a", "web-c", "web-a"] {
-        n.insert(name);
-    }
-    assert_eq!(n.iter().collect::<Vec<_>>(), ["web-a", "web-b", "web-c"]);
-    n.remove("web-b");
-    n.remove("absent");
-    assert_eq!(n.iter().collect::<Vec<_>>(), ["web-a", "web-c"]);
-    n.remove("web-a");
-    n.remove("web-c");
-    assert!(n.is_empty());
 }
 
 fn ptr_names(index: &Index, ip: &str) -> Vec<String> {

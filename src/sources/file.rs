@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::sim::{SharedSim, Sim, SimCommands};
 use super::{Differ, ObjectMap, SourceEvent};
+use crate::config::SourceConfig;
 use crate::index::record::RecordError;
 use crate::index::{
     NamespaceRecord, Object, PodRecord, ServiceRecord, SliceRecord, StatefulSetRecord,
@@ -179,7 +180,7 @@ fn parse_document(
         let list: List = serde_yaml_ng::from_str(doc).map_err(yaml_err)?;
         for (i, item) in list.items.into_iter().enumerate() {
             let m: TypeMeta = serde_yaml_ng::from_value(item.clone()).map_err(yaml_err)?;
-            if let Some(obj) = object_from(&m, Src::Value(&item))
+            if let Some(obj) = object_from(&m, ObjectYaml::ListItem(&item))
                 .map_err(|e| err(1, format!("items[{i}]: {e}")))?
             {
                 out.push(obj);
@@ -187,7 +188,7 @@ fn parse_document(
         }
         return Ok(());
     }
-    match object_from(&meta, Src::Text(doc)) {
+    match object_from(&meta, ObjectYaml::Document(doc)) {
         Ok(Some(obj)) => out.push(obj),
         Ok(None) => debug!(path, document = n, kind = %meta.kind, "skipping unknown kind"),
         Err(DocError::Yaml(e)) => return Err(yaml_err(e)),
@@ -213,22 +214,22 @@ impl std::fmt::Display for DocError {
     }
 }
 
-/// Where a document's object is read from: its text (errors keep their line)
-/// or an item of a `kind: List`.
-enum Src<'a> {
-    Text(&'a str),
-    Value(&'a serde_yaml_ng::Value),
+/// The YAML an object is read from: a whole document's text (errors keep
+/// their line) or an item of a `kind: List`.
+enum ObjectYaml<'a> {
+    Document(&'a str),
+    ListItem(&'a serde_yaml_ng::Value),
 }
 
-fn typed<T: DeserializeOwned>(src: &Src<'_>) -> Result<T, DocError> {
+fn typed<T: DeserializeOwned>(src: &ObjectYaml<'_>) -> Result<T, DocError> {
     match src {
-        Src::Text(t) => serde_yaml_ng::from_str(t),
-        Src::Value(v) => serde_yaml_ng::from_value((*v).clone()),
+        ObjectYaml::Document(t) => serde_yaml_ng::from_str(t),
+        ObjectYaml::ListItem(v) => serde_yaml_ng::from_value((*v).clone()),
     }
     .map_err(DocError::Yaml)
 }
 
-fn object_from(meta: &TypeMeta, src: Src<'_>) -> Result<Option<Object>, DocError> {
+fn object_from(meta: &TypeMeta, src: ObjectYaml<'_>) -> Result<Option<Object>, DocError> {
     if meta.kind.is_empty() || meta.api_version.is_empty() {
         return Err(DocError::Missing);
     }
@@ -279,14 +280,26 @@ pub enum Manifests {
     Files(Vec<PathBuf>),
 }
 
+impl Manifests {
+    /// The configured manifest files, or the embedded demo when none are.
+    pub fn of(source: &SourceConfig) -> Self {
+        if source.manifests.is_empty() {
+            Manifests::Demo
+        } else {
+            Manifests::Files(source.manifests.clone())
+        }
+    }
+}
+
+/// What tells a file changed without reading it.
 #[derive(Clone, PartialEq, Eq)]
-struct Stamp {
+struct SizeAndMtime {
     len: u64,
     modified: Option<SystemTime>,
 }
 
 struct Loaded {
-    stamp: Option<Stamp>,
+    stamp: Option<SizeAndMtime>,
     /// A hash of the content last read (the text itself is not kept: a big
     /// manifest file would be held twice, as text and as objects).
     digest: Option<u64>,
@@ -348,7 +361,7 @@ impl ManifestReader {
     }
 
     fn reload_file(&mut self, path: &Path, force: bool) -> bool {
-        let stamp = std::fs::metadata(path).ok().map(|m| Stamp {
+        let stamp = std::fs::metadata(path).ok().map(|m| SizeAndMtime {
             len: m.len(),
             modified: m.modified().ok(),
         });
@@ -511,18 +524,12 @@ mod tests {
     #[test]
     fn documents_keep_their_line_numbers() {
         let text = "# header\n---\na: 1\n---\n\nb: 2\n--- \nc: 3\n";
-        assert_eq!(
-            documents(text),
-            [
-                (3, "a: 1\n".into()),
-                (5, "\nb: 2\n".into()),
-                (8, "c: 3\n".into())
-            ]
-        );
+        assert_documents(text, &[(3, "a: 1\n"), (5, "\nb: 2\n"), (8, "c: 3\n")]);
     }
 
-    /// The documents of `text`, as the streaming splitter hands them out.
-    fn documents(text: &str) -> Vec<(usize, String)> {
+    /// Asserts the documents of `text`, as the streaming splitter hands them
+    /// out: (first line, content).
+    fn assert_documents(text: &str, want: &[(usize, &str)]) {
         let mut docs = Vec::new();
         let mut digest = std::hash::DefaultHasher::new();
         for_each_document(text.as_bytes(), &mut digest, |line, doc| {
@@ -531,20 +538,14 @@ mod tests {
         })
         .unwrap()
         .unwrap();
-        docs
+        let want: Vec<(usize, String)> = want.iter().map(|(l, d)| (*l, d.to_string())).collect();
+        assert_eq!(docs, want);
     }
 
     #[test]
     fn documents_with_content_on_the_marker_line_end_markers_and_crlf() {
         let text = "--- {a: 1}\nb: 2\n---\nc: 3\n...\n---\r\nd: 4\r\n";
-        assert_eq!(
-            documents(text),
-            [
-                (1, "{a: 1}\nb: 2\n".into()),
-                (4, "c: 3\n".into()),
-                (7, "d: 4\n".into())
-            ]
-        );
+        assert_documents(text, &[(1, "{a: 1}\nb: 2\n"), (4, "c: 3\n"), (7, "d: 4\n")]);
         let objs = parse(
             "m.yaml",
             "apiVersion: v1\r\nkind: Namespace\r\nmetadata: {name: a}\r\n...\r\n",

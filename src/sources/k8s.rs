@@ -4,18 +4,22 @@
 //! and Pods only for `pods = "verified"`), each list + watch with
 //! resourceVersion tracking, bookmarks and exponential backoff on errors.
 //! kube's `Event::Init … InitDone` maps one-to-one onto our `Reset …
-//! Synced`, so a re-list (410 Gone, a restarted watch, a reconnect) is swapped
-//! in whole at its end and the previous state answers until then. Objects are
-//! reduced to records right here; whole objects are never kept.
+//! Synced`: during a list (the first, or a re-list after 410 Gone) objects
+//! apply as they arrive and what the list did not return goes at its end, so
+//! live names never blank meanwhile. A dropped watch resumes from its last
+//! resourceVersion without re-listing. Objects are reduced to records right
+//! here; whole objects are never kept.
 
 use std::collections::HashSet;
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
@@ -25,8 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, SourceConfig};
-use crate::dns::PodsMode;
+use crate::config::{Config, PodsMode, SourceConfig};
 use crate::error::{Error, Result};
 use crate::index::record::RecordError;
 use crate::index::{
@@ -77,17 +80,9 @@ impl Backoff for QuickBackoff {
     fn reset(&mut self) {}
 }
 
-/// Objects per list page, for every kind (kube's default is 500). A page is
-/// decoded whole before its first object reaches the index, so the page is
-/// what a list holds in flight, and all kinds list at once after a 410. At
-/// 500 that was ~7.7 MB for EndpointSlices of 10 endpoints, and a
-/// StatefulSet is 2.5 kB before its heap parts (its pod template is decoded
-/// too). Measured with `benches/server_memory.rs` (fake API, 100,000
-/// endpoints, 2026-11-23, jemalloc purging at once): EndpointSlices at 250
-/// and the rest at 500, re-list peaks 1.19-1.21x; everything at 250,
-/// 1.15-1.16x, the sync unchanged (1.8-2.2 s on a noisy day). Smaller
-/// pages cost sync time: EndpointSlices at 150 took 2.1 s (glibc 100: 1.9 s
-/// with peaks up to 1.28x).
+/// Objects per list page, for every kind (kube's default is 500): a page is
+/// decoded whole before it reaches the index, and every kind lists at once
+/// after a 410, so this bounds a re-list's memory peak (docs/performance.md).
 const LIST_PAGE: u32 = 250;
 
 /// The kinds watched for `config`.
@@ -141,134 +136,134 @@ pub async fn run(
     tx: mpsc::Sender<SourceEvent>,
     stop: CancellationToken,
 ) {
-    let namespaces: HashSet<String> = cfg
+    let namespaces = cfg
         .namespaces
         .iter()
         .map(|n| n.to_ascii_lowercase())
         .collect();
-    let mut svc_cfg = watcher::Config::default().page_size(LIST_PAGE);
+    let watchers = Watchers {
+        client,
+        namespaces: Arc::new(namespaces),
+        tx,
+        stop,
+    };
+    let page = || watcher::Config::default().page_size(LIST_PAGE);
+    let mut services = page();
     if let Some(sel) = cfg.service_selector.as_deref().filter(|s| !s.is_empty()) {
-        svc_cfg = svc_cfg.labels(sel);
+        services = services.labels(sel);
     }
     let mut tasks = tokio::task::JoinSet::new();
-    let ns = namespaces.clone();
-    let (t, s) = (tx.clone(), stop.clone());
-    tasks.spawn(watch::<Service, _>(
-        client.clone(),
-        svc_cfg,
-        Kind::Service,
-        ns,
-        t,
-        s,
-        |o| ServiceRecord::try_from(o).map(Object::Service),
-    ));
-    let ns = namespaces.clone();
-    let (t, s) = (tx.clone(), stop.clone());
-    tasks.spawn(watch::<EndpointSlice, _>(
-        client.clone(),
-        watcher::Config::default()
-            .labels(crate::index::record::SERVICE_NAME_LABEL)
-            .page_size(LIST_PAGE),
-        Kind::EndpointSlice,
-        ns,
-        t,
-        s,
-        |o| SliceRecord::try_from(o).map(Object::EndpointSlice),
-    ));
-    let ns = namespaces.clone();
-    let (t, s) = (tx.clone(), stop.clone());
-    tasks.spawn(watch::<Namespace, _>(
-        client.clone(),
-        watcher::Config::default().page_size(LIST_PAGE),
-        Kind::Namespace,
-        ns,
-        t,
-        s,
-        |o| NamespaceRecord::try_from(o).map(Object::Namespace),
-    ));
-    let ns = namespaces.clone();
-    let (t, s) = (tx.clone(), stop.clone());
-    tasks.spawn(watch::<StatefulSet, _>(
-        client.clone(),
-        watcher::Config::default().page_size(LIST_PAGE),
-        Kind::StatefulSet,
-        ns,
-        t,
-        s,
-        |o| StatefulSetRecord::try_from(o).map(Object::StatefulSet),
-    ));
+    tasks.spawn(
+        watchers
+            .clone()
+            .watch::<Service, _>(Kind::Service, services, |o| {
+                ServiceRecord::try_from(o).map(Object::Service)
+            }),
+    );
+    let slices = page().labels(crate::index::record::SERVICE_NAME_LABEL);
+    tasks.spawn(
+        watchers
+            .clone()
+            .watch::<EndpointSlice, _>(Kind::EndpointSlice, slices, |o| {
+                SliceRecord::try_from(o).map(Object::EndpointSlice)
+            }),
+    );
+    tasks.spawn(
+        watchers
+            .clone()
+            .watch::<Namespace, _>(Kind::Namespace, page(), |o| {
+                NamespaceRecord::try_from(o).map(Object::Namespace)
+            }),
+    );
+    tasks.spawn(
+        watchers
+            .clone()
+            .watch::<StatefulSet, _>(Kind::StatefulSet, page(), |o| {
+                StatefulSetRecord::try_from(o).map(Object::StatefulSet)
+            }),
+    );
     if watch_pods {
-        let (t, s) = (tx.clone(), stop.clone());
-        tasks.spawn(watch::<Pod, _>(
-            client.clone(),
-            watcher::Config::default()
-                .fields("status.phase!=Succeeded,status.phase!=Failed")
-                .page_size(LIST_PAGE),
-            Kind::Pod,
-            namespaces,
-            t,
-            s,
-            |o| PodRecord::try_from(o).map(Object::Pod),
-        ));
+        let pods = page().fields("status.phase!=Succeeded,status.phase!=Failed");
+        tasks.spawn(
+            watchers
+                .clone()
+                .watch::<Pod, _>(Kind::Pod, pods, |o| PodRecord::try_from(o).map(Object::Pod)),
+        );
     }
-    drop(tx);
+    drop(watchers);
     while tasks.join_next().await.is_some() {}
 }
 
-async fn watch<K, F>(
+/// What every watcher shares: the client, the namespaces to keep (all when
+/// empty), the index's queue and the stop token.
+#[derive(Clone)]
+struct Watchers {
     client: Client,
-    wc: watcher::Config,
-    kind: Kind,
-    namespaces: HashSet<String>,
+    namespaces: Arc<HashSet<String>>,
     tx: mpsc::Sender<SourceEvent>,
     stop: CancellationToken,
-    convert: F,
-) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
-    F: Fn(&K) -> std::result::Result<Object, RecordError> + Send + 'static,
-{
-    let api: Api<K> = Api::all(client);
-    let keep = |k: &K| {
-        namespaces.is_empty()
-            || k.meta()
-                .namespace
-                .as_deref()
-                .is_none_or(|n| namespaces.contains(&n.to_ascii_lowercase()))
-    };
-    let mut stream = watcher(api.clone(), wc.clone())
-        .backoff(QuickBackoff::default())
-        .boxed();
-    loop {
-        let next = tokio::select! {
-            _ = stop.cancelled() => return,
-            n = stream.try_next() => n,
+}
+
+impl Watchers {
+    /// Watches every `K` (list, then watch) and sends what it sees, reduced
+    /// by `convert`, until `stop` or the index's queue closes.
+    async fn watch<K, F>(self, kind: Kind, config: watcher::Config, convert: F)
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+        F: Fn(&K) -> std::result::Result<Object, RecordError> + Send + 'static,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        let start = || {
+            watcher(api.clone(), config.clone())
+                .backoff(QuickBackoff::default())
+                .boxed()
         };
-        let event = match next {
-            Ok(Some(e)) => e,
-            Ok(None) => return,
-            Err(e) if is_gone_at_watch_start(&e) => {
-                // kube-runtime re-lists on a 410 sent inside the watch stream,
-                // but retries a watch *request* answered 410 with the same
-                // expired version forever. Start a fresh watcher: it re-lists
-                // (Init .. InitDone), and the index keeps answering until then.
-                warn!(kind = kind.as_str(), error = %e, "watch version expired; re-listing");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(GONE_RELIST_DELAY) => {}
+        let mut stream = start();
+        loop {
+            let next = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                n = stream.try_next() => n,
+            };
+            let event = match next {
+                Ok(Some(e)) => e,
+                Ok(None) => return,
+                Err(e) if is_gone_at_watch_start(&e) => {
+                    // kube-runtime re-lists on a 410 sent inside the watch stream,
+                    // but retries a watch *request* answered 410 with the same
+                    // expired version forever. Start a fresh watcher: it re-lists
+                    // (Init .. InitDone), and the index keeps answering until then.
+                    warn!(kind = kind.as_str(), error = %e, "watch version expired; re-listing");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(GONE_RELIST_DELAY) => {}
+                    }
+                    stream = start();
+                    continue;
                 }
-                stream = watcher(api.clone(), wc.clone())
-                    .backoff(QuickBackoff::default())
-                    .boxed();
-                continue;
+                Err(e) => {
+                    // The stream recovers on the next poll (with backoff); the
+                    // index keeps serving what it has.
+                    warn!(kind = kind.as_str(), error = %e, "watch failed; retrying with backoff");
+                    continue;
+                }
+            };
+            if let Some(ev) = self.source_event(kind, event, &convert)
+                && self.tx.send(ev).await.is_err()
+            {
+                return;
             }
-            Err(e) => {
-                // The stream recovers on the next poll (with backoff); the
-                // index keeps serving what it has.
-                warn!(kind = kind.as_str(), error = %e, "watch failed; retrying with backoff");
-                continue;
-            }
-        };
-        let out = match event {
+        }
+    }
+
+    /// The index's event for a watch event: `None` for an object outside the
+    /// watched namespaces or one that does not convert (logged).
+    fn source_event<K: Resource>(
+        &self,
+        kind: Kind,
+        event: Event<K>,
+        convert: impl Fn(&K) -> std::result::Result<Object, RecordError>,
+    ) -> Option<SourceEvent> {
+        match event {
             Event::Init => {
                 info!(kind = kind.as_str(), "listing");
                 Some(SourceEvent::Reset(kind))
@@ -278,8 +273,8 @@ async fn watch<K, F>(
                 Some(SourceEvent::Synced(kind))
             }
             Event::InitApply(o) | Event::Apply(o) => {
-                if !keep(&o) {
-                    continue;
+                if !self.keeps(o.meta()) {
+                    return None;
                 }
                 match convert(&o) {
                     Ok(obj) => Some(SourceEvent::Upsert(obj)),
@@ -298,12 +293,16 @@ async fn watch<K, F>(
                 debug!(kind = kind.as_str(), %key, "deleted");
                 Some(SourceEvent::Remove(kind, key))
             }
-        };
-        if let Some(ev) = out
-            && tx.send(ev).await.is_err()
-        {
-            return;
         }
+    }
+
+    /// Whether an object of this namespace is watched.
+    fn keeps(&self, meta: &ObjectMeta) -> bool {
+        self.namespaces.is_empty()
+            || meta
+                .namespace
+                .as_deref()
+                .is_none_or(|n| self.namespaces.contains(&n.to_ascii_lowercase()))
     }
 }
 

@@ -21,23 +21,11 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::ObjectMap;
+use crate::config::parse_cidr;
 use crate::index::{
     EndpointRecord, Kind, Object, ObjectKey, PodManagement, PodRecord, PortRecord, SliceRecord,
     StatefulSetRecord,
 };
-
-/// Parses `a.b.c.d/len` into (first host address, number of addresses).
-pub fn parse_cidr(s: &str) -> Option<(u32, u32)> {
-    let (ip, len) = s.split_once('/')?;
-    let ip: Ipv4Addr = ip.parse().ok()?;
-    let len: u32 = len.parse().ok()?;
-    if !(8..=28).contains(&len) {
-        return None;
-    }
-    let size = 1u32 << (32 - len);
-    let base = u32::from(ip) & !(size - 1);
-    Some((base, size))
-}
 
 /// A request to the simulator.
 #[derive(Debug, Clone)]
@@ -115,8 +103,9 @@ struct SimPod {
     forced_not_ready: bool,
 }
 
+/// A simulated StatefulSet and its pods by ordinal.
 #[derive(Debug)]
-struct SimSet {
+struct SimStatefulSet {
     record: StatefulSetRecord,
     manifest_replicas: u32,
     ports: Vec<PortRecord>,
@@ -124,12 +113,19 @@ struct SimSet {
     next_removal: Instant,
 }
 
+/// The pod CIDR and where the search for a free address goes on.
+struct IpPool {
+    /// First address and number of addresses.
+    cidr: (u32, u32),
+    /// Offset of the address handed out last.
+    next: u32,
+}
+
 /// The simulator's state.
 pub struct Sim {
     ready_delay: Duration,
-    cidr: (u32, u32),
-    next_ip: u32,
-    sets: BTreeMap<ObjectKey, SimSet>,
+    pool: IpPool,
+    sets: BTreeMap<ObjectKey, SimStatefulSet>,
     /// Pods that found the pod CIDR full at the last reconcile (logged when
     /// it changes, not once per pod and step).
     waiting: usize,
@@ -142,8 +138,7 @@ impl Sim {
             parse_cidr(pod_cidr).unwrap_or((u32::from(Ipv4Addr::new(10, 244, 0, 0)), 1 << 16));
         Self {
             ready_delay,
-            cidr,
-            next_ip: 0,
+            pool: IpPool { cidr, next: 0 },
             sets: BTreeMap::new(),
             waiting: 0,
         }
@@ -185,7 +180,7 @@ impl Sim {
                 None => {
                     self.sets.insert(
                         sts.key.clone(),
-                        SimSet {
+                        SimStatefulSet {
                             record: sts.clone(),
                             manifest_replicas: sts.replicas,
                             ports,
@@ -199,21 +194,6 @@ impl Sim {
         self.sets.retain(|k, _| seen.contains(k));
     }
 
-    /// The next free address of the pod CIDR, or `None` if every one is in
-    /// use (the pod then waits, as a real pod waits for an address).
-    fn allocate_ip(&mut self, in_use: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-        let (base, size) = self.cidr;
-        // Skip the network address (0) and the broadcast-like last one.
-        for _ in 0..size - 2 {
-            self.next_ip = (self.next_ip % (size - 2)) + 1;
-            let ip = Ipv4Addr::from(base + self.next_ip);
-            if !in_use.contains(&ip) {
-                return Some(ip);
-            }
-        }
-        None
-    }
-
     fn all_ips(&self) -> HashSet<Ipv4Addr> {
         self.sets
             .values()
@@ -223,100 +203,51 @@ impl Sim {
 
     /// Advances every StatefulSet to `now`; true if anything changed.
     pub fn reconcile(&mut self, now: Instant) -> bool {
-        let mut changed = false;
         let delay = self.ready_delay;
-        let keys: Vec<ObjectKey> = self.sets.keys().cloned().collect();
         // Collected once, not per StatefulSet (that was quadratic in the
         // number of pods). A pod removed below keeps its address out of use
         // until the next reconcile: no address is reused in the same step.
-        let mut in_use = self.all_ips();
-        // Once the CIDR is full it stays full for the rest of the step (freed
-        // addresses are not reused within it): the other pods just wait.
-        let (mut cidr_full, mut waiting) = (false, 0);
-        for key in keys {
-            // Readiness.
-            let set = self
-                .sets
-                .get_mut(&key)
-                .expect("key taken from the map above");
-            for pod in set.pods.values_mut() {
-                if !pod.ready && !pod.forced_not_ready && now >= pod.ready_at {
-                    pod.ready = true;
-                    changed = true;
-                }
-            }
-            let desired = set.record.replicas;
-            let parallel = set.record.pod_management == PodManagement::Parallel;
-            let excess: Vec<u32> = set.pods.keys().copied().filter(|o| *o >= desired).collect();
-            if !excess.is_empty() {
-                if parallel {
-                    for o in excess {
-                        set.pods.remove(&o);
-                    }
-                    changed = true;
-                } else if now >= set.next_removal {
-                    // Scale down from the highest ordinal, one pod per step.
-                    let highest = *excess.last().expect("excess is not empty");
-                    set.pods.remove(&highest);
-                    set.next_removal = now + delay;
-                    changed = true;
-                }
+        let mut addresses = StepAddresses {
+            in_use: self.all_ips(),
+            full: false,
+            waiting: 0,
+        };
+        let mut changed = false;
+        for (key, set) in &mut self.sets {
+            changed |= set.mark_ready(now);
+            if set.has_excess() {
+                changed |= set.scale_down(now, delay);
                 continue;
             }
-            let mut create = Vec::new();
-            for ord in 0..desired {
-                match set.pods.get(&ord) {
-                    Some(p) if !parallel && !p.ready => break,
-                    Some(_) => {}
-                    None => {
-                        create.push(ord);
-                        if !parallel {
-                            break;
-                        }
-                    }
-                }
-            }
+            let create = set.ordinals_to_create();
             for (i, &ord) in create.iter().enumerate() {
-                let ip = if cidr_full {
-                    None
-                } else {
-                    self.allocate_ip(&in_use)
-                };
-                let Some(ip) = ip else {
-                    cidr_full = true;
-                    waiting += create.len() - i;
+                let Some(ip) = addresses.take(&mut self.pool) else {
+                    addresses.waiting += create.len() - i;
                     break;
                 };
-                in_use.insert(ip);
-                let set = self
-                    .sets
-                    .get_mut(&key)
-                    .expect("key taken from the map above");
                 info!(pod = %format!("{}/{}-{ord}", key.namespace(), key.name()), %ip, "sim: pod created");
-                set.pods.insert(
-                    ord,
-                    SimPod {
-                        ip,
-                        ready: delay.is_zero(),
-                        ready_at: now + delay,
-                        forced_not_ready: false,
-                    },
-                );
+                set.pods.insert(ord, SimPod::new(ip, now, delay));
                 changed = true;
             }
         }
-        if waiting != self.waiting {
-            if waiting > 0 {
-                warn!(
-                    waiting,
-                    "sim: the pod CIDR is full; pods wait for an address (raise [sim] pod_cidr)"
-                );
-            } else {
-                info!("sim: every waiting pod has an address");
-            }
-            self.waiting = waiting;
-        }
+        self.report_waiting(addresses.waiting);
         changed
+    }
+
+    /// Logs when the number of pods waiting for an address changes.
+    fn report_waiting(&mut self, waiting: usize) {
+        if waiting == self.waiting {
+            return;
+        }
+        if waiting > 0 {
+            warn!(
+                waiting,
+                "sim: the pod CIDR is full; pods wait for an address (raise [sim] pod_cidr)"
+            );
+        } else {
+            info!("sim: every waiting pod has an address");
+        }
+        self.waiting = waiting;
     }
 
     /// When `reconcile` next has something to do.
@@ -329,7 +260,7 @@ impl Sim {
                     consider(pod.ready_at);
                 }
             }
-            if set.pods.keys().any(|o| *o >= set.record.replicas) {
+            if set.has_excess() {
                 consider(set.next_removal);
             }
         }
@@ -377,7 +308,7 @@ impl Sim {
         }
     }
 
-    fn pod_mut(&mut self, key: &ObjectKey) -> Result<(&mut SimSet, u32), SimError> {
+    fn pod_mut(&mut self, key: &ObjectKey) -> Result<(&mut SimStatefulSet, u32), SimError> {
         let not_found = || SimError::NotFound(format!("no simulated pod {key}"));
         let (base, ord) = key.name().rsplit_once('-').ok_or_else(not_found)?;
         let ord: u32 = ord.parse().map_err(|_| not_found())?;
@@ -431,6 +362,142 @@ impl Sim {
             map.insert((o.kind(), o.key().clone()), o);
         }
         map
+    }
+
+    /// Runs the simulated controllers on `manifests` in simulated time,
+    /// stepping to each deadline until every pod is up (bounded), and
+    /// returns the manifests with the simulated objects over them.
+    pub fn run_to_completion(mut self, manifests: ObjectMap) -> ObjectMap {
+        let mut now = Instant::now();
+        self.sync_manifests(&manifests, now);
+        for _ in 0..100_000 {
+            self.reconcile(now);
+            match self.next_deadline() {
+                Some(t) => now = t.max(now),
+                None => break,
+            }
+        }
+        self.overlay(manifests)
+    }
+}
+
+impl SimPod {
+    /// A new pod at `ip`, ready after `delay` (at once if it is zero).
+    fn new(ip: Ipv4Addr, now: Instant, delay: Duration) -> Self {
+        SimPod {
+            ip,
+            ready: delay.is_zero(),
+            ready_at: now + delay,
+            forced_not_ready: false,
+        }
+    }
+}
+
+impl SimStatefulSet {
+    /// Marks the pods whose ready delay has passed ready; true if any was.
+    fn mark_ready(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for pod in self.pods.values_mut() {
+            if !pod.ready && !pod.forced_not_ready && now >= pod.ready_at {
+                pod.ready = true;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    fn is_parallel(&self) -> bool {
+        self.record.pod_management == PodManagement::Parallel
+    }
+
+    /// Whether pods at or above `replicas` remain (a scale-down in progress).
+    fn has_excess(&self) -> bool {
+        self.pods.keys().any(|o| *o >= self.record.replicas)
+    }
+
+    /// Removes pods above `replicas`: all at once for `Parallel`, else the
+    /// highest ordinal, one pod per `delay`. True if a pod went.
+    fn scale_down(&mut self, now: Instant, delay: Duration) -> bool {
+        let desired = self.record.replicas;
+        if self.is_parallel() {
+            self.pods.retain(|o, _| *o < desired);
+            return true;
+        }
+        if now < self.next_removal {
+            return false;
+        }
+        let highest = *self
+            .pods
+            .keys()
+            .next_back()
+            .expect("has_excess: a pod exists");
+        self.pods.remove(&highest);
+        self.next_removal = now + delay;
+        true
+    }
+
+    /// The missing ordinals to create now: all of them for `Parallel`, else
+    /// the lowest one, and only once every pod below it is ready.
+    fn ordinals_to_create(&self) -> Vec<u32> {
+        let parallel = self.is_parallel();
+        let mut create = Vec::new();
+        for ord in 0..self.record.replicas {
+            match self.pods.get(&ord) {
+                Some(p) if !parallel && !p.ready => break,
+                Some(_) => {}
+                None => {
+                    create.push(ord);
+                    if !parallel {
+                        break;
+                    }
+                }
+            }
+        }
+        create
+    }
+}
+
+impl IpPool {
+    /// The next free address of the pod CIDR, or `None` if every one is in
+    /// use (the pod then waits, as a real pod waits for an address).
+    fn allocate(&mut self, in_use: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+        let (base, size) = self.cidr;
+        // Skip the network address (0) and the broadcast-like last one.
+        for _ in 0..size - 2 {
+            self.next = (self.next % (size - 2)) + 1;
+            let ip = Ipv4Addr::from(base + self.next);
+            if !in_use.contains(&ip) {
+                return Some(ip);
+            }
+        }
+        None
+    }
+}
+
+/// The addresses of one reconcile step.
+struct StepAddresses {
+    in_use: HashSet<Ipv4Addr>,
+    /// Once the CIDR is full it stays full for the rest of the step (freed
+    /// addresses are not reused within it): the other pods just wait.
+    full: bool,
+    /// Pods left without an address in this step.
+    waiting: usize,
+}
+
+impl StepAddresses {
+    /// A free address from `pool`, now in use; `None` once the CIDR is full.
+    fn take(&mut self, pool: &mut IpPool) -> Option<Ipv4Addr> {
+        if self.full {
+            return None;
+        }
+        let ip = pool.allocate(&self.in_use);
+        match ip {
+            Some(ip) => {
+                self.in_use.insert(ip);
+            }
+            None => self.full = true,
+        }
+        ip
     }
 }
 
@@ -491,195 +558,4 @@ pub fn pods_of(sim: &Sim) -> HashMap<ObjectKey, (Ipv4Addr, bool)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sts(name: &str, replicas: u32, pm: PodManagement) -> ObjectMap {
-        let rec = StatefulSetRecord {
-            key: ObjectKey::new("default", name),
-            service_name: "svc".into(),
-            replicas,
-            pod_management: pm,
-        };
-        let mut m = ObjectMap::new();
-        m.insert(
-            (Kind::StatefulSet, rec.key.clone()),
-            Object::StatefulSet(rec),
-        );
-        m
-    }
-
-    fn ready_names(sim: &Sim) -> Vec<String> {
-        let mut v: Vec<String> = pods_of(sim)
-            .into_iter()
-            .filter(|(_, (_, r))| *r)
-            .map(|(k, _)| k.name().to_string())
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn statefulsets_with_pods_or_slices_of_their_own_are_left_alone() {
-        let t0 = Instant::now();
-        let mut m = sts("web", 2, PodManagement::Parallel);
-        m.extend(
-            sts("db", 2, PodManagement::Parallel)
-                .into_iter()
-                .map(|(k, o)| {
-                    let Object::StatefulSet(mut s) = o else {
-                        unreachable!()
-                    };
-                    s.service_name = "db".into();
-                    (k, Object::StatefulSet(s))
-                }),
-        );
-        m.extend(sts("cache", 2, PodManagement::Parallel));
-        // web: a Pod `web-0` in the manifests; db: a slice for service "db";
-        // cache (service "svc", like web): nothing of its own.
-        let pod = PodRecord {
-            key: ObjectKey::new("default", "web-0"),
-            ips: vec![IpAddr::from([10, 1, 0, 1])],
-            hostname: None,
-            subdomain: None,
-            ready: true,
-            terminating: false,
-        };
-        m.insert((Kind::Pod, pod.key.clone()), Object::Pod(pod));
-        let slice = SliceRecord {
-            key: ObjectKey::new("default", "db-abc"),
-            service: "db".into(),
-            ports: Vec::new(),
-            endpoints: Vec::new(),
-        };
-        m.insert(
-            (Kind::EndpointSlice, slice.key.clone()),
-            Object::EndpointSlice(slice),
-        );
-        // A pod of another namespace, or not named `<set>-<n>`, does not count.
-        for (ns, name) in [("other", "cache-0"), ("default", "cache-x")] {
-            let p = PodRecord {
-                key: ObjectKey::new(ns, name),
-                ips: Vec::new(),
-                hostname: None,
-                subdomain: None,
-                ready: false,
-                terminating: false,
-            };
-            m.insert((Kind::Pod, p.key.clone()), Object::Pod(p));
-        }
-        let mut sim = Sim::new(Duration::ZERO, "10.9.0.0/24");
-        sim.sync_manifests(&m, t0);
-        sim.reconcile(t0);
-        assert_eq!(ready_names(&sim), ["cache-0", "cache-1"]);
-    }
-
-    #[test]
-    fn a_full_pod_cidr_makes_pods_wait_instead_of_hanging() {
-        let t0 = Instant::now();
-        // A /28 (the smallest CIDR allowed) has 14 usable addresses.
-        let mut sim = Sim::new(Duration::ZERO, "10.9.0.0/28");
-        sim.sync_manifests(&sts("web", 15, PodManagement::Parallel), t0);
-        sim.reconcile(t0);
-        let ready = ready_names(&sim);
-        assert_eq!(ready.len(), 14);
-        assert!(!ready.contains(&"web-14".to_string()), "{ready:?}");
-        assert_eq!(sim.waiting, 1);
-        assert!(sim.next_deadline().is_none());
-        // Scaled to 13 and back to 15: the freed address goes to a new pod,
-        // and web-14 still waits.
-        for replicas in [13, 15] {
-            let key = ObjectKey::new("default", "web");
-            sim.command(SimCommand::Scale { key, replicas }, t0)
-                .unwrap();
-            sim.reconcile(t0);
-        }
-        assert_eq!(ready_names(&sim).len(), 14);
-        assert!(ready_names(&sim).contains(&"web-13".to_string()));
-        assert_eq!(sim.waiting, 1);
-        let key = ObjectKey::new("default", "web");
-        let replicas = 14;
-        sim.command(SimCommand::Scale { key, replicas }, t0)
-            .unwrap();
-        sim.reconcile(t0);
-        assert_eq!(sim.waiting, 0);
-    }
-
-    #[test]
-    fn ordered_ready_starts_one_at_a_time_and_scales_down_from_the_top() {
-        let d = Duration::from_secs(1);
-        let t0 = Instant::now();
-        let mut sim = Sim::new(d, "10.244.0.0/16");
-        sim.sync_manifests(&sts("web", 3, PodManagement::OrderedReady), t0);
-        assert!(sim.reconcile(t0));
-        assert_eq!(pods_of(&sim).len(), 1, "only web-0 exists at first");
-        sim.reconcile(t0 + d);
-        assert_eq!(ready_names(&sim), ["web-0"]);
-        assert_eq!(pods_of(&sim).len(), 2);
-        sim.reconcile(t0 + d * 2);
-        sim.reconcile(t0 + d * 3);
-        assert_eq!(ready_names(&sim), ["web-0", "web-1", "web-2"]);
-        sim.command(
-            SimCommand::Scale {
-                key: ObjectKey::new("default", "web"),
-                replicas: 1,
-            },
-            t0 + d * 3,
-        )
-        .unwrap();
-        sim.reconcile(t0 + d * 3);
-        assert_eq!(ready_names(&sim), ["web-0", "web-1"], "web-2 goes first");
-        sim.reconcile(t0 + d * 4);
-        assert_eq!(ready_names(&sim), ["web-0"]);
-    }
-
-    #[test]
-    fn parallel_starts_all_and_deleted_pods_get_new_ips() {
-        let t0 = Instant::now();
-        let mut sim = Sim::new(Duration::ZERO, "10.9.0.0/24");
-        sim.sync_manifests(&sts("mongo", 3, PodManagement::Parallel), t0);
-        sim.reconcile(t0);
-        assert_eq!(ready_names(&sim), ["mongo-0", "mongo-1", "mongo-2"]);
-        let key = ObjectKey::new("default", "mongo-1");
-        let before = pods_of(&sim)[&key].0;
-        sim.command(SimCommand::DeletePod { key: key.clone() }, t0)
-            .unwrap();
-        assert!(
-            !pods_of(&sim).contains_key(&key),
-            "gone before it comes back"
-        );
-        sim.reconcile(t0);
-        let after = pods_of(&sim)[&key].0;
-        assert_ne!(before, after);
-        assert!(
-            sim.command(
-                SimCommand::DeletePod {
-                    key: ObjectKey::new("default", "mongo-7")
-                },
-                t0
-            )
-            .is_err()
-        );
-        assert!(matches!(
-            sim.command(
-                SimCommand::Scale {
-                    key: ObjectKey::new("x", "y"),
-                    replicas: 1
-                },
-                t0
-            ),
-            Err(SimError::NotFound(_))
-        ));
-    }
-
-    #[test]
-    fn cidrs() {
-        assert_eq!(
-            parse_cidr("10.244.0.0/16"),
-            Some((u32::from(Ipv4Addr::new(10, 244, 0, 0)), 65536))
-        );
-        assert_eq!(parse_cidr("10.244.1.7/24").map(|c| c.1), Some(256));
-        assert_eq!(parse_cidr("10.244.0.0"), None);
-        assert_eq!(parse_cidr("10.244.0.0/31"), None);
-    }
-}
+mod tests;

@@ -16,11 +16,12 @@ use tracing::debug;
 use super::journal::Since;
 use super::message::{Head, Packer, TCP_MESSAGE, TSIG_ROOM};
 use super::tsig::{Chain, Verified};
-use super::zones::{ZoneRecords, wire_name};
+use super::zones::ZoneRecords;
 use super::{Shared, unix_now};
 use crate::dns::handoff::Messages;
 use crate::dns::{Answerer, Outcome};
 use crate::index::ServiceView;
+use crate::wire::{Rcode, skip_name};
 
 /// Response codes used here.
 mod rcode {
@@ -42,20 +43,6 @@ mod kind {
     pub const TSIG: usize = 2;
     pub const BUSY: usize = 3;
     pub const BAD_REQUEST: usize = 4;
-}
-
-/// Skips a (possibly compressed) name at `at`; the offset after it.
-fn skip_name(p: &[u8], mut at: usize) -> Option<usize> {
-    for _ in 0..128 {
-        let len = *p.get(at)? as usize;
-        match len & 0xC0 {
-            0x00 if len == 0 => return Some(at + 1),
-            0x00 => at += 1 + len,
-            0xC0 => return Some(at + 2),
-            _ => return None,
-        }
-    }
-    None
 }
 
 /// The end of the question section (one question), and where the last
@@ -100,7 +87,7 @@ pub(super) fn respond(
     let (Ok(msg), Some((question_end, last))) = (Message::from_vec(packet), layout(packet)) else {
         shared.stats.refused[kind::BAD_REQUEST].fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
-        crate::dns::wire::write_error_header(&mut out, packet, id_of(packet), rcode::FORMERR);
+        crate::wire::write_error_header(&mut out, packet, id_of(packet), Rcode::FormErr);
         return Box::new(std::iter::once(out));
     };
     // `layout` checked that there is exactly one question.
@@ -153,7 +140,8 @@ fn transfer(
     if shared.require_tsig && chain.is_none() {
         return refuse(kind::UNSIGNED, rcode::REFUSED, chain, "unsigned, and require_tsig");
     }
-    let Some(zone) = shared.zones.find(&wire_name(&q.name().to_ascii())) else {
+    let qname = crate::wire::name::from_dotted(&q.name().to_ascii()).unwrap_or_default();
+    let Some(zone) = shared.zones.find(&qname) else {
         return refuse(kind::BAD_REQUEST, rcode::NOTAUTH, chain, "not one of our zones");
     };
     if q.query_class() != DNSClass::IN || (qtype == RecordType::AXFR && !tcp) {
@@ -294,7 +282,7 @@ impl Request<'_> {
         records.extend(added);
         records.push(soa.clone());
         self.count(kind::IXFR, current);
-        let max_udp = self.shared.settings.max_udp_payload;
+        let max_udp = self.shared.settings.dns.max_udp_payload;
         let limit = if self.tcp {
             TCP_MESSAGE
         } else {

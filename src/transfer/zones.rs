@@ -20,30 +20,24 @@ pub(crate) struct Zones {
     wires: Vec<Vec<u8>>,
 }
 
-/// Lower-case wire format of a dotted name.
-pub(crate) fn wire_name(name: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(name.len() + 2);
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        out.push(label.len().min(63) as u8);
-        out.extend(label.bytes().take(63).map(|b| b.to_ascii_lowercase()));
-    }
-    out.push(0);
-    out
-}
-
 impl Zones {
     /// The zones `settings` serves.
     pub(crate) fn new(settings: &DnsSettings) -> Self {
         let mut reverse: Vec<String> = settings
+            .dns
             .reverse_zones
             .iter()
             .map(|z| z.trim_end_matches('.').to_ascii_lowercase())
             .collect();
         reverse.sort_by_key(|z| std::cmp::Reverse(z.split('.').count()));
         reverse.dedup();
-        let mut names = vec![settings.zone.clone()];
+        let mut names = vec![settings.dns.zone.clone()];
         names.extend(reverse);
-        let wires = names.iter().map(|n| wire_name(n)).collect();
+        // Zone names are validated by the config: they have a wire form.
+        let wires = names
+            .iter()
+            .map(|n| crate::wire::name::from_dotted(n).unwrap_or_default())
+            .collect();
         Self { names, wires }
     }
 

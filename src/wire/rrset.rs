@@ -1,4 +1,4 @@
-//! Resource records in wire format, as they follow a question.
+//! Resource-record sets in wire format, as they follow a question.
 //!
 //! A response to a query has the layout `header | question | answer | authority
 //! | additional`. Every answer we give echoes the question, so the bytes after
@@ -8,22 +8,19 @@
 //! `0xC00C`, glue pointing at an SRV target) stay valid for any spelling of it.
 //!
 //! Two ways in: [`encode`] runs hickory-proto over whole records, for the rare
-//! and irregular sets built once (NS, TXT, CNAME, HINFO); the
-//! `push_*` writers append the regular ones (A, AAAA, SRV) with a dozen
-//! stores, for what is built per change or written per query. Their output is
-//! checked against hickory in this module's and `index::view`'s tests.
+//! and irregular sets built once (NS, TXT, CNAME, HINFO); the `push_*` writers
+//! append the regular ones (A, AAAA, SRV, PTR) with a dozen stores, for what
+//! is built per change or written per query. Their output is checked against
+//! hickory in this module's and `index::view`'s tests.
 
 use std::net::IpAddr;
 
-use crate::index::addrs::Addrs;
 use hickory_proto::op::{Message, OpCode, Query};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, NS, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-/// The `dns-version` TXT value required by the Kubernetes DNS spec 1.1.0 (§2.2).
-pub const SCHEMA_VERSION: &str = "1.1.0";
-/// TTL of the `dns-version` record, as CoreDNS serves it (seconds).
-pub const SCHEMA_VERSION_TTL: u32 = 28800;
+use super::name;
+use super::qtype;
 
 /// Encoded resource records of one section, ready to copy into a response.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,6 +35,39 @@ impl RrSet {
     /// True when the set holds no record.
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// The set, borrowed.
+    pub fn borrowed(&self) -> RrSetRef<'_> {
+        RrSetRef {
+            count: self.count,
+            bytes: &self.bytes,
+        }
+    }
+}
+
+/// Borrowed pre-encoded records: what goes into a response section.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RrSetRef<'a> {
+    /// How many records `bytes` holds.
+    pub count: u16,
+    /// The records in wire format, compressed against the canonical question.
+    pub bytes: &'a [u8],
+}
+
+/// Records a layer above writes per query from its own data (a view's SRV
+/// set, the names of an address, an endpoint's addresses), so that the wire
+/// layer can size, count and place them without knowing that data.
+pub trait RecordWriter {
+    /// How many records [`RecordWriter::write`] appends.
+    fn count(&self) -> u16;
+    /// How many bytes [`RecordWriter::write`] appends.
+    fn len(&self) -> usize;
+    /// Appends the records.
+    fn write(&self, out: &mut Vec<u8>);
+    /// True when there is no record to write.
+    fn is_empty(&self) -> bool {
+        self.count() == 0
     }
 }
 
@@ -55,7 +85,7 @@ pub struct Sections {
 /// Returns empty sets when the records cannot be encoded (a name too long for
 /// the wire), which callers treat as "no data"; this cannot happen for names
 /// built from valid Kubernetes objects.
-pub fn encode(
+fn encode(
     qname: &Name,
     qtype: RecordType,
     answers: Vec<Record>,
@@ -100,15 +130,8 @@ pub fn encode(
     }
 }
 
-/// A name from validated parts; `None` if it is not a valid DNS name.
-pub fn name(fqdn: &str) -> Option<Name> {
-    let mut n = Name::from_ascii(fqdn).ok()?;
-    n.set_fqdn(true);
-    Some(n)
-}
-
 /// An address record (A or AAAA, by family).
-pub fn address(owner: &Name, ttl: u32, ip: IpAddr) -> Record {
+fn address(owner: &Name, ttl: u32, ip: IpAddr) -> Record {
     let rdata = match ip {
         IpAddr::V4(v4) => RData::A(A(v4)),
         IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
@@ -116,12 +139,20 @@ pub fn address(owner: &Name, ttl: u32, ip: IpAddr) -> Record {
     Record::from_rdata(owner.clone(), ttl, rdata)
 }
 
-/// The A and AAAA sets for `owner` from `ips` (in the given order, duplicates dropped).
+/// A dotted name as hickory's `Name`; the root for a name that is not valid
+/// (zone names are validated by the configuration before they get here).
+fn owner_or_root(dotted: &str) -> Name {
+    name::fqdn(dotted).unwrap_or_else(Name::root)
+}
+
+/// The A and AAAA sets for `owner` (dotted) from `ips` (in the given order,
+/// duplicates dropped).
 pub fn address_sets<'a>(
-    owner: &Name,
+    owner: &str,
     ttl: u32,
     ips: impl IntoIterator<Item = &'a IpAddr>,
 ) -> (RrSet, RrSet) {
+    let owner = &owner_or_root(owner);
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for ip in ips {
@@ -151,15 +182,16 @@ pub fn address_len(ip: &IpAddr) -> usize {
 /// (a compression pointer; `12` is the question name).
 pub fn push_address(out: &mut Vec<u8>, owner: u16, ttl: u32, ip: &IpAddr) {
     match ip {
-        IpAddr::V4(a) => push_record(out, owner, RecordType::A, ttl, &a.octets()),
-        IpAddr::V6(a) => push_record(out, owner, RecordType::AAAA, ttl, &a.octets()),
+        IpAddr::V4(a) => push_record(out, owner, qtype::A, ttl, &a.octets()),
+        IpAddr::V6(a) => push_record(out, owner, qtype::AAAA, ttl, &a.octets()),
     }
 }
 
-/// Appends a record of class IN owned by the name at message offset `owner`.
-fn push_record(out: &mut Vec<u8>, owner: u16, t: RecordType, ttl: u32, data: &[u8]) {
+/// Appends a record of type `rtype` and class IN owned by the name at message
+/// offset `owner`.
+pub fn push_record(out: &mut Vec<u8>, owner: u16, rtype: u16, ttl: u32, data: &[u8]) {
     out.extend_from_slice(&(0xC000 | owner).to_be_bytes());
-    out.extend_from_slice(&u16::from(t).to_be_bytes());
+    out.extend_from_slice(&rtype.to_be_bytes());
     out.extend_from_slice(&1u16.to_be_bytes());
     out.extend_from_slice(&ttl.to_be_bytes());
     out.extend_from_slice(&(data.len() as u16).to_be_bytes());
@@ -185,22 +217,6 @@ pub fn push_address_set(
     count
 }
 
-/// Appends `ips` as A and AAAA records owned by the name at message offset
-/// `owner`, IPv4 first.
-pub fn push_addrs(out: &mut Vec<u8>, owner: u16, ttl: u32, ips: Addrs<'_>) {
-    for o in ips.v4_octets() {
-        push_record(out, owner, RecordType::A, ttl, o);
-    }
-    for o in ips.v6_octets() {
-        push_record(out, owner, RecordType::AAAA, ttl, o);
-    }
-}
-
-/// Bytes [`push_addrs`] appends.
-pub fn addrs_len(ips: Addrs<'_>) -> usize {
-    16 * ips.v4_octets().len() + 28 * ips.v6_len()
-}
-
 /// Appends one SRV record owned by the question name with target
 /// `<label>.<service>` (or `service` alone), `service` in wire format.
 ///
@@ -218,7 +234,7 @@ pub fn push_srv(
 ) {
     let name_len = label.map_or(0, |l| 1 + l.len()) + service.len();
     out.extend_from_slice(&[0xC0, 12]);
-    out.extend_from_slice(&u16::from(RecordType::SRV).to_be_bytes());
+    out.extend_from_slice(&qtype::SRV.to_be_bytes());
     out.extend_from_slice(&1u16.to_be_bytes());
     out.extend_from_slice(&ttl.to_be_bytes());
     out.extend_from_slice(&((6 + name_len) as u16).to_be_bytes());
@@ -232,30 +248,60 @@ pub fn push_srv(
     out.extend_from_slice(service);
 }
 
-/// The CNAME of `owner` (an ExternalName service) to `target`.
-pub fn cname_set(owner: &Name, ttl: u32, target: Name) -> RrSet {
-    let r = Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(target)));
-    encode(owner, RecordType::CNAME, vec![r], vec![]).answer
+/// Length of a PTR record owned by the question name with target
+/// `<label>.<service>` (an empty `label`: `service` alone).
+pub fn ptr_len(label: &[u8], service: &[u8]) -> usize {
+    let label = if label.is_empty() { 0 } else { 1 + label.len() };
+    12 + label + service.len()
 }
 
-/// The `dns-version.<zone>` TXT set.
-pub fn version_set(owner: &Name) -> RrSet {
-    let r = Record::from_rdata(
-        owner.clone(),
-        SCHEMA_VERSION_TTL,
-        RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])),
-    );
-    encode(owner, RecordType::TXT, vec![r], vec![]).answer
+/// Appends a PTR record owned by the question name with target
+/// `<label>.<service>` (an empty `label`: `service` alone), `service` in wire
+/// format.
+pub fn push_ptr(out: &mut Vec<u8>, ttl: u32, label: &[u8], service: &[u8]) {
+    out.extend_from_slice(&[0xC0, 12, 0, 12, 0, 1]);
+    out.extend_from_slice(&ttl.to_be_bytes());
+    let rdlen = ptr_len(label, service) - 12;
+    out.extend_from_slice(&(rdlen as u16).to_be_bytes());
+    if !label.is_empty() {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.extend_from_slice(service);
+}
+
+/// The NS answer of zone `apex` (dotted) naming `target`, with `target`'s
+/// addresses as glue.
+pub fn ns_sections(apex: &str, target: &str, ttl: u32, glue: &[IpAddr]) -> Sections {
+    let (apex, target) = (owner_or_root(apex), owner_or_root(target));
+    let ns = Record::from_rdata(apex.clone(), ttl, RData::NS(NS(target.clone())));
+    let glue = glue.iter().map(|ip| address(&target, ttl, *ip)).collect();
+    encode(&apex, RecordType::NS, vec![ns], glue)
+}
+
+/// The CNAME of `owner` (an ExternalName service) to `target`, both dotted;
+/// `None` when either is not a valid name.
+pub fn cname_set(owner: &str, ttl: u32, target: &str) -> Option<RrSet> {
+    let (owner, target) = (name::fqdn(owner)?, name::fqdn(target)?);
+    let r = Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(target)));
+    Some(encode(&owner, RecordType::CNAME, vec![r], vec![]).answer)
+}
+
+/// A TXT set of one record holding one string, owned by `owner` (dotted).
+pub fn txt_set(owner: &str, ttl: u32, text: &str) -> RrSet {
+    let owner = owner_or_root(owner);
+    let r = Record::from_rdata(owner.clone(), ttl, RData::TXT(TXT::new(vec![text.into()])));
+    encode(&owner, RecordType::TXT, vec![r], vec![]).answer
 }
 
 /// The RFC 8482 §4.2 answer to ANY: one synthesized HINFO record.
-pub fn any_hinfo(owner: &Name, ttl: u32) -> RrSet {
+pub fn any_hinfo(ttl: u32) -> RrSet {
     let r = Record::from_rdata(
-        owner.clone(),
+        Name::root(),
         ttl,
         RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
     );
-    encode(owner, RecordType::HINFO, vec![r], vec![]).answer
+    encode(&Name::root(), RecordType::HINFO, vec![r], vec![]).answer
 }
 
 #[cfg(test)]
@@ -264,9 +310,9 @@ mod tests {
 
     #[test]
     fn owners_compress_to_the_question() {
-        let owner = name("web-0.nginx.default.svc.cluster.local").unwrap();
+        let owner = "web-0.nginx.default.svc.cluster.local";
         let (a, aaaa) = address_sets(
-            &owner,
+            owner,
             5,
             &["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
         );
@@ -281,13 +327,13 @@ mod tests {
 
     #[test]
     fn address_records_match_hickory() {
-        let owner = name("web-0.nginx.default.svc.cluster.local").unwrap();
+        let owner = "web-0.nginx.default.svc.cluster.local";
         let ips: [IpAddr; 3] = [
             "10.0.0.1".parse().unwrap(),
             "fd00::1".parse().unwrap(),
             "10.0.0.1".parse().unwrap(),
         ];
-        let (a, aaaa) = address_sets(&owner, 5, &ips);
+        let (a, aaaa) = address_sets(owner, 5, &ips);
         let mut mine = Vec::new();
         assert_eq!(push_address_set(&mut mine, 5, true, ips.iter().copied()), 1);
         assert_eq!(mine, &*a.bytes);

@@ -1,0 +1,505 @@
+//! The composition root: wires one configuration's source, index, DNS
+//! listeners and admin side door, and runs them until shutdown.
+//!
+//! [`run`] takes already-bound [`Listeners`] and a shutdown future, so tests
+//! bind `127.0.0.1:0` and run the real server in-process. An `Engine` is one
+//! such run as a task, plus what the reload supervisor ([`crate::reload`])
+//! needs to start a successor beside it on the same sockets: a go-live gate,
+//! a first-sync signal, and the simulated cluster to carry over.
+
+mod listeners;
+
+use std::future::Future;
+use std::net::{TcpListener, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use listeners::Listeners;
+
+use crate::config::{Config, SourceKind};
+use crate::error::Result;
+use crate::index::{Index, IndexWriter, Kind, SourceEvent, ZoneSettings};
+use crate::sources::file::{ManifestReader, Manifests};
+use crate::sources::sim::{SharedSim, Sim, SimHandle};
+use crate::{admin, dns, sources, telemetry, transfer};
+
+/// Runs the server on `listeners` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let sim = simulated(&config).then(|| new_shared_sim(&config));
+    run_engine(config, listeners, shutdown, Handover::default(), sim).await
+}
+
+/// The zone the file source (and simulator, run to completion) would serve.
+pub fn export_manifests(config: &Config) -> Result<String> {
+    config.validate()?;
+    let mut writer = new_index_writer(config, &[]);
+    let mut reader = ManifestReader::new(Manifests::of(&config.source));
+    reader.reload(true);
+    let mut objects = reader.merged();
+    if config.sim.enabled {
+        objects = new_sim(config).run_to_completion(objects);
+    }
+    writer.apply_all(sources::Differ::default().diff(objects));
+    Ok(dns::zonefile::export(
+        &writer.index(),
+        &config.dns_settings(),
+    ))
+}
+
+/// One running configuration: the task running it and what a reload needs
+/// to hand its sockets over to a successor.
+pub(crate) struct Engine {
+    /// The simulated cluster, handed on to the next engine on a reload.
+    sim: Option<SharedSim>,
+    /// Cancelled when the engine may serve the listeners.
+    go_live: CancellationToken,
+    /// Cleared when a reload replaces the engine: its successor is already
+    /// serving, so it skips the lameduck delay (and its 503s).
+    lameduck: Arc<AtomicBool>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<()>>,
+    synced: oneshot::Receiver<()>,
+}
+
+/// How a new engine's wait for its first sync ended.
+pub(crate) enum FirstSync {
+    /// It synced.
+    Synced,
+    /// It stopped before syncing (say, its forwarder could not be built).
+    Stopped,
+    /// It is still syncing after the limit.
+    TimedOut,
+}
+
+impl Engine {
+    /// Starts `config` on `listeners`. With `previous` (the running engine and
+    /// its configuration) the simulated cluster carries over when the
+    /// simulator's own settings did not change, so a reload keeps every
+    /// simulated pod's name, IP and readiness.
+    pub(crate) fn start(
+        config: Config,
+        listeners: Listeners,
+        previous: Option<(&Engine, &Config)>,
+    ) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (synced_tx, synced) = oneshot::channel();
+        let sim = simulated(&config).then(|| {
+            previous
+                .filter(|(_, old)| simulated(old) && old.sim == config.sim)
+                .and_then(|(engine, _)| engine.sim.clone())
+                .unwrap_or_else(|| new_shared_sim(&config))
+        });
+        // The first engine serves at once (SERVFAIL until synced); a
+        // reloaded one only once the supervisor has seen it sync, so clients
+        // never meet a half-loaded engine on the shared sockets.
+        let go_live = CancellationToken::new();
+        if previous.is_none() {
+            go_live.cancel();
+        }
+        let lameduck = Arc::new(AtomicBool::new(true));
+        let handover = Handover {
+            synced: Some(synced_tx),
+            go_live: go_live.clone(),
+            lameduck: Arc::clone(&lameduck),
+        };
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(run_engine(
+            config,
+            listeners,
+            shutdown,
+            handover,
+            sim.clone(),
+        ));
+        Engine {
+            sim,
+            go_live,
+            lameduck,
+            stop: Some(stop),
+            task,
+            synced,
+        }
+    }
+
+    /// Waits up to `limit` for the first sync.
+    pub(crate) async fn wait_synced(&mut self, limit: Duration) -> FirstSync {
+        match tokio::time::timeout(limit, &mut self.synced).await {
+            Ok(Ok(())) => FirstSync::Synced,
+            Ok(Err(_)) => FirstSync::Stopped,
+            Err(_) => FirstSync::TimedOut,
+        }
+    }
+
+    /// The error that stopped an engine before its first sync.
+    pub(crate) async fn failure(self) -> String {
+        match self.task.await {
+            Ok(Err(e)) => e.to_string(),
+            _ => "the new engine stopped".into(),
+        }
+    }
+
+    /// Lets the engine serve its listeners.
+    pub(crate) fn go_live(&self) {
+        self.go_live.cancel();
+    }
+
+    /// Completes when the engine's task ends by itself (a startup error).
+    pub(crate) async fn exited(&mut self) -> Result<()> {
+        (&mut self.task).await.unwrap_or(Ok(()))
+    }
+
+    /// Stops an engine whose successor already serves: no lameduck delay.
+    pub(crate) async fn retire(self) -> Result<()> {
+        self.lameduck.store(false, Ordering::Relaxed);
+        self.stop().await
+    }
+
+    /// Stops the engine and waits for it.
+    pub(crate) async fn stop(mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// How an engine starts: alone, or beside a running one during a reload.
+struct Handover {
+    /// Told when the index has completed its first sync.
+    synced: Option<oneshot::Sender<()>>,
+    /// The DNS and admin listeners are served only once this is cancelled.
+    go_live: CancellationToken,
+    /// Whether shutting down waits `lameduck_ms` with readiness at 503.
+    lameduck: Arc<AtomicBool>,
+}
+
+impl Default for Handover {
+    /// Alone: live at once, nobody waiting for the sync, lameduck on.
+    fn default() -> Self {
+        let go_live = CancellationToken::new();
+        go_live.cancel();
+        Handover {
+            synced: None,
+            go_live,
+            lameduck: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+/// The engine's background tasks and the token that stops them.
+#[derive(Default)]
+struct Tasks {
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Tasks {
+    /// Stops every task and waits up to 5 s; false if some did not finish.
+    async fn finish(&self) -> bool {
+        self.stop.cancel();
+        self.tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
+
+/// [`run`], with the [`Handover`] of a reload.
+async fn run_engine(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    handover: Handover,
+    sim: Option<SharedSim>,
+) -> Result<()> {
+    let Handover {
+        synced,
+        go_live,
+        lameduck,
+    } = handover;
+    config.validate()?;
+    // Built first (it reads a resolv.conf named in the config): an engine
+    // that cannot forward fails before it syncs, so a reload keeps the old one.
+    let forwarder = forwarder(&config)?;
+    let tasks = Tasks::default();
+    let (index, events, transfers) = start_index(&config, &tasks)?;
+    let sim_handle = start_source(&config, sim, events, &tasks).await?;
+    announce_first_sync(index.clone(), synced, &tasks);
+    let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
+    if let Some(t) = transfers {
+        answerer = answerer.with_transfers(t);
+    }
+    let answerer = Arc::new(answerer);
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        _ = go_live.cancelled() => {}
+        _ = &mut shutdown => {
+            tasks.finish().await;
+            return Ok(());
+        }
+    }
+    for s in &listeners.udp {
+        info!(addr = %s.local_addr()?, "dns listening (udp)");
+    }
+    let udp_threads = serve_dns(
+        &config,
+        &answerer,
+        listeners.udp,
+        listeners.tcp,
+        forwarder.as_ref(),
+        &tasks,
+    )?;
+    let draining = Arc::new(AtomicBool::new(false));
+    if let Some(l) = listeners.admin {
+        let state = admin::AdminState {
+            index,
+            sim: sim_handle,
+            dns: Arc::clone(&answerer),
+            metrics: Arc::new(telemetry::Metrics::default()),
+            forward: forwarder.as_ref().map(|f| f.stats()),
+            draining: Arc::clone(&draining),
+        };
+        serve_admin(l, state, &tasks)?;
+    }
+
+    shutdown.await;
+    enter_lameduck(&config, &lameduck, &draining).await;
+    info!("shutting down");
+    if !tasks.finish().await {
+        warn!("tasks did not finish within 5 s; exiting anyway");
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in udp_threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Whether `config` runs the StatefulSet simulator.
+fn simulated(config: &Config) -> bool {
+    config.sim.enabled && config.source.kind == SourceKind::File
+}
+
+/// A fresh simulator with `config`'s `[sim]` settings.
+fn new_sim(config: &Config) -> Sim {
+    Sim::new(
+        Duration::from_millis(config.sim.ready_delay_ms),
+        &config.sim.pod_cidr,
+    )
+}
+
+/// [`new_sim`], shared so that a reload can hand it to the next engine.
+fn new_shared_sim(config: &Config) -> SharedSim {
+    Arc::new(std::sync::Mutex::new(new_sim(config)))
+}
+
+/// An empty index for `config`'s zone, ready once every kind in `expected`
+/// has synced.
+fn new_index_writer(config: &Config, expected: &[Kind]) -> IndexWriter {
+    let settings = config.dns_settings();
+    let zone = ZoneSettings {
+        zone: settings.dns.zone,
+        ttl: settings.dns.ttl,
+        endpoint_pod_names: config.dns.endpoint_pod_names,
+    };
+    IndexWriter::new(zone, expected)
+}
+
+/// The index for `config`'s source, with its writer task running: returns
+/// the read side, the queue the source feeds, and the zone transfer service
+/// when `[transfer]` allows any (its journal's recorder rides on the writer).
+fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
+    let kinds: Vec<Kind> = match config.source.kind {
+        SourceKind::File => Kind::ALL.to_vec(),
+        SourceKind::Kubernetes => sources::k8s::kinds(config),
+    };
+    let mut writer = new_index_writer(config, &kinds);
+    let settings = config.dns_settings();
+    let transfers = transfer::start(config, &settings, &mut writer, &tasks.stop, &tasks.tracker)?;
+    let index = writer.index();
+    let (tx, rx) = mpsc::channel(sources::QUEUE);
+    tasks.tracker.spawn(sources::run_writer(writer, rx));
+    Ok((index, tx, transfers))
+}
+
+/// What [`start_index`] returns.
+type StartedIndex = (
+    Index,
+    mpsc::Sender<SourceEvent>,
+    Option<Arc<transfer::Transfers>>,
+);
+
+/// Starts `config`'s source feeding `events`; returns the simulator's
+/// command handle when the simulator runs.
+async fn start_source(
+    config: &Config,
+    sim: Option<SharedSim>,
+    events: mpsc::Sender<SourceEvent>,
+    tasks: &Tasks,
+) -> Result<Option<SimHandle>> {
+    match config.source.kind {
+        SourceKind::File => {
+            let manifests = Manifests::of(&config.source);
+            let (handle, sim) = match sim {
+                Some(sim) => {
+                    let (handle, commands) = SimHandle::channel();
+                    (Some(handle), Some((sim, commands)))
+                }
+                None => (None, None),
+            };
+            info!(source = "file", manifests = ?manifests, simulator = sim.is_some(), "starting source");
+            tasks.tracker.spawn(sources::file::run(
+                ManifestReader::new(manifests),
+                Duration::from_millis(config.source.poll_interval_ms),
+                sim,
+                events,
+                tasks.stop.clone(),
+            ));
+            Ok(handle)
+        }
+        SourceKind::Kubernetes => {
+            let client = sources::k8s::client(config).await?;
+            info!(source = "kubernetes", "starting source");
+            tasks.tracker.spawn(sources::k8s::run(
+                client,
+                config.source.clone(),
+                config.dns.pods == crate::config::PodsMode::Verified,
+                events,
+                tasks.stop.clone(),
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// Once the index has completed its first sync: tells `synced` (a reload
+/// waiting to switch over) and logs it.
+fn announce_first_sync(index: Index, synced: Option<oneshot::Sender<()>>, tasks: &Tasks) {
+    tasks.tracker.spawn(async move {
+        index.wait_synced().await;
+        if let Some(tx) = synced {
+            let _ = tx.send(());
+        }
+        let s = index.stats();
+        info!(
+            services = s.services.load(Ordering::Relaxed),
+            endpoints = s.endpoints.load(Ordering::Relaxed),
+            "index synced; answering"
+        );
+    });
+}
+
+/// The forwarder for names outside our zones, if `[forward]` names upstreams.
+fn forwarder(config: &Config) -> Result<Option<Arc<dns::forward::Forwarder>>> {
+    if config.forward.upstreams.is_empty() {
+        return Ok(None);
+    }
+    let ups = dns::forward::upstreams(&config.forward.upstreams)?;
+    info!(upstreams = ?ups, "forwarding names outside our zones");
+    Ok(Some(Arc::new(dns::forward::Forwarder::new(
+        &ups,
+        Duration::from_millis(config.forward.timeout_ms),
+        config.forward.cache_size,
+        config.forward.max_inflight,
+        config.dns.max_udp_payload,
+    )?)))
+}
+
+/// Serves DNS: a thread per UDP socket (with the forwarder's task and
+/// response-rate limiting when configured) and a task per TCP listener.
+/// Returns the UDP threads, to join at shutdown.
+fn serve_dns(
+    config: &Config,
+    answerer: &Arc<dns::Answerer>,
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+    forwarder: Option<&Arc<dns::forward::Forwarder>>,
+    tasks: &Tasks,
+) -> Result<Vec<std::thread::JoinHandle<()>>> {
+    let udp_forward = forwarder.map(|f| {
+        let (tx, rx) = mpsc::channel(config.forward.max_inflight);
+        tasks.tracker.spawn(Arc::clone(f).serve_udp(rx));
+        tx
+    });
+    let rrl = dns::rrl::Rrl::new(config.dns.rrl_responses_per_second, config.dns.rrl_slip);
+    if rrl.is_some() {
+        info!(
+            responses_per_second = config.dns.rrl_responses_per_second,
+            slip = config.dns.rrl_slip,
+            "udp response-rate limiting on"
+        );
+    }
+    let udp_threads =
+        dns::server::spawn_udp(answerer, udp, udp_forward, rrl.map(Arc::new), &tasks.stop)?;
+    let limits = dns::server::TcpLimits {
+        max_connections: config.dns.tcp_max_connections,
+        idle_timeout: config.tcp_idle_timeout(),
+    };
+    for l in tcp {
+        info!(addr = %l.local_addr()?, "dns listening (tcp)");
+        let task = dns::server::serve_tcp(
+            Arc::clone(answerer),
+            l,
+            limits,
+            forwarder.cloned(),
+            tasks.stop.clone(),
+            tasks.tracker.clone(),
+        );
+        tasks.tracker.spawn(async move {
+            if let Err(e) = task.await {
+                warn!(error = %e, "tcp listener stopped");
+            }
+        });
+    }
+    Ok(udp_threads)
+}
+
+/// Serves the admin side door on `listener` until the engine stops.
+fn serve_admin(listener: TcpListener, state: admin::AdminState, tasks: &Tasks) -> Result<()> {
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        warn!(%addr, "admin listener is bound beyond loopback: anyone who reaches it can drive the simulator");
+    }
+    info!(%addr, "admin listening (http)");
+    let app = admin::router(state);
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let stop = tasks.stop.clone();
+    tasks.tracker.spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            warn!(error = %e, "admin listener stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Readiness goes 503 first, so load balancers stop sending; then, after
+/// the lameduck delay, the engine stops accepting and finishes what is in
+/// flight. Skipped when a successor already serves (`lameduck` cleared).
+async fn enter_lameduck(config: &Config, lameduck: &AtomicBool, draining: &AtomicBool) {
+    if !lameduck.load(Ordering::Relaxed) {
+        return;
+    }
+    draining.store(true, Ordering::Relaxed);
+    if config.admin.lameduck_ms > 0 {
+        info!(
+            lameduck_ms = config.admin.lameduck_ms,
+            "draining: /ready answers 503"
+        );
+        tokio::time::sleep(Duration::from_millis(config.admin.lameduck_ms)).await;
+    }
+}

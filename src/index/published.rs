@@ -1,0 +1,131 @@
+//! What the writer publishes and readers read: the maps behind [`super::Index`].
+//!
+//! Services are keyed by their wire labels; addresses map back to names
+//! through compact references into the published views (see [`PtrRef`]).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+
+use dashmap::DashMap;
+
+use super::view::{PtrSet, PtrTarget, ServiceView};
+use super::{IndexStats, ZoneSettings};
+
+/// The published state; one per index, shared by the writer and every reader.
+pub(super) struct Shared {
+    pub(super) settings: ZoneSettings,
+    /// Views by service key (see [`super::service_key`]).
+    pub(super) services: DashMap<Box<[u8]>, Arc<ServiceView>>,
+    /// Namespaces that exist, by wire label.
+    pub(super) namespaces: DashMap<Box<[u8]>, ()>,
+    /// Every published view by [`ServiceView::id`]: what the reverse maps
+    /// point at.
+    pub(super) views: DashMap<u32, Arc<ServiceView>>,
+    /// The name of each address, one map per family: a 4-byte key and an
+    /// 8-byte [`PtrRef`] keep an IPv4 entry at 12 bytes, where an `Arc` to
+    /// the view would double it.
+    pub(super) reverse_v4: DashMap<u32, PtrRef>,
+    pub(super) reverse_v6: DashMap<u128, PtrRef>,
+    /// The names of the rare addresses that have several.
+    pub(super) reverse_many: DashMap<IpAddr, Arc<Box<[PtrTarget]>>>,
+    /// The namespaces (wire labels) of the running pods with each address.
+    pub(super) pod_ips: DashMap<IpAddr, Box<[Box<[u8]>]>>,
+    pub(super) serial: AtomicU32,
+    pub(super) synced: AtomicBool,
+    pub(super) generation: tokio::sync::watch::Sender<u64>,
+    pub(super) stats: IndexStats,
+}
+
+/// Where the names of an address are: endpoint `endpoint` (or the service
+/// itself, [`super::SERVICE_ITSELF`]) of the view numbered `view`, or, for an address
+/// with several names ([`PtrRef::SEVERAL`]), its entry in `reverse_many`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PtrRef {
+    view: u32,
+    endpoint: u32,
+}
+
+impl PtrRef {
+    /// The address has several names: look in `reverse_many`. (No view is
+    /// numbered `u32::MAX`.)
+    const SEVERAL: PtrRef = PtrRef {
+        view: u32::MAX,
+        endpoint: 0,
+    };
+
+    fn is_several(self) -> bool {
+        self.view == Self::SEVERAL.view
+    }
+}
+
+impl Shared {
+    /// The PTR set of `ip`, resolved. The writer replaces a view before it
+    /// repoints the addresses, so an entry read just before may name an
+    /// endpoint position of the previous view: it is checked against the
+    /// address and looked up again if it moved.
+    pub(super) fn ptr_set(&self, ip: IpAddr) -> Option<PtrSet> {
+        let r = match ip {
+            IpAddr::V4(a) => *self.reverse_v4.get(&u32::from(a))?,
+            IpAddr::V6(a) => *self.reverse_v6.get(&u128::from(a))?,
+        };
+        if r.is_several() {
+            return self
+                .reverse_many
+                .get(&ip)
+                .map(|t| PtrSet::Many(Arc::clone(&t)));
+        }
+        let view = Arc::clone(&*self.views.get(&r.view)?);
+        let endpoint = if view.has_address(r.endpoint, ip) {
+            r.endpoint
+        } else {
+            (0..view.endpoint_count() as u32).find(|i| view.has_address(*i, ip))?
+        };
+        Some(PtrSet::One([PtrTarget { view, endpoint }]))
+    }
+
+    /// Replaces the PTR targets of `ip` with `f(current)` (none: no entry).
+    /// Only the writer calls this, so read-then-write is not a race.
+    pub(super) fn update_ptr(
+        &self,
+        ip: IpAddr,
+        zone: &str,
+        f: impl FnOnce(Vec<PtrTarget>) -> Vec<PtrTarget>,
+    ) {
+        let current = self
+            .ptr_set(ip)
+            .map_or_else(Vec::new, |s| s.targets().to_vec());
+        let next = f(current);
+        let entry = if next.is_empty() {
+            None
+        } else {
+            match PtrSet::new(next, zone) {
+                PtrSet::One([t]) => Some(PtrRef {
+                    view: t.view.id,
+                    endpoint: t.endpoint,
+                }),
+                PtrSet::Many(set) => {
+                    self.reverse_many.insert(ip, set);
+                    Some(PtrRef::SEVERAL)
+                }
+            }
+        };
+        match (ip, entry) {
+            (IpAddr::V4(a), Some(r)) => {
+                self.reverse_v4.insert(u32::from(a), r);
+            }
+            (IpAddr::V6(a), Some(r)) => {
+                self.reverse_v6.insert(u128::from(a), r);
+            }
+            (IpAddr::V4(a), None) => {
+                self.reverse_v4.remove(&u32::from(a));
+            }
+            (IpAddr::V6(a), None) => {
+                self.reverse_v6.remove(&u128::from(a));
+            }
+        }
+        if entry.is_none_or(|r| !r.is_several()) {
+            self.reverse_many.remove(&ip);
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! A service as readers see it: one immutable, compact value per service.
+//!
+//! The query path needs, per service: the record sets of the service name,
+//! of each endpoint name and of each SRV name, and the reverse names of its
+//! addresses. Rather than a heap block per name, a [`ServiceView`] keeps a
+//! handful of arrays per service: every pre-encoded RRset in one byte buffer,
+//! every name in one string, every address in one array, and a 32-byte entry
+//! per endpoint that points into them. Endpoint A/AAAA, SRV and PTR records
+//! are the same bytes around an address or a name, so they are written per
+//! query from these arrays (a dozen stores, see `srv` and `ptr`); only the
+//! service's own sets are pre-encoded (see `build`).
+//!
+//! Endpoint names are found by binary search over a label-sorted index
+//! (a 1,000-pod service: 10 comparisons); the endpoint list itself stays in
+//! ordinal order, the order the service's record sets are in.
+
+mod build;
+mod ptr;
+mod srv;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::addrs::{AddrSpan, AddrWord, Addrs};
+use super::record::{Ordinal, PortRecord, ServiceKind, ServiceRecord};
+use super::strings::StrSpan;
+use crate::wire::RrSetRef;
+pub(super) use build::{Inputs, build};
+pub use ptr::{PtrRecords, PtrSet, PtrTarget, SERVICE_ITSELF};
+use srv::SrvName;
+pub use srv::{Srv, SrvSection};
+
+/// A range of [`ServiceView`]'s byte buffer: `count` records, or (count 0)
+/// the service's name.
+#[derive(Clone, Copy, Debug, Default)]
+struct WireSpan {
+    off: u32,
+    len: u32,
+    count: u16,
+}
+
+const IS_HOSTNAME: u8 = 1;
+const READY: u8 = 2;
+const SERVING: u8 = 4;
+const TERMINATING: u8 = 8;
+const SERVED: u8 = 16;
+/// Served and has a valid DNS name: in `by_label`, an SRV target.
+const NAMED: u8 = 64;
+
+/// One endpoint inside a view (32 bytes; a test keeps it so).
+#[derive(Clone, Copy, Debug)]
+struct EndpointEntry {
+    changed_ms: u64,
+    label: StrSpan,
+    /// The Pod's name, [`StrSpan::NONE`] without one.
+    pod: StrSpan,
+    addrs: AddrSpan,
+    /// Position in [`ServiceView::ports`].
+    ports: u16,
+    flags: u8,
+}
+
+/// One endpoint of a service as DNS sees it, borrowed from its view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointView<'a> {
+    /// The DNS label (`web-0`, or `10-244-1-7` without a hostname).
+    pub label: &'a str,
+    /// Whether the label is the endpoint's hostname (not a generated one).
+    pub is_hostname: bool,
+    /// Its addresses, IPv4 first.
+    pub addresses: Addrs<'a>,
+    /// Ready condition.
+    pub ready: bool,
+    /// Serving condition.
+    pub serving: bool,
+    /// Terminating condition.
+    pub terminating: bool,
+    /// Whether DNS serves it: not terminating, and ready or published anyway.
+    pub served: bool,
+    /// The Pod it points at.
+    pub pod: Option<&'a str>,
+    /// The ports of the slices it appears in (headless SRV).
+    pub ports: &'a [PortRecord],
+    /// When its addresses or readiness last changed (Unix ms).
+    pub changed_ms: u64,
+}
+
+/// A service as published to readers; see the module docs.
+#[derive(Debug)]
+pub struct ServiceView {
+    /// The service (shared with the writer's copy).
+    pub record: Arc<ServiceRecord>,
+    /// False for a headless service with no served endpoint: NXDOMAIN (spec §2.4.1).
+    pub exists: bool,
+    /// StatefulSets governed by this service: (name, replicas).
+    pub statefulsets: Box<[(Box<str>, u32)]>,
+    /// When this view was published (Unix ms).
+    pub published_ms: u64,
+    /// The service's number while it has a view (kept across its views,
+    /// reused after it goes): what the reverse maps point at.
+    pub id: u32,
+    ttl: u32,
+    wire: Box<[u8]>,
+    text: Box<str>,
+    /// Endpoint addresses, then (ClusterIP services) the cluster IPs.
+    addrs: Box<[AddrWord]>,
+    cluster_ips: AddrSpan,
+    ports: Box<[Arc<[PortRecord]>]>,
+    entries: Box<[EndpointEntry]>,
+    /// Served endpoints with a valid DNS name, sorted by label.
+    by_label: Box<[u32]>,
+    /// The service's own name in wire format (root label included).
+    fqdn: WireSpan,
+    a: WireSpan,
+    aaaa: WireSpan,
+    cname: Option<WireSpan>,
+    srv: Box<[SrvName]>,
+}
+
+impl ServiceView {
+    fn bytes(&self, s: WireSpan) -> RrSetRef<'_> {
+        let start = s.off as usize;
+        RrSetRef {
+            count: s.count,
+            bytes: &self.wire[start..start + s.len as usize],
+        }
+    }
+
+    fn text(&self, s: StrSpan) -> &str {
+        s.get(&self.text).unwrap_or_default()
+    }
+
+    fn label_bytes(&self, i: usize) -> &[u8] {
+        self.text(self.entries[i].label).as_bytes()
+    }
+
+    /// The service's name in wire format.
+    pub fn fqdn_wire(&self) -> &[u8] {
+        self.bytes(self.fqdn).bytes
+    }
+
+    /// How many endpoints (served or not) the service has.
+    pub fn endpoint_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// How many endpoint names DNS serves.
+    pub fn name_count(&self) -> usize {
+        self.by_label.len()
+    }
+
+    /// Endpoint `i` (ordinal order).
+    pub fn endpoint(&self, i: usize) -> EndpointView<'_> {
+        let e = &self.entries[i];
+        EndpointView {
+            label: self.text(e.label),
+            is_hostname: e.flags & IS_HOSTNAME != 0,
+            addresses: e.addrs.get(&self.addrs),
+            ready: e.flags & READY != 0,
+            serving: e.flags & SERVING != 0,
+            terminating: e.flags & TERMINATING != 0,
+            served: e.flags & SERVED != 0,
+            pod: e.pod.get(&self.text),
+            ports: &self.ports[e.ports as usize],
+            changed_ms: e.changed_ms,
+        }
+    }
+
+    /// All endpoints (served or not), in ordinal order.
+    pub fn endpoints(&self) -> impl ExactSizeIterator<Item = EndpointView<'_>> + '_ {
+        (0..self.entries.len()).map(|i| self.endpoint(i))
+    }
+
+    /// The addresses (IPv4 first) of the served endpoint named `label`
+    /// (lower-case bytes).
+    pub fn name(&self, label: &[u8]) -> Option<Addrs<'_>> {
+        let i = self
+            .by_label
+            .binary_search_by(|i| self.label_bytes(*i as usize).cmp(label))
+            .ok()?;
+        Some(
+            self.entries[self.by_label[i] as usize]
+                .addrs
+                .get(&self.addrs),
+        )
+    }
+
+    /// The service name's A set (cluster IPs, or served endpoint addresses).
+    pub fn a(&self) -> RrSetRef<'_> {
+        self.bytes(self.a)
+    }
+
+    /// The service name's AAAA set.
+    pub fn aaaa(&self) -> RrSetRef<'_> {
+        self.bytes(self.aaaa)
+    }
+
+    /// The ExternalName CNAME.
+    pub fn cname(&self) -> Option<RrSetRef<'_>> {
+        self.cname.map(|s| self.bytes(s))
+    }
+
+    /// True when `label` (lower-case bytes) names a pod that a governing
+    /// StatefulSet is about to have (`<sts>-<n>` with `n < replicas`) but that is
+    /// not served now: the caller uses a short negative TTL for it.
+    pub fn is_pending_pod(&self, label: &[u8]) -> bool {
+        let Ok(label) = std::str::from_utf8(label) else {
+            return false;
+        };
+        let ord = Ordinal::parse(label);
+        let Some(n) = ord.number else { return false };
+        self.statefulsets
+            .iter()
+            .any(|(name, replicas)| **name == *ord.base && n < *replicas)
+    }
+
+    /// Whether endpoint `i` (or the service itself, [`SERVICE_ITSELF`]) has
+    /// address `ip`.
+    pub fn has_address(&self, i: u32, ip: IpAddr) -> bool {
+        match (&self.record.kind, i) {
+            (ServiceKind::ClusterIp(ips), SERVICE_ITSELF) => ips.contains(&ip),
+            (_, SERVICE_ITSELF) => false,
+            _ => self
+                .entries
+                .get(i as usize)
+                .is_some_and(|e| e.addrs.get(&self.addrs).iter().any(|a| a == ip)),
+        }
+    }
+
+    /// The reverse records this view contributes: (address, endpoint or
+    /// [`SERVICE_ITSELF`]), sorted, without duplicates.
+    pub fn ptrs(&self) -> Vec<(IpAddr, u32)> {
+        if self.fqdn.len == 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(self.by_label.len());
+        if let ServiceKind::ClusterIp(ips) = &self.record.kind {
+            out.extend(ips.iter().map(|ip| (*ip, SERVICE_ITSELF)));
+        }
+        for i in self.by_label.iter() {
+            for ip in self.entries[*i as usize].addrs.get(&self.addrs).iter() {
+                out.push((ip, *i));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

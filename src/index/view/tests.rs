@@ -1,0 +1,124 @@
+//! A view's SRV records and glue, parsed back by hickory.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::*;
+use crate::index::stored::StoredSlice;
+use crate::index::{
+    EndpointRecord, ObjectKey, PortRecord, ServiceKind, ServiceRecord, SliceRecord, ZoneSettings,
+};
+use crate::wire::name;
+use hickory_proto::op::{Message, OpCode, Query};
+use hickory_proto::rr::{RData, RecordType};
+
+/// A headless service `web` in `d` with `n` ready endpoints web-0..
+fn view(n: usize) -> ServiceView {
+    let port = PortRecord {
+        name: Some("http".into()),
+        protocol: "tcp".into(),
+        port: 80,
+    };
+    let record = SliceRecord {
+        key: ObjectKey::new("d", "web-abc"),
+        service: "web".into(),
+        ports: vec![port.clone()],
+        endpoints: (0..n)
+            .map(|i| EndpointRecord {
+                hostname: Some(format!("web-{i}")),
+                addresses: vec![IpAddr::from([10, 0, (i >> 8) as u8, i as u8])],
+                ready: true,
+                serving: true,
+                terminating: false,
+                pod: Some(format!("web-{i}")),
+            })
+            .collect(),
+    };
+    let slice = StoredSlice::new(&record, record.ports.as_slice().into());
+    let settings = ZoneSettings::default();
+    build(Inputs {
+        settings: &settings,
+        record: Arc::new(ServiceRecord {
+            key: ObjectKey::new("d", "web"),
+            kind: ServiceKind::Headless,
+            ports: vec![port].into(),
+            publish_not_ready: false,
+        }),
+        slices: vec![&slice],
+        statefulsets: Box::default(),
+        id: 0,
+        old: None,
+        now: 0,
+    })
+}
+
+/// The view of [`view`]`(n)` and its SRV response for
+/// `_http._tcp.web.d.svc.cluster.local`, parsed by hickory: `n` records, each
+/// with its glue.
+fn srv_response(n: usize) -> (ServiceView, Message) {
+    let v = view(n);
+    let m = srv_message(&v);
+    assert_eq!(m.answers.len(), n);
+    assert_eq!(m.additionals.len(), n);
+    (v, m)
+}
+
+/// The SRV response of `v`, checking the sizes it measured.
+fn srv_message(v: &ServiceView) -> Message {
+    let owner = name::fqdn("_http._tcp.web.d.svc.cluster.local").unwrap();
+    let srv = v.srv(b"http", b"tcp").unwrap();
+    let mut q = Message::response(7, OpCode::Query);
+    q.add_query(Query::query(owner, RecordType::SRV));
+    let mut wire = q.to_vec().unwrap();
+    wire[6..8].copy_from_slice(&srv.count().to_be_bytes());
+    wire[10..12].copy_from_slice(&srv.glue_count().to_be_bytes());
+    let start = wire.len();
+    srv.write_answer(&mut wire);
+    assert_eq!(wire.len() - start, srv.answer_len());
+    srv.write_glue(&mut wire);
+    assert_eq!(wire.len() - start, srv.answer_len() + srv.glue_len());
+    Message::from_vec(&wire).unwrap()
+}
+
+#[test]
+fn srv_targets_and_glue_parse_back_in_ordinal_order() {
+    let (_, m) = srv_response(12);
+    for (i, (a, g)) in m.answers.iter().zip(&m.additionals).enumerate() {
+        let target = format!("web-{i}.web.d.svc.cluster.local.");
+        match &a.data {
+            RData::SRV(srv) => {
+                assert_eq!(srv.target.to_string(), target);
+                assert_eq!((srv.priority, srv.weight, srv.port), (0, 8, 80));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.name.to_string(), target, "glue owner");
+        assert_eq!(
+            g.data,
+            RData::A(std::net::Ipv4Addr::new(10, 0, 0, i as u8).into())
+        );
+    }
+}
+
+#[test]
+fn glue_beyond_pointer_reach_spells_its_owner() {
+    // 1,000 SRV records: most targets sit past offset 0x3FFF.
+    let (v, m) = srv_response(1000);
+    for (i, g) in m.additionals.iter().enumerate() {
+        assert_eq!(
+            g.name.to_string(),
+            format!("web-{i}.web.d.svc.cluster.local.")
+        );
+    }
+    assert_eq!(
+        v.name(b"web-999").map(Addrs::to_vec),
+        Some(vec![IpAddr::from([10, 0, 3, 231])])
+    );
+    assert_eq!(v.name(b"web-1000"), None);
+}
+
+#[test]
+fn an_endpoint_entry_and_a_ptr_set_stay_small() {
+    assert_eq!(std::mem::size_of::<EndpointEntry>(), 32);
+    assert_eq!(std::mem::size_of::<PtrSet>(), 16);
+}
