@@ -587,7 +587,9 @@ impl TransferConfig {
         }
         let known = |n: &str| self.tsig.iter().any(|k| k.name == n);
         if let Some(n) = self.notify_key.as_deref().filter(|n| !known(n)) {
-            problems.push(format!("transfer.notify_key: no [[transfer.tsig]] named {n:?}"));
+            problems.push(format!(
+                "transfer.notify_key: no [[transfer.tsig]] named {n:?}"
+            ));
         }
         if self.require_tsig && self.tsig.is_empty() {
             problems.push("transfer.require_tsig: no [[transfer.tsig]] key is defined".into());

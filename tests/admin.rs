@@ -43,7 +43,9 @@ async fn health_ready_metrics_and_records() {
 
         let (_, before) = http(s.admin, "GET", "/metrics").await.unwrap();
         for (name, _, _) in headless_dns::telemetry::METRICS {
-            if name.starts_with("headless_dns_forward_") || name.starts_with("headless_dns_transfer_") {
+            if name.starts_with("headless_dns_forward_")
+                || name.starts_with("headless_dns_transfer_")
+            {
                 continue; // only with forwarding, zone transfers on (tests/transfer.rs)
             }
             assert!(before.contains(name), "metric {name} missing from /metrics");

@@ -67,9 +67,13 @@ async fn metric(s: &TestServer, series: &str) -> f64 {
 /// The records of `export-zone` for the same configuration, as hickory prints them.
 fn exported_lines(config: &headless_dns::Config) -> Vec<String> {
     let text = headless_dns::export_manifests(config).unwrap();
-    let (_, sets) = Parser::new(text, None, Some(Name::from_ascii("cluster.local.").unwrap()))
-        .parse()
-        .unwrap();
+    let (_, sets) = Parser::new(
+        text,
+        None,
+        Some(Name::from_ascii("cluster.local.").unwrap()),
+    )
+    .parse()
+    .unwrap();
     let mut v: Vec<String> = sets
         .values()
         .flat_map(|s| s.records_without_rrsigs().cloned().collect::<Vec<_>>())
@@ -114,11 +118,23 @@ async fn axfr_of_every_zone_is_what_export_zone_prints() {
                     && matches!(&r.data, RData::PTR(p) if p.0.to_ascii() == target)
             })
         };
-        assert!(has("11.0.1.10.in-addr.arpa.", "web-1.nginx.default.svc.cluster.local."));
-        assert!(has("10.0.96.10.in-addr.arpa.", "api.default.svc.cluster.local."));
-        assert!(v6.records().iter().any(|r| r.record_type() == RecordType::PTR));
+        assert!(has(
+            "11.0.1.10.in-addr.arpa.",
+            "web-1.nginx.default.svc.cluster.local."
+        ));
+        assert!(has(
+            "10.0.96.10.in-addr.arpa.",
+            "api.default.svc.cluster.local."
+        ));
+        assert!(
+            v6.records()
+                .iter()
+                .any(|r| r.record_type() == RecordType::PTR)
+        );
         for r in &ptrs {
-            let m = s.query(Proto::Udp, &r.name.to_ascii(), RecordType::PTR).await;
+            let m = s
+                .query(Proto::Udp, &r.name.to_ascii(), RecordType::PTR)
+                .await;
             assert!(
                 m.answers.iter().any(|a| a.data == r.data),
                 "{r} is not served: {m:?}"
@@ -160,7 +176,10 @@ async fn a_big_zone_comes_in_many_messages() {
 
 /// Moves web-1 of the fixtures from 10.1.0.11 to 10.1.0.99 and waits until served.
 async fn move_web_1(s: &TestServer) {
-    rewrite(&s.manifest_path(), &FIXTURES.replace("10.1.0.11", "10.1.0.99"));
+    rewrite(
+        &s.manifest_path(),
+        &FIXTURES.replace("10.1.0.11", "10.1.0.99"),
+    );
     s.wait_for(
         "web-1.nginx.default.svc.cluster.local",
         RecordType::A,
@@ -180,8 +199,12 @@ async fn ixfr_sends_differences_or_the_whole_zone() {
         let now = serial(&s).await;
         assert!(now > before, "serial {before} -> {now}");
         let full_now = tcp(s.dns, request(ZONE, RecordType::AXFR, None), None).await;
-        let lines = |v: Vec<String>| -> std::collections::BTreeSet<String> { v.into_iter().collect() };
-        let (old, new) = (lines(full_before.lines_without_soa()), lines(full_now.lines_without_soa()));
+        let lines =
+            |v: Vec<String>| -> std::collections::BTreeSet<String> { v.into_iter().collect() };
+        let (old, new) = (
+            lines(full_before.lines_without_soa()),
+            lines(full_now.lines_without_soa()),
+        );
         let gone: Vec<_> = old.difference(&new).cloned().collect();
         let came: Vec<_> = new.difference(&old).cloned().collect();
         assert_eq!(gone.len(), 2, "{gone:?}"); // web-1 and nginx's A 10.1.0.11
@@ -195,10 +218,18 @@ async fn ixfr_sends_differences_or_the_whole_zone() {
             let serials: Vec<_> = r.iter().map(soa_serial).collect();
             assert_eq!(serials[0], Some(now));
             assert_eq!(serials[1], Some(before));
-            let second = serials.iter().skip(2).position(|s| *s == Some(now)).unwrap() + 2;
+            let second = serials
+                .iter()
+                .skip(2)
+                .position(|s| *s == Some(now))
+                .unwrap()
+                + 2;
             assert_eq!(*serials.last().unwrap(), Some(now));
             let text = |rs: &[hickory_proto::rr::Record]| -> Vec<String> {
-                let mut v: Vec<_> = rs.iter().map(|r| r.to_string().to_ascii_lowercase()).collect();
+                let mut v: Vec<_> = rs
+                    .iter()
+                    .map(|r| r.to_string().to_ascii_lowercase())
+                    .collect();
                 v.sort();
                 v
             };
@@ -206,14 +237,22 @@ async fn ixfr_sends_differences_or_the_whole_zone() {
             assert_eq!(text(&r[second + 1..r.len() - 1]), came);
         }
         // The reverse zone changed too: one PTR out, one in.
-        let t = tcp(s.dns, request("in-addr.arpa", RecordType::IXFR, Some(before)), None).await;
+        let t = tcp(
+            s.dns,
+            request("in-addr.arpa", RecordType::IXFR, Some(before)),
+            None,
+        )
+        .await;
         let ptr_owners: Vec<String> = t
             .records()
             .iter()
             .filter(|r| r.record_type() == RecordType::PTR)
             .map(|r| r.name.to_ascii())
             .collect();
-        assert_eq!(ptr_owners, ["11.0.1.10.in-addr.arpa.", "99.0.1.10.in-addr.arpa."]);
+        assert_eq!(
+            ptr_owners,
+            ["11.0.1.10.in-addr.arpa.", "99.0.1.10.in-addr.arpa."]
+        );
         // Already current: one SOA.
         for t in [
             tcp(s.dns, request(ZONE, RecordType::IXFR, Some(now)), None).await,
@@ -236,7 +275,10 @@ async fn ixfr_sends_differences_or_the_whole_zone() {
         let (_, page) = http(s.admin, "GET", "/metrics").await.unwrap();
         for (name, _, _) in headless_dns::telemetry::METRICS {
             let forwarding = name.starts_with("headless_dns_forward_"); // off here
-            assert!(forwarding || page.contains(name), "metric {name} missing from /metrics");
+            assert!(
+                forwarding || page.contains(name),
+                "metric {name} missing from /metrics"
+            );
         }
         let m = |k: &str| format!("headless_dns_transfer_requests_total{{kind=\"{k}\"}}");
         assert!(metric(&s, &m("ixfr")).await >= 3.0);
@@ -257,7 +299,9 @@ async fn axfr_from_127_0_0_2(server: SocketAddr) -> transfer_support::Transfer {
     sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
     let mut s = sock.connect(server).await.unwrap();
     let bytes = request(ZONE, RecordType::AXFR, None).to_vec().unwrap();
-    s.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+    s.write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
     s.write_all(&bytes).await.unwrap();
     let len = s.read_u16().await.unwrap();
     let mut buf = vec![0; len as usize];
@@ -301,7 +345,12 @@ async fn outsiders_and_bad_keys_get_no_records() {
         assert!(t.records().len() > 4500);
         // Signed IXFR over UDP, and a signed SOA query: answered and signed.
         let now = serial(&s).await;
-        let u = udp(s.dns, request(ZONE, RecordType::IXFR, Some(now)), Some(&good)).await;
+        let u = udp(
+            s.dns,
+            request(ZONE, RecordType::IXFR, Some(now)),
+            Some(&good),
+        )
+        .await;
         assert!(u.verified);
         assert_eq!(u.records().len(), 1);
         for proto in [Proto::Udp, Proto::Tcp] {
@@ -344,7 +393,10 @@ async fn a_stalled_reader_is_cut_off_and_transfers_are_bounded() {
         sock.set_recv_buffer_size(4096).unwrap();
         let mut stalled = sock.connect(s.dns).await.unwrap();
         let bytes = request(ZONE, RecordType::AXFR, None).to_vec().unwrap();
-        stalled.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+        stalled
+            .write_all(&(bytes.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
         stalled.write_all(&bytes).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Its transfer holds the only slot: the next one is refused.
@@ -357,7 +409,8 @@ async fn a_stalled_reader_is_cut_off_and_transfers_are_bounded() {
         // After the idle timeout the stalled one is cut off, freeing the slot
         // (the first message of a new transfer carries records again).
         let got = transfer_support::secondary::eventually(Duration::from_secs(10), || async {
-            let m = transfer_support::first_message(s.dns, request(ZONE, RecordType::AXFR, None)).await;
+            let m =
+                transfer_support::first_message(s.dns, request(ZONE, RecordType::AXFR, None)).await;
             m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty()
         })
         .await;
@@ -367,14 +420,24 @@ async fn a_stalled_reader_is_cut_off_and_transfers_are_bounded() {
         let mut rest = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut rest)).await;
         let (mut at, mut last) = (0, None);
-        while let Some(len) = rest.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) {
-            let Some(m) = rest.get(at + 2..at + 2 + len) else { break };
+        while let Some(len) = rest
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        {
+            let Some(m) = rest.get(at + 2..at + 2 + len) else {
+                break;
+            };
             last = Some(m);
             at += 2 + len;
         }
         let last = hickory_proto::op::Message::from_vec(last.expect("some messages")).unwrap();
         let end = last.answers.last().map(|r| r.record_type());
-        assert_ne!(end, Some(RecordType::SOA), "the stalled reader got the whole zone ({} bytes)", rest.len());
+        assert_ne!(
+            end,
+            Some(RecordType::SOA),
+            "the stalled reader got the whole zone ({} bytes)",
+            rest.len()
+        );
         s.stop().await;
     })
     .await

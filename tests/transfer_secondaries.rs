@@ -67,14 +67,21 @@ async fn converged(primary: SocketAddr, sec: &mut Secondary, within: Duration) {
     })
     .await;
     sec.assert_running();
-    assert!(ok, "{:?} did not converge within {within:?}; log:\n{}", sec.kind, sec.log());
+    assert!(
+        ok,
+        "{:?} did not converge within {within:?}; log:\n{}",
+        sec.kind,
+        sec.log()
+    );
 }
 
 /// Deletes web-1 (the simulator recreates it with a new address); returns
 /// the new address and when the primary first served it.
 async fn recreate_web_1(s: &TestServer) -> (Vec<String>, Instant) {
     let old = ips_at(s.dns, WEB_1).await.unwrap();
-    let (status, body) = http(s.admin, "POST", "/sim/pods/default/web-1/delete").await.unwrap();
+    let (status, body) = http(s.admin, "POST", "/sim/pods/default/web-1/delete")
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -94,7 +101,12 @@ async fn lag(sec: &Secondary, want: &[String], since: Instant) -> Duration {
         if ips_at(sec.addr, WEB_1).await.as_deref() == Some(want) {
             return since.elapsed();
         }
-        assert!(Instant::now() < deadline, "{:?} never served {want:?}:\n{}", sec.kind, sec.log());
+        assert!(
+            Instant::now() < deadline,
+            "{:?} never served {want:?}:\n{}",
+            sec.kind,
+            sec.log()
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -123,7 +135,11 @@ async fn primary_and_secondaries(key: Key<'_>) -> (TestServer, Vec<Secondary>) {
     for sec in &mut secs {
         // BIND starts slowly on a busy machine: the first load has 60 s.
         converged(s.dns, sec, Duration::from_secs(60)).await;
-        assert!(sec.transfers().full >= 1, "{:?} loaded the zone without AXFR?", sec.kind);
+        assert!(
+            sec.transfers().full >= 1,
+            "{:?} loaded the zone without AXFR?",
+            sec.kind
+        );
     }
     (s, secs)
 }
@@ -137,13 +153,27 @@ async fn follow_recreates(s: &TestServer, secs: &[Secondary], times: usize) {
         let (want, since) = recreate_web_1(s).await;
         for sec in secs {
             let took = lag(sec, &want, since).await;
-            assert!(took <= Duration::from_secs(3), "{:?} took {took:?}", sec.kind);
+            assert!(
+                took <= Duration::from_secs(3),
+                "{:?} took {took:?}",
+                sec.kind
+            );
         }
     }
     for (sec, before) in secs.iter().zip(before) {
         let after = sec.transfers();
-        assert!(after.incremental >= before.incremental + times, "{:?}: {before:?} -> {after:?}", sec.kind);
-        assert_eq!(after.full, before.full, "{:?} fell back to a full transfer:\n{}", sec.kind, sec.log());
+        assert!(
+            after.incremental >= before.incremental + times,
+            "{:?}: {before:?} -> {after:?}",
+            sec.kind
+        );
+        assert_eq!(
+            after.full,
+            before.full,
+            "{:?} fell back to a full transfer:\n{}",
+            sec.kind,
+            sec.log()
+        );
     }
     assert_eq!(metric(s, ixfr_full()).await, full_before);
 }
@@ -153,7 +183,14 @@ async fn knot_and_bind_follow_recreates_by_ixfr() {
     tokio::time::timeout(Duration::from_secs(180), async {
         let (s, secs) = primary_and_secondaries(None).await;
         follow_recreates(&s, &secs, 3).await;
-        assert!(metric(&s, "headless_dns_transfer_notify_total{result=\"acknowledged\"}").await >= 6.0);
+        assert!(
+            metric(
+                &s,
+                "headless_dns_transfer_notify_total{result=\"acknowledged\"}"
+            )
+            .await
+                >= 6.0
+        );
         drop(secs);
         s.stop().await;
     })
@@ -165,7 +202,13 @@ async fn knot_and_bind_follow_recreates_by_ixfr() {
 /// thread, which also runs the server.
 async fn kdig_axfr(server: SocketAddr, source: &str, key: Option<&str>) -> String {
     let mut cmd = std::process::Command::new("kdig");
-    cmd.args(["-b", source, &format!("@{}", server.ip()), "-p", &server.port().to_string()]);
+    cmd.args([
+        "-b",
+        source,
+        &format!("@{}", server.ip()),
+        "-p",
+        &server.port().to_string(),
+    ]);
     if let Some(secret) = key {
         cmd.args(["-y", &format!("hmac-sha256:xfr-key:{secret}")]);
     }
@@ -174,7 +217,11 @@ async fn kdig_axfr(server: SocketAddr, source: &str, key: Option<&str>) -> Strin
         .await
         .unwrap()
         .expect("kdig (Debian knot-dnsutils) runs");
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[tokio::test]
@@ -184,7 +231,11 @@ async fn with_tsig_both_follow_and_bad_clients_get_nothing() {
         let (s, secs) = primary_and_secondaries(key).await;
         follow_recreates(&s, &secs, 2).await;
         // Knot checked our NOTIFYs' signatures ("ACL, allowed, action notify, ..., key 'xfr-key.'").
-        assert!(secs[0].log().contains("key 'xfr-key.'"), "Knot did not see the key:\n{}", secs[0].log());
+        assert!(
+            secs[0].log().contains("key 'xfr-key.'"),
+            "Knot did not see the key:\n{}",
+            secs[0].log()
+        );
         // The right key from an allowed address gets the zone (the control)...
         let good = kdig_axfr(s.dns, "127.0.0.1", Some(SECRET)).await;
         assert!(good.contains("web-0.nginx.default.svc"), "{good}");
@@ -196,7 +247,10 @@ async fn with_tsig_both_follow_and_bad_clients_get_nothing() {
         ];
         for (source, secret, error) in bad {
             let out = kdig_axfr(s.dns, source, secret).await;
-            assert!(!out.contains("web-0.nginx"), "{source} {secret:?} got records:\n{out}");
+            assert!(
+                !out.contains("web-0.nginx"),
+                "{source} {secret:?} got records:\n{out}"
+            );
             assert!(out.contains(error), "{source} {secret:?}: {out}");
         }
         drop(secs);
@@ -214,7 +268,11 @@ fn knotc_refresh(sec: &Secondary) {
         .args(["zone-refresh", ZONE])
         .output()
         .expect("knotc runs");
-    assert!(out.status.success(), "knotc: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "knotc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -230,7 +288,9 @@ async fn journal_overflow_and_a_restart_fall_back_to_the_whole_zone() {
         let s = TestServer::start(c, tempfile::tempdir().unwrap()).await;
         // Without NOTIFY Knot takes the zone once: let the simulator start web-1 first.
         let up = eventually(Duration::from_secs(10), || async {
-            ips_at(s.dns, WEB_1).await.is_some_and(|ips| !ips.is_empty())
+            ips_at(s.dns, WEB_1)
+                .await
+                .is_some_and(|ips| !ips.is_empty())
         });
         assert!(up.await, "web-1 never came up");
         let mut knot = Secondary::start(Kind::Knot, port, s.dns, ZONE, None);
@@ -252,8 +312,15 @@ async fn journal_overflow_and_a_restart_fall_back_to_the_whole_zone() {
         c.transfer.serial_file = Some(serial_file.clone());
         let s = TestServer::start(c, tempfile::tempdir().unwrap()).await;
         let new_serial = serial_at(s.dns).await.unwrap();
-        assert!(new_serial > old_serial, "serial {old_serial} -> {new_serial}");
-        let floor: u32 = std::fs::read_to_string(&serial_file).unwrap().trim().parse().unwrap();
+        assert!(
+            new_serial > old_serial,
+            "serial {old_serial} -> {new_serial}"
+        );
+        let floor: u32 = std::fs::read_to_string(&serial_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(floor > new_serial);
         converged(s.dns, &mut knot, Duration::from_secs(10)).await;
         let ok = eventually(Duration::from_secs(5), || async {
@@ -291,12 +358,23 @@ async fn transfer_lag() {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let summary = |v: &mut Vec<Duration>| {
         v.sort();
-        format!("median {:.1} ms, worst {:.1} ms", ms(v[v.len() / 2]), ms(v[v.len() - 1]))
+        format!(
+            "median {:.1} ms, worst {:.1} ms",
+            ms(v[v.len() / 2]),
+            ms(v[v.len() - 1])
+        )
     };
-    let mut out = format!("delete -> primary serves the new address: {}\n", summary(&mut primary));
+    let mut out = format!(
+        "delete -> primary serves the new address: {}\n",
+        summary(&mut primary)
+    );
     for (sec, l) in secs.iter().zip(&mut lags) {
         let t = sec.transfers();
-        out += &format!("{:?}: primary -> secondary {} ({t:?})\n", sec.kind, summary(l));
+        out += &format!(
+            "{:?}: primary -> secondary {} ({t:?})\n",
+            sec.kind,
+            summary(l)
+        );
         assert!(l.iter().all(|d| *d <= Duration::from_secs(3)));
     }
     let changes = metric(&s, "headless_dns_transfer_journal_changes").await;

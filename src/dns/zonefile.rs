@@ -129,10 +129,7 @@ impl fmt::Display for ZoneRecord {
         match &self.data {
             RecordData::Soa(m, r, serial, min) => {
                 let [refresh, retry, expire] = SOA_TIMERS;
-                write!(
-                    f,
-                    "SOA {m}. {r}. {serial} {refresh} {retry} {expire} {min}"
-                )
+                write!(f, "SOA {m}. {r}. {serial} {refresh} {retry} {expire} {min}")
             }
             RecordData::Ns(n) => write!(f, "NS {n}."),
             RecordData::Address(ip @ IpAddr::V4(_)) => write!(f, "A {ip}"),
@@ -163,13 +160,20 @@ pub fn apex_records(settings: &DnsSettings, zone: &str, serial: u32) -> Vec<Zone
         serial,
         d.negative_ttl,
     );
-    let mut out = vec![rec(zone, ttl, soa), rec(zone, ttl, RecordData::Ns(ns.clone()))];
+    let mut out = vec![
+        rec(zone, ttl, soa),
+        rec(zone, ttl, RecordData::Ns(ns.clone())),
+    ];
     if zone == z {
         for ip in &d.nameserver_ips {
             out.push(rec(&ns, ttl, RecordData::Address(*ip)));
         }
         let version = format!("dns-version.{z}");
-        out.push(rec(&version, SCHEMA_VERSION_TTL, RecordData::Txt(SCHEMA_VERSION)));
+        out.push(rec(
+            &version,
+            SCHEMA_VERSION_TTL,
+            RecordData::Txt(SCHEMA_VERSION),
+        ));
     }
     out
 }

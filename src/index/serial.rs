@@ -17,7 +17,9 @@ static HIGH_WATER: AtomicU32 = AtomicU32::new(0);
 /// clock and `previous + 1`, and above every serial this process has used.
 pub fn next(previous: u32, now_secs: u32) -> u32 {
     let high = HIGH_WATER.load(Ordering::Relaxed);
-    let serial = now_secs.max(previous.wrapping_add(1)).max(high.wrapping_add(1));
+    let serial = now_secs
+        .max(previous.wrapping_add(1))
+        .max(high.wrapping_add(1));
     HIGH_WATER.fetch_max(serial, Ordering::Relaxed);
     serial
 }

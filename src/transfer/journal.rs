@@ -272,7 +272,14 @@ mod tests {
         assert_eq!(j.since(0, 4), Since::Current(4));
         assert_eq!(j.since(0, 5), Since::Current(4));
         assert_eq!(j.since(0, 0), Since::Unknown);
-        assert_eq!(j.since(1, 2), Since::Diff { current: 4, removed: vec![], added: vec![] });
+        assert_eq!(
+            j.since(1, 2),
+            Since::Diff {
+                current: 4,
+                removed: vec![],
+                added: vec![]
+            }
+        );
     }
 
     #[test]

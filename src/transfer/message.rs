@@ -127,10 +127,7 @@ impl<I: Iterator<Item = Vec<u8>>> Iterator for Packer<I> {
         let mut out = Vec::with_capacity(self.limit + TSIG_ROOM);
         self.head.start(0, &mut out);
         let empty = out.len();
-        loop {
-            let Some(record) = self.next.take().or_else(|| self.records.next()) else {
-                break;
-            };
+        while let Some(record) = self.next.take().or_else(|| self.records.next()) {
             if out.len() > empty && out.len() + self.head.pushed_len(&record) > self.limit {
                 self.next = Some(record);
                 break;

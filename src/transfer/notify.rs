@@ -56,7 +56,11 @@ impl Queue {
 
     fn take(&self) -> Vec<usize> {
         let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
-        let marked = zones.iter().enumerate().filter(|(_, m)| **m).map(|(i, _)| i);
+        let marked = zones
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| **m)
+            .map(|(i, _)| i);
         let marked = marked.collect();
         zones.fill(false);
         marked

@@ -108,7 +108,9 @@ impl PublishObserver for Recorder {
     }
 
     fn serial_floor(&self) -> u32 {
-        self.floor.as_ref().map_or(0, |f| f.reserved.wrapping_add(1))
+        self.floor
+            .as_ref()
+            .map_or(0, |f| f.reserved.wrapping_add(1))
     }
 }
 
@@ -143,7 +145,9 @@ impl SerialFloor {
             .and_then(|()| std::fs::rename(&tmp, &self.path));
         match written {
             Ok(()) => self.reserved = reserved,
-            Err(e) => warn!(error = %e, path = %self.path.display(), "cannot write the serial file"),
+            Err(e) => {
+                warn!(error = %e, path = %self.path.display(), "cannot write the serial file")
+            }
         }
     }
 }

@@ -135,17 +135,37 @@ fn transfer(
         one(&head, rcode, &[], chain)
     };
     if !shared.allow.iter().any(|c| c.contains(peer.ip())) {
-        return refuse(kind::ACL, rcode::REFUSED, chain, "client outside transfer.allow");
+        return refuse(
+            kind::ACL,
+            rcode::REFUSED,
+            chain,
+            "client outside transfer.allow",
+        );
     }
     if shared.require_tsig && chain.is_none() {
-        return refuse(kind::UNSIGNED, rcode::REFUSED, chain, "unsigned, and require_tsig");
+        return refuse(
+            kind::UNSIGNED,
+            rcode::REFUSED,
+            chain,
+            "unsigned, and require_tsig",
+        );
     }
     let qname = crate::wire::name::from_dotted(&q.name().to_ascii()).unwrap_or_default();
     let Some(zone) = shared.zones.find(&qname) else {
-        return refuse(kind::BAD_REQUEST, rcode::NOTAUTH, chain, "not one of our zones");
+        return refuse(
+            kind::BAD_REQUEST,
+            rcode::NOTAUTH,
+            chain,
+            "not one of our zones",
+        );
     };
     if q.query_class() != DNSClass::IN || (qtype == RecordType::AXFR && !tcp) {
-        return refuse(kind::BAD_REQUEST, rcode::REFUSED, chain, "not class IN, or AXFR over UDP");
+        return refuse(
+            kind::BAD_REQUEST,
+            rcode::REFUSED,
+            chain,
+            "not class IN, or AXFR over UDP",
+        );
     }
     if !shared.index.is_synced() {
         return one(&head, rcode::SERVFAIL, &[], chain);
@@ -219,7 +239,9 @@ struct Request<'a> {
 
 impl Request<'_> {
     fn soa(&self, serial: u32) -> Vec<u8> {
-        self.shared.zones.soa(&self.shared.settings, self.zone, serial)
+        self.shared
+            .zones
+            .soa(&self.shared.settings, self.zone, serial)
     }
 
     fn count(&self, kind: usize, serial: u32) {
@@ -248,7 +270,13 @@ impl Request<'_> {
             serial,
             views,
         );
-        Box::new(Packer::new(self.head, records, TCP_MESSAGE, self.chain, Some(permit)))
+        Box::new(Packer::new(
+            self.head,
+            records,
+            TCP_MESSAGE,
+            self.chain,
+            Some(permit),
+        ))
     }
 
     /// RFC 1995 §4: the differences since `client`, one SOA when it is
@@ -257,7 +285,11 @@ impl Request<'_> {
     /// (the client then asks over TCP).
     fn ixfr(self, client: u32, payload: u16) -> Messages {
         let since = {
-            let journal = self.shared.journal.lock().unwrap_or_else(|p| p.into_inner());
+            let journal = self
+                .shared
+                .journal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let since = journal.since(self.zone as u8, client);
             (since, journal.current())
         };
@@ -271,7 +303,14 @@ impl Request<'_> {
                 return one(&self.head, 0, &[self.soa(current)], self.chain);
             }
             (Since::Unknown, _) => return self.axfr(kind::IXFR_FULL),
-            (Since::Diff { current, removed, added }, _) => (removed, added, current),
+            (
+                Since::Diff {
+                    current,
+                    removed,
+                    added,
+                },
+                _,
+            ) => (removed, added, current),
         };
         let soa = self.soa(current);
         let mut records = Vec::with_capacity(removed.len() + added.len() + 4);
@@ -293,7 +332,13 @@ impl Request<'_> {
         if !self.tcp && self.head.question.len() + 12 + size > limit {
             return one(&self.head, 0, &[soa], self.chain);
         }
-        Box::new(Packer::new(self.head, records.into_iter(), limit, self.chain, None))
+        Box::new(Packer::new(
+            self.head,
+            records.into_iter(),
+            limit,
+            self.chain,
+            None,
+        ))
     }
 }
 
@@ -303,7 +348,7 @@ impl Request<'_> {
 fn snapshot(shared: &Shared) -> Option<(u32, Vec<Arc<ServiceView>>)> {
     for attempt in 0..40 {
         let before = shared.publishing.load(Ordering::SeqCst);
-        if before % 2 == 0 {
+        if before.is_multiple_of(2) {
             let serial = shared.index.serial();
             let views = shared.index.services();
             if shared.publishing.load(Ordering::SeqCst) == before {

@@ -35,8 +35,8 @@ impl Keys {
             let algorithm = TsigAlgorithm::from_name(
                 Name::from_ascii(&k.algorithm).map_err(|_| bad(k, "unknown algorithm"))?,
             );
-            let signer = TSigner::new(secret, algorithm, name, FUDGE)
-                .map_err(|e| bad(k, &e.to_string()))?;
+            let signer =
+                TSigner::new(secret, algorithm, name, FUDGE).map_err(|e| bad(k, &e.to_string()))?;
             out.push(signer);
         }
         Ok(Self(out))
@@ -58,7 +58,9 @@ impl Keys {
             return Verified::Bad(Bad::UnknownKey(tsig.name.clone()));
         };
         match signer.verify_message_byte(packet, None, true) {
-            Ok((mac, _, valid)) if valid.contains(&now) => Verified::Signed(Chain::new(signer, mac)),
+            Ok((mac, _, valid)) if valid.contains(&now) => {
+                Verified::Signed(Chain::new(signer, mac))
+            }
             Ok((mac, _, _)) => Verified::Bad(Bad::Time(Chain::new(signer, mac))),
             Err(_) => Verified::Bad(Bad::Signature(signer.clone())),
         }
@@ -106,7 +108,9 @@ fn append(message: &mut Vec<u8>, record: &Record<TSIG>) -> bool {
 
 /// The message id (the TSIG "original id").
 fn id_of(message: &[u8]) -> u16 {
-    message.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+    message
+        .get(..2)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
 }
 
 impl Chain {
@@ -120,7 +124,12 @@ impl Chain {
 
     /// Signs `message` (a complete response without TSIG) at Unix time `now`
     /// with `error` (BADTIME only), appending the TSIG record.
-    pub(crate) fn sign(&mut self, message: &mut Vec<u8>, now: u64, error: Option<TsigError>) -> bool {
+    pub(crate) fn sign(
+        &mut self,
+        message: &mut Vec<u8>,
+        now: u64,
+        error: Option<TsigError>,
+    ) -> bool {
         let id = id_of(message);
         let record = if self.first {
             let ctx = TSigResponseContext::new(
@@ -204,7 +213,10 @@ mod tests {
 
     fn signed(edns: bool, now: u64) -> Vec<u8> {
         let mut m = Message::query();
-        m.add_query(Query::query(Name::from_ascii("z.").unwrap(), RecordType::SOA));
+        m.add_query(Query::query(
+            Name::from_ascii("z.").unwrap(),
+            RecordType::SOA,
+        ));
         if edns {
             m.set_edns(Edns::new());
         }
@@ -223,7 +235,10 @@ mod tests {
                 matches!(k.verify(&p, &m, 1_000_000), Verified::Signed(_)),
                 "edns {edns}"
             );
-            assert!(matches!(k.verify(&p, &m, 2_000_000), Verified::Bad(Bad::Time(_))));
+            assert!(matches!(
+                k.verify(&p, &m, 2_000_000),
+                Verified::Bad(Bad::Time(_))
+            ));
         }
     }
 }

@@ -65,7 +65,10 @@ impl Zones {
     fn reverse_zone_of(&self, owner: &str) -> Option<usize> {
         (1..self.names.len()).find(|&i| {
             let z = &self.names[i];
-            owner == z || owner.strip_suffix(z.as_str()).is_some_and(|p| p.ends_with('.'))
+            owner == z
+                || owner
+                    .strip_suffix(z.as_str())
+                    .is_some_and(|p| p.ends_with('.'))
         })
     }
 

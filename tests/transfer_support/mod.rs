@@ -124,15 +124,16 @@ pub async fn tcp(server: SocketAddr, mut m: Message, key: Option<&TSigner>) -> T
     let mut verifier = key.map(|k| m.finalize(k, now()).unwrap().unwrap());
     let bytes = m.to_vec().unwrap();
     let mut s = TcpStream::connect(server).await.unwrap();
-    s.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+    s.write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
     s.write_all(&bytes).await.unwrap();
     let mut out = Transfer {
         messages: Vec::new(),
         verified: verifier.is_some(),
     };
     let read = async {
-        loop {
-            let Ok(len) = s.read_u16().await else { break };
+        while let Ok(len) = s.read_u16().await {
             let mut buf = vec![0u8; len as usize];
             s.read_exact(&mut buf).await.unwrap();
             if let Some(v) = verifier.as_mut() {
@@ -153,7 +154,10 @@ pub async fn tcp(server: SocketAddr, mut m: Message, key: Option<&TSigner>) -> T
     tokio::time::timeout(Duration::from_secs(10), read)
         .await
         .expect("transfer did not finish within 10 s");
-    assert!(!out.messages.is_empty(), "no answer to the transfer request");
+    assert!(
+        !out.messages.is_empty(),
+        "no answer to the transfer request"
+    );
     out
 }
 
@@ -178,7 +182,9 @@ pub async fn udp(server: SocketAddr, mut m: Message, key: Option<&TSigner>) -> T
 pub async fn first_message(server: SocketAddr, m: Message) -> Message {
     let bytes = m.to_vec().unwrap();
     let mut s = TcpStream::connect(server).await.unwrap();
-    s.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+    s.write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
     s.write_all(&bytes).await.unwrap();
     let read = async {
         let len = s.read_u16().await.unwrap();
