@@ -12,6 +12,7 @@ mod catalog;
 mod chain;
 pub mod cluster;
 pub mod forward;
+pub mod handoff;
 pub mod reverse;
 pub mod rrl;
 pub mod server;
@@ -39,6 +40,9 @@ pub enum Outcome {
     /// `out` holds our CNAME chain (an ExternalName) whose last target is
     /// outside our zones: the forwarder completes it (`Forwarder::chase`).
     Chase,
+    /// A zone transfer or a TSIG-signed request: hand the packet to
+    /// [`Answerer::transfers`] (see [`handoff`]).
+    Transfer,
 }
 
 /// Keeps what an answer borrows from (a service's view, the names of an
@@ -110,6 +114,8 @@ pub struct Answerer {
     /// The RFC 8482 answer to ANY.
     hinfo: RrSet,
     stats: stats::DnsStats,
+    /// Zone transfers, when `[transfer]` allows any (else AXFR/IXFR are REFUSED).
+    transfers: Option<Arc<dyn handoff::TransferService>>,
 }
 
 impl Answerer {
@@ -124,7 +130,19 @@ impl Answerer {
             index,
             settings,
             stats: stats::DnsStats::default(),
+            transfers: None,
         }
+    }
+
+    /// Hands zone transfers and TSIG-signed requests to `service`.
+    pub fn with_transfers(mut self, service: Arc<dyn handoff::TransferService>) -> Self {
+        self.transfers = Some(service);
+        self
+    }
+
+    /// The zone transfer service, if any.
+    pub fn transfers(&self) -> Option<&Arc<dyn handoff::TransferService>> {
+        self.transfers.as_ref()
     }
 
     /// The index this answerer reads.
@@ -163,6 +181,10 @@ impl Answerer {
                 return Outcome::Reply;
             }
         };
+        let transfer = matches!(q.qtype, wire::qtype::AXFR | wire::qtype::IXFR);
+        if self.transfers.is_some() && (q.signed || transfer) {
+            return Outcome::Transfer;
+        }
         if self.settings.forward && q.qclass == 1 && self.catalog.find(&q).is_none() {
             return Outcome::Forward;
         }

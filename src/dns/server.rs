@@ -150,6 +150,15 @@ fn udp_loop(
                     }
                 }
                 Outcome::Drop => {}
+                Outcome::Transfer => {
+                    // Zone transfers over UDP: one message (IXFR, signed queries).
+                    let reply = answerer
+                        .transfers()
+                        .and_then(|t| t.respond(answerer, &buf[..n], src, false).next());
+                    if let Some(reply) = reply {
+                        let _ = sock.send_to(&reply, src);
+                    }
+                }
                 outcome @ (Outcome::Forward | Outcome::Chase) => {
                     let req = UdpForward {
                         packet: buf[..n].to_vec(),
@@ -346,6 +355,11 @@ async fn tcp_connection(
         match answerer.answer(&buf, true, &mut out) {
             Outcome::Reply => {}
             Outcome::Drop => continue,
+            Outcome::Transfer => {
+                transfer(&mut stream, answerer, &buf, idle).await?;
+                conn.last_active.store(conns.now(), Ordering::Relaxed);
+                continue;
+            }
             outcome @ (Outcome::Forward | Outcome::Chase) => match forwarder {
                 Some(f) => match f
                     .answer(&buf, (outcome == Outcome::Chase).then_some(&out[..]), true)
@@ -368,4 +382,28 @@ async fn tcp_connection(
             .map_err(|_| std::io::Error::new(ErrorKind::TimedOut, "write timed out"))??;
         conn.last_active.store(conns.now(), Ordering::Relaxed);
     }
+}
+
+/// Writes every message of a zone transfer (or a signed reply) handed over by
+/// the answerer. Each message must be taken within the idle timeout, so a
+/// reader that stalls mid-transfer is cut off like any stalled client.
+async fn transfer(
+    stream: &mut TcpStream,
+    answerer: &Answerer,
+    packet: &[u8],
+    idle: Duration,
+) -> std::io::Result<()> {
+    let (Some(service), Ok(peer)) = (answerer.transfers(), stream.peer_addr()) else {
+        return Ok(());
+    };
+    let mut framed = Vec::new();
+    for message in service.respond(answerer, packet, peer, true) {
+        framed.clear();
+        framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&message);
+        tokio::time::timeout(idle, stream.write_all(&framed))
+            .await
+            .map_err(|_| std::io::Error::new(ErrorKind::TimedOut, "write timed out"))??;
+    }
+    Ok(())
 }

@@ -21,8 +21,10 @@
 //! allocates nothing.
 
 pub mod addrs;
+pub mod observe;
 mod published;
 pub mod record;
+pub mod serial;
 pub mod stored;
 mod strings;
 mod view;
@@ -240,7 +242,8 @@ impl Index {
             .is_some_and(|nss| nss.iter().any(|n| &**n == ns_label))
     }
 
-    /// The SOA serial: Unix time of the last change.
+    /// The SOA serial: Unix time of the last change, strictly increasing
+    /// (see [`serial`]).
     pub fn serial(&self) -> u32 {
         self.shared.serial.load(Ordering::Relaxed)
     }

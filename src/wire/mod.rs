@@ -54,7 +54,7 @@ impl Rcode {
 
 /// Record types the query path knows by number.
 pub mod qtype {
-    pub use super::meta_qtype::{ANY, AXFR, IXFR, OPT};
+    pub use super::meta_qtype::{ANY, AXFR, IXFR, OPT, TSIG};
 
     /// IPv4 address.
     pub const A: u16 = 1;
@@ -79,6 +79,8 @@ pub mod qtype {
 mod meta_qtype {
     /// EDNS option pseudo-record.
     pub const OPT: u16 = 41;
+    /// Transaction signature pseudo-record (RFC 8945).
+    pub const TSIG: u16 = 250;
     /// Incremental zone transfer.
     pub const IXFR: u16 = 251;
     /// Zone transfer.
