@@ -82,29 +82,45 @@ impl IndexHandler {
     }
 
     /// Resolves `name`/`qtype` under our zone.
-    fn resolve(&self, name: &LowerName, qtype: RecordType) -> Answer {
+    fn resolve(&self, lower: &LowerName, qtype: RecordType) -> Answer {
+        let name: &Name = lower;
         let mut out = Answer::default();
-        if !self.zone.zone_of(name) {
+        if !self.zone.zone_of(lower) {
             out.code = ResponseCode::Refused;
             return out;
         }
-        // Labels left of the zone: [host,] svc, ns, "svc" or _port, _proto, svc, ns, "svc".
-        let name = Name::from(name);
-        let labels: Vec<&[u8]> = name.iter().collect();
-        let rel = &labels[..labels.len() - self.zone.num_labels() as usize];
+        // Labels left of the zone: [host,] svc, ns, "svc" or _port, _proto, svc,
+        // ns, "svc"; borrowed into an array (this handler allocates only what
+        // hickory's `Record`s need: an owner name each, and the lists).
+        let mut labels: [&[u8]; 6] = [&[]; 6];
+        let n = (name.num_labels() - self.zone.num_labels()) as usize;
+        if n > labels.len() {
+            out.code = ResponseCode::NXDomain;
+            out.soa.push(self.soa());
+            return out;
+        }
+        for (slot, label) in labels.iter_mut().zip(name.iter()) {
+            *slot = label;
+        }
+        let rel = &labels[..n];
         let found = match rel {
             [svc, ns, b"svc"] => self
                 .view(ns, svc)
-                .map(|v| self.service(&v, &name, qtype, &mut out)),
+                .map(|v| self.service(&v, name, qtype, &mut out)),
             [host, svc, ns, b"svc"] => self.view(ns, svc).and_then(|v| {
                 let addrs = v.name(host)?;
-                push_addrs(&mut out.answers, &name, addrs.iter(), qtype);
+                push_addrs(&mut out.answers, name, addrs.iter(), qtype);
                 Some(())
             }),
             [port, proto, svc, ns, b"svc"] if qtype == RecordType::SRV => self
                 .view(ns, svc)
-                .map(|v| self.srv(&v, &name, port, proto, &mut out)),
-            [] => Some(()),
+                .map(|v| self.srv(&v, name, port, proto, &mut out)),
+            [] => {
+                if qtype == RecordType::SOA {
+                    out.answers.push(self.soa());
+                }
+                Some(())
+            }
             _ => None,
         };
         if found.is_none() {

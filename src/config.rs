@@ -32,6 +32,100 @@ pub struct Config {
     pub log: LogConfig,
     /// Forwarding of names outside our zones.
     pub forward: ForwardConfig,
+    /// Zone transfers to secondaries (AXFR, IXFR, NOTIFY, TSIG).
+    pub transfer: TransferConfig,
+}
+
+/// `[transfer]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferConfig {
+    /// Client networks that may transfer our zones; empty = transfers off (REFUSED).
+    pub allow: Vec<Cidr>,
+    /// Secondaries sent a NOTIFY (RFC 1996) when a zone changes.
+    pub notify: Vec<SocketAddr>,
+    /// The `[[transfer.tsig]]` key NOTIFYs are signed with; unset = unsigned.
+    pub notify_key: Option<String>,
+    /// Transfers must be signed with one of the `tsig` keys.
+    pub require_tsig: bool,
+    /// TSIG keys (RFC 8945) transfers and signed queries may use.
+    pub tsig: Vec<TsigKeyConfig>,
+    /// Changes the IXFR journal keeps at most.
+    pub journal_max_changes: usize,
+    /// Bytes of records the IXFR journal keeps at most, KiB.
+    pub journal_max_kb: usize,
+    /// Transfers served at once; more are REFUSED.
+    pub max_concurrent: usize,
+    /// A file keeping the SOA serial increasing across restarts; unset = the clock only.
+    pub serial_file: Option<PathBuf>,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            notify: Vec::new(),
+            notify_key: None,
+            require_tsig: false,
+            tsig: Vec::new(),
+            journal_max_changes: 1000,
+            journal_max_kb: 16 * 1024,
+            max_concurrent: 16,
+            serial_file: None,
+        }
+    }
+}
+
+/// `[[transfer.tsig]]`: one shared secret.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TsigKeyConfig {
+    /// The key's name, as both sides spell it (`xfr-key`).
+    pub name: String,
+    /// `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
+    #[serde(default = "default_tsig_algorithm")]
+    pub algorithm: String,
+    /// The secret, base64.
+    pub secret: String,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
+}
+
+/// TSIG algorithms we sign and verify with.
+pub const TSIG_ALGORITHMS: [&str; 3] = ["hmac-sha256", "hmac-sha384", "hmac-sha512"];
+
+/// A client network: `10.0.0.0/8`, `::1/128`, or one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr(pub ipnet::IpNet);
+
+impl Cidr {
+    /// True when `ip` is inside (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.contains(&ip)
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map(|n| Cidr(n.trunc()))
+            .map_err(|_| format!("{s:?} is not an address or CIDR"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// `[forward]`
@@ -418,6 +512,7 @@ impl Config {
                 self.sim.pod_cidr
             ));
         }
+        problems.extend(self.transfer.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -461,6 +556,51 @@ impl Config {
     /// The TCP idle timeout.
     pub fn tcp_idle_timeout(&self) -> Duration {
         Duration::from_millis(self.dns.tcp_idle_timeout_ms)
+    }
+}
+
+impl TransferConfig {
+    /// What is wrong with `[transfer]`, one line per problem.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for k in &self.tsig {
+            if !names.insert(k.name.trim_end_matches('.').to_ascii_lowercase()) {
+                problems.push(format!("transfer.tsig: key {:?} is defined twice", k.name));
+            }
+            if check_zone(&k.name).is_err() {
+                problems.push(format!("transfer.tsig: {:?} is not a key name", k.name));
+            }
+            if !TSIG_ALGORITHMS.contains(&k.algorithm.as_str()) {
+                problems.push(format!(
+                    "transfer.tsig: key {:?}: algorithm {:?} is not one of {TSIG_ALGORITHMS:?}",
+                    k.name, k.algorithm
+                ));
+            }
+            match data_encoding::BASE64.decode(k.secret.trim().as_bytes()) {
+                Ok(s) if !s.is_empty() => {}
+                _ => problems.push(format!(
+                    "transfer.tsig: key {:?}: the secret is not base64",
+                    k.name
+                )),
+            }
+        }
+        let known = |n: &str| self.tsig.iter().any(|k| k.name == n);
+        if let Some(n) = self.notify_key.as_deref().filter(|n| !known(n)) {
+            problems.push(format!(
+                "transfer.notify_key: no [[transfer.tsig]] named {n:?}"
+            ));
+        }
+        if self.require_tsig && self.tsig.is_empty() {
+            problems.push("transfer.require_tsig: no [[transfer.tsig]] key is defined".into());
+        }
+        if self.journal_max_changes == 0 || self.max_concurrent == 0 {
+            problems.push(
+                "transfer.journal_max_changes and transfer.max_concurrent must be at least 1"
+                    .into(),
+            );
+        }
+        problems
     }
 }
 

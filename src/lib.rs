@@ -18,7 +18,9 @@
 //! 3. [`dns`]: the query path (`catalog` routes to a zone; `cluster` and
 //!    `reverse` answer in it), forwarding, RRL, and the listeners (`server`).
 //!    [`sources`]: manifest files, the StatefulSet simulator, the Kubernetes
-//!    API. Neither imports the other.
+//!    API. Neither imports the other. [`transfer`]: zone transfers to
+//!    secondaries (AXFR, IXFR from a journal the index writer keeps, NOTIFY,
+//!    TSIG), on top of `dns` (it reaches the listeners through `dns::handoff`).
 //! 4. [`telemetry`] (logging, metrics) and [`admin`] (the HTTP side door).
 //! 5. [`engine`]: the composition root, wiring sources, index, listeners and
 //!    admin for one configuration; [`reload`]: swaps configurations without a
@@ -39,6 +41,7 @@ pub mod index;
 pub mod reload;
 pub mod sources;
 pub mod telemetry;
+pub mod transfer;
 pub mod wire;
 
 pub use config::Config;

@@ -22,6 +22,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 use crate::dns::Answerer;
 use crate::dns::forward::ForwardStats;
+use crate::dns::handoff::{REFUSAL_REASONS, TRANSFER_KINDS, TransferTotals};
 use crate::dns::stats::{PROTOS, QTYPES, RCODES, Totals};
 use crate::histogram::BUCKETS_US;
 use crate::index::{EVENT_TYPES, Index, IndexStats, Kind};
@@ -85,7 +86,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "headless_dns_index_serial",
         "gauge",
-        "SOA serial (Unix time of the last change)",
+        "SOA serial (Unix time of the last change, strictly increasing)",
     ),
     (
         "headless_dns_index_ready",
@@ -122,7 +123,50 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Forwarded queries that failed upstream (timeouts, SERVFAIL)",
     ),
+    (
+        "headless_dns_transfer_requests_total",
+        "counter",
+        "Zone transfers and signed queries served, by kind (axfr, ixfr, ixfr_full, ixfr_current, signed_query)",
+    ),
+    (
+        "headless_dns_transfer_refused_total",
+        "counter",
+        "Transfer requests refused, by reason (acl, unsigned, tsig, busy, bad_request)",
+    ),
+    (
+        "headless_dns_transfer_notify_total",
+        "counter",
+        "NOTIFY messages to secondaries, by result (sent, acknowledged, failed)",
+    ),
+    (
+        "headless_dns_transfer_journal_changes",
+        "gauge",
+        "Changes held by the IXFR journal",
+    ),
+    (
+        "headless_dns_transfer_journal_bytes",
+        "gauge",
+        "Bytes held by the IXFR journal (records and per-change overhead)",
+    ),
 ];
+
+/// The `result` label of `headless_dns_transfer_notify_total`.
+const NOTIFY_RESULTS: [&str; 3] = ["sent", "acknowledged", "failed"];
+
+/// Zone transfer metrics, when transfers are on.
+fn transfer_metrics(t: &TransferTotals) {
+    for (kind, v) in TRANSFER_KINDS.iter().zip(t.served) {
+        counter!("headless_dns_transfer_requests_total", "kind" => *kind).absolute(v);
+    }
+    for (reason, v) in REFUSAL_REASONS.iter().zip(t.refused) {
+        counter!("headless_dns_transfer_refused_total", "reason" => *reason).absolute(v);
+    }
+    for (result, v) in NOTIFY_RESULTS.iter().zip(t.notify) {
+        counter!("headless_dns_transfer_notify_total", "result" => *result).absolute(v);
+    }
+    gauge!("headless_dns_transfer_journal_changes").set(t.journal_changes as f64);
+    gauge!("headless_dns_transfer_journal_bytes").set(t.journal_bytes as f64);
+}
 
 /// One server's metrics registry.
 pub struct Metrics {
@@ -190,6 +234,9 @@ impl Metrics {
             record_queries(&t);
             record_index(index, s);
             record_sources(s, now);
+            if let Some(t) = dns.transfers() {
+                transfer_metrics(&t.totals());
+            }
             if let Some(f) = forward {
                 counter!("headless_dns_forward_requests_total")
                     .absolute(f.requests.load(Ordering::Relaxed));

@@ -9,8 +9,10 @@
 //! longer than a pointer swap, and logs nothing above trace.
 
 mod catalog;
+mod chain;
 pub mod cluster;
 pub mod forward;
+pub mod handoff;
 pub mod reverse;
 pub mod rrl;
 pub mod server;
@@ -35,6 +37,12 @@ pub enum Outcome {
     Drop,
     /// Outside our zones with forwarding on: hand the packet to the forwarder.
     Forward,
+    /// `out` holds our CNAME chain (an ExternalName) whose last target is
+    /// outside our zones: the forwarder completes it (`Forwarder::chase`).
+    Chase,
+    /// A zone transfer or a TSIG-signed request: hand the packet to
+    /// [`Answerer::transfers`] (see [`handoff`]).
+    Transfer,
 }
 
 /// Keeps what an answer borrows from (a service's view, the names of an
@@ -106,6 +114,8 @@ pub struct Answerer {
     /// The RFC 8482 answer to ANY.
     hinfo: RrSet,
     stats: stats::DnsStats,
+    /// Zone transfers, when `[transfer]` allows any (else AXFR/IXFR are REFUSED).
+    transfers: Option<Arc<dyn handoff::TransferService>>,
 }
 
 impl Answerer {
@@ -120,7 +130,19 @@ impl Answerer {
             index,
             settings,
             stats: stats::DnsStats::default(),
+            transfers: None,
         }
+    }
+
+    /// Hands zone transfers and TSIG-signed requests to `service`.
+    pub fn with_transfers(mut self, service: Arc<dyn handoff::TransferService>) -> Self {
+        self.transfers = Some(service);
+        self
+    }
+
+    /// The zone transfer service, if any.
+    pub fn transfers(&self) -> Option<&Arc<dyn handoff::TransferService>> {
+        self.transfers.as_ref()
     }
 
     /// The index this answerer reads.
@@ -159,6 +181,10 @@ impl Answerer {
                 return Outcome::Reply;
             }
         };
+        let transfer = matches!(q.qtype, wire::qtype::AXFR | wire::qtype::IXFR);
+        if self.transfers.is_some() && (q.signed || transfer) {
+            return Outcome::Transfer;
+        }
         if self.settings.forward && q.qclass == 1 && self.catalog.find(&q).is_none() {
             // Counted here; its response where the forwarder's answer is sent.
             self.stats.request(tcp, Some(q.qtype));
@@ -166,15 +192,19 @@ impl Answerer {
         }
         let mut keep = KeepAlive::Nothing;
         let found = self.find(&q, &mut keep);
-        let response = match &found {
-            Ok(found) => self.respond(&q, found),
-            Err(rcode) => Response::code(*rcode),
-        };
-        let max_udp = self.settings.dns.max_udp_payload;
-        let limit = q.max_response(tcp, max_udp);
-        wire::write_response(out, packet, &q, &response, limit, max_udp);
+        // An ExternalName (a CNAME) is followed on the rare chain path.
+        if let Ok(Found {
+            node: Node::Service(v),
+            ..
+        }) = &found
+            && v.cname().is_some()
+            && chain::chases(q.qtype)
+        {
+            return chain::answer(self, packet, &q, tcp, out, started);
+        }
+        let limit = q.max_response(tcp, self.settings.dns.max_udp_payload);
+        let rcode = self.write_found(packet, &q, &found, limit, out);
         let truncated = out.get(2).is_some_and(|f| f & 0x02 != 0);
-        let rcode = response.rcode;
         tracing::trace!(
             id = q.id,
             qtype = q.qtype,
@@ -185,6 +215,32 @@ impl Answerer {
         self.stats
             .record(tcp, Some(q.qtype), rcode, truncated, started.elapsed());
         Outcome::Reply
+    }
+
+    /// Writes the response to `q` into `out` without following CNAMEs
+    /// (the chain path's view of one link); returns its rcode.
+    fn write_plain(&self, packet: &[u8], q: &Query, limit: usize, out: &mut Vec<u8>) -> Rcode {
+        let mut keep = KeepAlive::Nothing;
+        let found = self.find(q, &mut keep);
+        self.write_found(packet, q, &found, limit, out)
+    }
+
+    /// Writes the response for a found node (or a refusal) into `out`.
+    fn write_found(
+        &self,
+        packet: &[u8],
+        q: &Query,
+        found: &Result<Found<'_>, Rcode>,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Rcode {
+        let response = match found {
+            Ok(found) => self.respond(q, found),
+            Err(rcode) => Response::code(*rcode),
+        };
+        let max_udp = self.settings.dns.max_udp_payload;
+        wire::write_response(out, packet, q, &response, limit, max_udp);
+        response.rcode
     }
 
     /// Admits the query to one of our zones (or refuses it with a response

@@ -170,10 +170,20 @@ fn udp_loop(
                     }
                 }
                 Outcome::Drop => {}
-                Outcome::Forward => {
+                Outcome::Transfer => {
+                    // Zone transfers over UDP: one message (IXFR, signed queries).
+                    let reply = answerer
+                        .transfers()
+                        .and_then(|t| t.respond(answerer, &buf[..n], src, false).next());
+                    if let Some(reply) = reply {
+                        let _ = sock.send_to(&reply, src);
+                    }
+                }
+                outcome @ (Outcome::Forward | Outcome::Chase) => {
                     let received = std::time::Instant::now();
                     let req = UdpForward {
                         packet: buf[..n].to_vec(),
+                        chain: (outcome == Outcome::Chase).then(|| out.clone()),
                         src,
                         socket: Arc::clone(sock),
                         answerer: Arc::clone(answerer),
@@ -383,10 +393,16 @@ async fn tcp_connection(
         match answerer.answer(&buf, true, &mut out) {
             Outcome::Reply => {}
             Outcome::Drop => continue,
-            Outcome::Forward => {
+            Outcome::Transfer => {
+                transfer(&mut stream, answerer, &buf, idle).await?;
+                conn.last_active.store(conns.now(), Ordering::Relaxed);
+                continue;
+            }
+            outcome @ (Outcome::Forward | Outcome::Chase) => {
                 let started = std::time::Instant::now();
+                let chain = (outcome == Outcome::Chase).then_some(&out[..]);
                 let bytes = match forwarder {
-                    Some(f) => f.answer(&buf, true).await,
+                    Some(f) => f.answer(&buf, chain, true).await,
                     None => None,
                 };
                 match bytes {
@@ -414,4 +430,28 @@ async fn tcp_connection(
             .map_err(|_| std::io::Error::new(ErrorKind::TimedOut, "write timed out"))??;
         conn.last_active.store(conns.now(), Ordering::Relaxed);
     }
+}
+
+/// Writes every message of a zone transfer (or a signed reply) handed over by
+/// the answerer. Each message must be taken within the idle timeout, so a
+/// reader that stalls mid-transfer is cut off like any stalled client.
+async fn transfer(
+    stream: &mut TcpStream,
+    answerer: &Answerer,
+    packet: &[u8],
+    idle: Duration,
+) -> std::io::Result<()> {
+    let (Some(service), Ok(peer)) = (answerer.transfers(), stream.peer_addr()) else {
+        return Ok(());
+    };
+    let mut framed = Vec::new();
+    for message in service.respond(answerer, packet, peer, true) {
+        framed.clear();
+        framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&message);
+        tokio::time::timeout(idle, stream.write_all(&framed))
+            .await
+            .map_err(|_| std::io::Error::new(ErrorKind::TimedOut, "write timed out"))??;
+    }
+    Ok(())
 }

@@ -1,96 +1,232 @@
-//! `export-zone`: the served cluster zone as an RFC 1035 zone file.
+//! The records of our zones, one service at a time: what `export-zone`
+//! prints and what zone transfers (`crate::transfer`) send.
 //!
-//! Operators use it to see every name the server answers; benchmarks use it to
-//! load the very same data into Knot or NSD. Written from the published
-//! views, so it shows exactly what the query path serves (PTR records live in
-//! the reverse zones and are not part of this file).
+//! Operators use the zone file to see every name the server answers;
+//! benchmarks load the very same data into Knot or NSD; secondaries pull the
+//! same records by AXFR/IXFR. Written from the published views, so it shows
+//! exactly what the query path serves. PTR records live in the reverse zones
+//! and are not part of the zone file (transfers of those zones carry them).
 
-use std::collections::BTreeSet;
-use std::fmt::Write;
+use std::fmt::{self, Write};
 use std::net::IpAddr;
 
 use super::cluster::{SCHEMA_VERSION, SCHEMA_VERSION_TTL};
 use crate::config::DnsSettings;
-use crate::index::{EndpointView, Index, ServiceKind, ServiceView};
+use crate::index::{EndpointView, Index, SERVICE_ITSELF, ServiceKind, ServiceView};
 
-/// Renders the cluster zone served from `index`.
-pub fn export(index: &Index, settings: &DnsSettings) -> String {
-    let d = &settings.dns;
-    let z = &d.zone;
-    let (ttl, neg) = (d.ttl, d.negative_ttl);
-    let mut out = String::new();
-    let _ = writeln!(out, "$ORIGIN {z}.\n$TTL {ttl}");
-    let _ = writeln!(
-        out,
-        "@ IN SOA ns.dns.{z}. hostmaster.{z}. ( {} 7200 1800 86400 {neg} )",
-        index.serial()
-    );
-    let _ = writeln!(out, "@ IN NS ns.dns.{z}.");
-    for ip in &d.nameserver_ips {
-        let _ = writeln!(out, "ns.dns IN {} {ip}", rtype(ip));
+/// SOA refresh, retry and expire (seconds), as the query path serves them.
+pub const SOA_TIMERS: [u32; 3] = [7200, 1800, 86400];
+
+/// The data of one record; names are lower-case FQDNs without trailing dot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordData {
+    /// SOA: primary name server, mailbox, serial, the negative TTL (MINIMUM).
+    Soa(String, String, u32, u32),
+    /// Name server.
+    Ns(String),
+    /// An IPv4 or IPv6 address (A or AAAA by family).
+    Address(IpAddr),
+    /// ExternalName alias.
+    Cname(String),
+    /// SRV: weight, port, target (priority 0).
+    Srv(u16, u16, String),
+    /// Reverse pointer.
+    Ptr(String),
+    /// One TXT string.
+    Txt(&'static str),
+}
+
+/// One resource record of class IN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZoneRecord {
+    /// Owner name: lower-case FQDN without trailing dot.
+    pub owner: String,
+    /// TTL, seconds.
+    pub ttl: u32,
+    /// Type and data.
+    pub data: RecordData,
+}
+
+/// Appends `name` (dotted) in uncompressed wire format; false if it is not
+/// a valid DNS name.
+fn push_name(out: &mut Vec<u8>, name: &str) -> bool {
+    match crate::wire::name::from_dotted(name) {
+        Some(wire) => {
+            out.extend_from_slice(&wire);
+            true
+        }
+        None => false,
     }
-    let _ = writeln!(
-        out,
-        "dns-version {SCHEMA_VERSION_TTL} IN TXT \"{SCHEMA_VERSION}\""
+}
+
+impl ZoneRecord {
+    /// The record type's number.
+    pub fn rtype(&self) -> u16 {
+        match &self.data {
+            RecordData::Soa(..) => 6,
+            RecordData::Ns(_) => 2,
+            RecordData::Address(IpAddr::V4(_)) => 1,
+            RecordData::Address(IpAddr::V6(_)) => 28,
+            RecordData::Cname(_) => 5,
+            RecordData::Srv(..) => 33,
+            RecordData::Ptr(_) => 12,
+            RecordData::Txt(_) => 16,
+        }
+    }
+
+    /// The record in uncompressed wire format (RFC 1035 §4.1.3), or `None`
+    /// when a name in it is not a valid DNS name.
+    pub fn wire(&self) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.owner.len() + 40);
+        if !push_name(&mut out, &self.owner) {
+            return None;
+        }
+        out.extend_from_slice(&self.rtype().to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&self.ttl.to_be_bytes());
+        let len_at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        let ok = match &self.data {
+            RecordData::Soa(mname, rname, serial, minimum) => {
+                let ok = push_name(&mut out, mname) && push_name(&mut out, rname);
+                out.extend_from_slice(&serial.to_be_bytes());
+                for t in SOA_TIMERS.iter().chain([minimum]) {
+                    out.extend_from_slice(&t.to_be_bytes());
+                }
+                ok
+            }
+            RecordData::Ns(n) | RecordData::Cname(n) | RecordData::Ptr(n) => push_name(&mut out, n),
+            RecordData::Address(IpAddr::V4(a)) => {
+                out.extend_from_slice(&a.octets());
+                true
+            }
+            RecordData::Address(IpAddr::V6(a)) => {
+                out.extend_from_slice(&a.octets());
+                true
+            }
+            RecordData::Srv(weight, port, target) => {
+                out.extend_from_slice(&0u16.to_be_bytes());
+                out.extend_from_slice(&weight.to_be_bytes());
+                out.extend_from_slice(&port.to_be_bytes());
+                push_name(&mut out, target)
+            }
+            RecordData::Txt(s) => {
+                out.push(s.len() as u8);
+                out.extend_from_slice(s.as_bytes());
+                true
+            }
+        };
+        let rdlen = out.len() - len_at - 2;
+        out[len_at..len_at + 2].copy_from_slice(&(rdlen as u16).to_be_bytes());
+        ok.then_some(out)
+    }
+}
+
+impl fmt::Display for ZoneRecord {
+    /// One zone-file line with absolute names: `owner. TTL IN TYPE data`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}. {} IN ", self.owner, self.ttl)?;
+        match &self.data {
+            RecordData::Soa(m, r, serial, min) => {
+                let [refresh, retry, expire] = SOA_TIMERS;
+                write!(f, "SOA {m}. {r}. {serial} {refresh} {retry} {expire} {min}")
+            }
+            RecordData::Ns(n) => write!(f, "NS {n}."),
+            RecordData::Address(ip @ IpAddr::V4(_)) => write!(f, "A {ip}"),
+            RecordData::Address(ip) => write!(f, "AAAA {ip}"),
+            RecordData::Cname(n) => write!(f, "CNAME {n}."),
+            RecordData::Srv(w, p, t) => write!(f, "SRV 0 {w} {p} {t}."),
+            RecordData::Ptr(n) => write!(f, "PTR {n}."),
+            RecordData::Txt(s) => write!(f, "TXT \"{s}\""),
+        }
+    }
+}
+
+/// The apex records of `zone` (the cluster zone or a reverse zone): SOA with
+/// `serial` first, then NS; the cluster zone adds the name server's
+/// addresses and `dns-version`.
+pub fn apex_records(settings: &DnsSettings, zone: &str, serial: u32) -> Vec<ZoneRecord> {
+    let d = &settings.dns;
+    let (z, ttl) = (&d.zone, d.ttl);
+    let ns = format!("ns.dns.{z}");
+    let rec = |owner: &str, ttl, data| ZoneRecord {
+        owner: owner.to_string(),
+        ttl,
+        data,
+    };
+    let soa = RecordData::Soa(
+        ns.clone(),
+        format!("hostmaster.{z}"),
+        serial,
+        d.negative_ttl,
     );
-    for v in index.services() {
-        service(&mut out, &v, z);
+    let mut out = vec![
+        rec(zone, ttl, soa),
+        rec(zone, ttl, RecordData::Ns(ns.clone())),
+    ];
+    if zone == z {
+        for ip in &d.nameserver_ips {
+            out.push(rec(&ns, ttl, RecordData::Address(*ip)));
+        }
+        let version = format!("dns-version.{z}");
+        out.push(rec(
+            &version,
+            SCHEMA_VERSION_TTL,
+            RecordData::Txt(SCHEMA_VERSION),
+        ));
     }
     out
 }
 
-/// The record type of an address.
-fn rtype(ip: &IpAddr) -> &'static str {
-    if ip.is_ipv4() { "A" } else { "AAAA" }
-}
-
-/// Appends the records of one service (names relative to the zone `z`).
-fn service(out: &mut String, v: &ServiceView, z: &str) {
+/// Appends the cluster-zone records of one service: its own addresses (or
+/// CNAME), its endpoints' names and its SRV records.
+pub fn service_records(v: &ServiceView, settings: &DnsSettings, out: &mut Vec<ZoneRecord>) {
+    let (z, ttl) = (&settings.dns.zone, settings.dns.ttl);
     let r = &v.record;
-    let base = format!("{}.{}.svc", r.key.name(), r.key.namespace());
+    let base = format!("{}.{}.svc.{z}", r.key.name(), r.key.namespace());
+    let mut push = |owner: String, data| {
+        out.push(ZoneRecord { owner, ttl, data });
+    };
     match &r.kind {
         ServiceKind::ClusterIp(ips) => {
             for ip in ips {
-                let _ = writeln!(out, "{base} IN {} {ip}", rtype(ip));
+                push(base.clone(), RecordData::Address(*ip));
             }
             for p in r.ports.iter() {
                 if let Some(n) = &p.name {
-                    let _ = writeln!(
-                        out,
-                        "_{n}._{}.{base} IN SRV 0 100 {} {base}.{z}.",
-                        p.protocol, p.port
-                    );
+                    let owner = format!("_{n}._{}.{base}", p.protocol);
+                    push(owner, RecordData::Srv(100, p.port, base.clone()));
                 }
             }
         }
         ServiceKind::ExternalName(target) => {
-            let _ = writeln!(out, "{base} IN CNAME {target}.");
+            push(base.clone(), RecordData::Cname(target.to_string()));
         }
         ServiceKind::Headless => {}
     }
     let served: Vec<_> = v.endpoints().filter(|e| e.served).collect();
-    let headless = matches!(r.kind, ServiceKind::Headless);
-    if headless {
-        for e in &served {
-            for ip in e.addresses.iter() {
-                let _ = writeln!(out, "{base} IN {} {ip}", rtype(&ip));
-            }
+    if matches!(r.kind, ServiceKind::Headless) {
+        for ip in served.iter().flat_map(|e| e.addresses.iter()) {
+            push(base.clone(), RecordData::Address(ip));
         }
     }
     for e in &served {
         for ip in e.addresses.iter() {
-            let _ = writeln!(out, "{}.{base} IN {} {ip}", e.label, rtype(&ip));
+            push(format!("{}.{base}", e.label), RecordData::Address(ip));
         }
     }
-    if headless {
-        headless_srv(out, &served, &base, z);
+    if matches!(r.kind, ServiceKind::Headless) {
+        headless_srv(&served, &base, &mut push);
     }
 }
 
-/// Appends a headless service's SRV records: one per served endpoint and
-/// named port, weights split evenly as the query path does.
-fn headless_srv(out: &mut String, served: &[EndpointView<'_>], base: &str, z: &str) {
-    let ports: BTreeSet<(&str, &str)> = served
+/// The SRV records of a headless service: one per named port and endpoint.
+fn headless_srv(
+    served: &[EndpointView<'_>],
+    base: &str,
+    push: &mut impl FnMut(String, RecordData),
+) {
+    let ports: std::collections::BTreeSet<(&str, &str)> = served
         .iter()
         .flat_map(|e| e.ports.iter())
         .filter_map(|p| p.name.as_deref().map(|n| (n, p.protocol.as_str())))
@@ -105,12 +241,99 @@ fn headless_srv(out: &mut String, served: &[EndpointView<'_>], base: &str, z: &s
                     .map(move |p| (e.label, p.port))
             })
             .collect();
-        let weight = (100 / targets.len().max(1)).max(1);
+        let weight = (100 / targets.len().max(1)).max(1) as u16;
         for (label, port) in targets {
-            let _ = writeln!(
-                out,
-                "_{n}._{proto}.{base} IN SRV 0 {weight} {port} {label}.{base}.{z}."
+            let target = format!("{label}.{base}");
+            push(
+                format!("_{n}._{proto}.{base}"),
+                RecordData::Srv(weight, port, target),
             );
         }
+    }
+}
+
+/// Appends the PTR records one service contributes to the reverse zones
+/// (whichever of them holds each address is the caller's business).
+pub fn ptr_records(v: &ServiceView, settings: &DnsSettings, out: &mut Vec<ZoneRecord>) {
+    let k = &v.record.key;
+    let base = format!("{}.{}.svc.{}", k.name(), k.namespace(), settings.dns.zone);
+    for (ip, endpoint) in v.ptrs() {
+        let target = if endpoint == SERVICE_ITSELF {
+            base.clone()
+        } else {
+            format!("{}.{base}", v.endpoint(endpoint as usize).label)
+        };
+        out.push(ZoneRecord {
+            owner: crate::wire::name::reverse_name(ip),
+            ttl: settings.dns.ttl,
+            data: RecordData::Ptr(target),
+        });
+    }
+}
+
+/// Renders the cluster zone served from `index`.
+pub fn export(index: &Index, settings: &DnsSettings) -> String {
+    let z = &settings.dns.zone;
+    let mut out = String::new();
+    let _ = writeln!(out, "$ORIGIN {z}.\n$TTL {}", settings.dns.ttl);
+    let mut records = apex_records(settings, z, index.serial());
+    for v in index.services() {
+        service_records(&v, settings, &mut records);
+    }
+    for r in records {
+        let _ = writeln!(out, "{r}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::Record;
+    use hickory_proto::serialize::binary::BinDecodable;
+
+    fn settings() -> DnsSettings {
+        crate::config::Config::default().dns_settings()
+    }
+
+    #[test]
+    fn wire_records_decode_as_their_text() {
+        let s = settings();
+        let mut all = apex_records(&s, "cluster.local", 42);
+        all.push(ZoneRecord {
+            owner: "_http._tcp.web.default.svc.cluster.local".into(),
+            ttl: 5,
+            data: RecordData::Srv(50, 80, "web-0.web.default.svc.cluster.local".into()),
+        });
+        all.push(ZoneRecord {
+            owner: "7.1.244.10.in-addr.arpa".into(),
+            ttl: 5,
+            data: RecordData::Ptr("web-0.web.default.svc.cluster.local".into()),
+        });
+        all.push(ZoneRecord {
+            owner: "x.default.svc.cluster.local".into(),
+            ttl: 5,
+            data: RecordData::Address("fd00::1".parse().unwrap()),
+        });
+        for r in all {
+            let wire = r.wire().unwrap();
+            let decoded = Record::from_bytes(&wire).unwrap();
+            assert_eq!(u16::from(decoded.record_type()), r.rtype());
+            let mine = r.to_string();
+            // hickory prints the same owner, TTL, class and type.
+            let theirs = decoded.to_string();
+            let head = |s: &str| s.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+            assert_eq!(head(&mine), head(&theirs), "{mine} vs {theirs}");
+        }
+    }
+
+    #[test]
+    fn a_name_too_long_has_no_wire_form() {
+        let r = ZoneRecord {
+            owner: format!("{}.cluster.local", "a".repeat(64)),
+            ttl: 5,
+            data: RecordData::Txt("x"),
+        };
+        assert!(r.wire().is_none());
     }
 }

@@ -30,7 +30,7 @@ use crate::fault::Fault;
 use crate::index::{Index, IndexWriter, Kind, SourceEvent, ZoneSettings};
 use crate::sources::file::{ManifestReader, Manifests};
 use crate::sources::sim::{SharedSim, Sim, SimHandle};
-use crate::{admin, dns, sources, telemetry};
+use crate::{admin, dns, sources, telemetry, transfer};
 
 /// Runs the server on `listeners` until `shutdown` completes.
 pub async fn run(
@@ -260,10 +260,14 @@ async fn run_engine(
     // that cannot forward fails before it syncs, so a reload keeps the old one.
     let forwarder = forwarder(&config)?;
     let tasks = Tasks::default();
-    let (index, events) = start_index(&config, &tasks);
+    let (index, events, transfers) = start_index(&config, &tasks)?;
     let sim_handle = start_source(&config, sim, events, &tasks).await?;
     announce_first_sync(index.clone(), synced, &tasks);
-    let answerer = Arc::new(dns::Answerer::new(index.clone(), config.dns_settings()));
+    let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
+    if let Some(t) = transfers {
+        answerer = answerer.with_transfers(t);
+    }
+    let answerer = Arc::new(answerer);
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         _ = go_live.cancelled() => {}
@@ -348,18 +352,28 @@ fn new_index_writer(config: &Config, expected: &[Kind]) -> IndexWriter {
 }
 
 /// The index for `config`'s source, with its writer task running: returns
-/// the read side and the queue the source feeds.
-fn start_index(config: &Config, tasks: &Tasks) -> (Index, mpsc::Sender<SourceEvent>) {
+/// the read side, the queue the source feeds, and the zone transfer service
+/// when `[transfer]` allows any (its journal's recorder rides on the writer).
+fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
     let kinds: Vec<Kind> = match config.source.kind {
         SourceKind::File => Kind::ALL.to_vec(),
         SourceKind::Kubernetes => sources::k8s::kinds(config),
     };
-    let writer = new_index_writer(config, &kinds);
+    let mut writer = new_index_writer(config, &kinds);
+    let settings = config.dns_settings();
+    let transfers = transfer::start(config, &settings, &mut writer, &tasks.stop, &tasks.tracker)?;
     let index = writer.index();
     let (tx, rx) = mpsc::channel(sources::QUEUE);
     tasks.spawn_watched("the index writer", sources::run_writer(writer, rx));
-    (index, tx)
+    Ok((index, tx, transfers))
 }
+
+/// What [`start_index`] returns.
+type StartedIndex = (
+    Index,
+    mpsc::Sender<SourceEvent>,
+    Option<Arc<transfer::Transfers>>,
+);
 
 /// Starts `config`'s source feeding `events`; returns the simulator's
 /// command handle when the simulator runs.

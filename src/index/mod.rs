@@ -21,8 +21,10 @@
 //! allocates nothing.
 
 pub mod addrs;
+pub mod observe;
 mod published;
 pub mod record;
+pub mod serial;
 pub mod stored;
 mod strings;
 mod view;
@@ -228,6 +230,13 @@ impl Index {
         self.shared.ptr_set(*ip)
     }
 
+    /// True when some address with a name lies below the partial reverse
+    /// name `prefix` (as `reverse_prefixes` numbers them: 1..=3 IPv4 octets,
+    /// 101..=131 IPv6 nibbles, with the leading digits' value).
+    pub fn has_reverse_below(&self, prefix: (u8, u128)) -> bool {
+        self.shared.reverse_prefixes.contains_key(&prefix)
+    }
+
     /// True when a running pod in namespace `ns_label` (wire label) has `ip`.
     pub fn has_pod_ip(&self, ip: &IpAddr, ns_label: &[u8]) -> bool {
         self.shared
@@ -236,7 +245,8 @@ impl Index {
             .is_some_and(|nss| nss.iter().any(|n| &**n == ns_label))
     }
 
-    /// The SOA serial: Unix time of the last change.
+    /// The SOA serial: Unix time of the last change, strictly increasing
+    /// (see [`serial`]).
     pub fn serial(&self) -> u32 {
         self.shared.serial.load(Ordering::Relaxed)
     }

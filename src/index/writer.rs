@@ -108,6 +108,8 @@ pub struct IndexWriter {
     touched_namespaces: BTreeSet<String>,
     touched_pod_ips: BTreeSet<IpAddr>,
     changed: bool,
+    /// Told about every publication (zone transfers' journal), if set.
+    observer: Option<Box<dyn super::observe::PublishObserver>>,
 }
 
 impl IndexWriter {
@@ -123,8 +125,11 @@ impl IndexWriter {
             reverse_v4: DashMap::new(),
             reverse_v6: DashMap::new(),
             reverse_many: DashMap::new(),
+            reverse_prefixes: DashMap::new(),
             pod_ips: DashMap::new(),
-            serial: AtomicU32::new(crate::clock::unix_ms().div_euclid(1000) as u32),
+            serial: AtomicU32::new(super::serial::initial(
+                crate::clock::unix_ms().div_euclid(1000) as u32,
+            )),
             synced: AtomicBool::new(expected.is_empty()),
             generation,
             stats: IndexStats::default(),
@@ -155,7 +160,16 @@ impl IndexWriter {
             touched_namespaces: BTreeSet::new(),
             touched_pod_ips: BTreeSet::new(),
             changed: false,
+            observer: None,
         }
+    }
+
+    /// Installs `observer` for every later publication (see
+    /// [`super::observe::PublishObserver`]); the serial rises to its floor.
+    pub fn observe(&mut self, observer: Box<dyn super::observe::PublishObserver>) {
+        let floor = observer.serial_floor();
+        self.index.shared.serial.fetch_max(floor, Ordering::Relaxed);
+        self.observer = Some(observer);
     }
 
     /// A reader handle.
@@ -209,6 +223,7 @@ impl IndexWriter {
                     self.index.shared.reverse_v4.shrink_to_fit();
                     self.index.shared.reverse_v6.shrink_to_fit();
                     self.index.shared.reverse_many.shrink_to_fit();
+                    self.index.shared.reverse_prefixes.shrink_to_fit();
                     self.index.shared.views.shrink_to_fit();
                 }
                 self.synced.insert(kind);
@@ -434,6 +449,9 @@ impl IndexWriter {
     /// call. Each gets one new immutable view; untouched ones are not rebuilt.
     pub fn publish(&mut self) {
         let now = crate::clock::unix_ms();
+        if let Some(o) = self.observer.as_mut() {
+            o.begin();
+        }
         for key in std::mem::take(&mut self.touched_services) {
             self.changed = true;
             self.publish_service(&key, now);
@@ -500,6 +518,9 @@ impl IndexWriter {
         let ((old_eps, old_names), (new_eps, new_names)) = (count(&old), count(&new));
         self.endpoint_count = self.endpoint_count + new_eps - old_eps;
         self.name_count = self.name_count + new_names - old_names;
+        if let Some(o) = self.observer.as_mut() {
+            o.service(old.as_ref(), new.as_ref());
+        }
         match &new {
             Some(v) => {
                 shared.services.insert(map_key, Arc::clone(v));
@@ -517,7 +538,8 @@ impl IndexWriter {
 
     /// After a publication: marks the index synced once every expected kind
     /// has synced, and when anything changed bumps the serial (the Unix time,
-    /// always increasing), the counters and the generation readers watch.
+    /// always increasing: see `serial`), the counters and the generation
+    /// readers watch. The observer hears of the serial before the generation.
     fn announce(&mut self, now: u64) {
         let shared = &self.index.shared;
         let newly_synced = !shared.synced.load(Ordering::Relaxed)
@@ -525,12 +547,11 @@ impl IndexWriter {
         if newly_synced {
             shared.synced.store(true, Ordering::Release);
         }
-        if std::mem::take(&mut self.changed) || newly_synced {
-            let secs = (now / 1000) as u32;
+        let published = std::mem::take(&mut self.changed) || newly_synced;
+        if published {
             let prev = shared.serial.load(Ordering::Relaxed);
-            shared
-                .serial
-                .store(secs.max(prev.wrapping_add(1)), Ordering::Relaxed);
+            let serial = super::serial::next(prev, (now / 1000) as u32);
+            shared.serial.store(serial, Ordering::Relaxed);
             let stats = &shared.stats;
             stats
                 .services
@@ -540,6 +561,11 @@ impl IndexWriter {
                 .store(self.endpoint_count, Ordering::Relaxed);
             stats.names.store(self.name_count, Ordering::Relaxed);
             stats.publishes.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(o) = self.observer.as_mut() {
+            o.end(shared.serial.load(Ordering::Relaxed));
+        }
+        if published {
             shared.generation.send_modify(|g| *g += 1);
         }
     }

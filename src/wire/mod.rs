@@ -41,6 +41,8 @@ pub enum Rcode {
     NotImp = 4,
     /// Not ours to answer (outside our zones, zone transfers).
     Refused = 5,
+    /// Not authorized: a transfer or NOTIFY whose TSIG signature fails (RFC 8945).
+    NotAuth = 9,
     /// An EDNS version we do not speak: 16, sent as 0 in the header and 1 in OPT.
     BadVers = 16,
 }
@@ -54,7 +56,7 @@ impl Rcode {
 
 /// Record types the query path knows by number.
 pub mod qtype {
-    pub use super::meta_qtype::{ANY, AXFR, IXFR, OPT};
+    pub use super::meta_qtype::{ANY, AXFR, IXFR, OPT, TSIG};
 
     /// IPv4 address.
     pub const A: u16 = 1;
@@ -79,6 +81,8 @@ pub mod qtype {
 mod meta_qtype {
     /// EDNS option pseudo-record.
     pub const OPT: u16 = 41;
+    /// Transaction signature pseudo-record (RFC 8945).
+    pub const TSIG: u16 = 250;
     /// Incremental zone transfer.
     pub const IXFR: u16 = 251;
     /// Zone transfer.

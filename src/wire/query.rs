@@ -46,6 +46,8 @@ pub struct Query {
     pub qclass: u16,
     /// The OPT record, if any.
     pub edns: Option<Edns>,
+    /// A TSIG record ends the message (RFC 8945): signed, for zone transfers.
+    pub signed: bool,
 }
 
 /// Why a packet is not answered normally.
@@ -152,10 +154,11 @@ impl Query {
             qtype: 0,
             qclass: 0,
             edns: None,
+            signed: false,
         };
         let formerr = (Reject::FormErr, id);
         let at = q.read_question(p).ok_or(formerr)?;
-        q.edns = read_opt(p, at, &h).ok_or(formerr)?;
+        (q.edns, q.signed) = read_opt(p, at, &h).ok_or(formerr)?;
         Ok(q)
     }
 
@@ -194,12 +197,15 @@ impl Query {
 }
 
 /// Walks the records after the question (answer and authority are empty in a
-/// normal query; skipped if present) and returns the OPT record's parameters,
-/// or `None` when a record is malformed. RFC 6891 §6.1.1: at most one OPT,
-/// with the root owner, in the additional section.
-fn read_opt(p: &[u8], mut at: usize, h: &Header) -> Option<Option<Edns>> {
+/// normal query; skipped if present) and returns the OPT record's parameters
+/// and whether the last record is a TSIG, or `None` when a record is
+/// malformed. RFC 6891 §6.1.1: at most one OPT, with the root owner, in the
+/// additional section.
+fn read_opt(p: &[u8], mut at: usize, h: &Header) -> Option<(Option<Edns>, bool)> {
     let mut edns = None;
-    for i in 0..h.an_ns + u32::from(h.ar) {
+    let mut signed = false;
+    let records = h.an_ns + u32::from(h.ar);
+    for i in 0..records {
         let owner = at;
         at = skip_name(p, at)?;
         let rtype = u16_at(p, at)?;
@@ -212,6 +218,7 @@ fn read_opt(p: &[u8], mut at: usize, h: &Header) -> Option<Option<Edns>> {
             return None;
         }
         at += rdlen;
+        signed = rtype == qtype::TSIG && i + 1 == records;
         if rtype == qtype::OPT {
             let in_additional = i >= h.an_ns;
             if !in_additional || edns.is_some() || p[owner] != 0 {
@@ -224,7 +231,7 @@ fn read_opt(p: &[u8], mut at: usize, h: &Header) -> Option<Option<Edns>> {
             });
         }
     }
-    Some(edns)
+    Some((edns, signed))
 }
 
 #[cfg(test)]

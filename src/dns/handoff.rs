@@ -1,0 +1,69 @@
+//! The seam between the query path and zone transfers.
+//!
+//! Zone transfers (AXFR, IXFR) and TSIG-signed requests do not fit the
+//! one-packet-in, one-packet-out query path: they need the client's address
+//! (access lists), may answer with many messages, and sign what they send.
+//! [`Answerer::answer`](super::Answerer::answer) hands them over with
+//! [`Outcome::Transfer`](super::Outcome::Transfer); the listeners then ask the
+//! [`TransferService`] installed on the answerer for the messages to send.
+//! `crate::transfer` implements it; this module only names the contract, so
+//! the query path does not depend on it.
+
+use std::net::SocketAddr;
+
+use super::Answerer;
+
+/// The messages of one response, in order; a UDP listener sends the first.
+pub type Messages = Box<dyn Iterator<Item = Vec<u8>> + Send>;
+
+/// Serves what [`Outcome::Transfer`](super::Outcome::Transfer) hands over.
+pub trait TransferService: Send + Sync {
+    /// The response to `packet` from `peer` (over TCP when `tcp`): DNS
+    /// messages without the TCP length prefix, produced lazily, so a long
+    /// transfer is encoded while it is written. Empty: send nothing.
+    fn respond(&self, answerer: &Answerer, packet: &[u8], peer: SocketAddr, tcp: bool) -> Messages;
+
+    /// Counters for the metrics page.
+    fn totals(&self) -> TransferTotals;
+}
+
+/// Zone transfer counters (since start) and journal gauges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransferTotals {
+    /// Requests served, by kind: see [`TRANSFER_KINDS`].
+    pub served: [u64; TRANSFER_KINDS.len()],
+    /// Requests refused, by reason: see [`REFUSAL_REASONS`].
+    pub refused: [u64; REFUSAL_REASONS.len()],
+    /// NOTIFY messages: sent (first tries and retries), acknowledged, given up.
+    pub notify: [u64; 3],
+    /// Changes held by the IXFR journal.
+    pub journal_changes: u64,
+    /// Bytes held by the IXFR journal.
+    pub journal_bytes: u64,
+}
+
+/// The `kind` label of [`TransferTotals::served`].
+pub const TRANSFER_KINDS: [&str; 5] = [
+    "axfr",
+    "ixfr",
+    // An IXFR answered with the whole zone: its serial was unknown or too old.
+    "ixfr_full",
+    // An IXFR from a client already at our serial: one SOA.
+    "ixfr_current",
+    // Ordinary queries signed with TSIG, answered and signed.
+    "signed_query",
+];
+
+/// The `reason` label of [`TransferTotals::refused`].
+pub const REFUSAL_REASONS: [&str; 5] = [
+    // Client address outside `allow` (REFUSED).
+    "acl",
+    // No signature where `require_tsig` wants one (REFUSED).
+    "unsigned",
+    // Unknown key, bad MAC or time (NOTAUTH).
+    "tsig",
+    // Too many transfers at once (REFUSED).
+    "busy",
+    // Not one of our zones (NOTAUTH), AXFR over UDP, malformed (FORMERR).
+    "bad_request",
+];

@@ -1,0 +1,28 @@
+//! A hook on the writer's publications, for whoever keeps history of them.
+//!
+//! Zone transfers (`crate::transfer`) record each publication's changes in a
+//! journal for IXFR. They do it here, on the writer's side, when the writer
+//! swaps a service's view: the query path never pays for it, and the index
+//! knows nothing about records or transfers.
+
+use std::sync::Arc;
+
+use super::ServiceView;
+
+/// Told, in order, about every [`super::IndexWriter::publish`]:
+/// [`begin`](PublishObserver::begin), one
+/// [`service`](PublishObserver::service) per service whose view was replaced,
+/// then [`end`](PublishObserver::end) once the new serial is stored.
+pub trait PublishObserver: Send {
+    /// A publication starts; nothing of it is visible to readers yet.
+    fn begin(&mut self);
+    /// A service's view went from `old` to `new` (`None`: it did not exist).
+    fn service(&mut self, old: Option<&Arc<ServiceView>>, new: Option<&Arc<ServiceView>>);
+    /// The publication is complete and readers see `serial`.
+    fn end(&mut self, serial: u32);
+    /// The lowest serial the index may use (a floor kept across restarts);
+    /// asked once, when the observer is installed.
+    fn serial_floor(&self) -> u32 {
+        0
+    }
+}

@@ -1,0 +1,181 @@
+//! Zone transfers to secondaries: AXFR and IXFR (RFC 5936, RFC 1995) of the
+//! cluster zone and the reverse zones, NOTIFY (RFC 1996), TSIG (RFC 8945)
+//! and an access list.
+//!
+//! Layout:
+//! - `zones`: which zones, and each zone's records (from `dns::zonefile`,
+//!   the same records `export-zone` prints) as wire bytes;
+//! - `recorder` + `journal`: on the index writer's side, each publication's
+//!   removed and added records go into a bounded journal for IXFR;
+//! - `serve`: the [`TransferService`] the listeners hand requests to: access
+//!   list, signatures, AXFR from a consistent snapshot of the views, IXFR
+//!   from the journal (the whole zone when the serial is unknown);
+//! - `message`: packing records into (signed) messages; `tsig`: keys and
+//!   signatures; `notify`: telling secondaries about changes.
+//!
+//! Nothing here runs on the query path: AXFR/IXFR and signed requests reach
+//! it through `Outcome::Transfer`, and the journal is fed when the writer
+//! publishes.
+
+mod journal;
+mod message;
+mod notify;
+mod recorder;
+mod serve;
+mod tsig;
+mod zones;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{Cidr, Config};
+use crate::dns::DnsSettings;
+use crate::dns::handoff::{REFUSAL_REASONS, TRANSFER_KINDS, TransferService, TransferTotals};
+use crate::error::Result;
+use crate::index::{Index, IndexWriter};
+use journal::Journal;
+use zones::Zones;
+
+/// Unix time in seconds (TSIG times).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Counters behind [`TransferTotals`].
+#[derive(Debug, Default)]
+struct Stats {
+    served: [AtomicU64; TRANSFER_KINDS.len()],
+    refused: [AtomicU64; REFUSAL_REASONS.len()],
+    notify: [AtomicU64; 3],
+}
+
+/// What the serving side, the recorder and the NOTIFY task share.
+struct Shared {
+    index: Index,
+    settings: Arc<DnsSettings>,
+    zones: Arc<Zones>,
+    /// A std `Mutex`: the writer holds it to append one change, a transfer
+    /// to copy one difference out; never across an `.await`.
+    journal: Mutex<Journal>,
+    /// Odd while the writer publishes: an AXFR snapshot of the views is
+    /// taken between two equal even values (a sequence lock).
+    publishing: AtomicU64,
+    notify: notify::Queue,
+    keys: tsig::Keys,
+    allow: Vec<Cidr>,
+    require_tsig: bool,
+    /// One permit per transfer being sent.
+    slots: Arc<Semaphore>,
+    stats: Stats,
+}
+
+/// The zone transfer service of one engine (see the module docs).
+pub struct Transfers {
+    shared: Arc<Shared>,
+}
+
+/// Sets up zone transfers when `[transfer] allow` lists any network: installs
+/// the journal's recorder on `writer`, starts the NOTIFY task on `tracker`,
+/// and returns the service to hand to the answerer.
+pub fn start(
+    config: &Config,
+    settings: &DnsSettings,
+    writer: &mut IndexWriter,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Option<Arc<Transfers>>> {
+    let t = &config.transfer;
+    if t.allow.is_empty() {
+        if !t.notify.is_empty() {
+            warn!("transfer.notify is set but transfer.allow is empty: transfers are off");
+        }
+        return Ok(None);
+    }
+    let keys = tsig::Keys::new(&t.tsig)?;
+    let zones = Arc::new(Zones::new(settings));
+    let shared = Arc::new(Shared {
+        index: writer.index(),
+        settings: Arc::new(settings.clone()),
+        zones,
+        journal: Mutex::new(Journal::new(
+            t.journal_max_changes,
+            t.journal_max_kb.saturating_mul(1024),
+        )),
+        publishing: AtomicU64::new(0),
+        notify: notify::Queue::default(),
+        keys: keys.clone(),
+        allow: t.allow.clone(),
+        require_tsig: t.require_tsig,
+        slots: Arc::new(Semaphore::new(t.max_concurrent)),
+        stats: Stats::default(),
+    });
+    writer.observe(Box::new(recorder::Recorder::new(
+        Arc::clone(&shared),
+        t.serial_file.clone(),
+    )));
+    if !t.notify.is_empty() {
+        let targets = notify::Targets {
+            addrs: t.notify.clone(),
+            key: t.notify_key.as_deref().and_then(|k| keys.named(k).cloned()),
+            source: config
+                .dns
+                .listen
+                .iter()
+                .map(SocketAddr::ip)
+                .filter(|ip| !ip.is_unspecified())
+                .collect(),
+        };
+        tracker.spawn(notify::run(Arc::clone(&shared), targets, stop.clone()));
+    }
+    info!(
+        allow = ?t.allow.iter().map(|c| c.0).collect::<Vec<_>>(),
+        notify = ?t.notify,
+        keys = t.tsig.len(),
+        require_tsig = t.require_tsig,
+        "zone transfers on"
+    );
+    Ok(Some(Arc::new(Transfers { shared })))
+}
+
+impl Transfers {
+    fn totals(&self) -> TransferTotals {
+        let s = &self.shared.stats;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let journal = self
+            .shared
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        TransferTotals {
+            served: s.served.each_ref().map(load),
+            refused: s.refused.each_ref().map(load),
+            notify: s.notify.each_ref().map(load),
+            journal_changes: journal.len() as u64,
+            journal_bytes: journal.bytes() as u64,
+        }
+    }
+}
+
+impl TransferService for Transfers {
+    fn respond(
+        &self,
+        answerer: &crate::dns::Answerer,
+        packet: &[u8],
+        peer: SocketAddr,
+        tcp: bool,
+    ) -> crate::dns::handoff::Messages {
+        serve::respond(&self.shared, answerer, packet, peer, tcp)
+    }
+
+    fn totals(&self) -> TransferTotals {
+        Transfers::totals(self)
+    }
+}

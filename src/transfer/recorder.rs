@@ -1,0 +1,153 @@
+//! The writer-side half of zone transfers: a [`PublishObserver`] that turns
+//! each publication into a journal change, marks a consistent-snapshot
+//! counter for AXFR, wakes the NOTIFY task, and keeps the serial floor file.
+//!
+//! It runs on the index writer's task, after the writer has built the new
+//! views and before it moves on: the query path never waits for it. Until
+//! the index has synced it records nothing (no secondary can hold a serial
+//! from before), so the initial load costs no diffs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::warn;
+
+use super::Shared;
+use super::journal::Pending;
+use crate::index::ServiceView;
+use crate::index::observe::PublishObserver;
+
+/// How far ahead of the served serial the floor file is kept: it is
+/// rewritten once the serial has used half of it.
+const SERIAL_MARGIN: u32 = 600;
+
+/// The index writer's observer.
+pub(crate) struct Recorder {
+    shared: Arc<Shared>,
+    pending: Pending,
+    old: Vec<(u8, Vec<u8>)>,
+    new: Vec<(u8, Vec<u8>)>,
+    /// Zones with a record changed by the publication in progress.
+    changed: Vec<bool>,
+    /// The serial readers saw before the publication in progress.
+    serial: u32,
+    /// True once the index has synced: changes are journaled from then on.
+    recording: bool,
+    floor: Option<SerialFloor>,
+}
+
+impl Recorder {
+    pub(crate) fn new(shared: Arc<Shared>, serial_file: Option<PathBuf>) -> Self {
+        let zones = shared.zones.len();
+        Self {
+            shared,
+            pending: Pending::default(),
+            old: Vec::new(),
+            new: Vec::new(),
+            changed: vec![false; zones],
+            serial: 0,
+            recording: false,
+            floor: serial_file.map(SerialFloor::load),
+        }
+    }
+
+    fn records(&self, v: Option<&Arc<ServiceView>>, out: &mut Vec<(u8, Vec<u8>)>) {
+        out.clear();
+        if let Some(v) = v {
+            self.shared
+                .zones
+                .view_records(v, &self.shared.settings, None, out);
+        }
+    }
+}
+
+impl PublishObserver for Recorder {
+    fn begin(&mut self) {
+        // Odd while views change: AXFR snapshots taken now are retried.
+        self.shared.publishing.fetch_add(1, Ordering::SeqCst);
+        self.pending.clear();
+        self.changed.fill(false);
+    }
+
+    fn service(&mut self, old: Option<&Arc<ServiceView>>, new: Option<&Arc<ServiceView>>) {
+        if !self.recording {
+            return;
+        }
+        let (mut o, mut n) = (std::mem::take(&mut self.old), std::mem::take(&mut self.new));
+        self.records(old, &mut o);
+        self.records(new, &mut n);
+        self.pending.diff(&o, &n, &mut self.changed);
+        (self.old, self.new) = (o, n);
+    }
+
+    fn end(&mut self, serial: u32) {
+        if serial != self.serial {
+            let s = &self.shared;
+            if self.recording {
+                let mut journal = s.journal.lock().unwrap_or_else(|p| p.into_inner());
+                journal.push(self.serial, serial, &mut self.pending);
+                drop(journal);
+                s.notify.mark(&self.changed);
+            } else if s.index.is_synced() {
+                // The first synced serial: history starts here, and every
+                // secondary hears of it (after a restart theirs is older).
+                s.journal
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .start(serial);
+                self.recording = true;
+                s.notify.mark(&vec![true; self.changed.len()]);
+            }
+            self.serial = serial;
+            if let Some(f) = self.floor.as_mut() {
+                f.keep(serial);
+            }
+        }
+        self.shared.publishing.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn serial_floor(&self) -> u32 {
+        self.floor
+            .as_ref()
+            .map_or(0, |f| f.reserved.wrapping_add(1))
+    }
+}
+
+/// `[transfer] serial_file`: a serial no published serial has reached yet,
+/// so that a restarted server starts above everything it served before
+/// (secondaries ignore a serial that is not newer than theirs).
+struct SerialFloor {
+    path: PathBuf,
+    reserved: u32,
+}
+
+impl SerialFloor {
+    fn load(path: PathBuf) -> Self {
+        let reserved = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        Self { path, reserved }
+    }
+
+    /// Moves the reservation ahead when `serial` has used half of it. The
+    /// file is written before any serial beyond the old reservation can be
+    /// served: the serial grows by one per publication unless the clock
+    /// jumps it, and the clock alone keeps a restart above those.
+    fn keep(&mut self, serial: u32) {
+        if serial < self.reserved.saturating_sub(SERIAL_MARGIN / 2) {
+            return;
+        }
+        let reserved = serial.saturating_add(SERIAL_MARGIN);
+        let tmp = self.path.with_extension("tmp");
+        let written = std::fs::write(&tmp, format!("{reserved}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        match written {
+            Ok(()) => self.reserved = reserved,
+            Err(e) => {
+                warn!(error = %e, path = %self.path.display(), "cannot write the serial file")
+            }
+        }
+    }
+}

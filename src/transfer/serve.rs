@@ -1,0 +1,357 @@
+//! Answering what the listeners hand over: zone transfers and signed queries.
+//!
+//! In order: the request's signature (a bad one is NOTAUTH, RFC 8945 §5.2);
+//! for AXFR/IXFR the access list, `require_tsig`, the zone, the bound on
+//! concurrent transfers; then the records. Refusals are counted by reason
+//! and logged at debug. Every answer to a signed request is signed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::{DNSClass, RData, RecordType};
+use tracing::debug;
+
+use super::journal::Since;
+use super::message::{Head, Packer, TCP_MESSAGE, TSIG_ROOM};
+use super::tsig::{Chain, Verified};
+use super::zones::ZoneRecords;
+use super::{Shared, unix_now};
+use crate::dns::handoff::Messages;
+use crate::dns::{Answerer, Outcome};
+use crate::index::ServiceView;
+use crate::wire::{Rcode, skip_name};
+
+/// Indices into `TRANSFER_KINDS` and `REFUSAL_REASONS` (`dns::handoff`).
+mod kind {
+    pub const AXFR: usize = 0;
+    pub const IXFR: usize = 1;
+    pub const IXFR_FULL: usize = 2;
+    pub const IXFR_CURRENT: usize = 3;
+    pub const SIGNED_QUERY: usize = 4;
+    pub const ACL: usize = 0;
+    pub const UNSIGNED: usize = 1;
+    pub const TSIG: usize = 2;
+    pub const BUSY: usize = 3;
+    pub const BAD_REQUEST: usize = 4;
+}
+
+/// The end of the question section (one question), and where the last
+/// record of the message starts.
+fn layout(p: &[u8]) -> Option<(usize, Option<usize>)> {
+    let count = |i: usize| Some(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]) as usize);
+    if count(4)? != 1 {
+        return None;
+    }
+    let question_end = skip_name(p, 12)? + 4;
+    let mut at = question_end;
+    let mut last = None;
+    for _ in 0..count(6)? + count(8)? + count(10)? {
+        last = Some(at);
+        at = skip_name(p, at)?;
+        at += 10 + count(at + 8)?;
+    }
+    (at <= p.len() && question_end <= p.len()).then_some((question_end, last))
+}
+
+/// One message: `head` with `rcode` and `records`, signed when `chain` is.
+fn one(head: &Head, rcode: u8, records: &[Vec<u8>], chain: Option<Chain>) -> Messages {
+    let mut out = Vec::new();
+    head.start(rcode, &mut out);
+    for r in records {
+        head.push(&mut out, r);
+    }
+    if let Some(mut c) = chain {
+        c.sign(&mut out, unix_now(), None);
+    }
+    Box::new(std::iter::once(out))
+}
+
+/// See the module docs.
+pub(super) fn respond(
+    shared: &Arc<Shared>,
+    answerer: &Answerer,
+    packet: &[u8],
+    peer: SocketAddr,
+    tcp: bool,
+) -> Messages {
+    let (Ok(msg), Some((question_end, last))) = (Message::from_vec(packet), layout(packet)) else {
+        shared.stats.refused[kind::BAD_REQUEST].fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        crate::wire::write_error_header(&mut out, packet, id_of(packet), Rcode::FormErr);
+        return Box::new(std::iter::once(out));
+    };
+    // `layout` checked that there is exactly one question.
+    let head = Head {
+        id: msg.id,
+        opcode_rd: packet[2] & 0x79,
+        question: packet[12..question_end].to_vec(),
+        zone: None,
+    };
+    let chain = match shared.keys.verify(packet, &msg, unix_now()) {
+        Verified::Unsigned => None,
+        Verified::Signed(chain) => Some(chain),
+        Verified::Bad(bad) => {
+            shared.stats.refused[kind::TSIG].fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, reason = bad.reason(), "request with a bad TSIG signature: NOTAUTH");
+            let mut out = Vec::new();
+            head.start(Rcode::NotAuth as u8, &mut out);
+            bad.sign(&mut out, unix_now());
+            return Box::new(std::iter::once(out));
+        }
+    };
+    if !matches!(
+        msg.queries[0].query_type(),
+        RecordType::AXFR | RecordType::IXFR
+    ) {
+        return signed_query(shared, answerer, packet, last, tcp, &head, chain);
+    }
+    transfer(shared, &msg, head, chain, peer, tcp)
+}
+
+/// An AXFR or IXFR request: who may have it, then which zone and how.
+fn transfer(
+    shared: &Arc<Shared>,
+    msg: &Message,
+    mut head: Head,
+    chain: Option<Chain>,
+    peer: SocketAddr,
+    tcp: bool,
+) -> Messages {
+    let q = &msg.queries[0];
+    let qtype = q.query_type();
+    let refuse = |reason: usize, rcode: u8, chain: Option<Chain>, why: &str| {
+        shared.stats.refused[reason].fetch_add(1, Ordering::Relaxed);
+        debug!(%peer, ?qtype, why, "zone transfer refused");
+        one(&head, rcode, &[], chain)
+    };
+    if !shared.allow.iter().any(|c| c.contains(peer.ip())) {
+        return refuse(
+            kind::ACL,
+            Rcode::Refused as u8,
+            chain,
+            "client outside transfer.allow",
+        );
+    }
+    if shared.require_tsig && chain.is_none() {
+        return refuse(
+            kind::UNSIGNED,
+            Rcode::Refused as u8,
+            chain,
+            "unsigned, and require_tsig",
+        );
+    }
+    let qname = crate::wire::name::from_dotted(&q.name().to_ascii()).unwrap_or_default();
+    let Some(zone) = shared.zones.find(&qname) else {
+        return refuse(
+            kind::BAD_REQUEST,
+            Rcode::NotAuth as u8,
+            chain,
+            "not one of our zones",
+        );
+    };
+    if q.query_class() != DNSClass::IN || (qtype == RecordType::AXFR && !tcp) {
+        return refuse(
+            kind::BAD_REQUEST,
+            Rcode::Refused as u8,
+            chain,
+            "not class IN, or AXFR over UDP",
+        );
+    }
+    if !shared.index.is_synced() {
+        return one(&head, Rcode::ServFail as u8, &[], chain);
+    }
+    head.zone = Some(shared.zones.wire(zone).to_vec());
+    let request = Request {
+        shared,
+        head,
+        zone,
+        chain,
+        peer,
+        tcp,
+    };
+    if qtype == RecordType::AXFR {
+        return request.axfr(kind::AXFR);
+    }
+    let client = msg.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    });
+    match client {
+        Some(serial) => request.ixfr(serial, msg.max_payload()),
+        None => refuse_bad(request, "IXFR without the client's SOA"),
+    }
+}
+
+fn refuse_bad(r: Request<'_>, why: &str) -> Messages {
+    r.shared.stats.refused[kind::BAD_REQUEST].fetch_add(1, Ordering::Relaxed);
+    debug!(peer = %r.peer, why, "zone transfer refused");
+    one(&r.head, Rcode::FormErr as u8, &[], r.chain)
+}
+
+fn id_of(p: &[u8]) -> u16 {
+    p.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// An ordinary query that came signed: answered by the query path without
+/// its TSIG record, then signed (secondaries sign their SOA checks).
+fn signed_query(
+    shared: &Shared,
+    answerer: &Answerer,
+    packet: &[u8],
+    last: Option<usize>,
+    tcp: bool,
+    head: &Head,
+    chain: Option<Chain>,
+) -> Messages {
+    let mut stripped = packet[..last.unwrap_or(packet.len())].to_vec();
+    let ar = u16::from_be_bytes([stripped[10], stripped[11]]).saturating_sub(1);
+    stripped[10..12].copy_from_slice(&ar.to_be_bytes());
+    let mut out = Vec::new();
+    if answerer.answer(&stripped, tcp, &mut out) != Outcome::Reply {
+        return one(head, Rcode::Refused as u8, &[], chain);
+    }
+    shared.stats.served[kind::SIGNED_QUERY].fetch_add(1, Ordering::Relaxed);
+    if let Some(mut c) = chain {
+        c.sign(&mut out, unix_now(), None);
+    }
+    Box::new(std::iter::once(out))
+}
+
+/// An accepted transfer request.
+struct Request<'a> {
+    shared: &'a Arc<Shared>,
+    head: Head,
+    zone: usize,
+    chain: Option<Chain>,
+    peer: SocketAddr,
+    tcp: bool,
+}
+
+impl Request<'_> {
+    fn soa(&self, serial: u32) -> Vec<u8> {
+        self.shared
+            .zones
+            .soa(&self.shared.settings, self.zone, serial)
+    }
+
+    fn count(&self, kind: usize, serial: u32) {
+        self.shared.stats.served[kind].fetch_add(1, Ordering::Relaxed);
+        let zone = self.shared.zones.name(self.zone);
+        debug!(peer = %self.peer, zone, kind = crate::dns::handoff::TRANSFER_KINDS[kind], serial, "zone transfer");
+    }
+
+    /// The whole zone (AXFR, or an AXFR-style IXFR answer).
+    fn axfr(self, kind: usize) -> Messages {
+        let Ok(permit) = Arc::clone(&self.shared.slots).try_acquire_owned() else {
+            self.shared.stats.refused[kind::BUSY].fetch_add(1, Ordering::Relaxed);
+            debug!(peer = %self.peer, "zone transfer refused: max_concurrent reached");
+            return one(&self.head, Rcode::Refused as u8, &[], self.chain);
+        };
+        let Some((serial, views)) = snapshot(self.shared) else {
+            debug!(peer = %self.peer, "no consistent snapshot of the zone: SERVFAIL");
+            return one(&self.head, Rcode::ServFail as u8, &[], self.chain);
+        };
+        self.count(kind, serial);
+        let s = self.shared;
+        let records = ZoneRecords::new(
+            Arc::clone(&s.zones),
+            Arc::clone(&s.settings),
+            self.zone,
+            serial,
+            views,
+        );
+        Box::new(Packer::new(
+            self.head,
+            records,
+            TCP_MESSAGE,
+            self.chain,
+            Some(permit),
+        ))
+    }
+
+    /// RFC 1995 §4: the differences since `client`, one SOA when it is
+    /// current, the whole zone when the journal does not reach back to it.
+    /// Over UDP, what does not fit in `payload` becomes the current SOA alone
+    /// (the client then asks over TCP).
+    fn ixfr(self, client: u32, payload: u16) -> Messages {
+        let since = {
+            let journal = self
+                .shared
+                .journal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let since = journal.since(self.zone as u8, client);
+            (since, journal.current())
+        };
+        let (removed, added, current) = match since {
+            (Since::Current(current), _) => {
+                self.count(kind::IXFR_CURRENT, current);
+                return one(&self.head, 0, &[self.soa(current)], self.chain);
+            }
+            (Since::Unknown, current) if !self.tcp => {
+                self.count(kind::IXFR_FULL, current);
+                return one(&self.head, 0, &[self.soa(current)], self.chain);
+            }
+            (Since::Unknown, _) => return self.axfr(kind::IXFR_FULL),
+            (
+                Since::Diff {
+                    current,
+                    removed,
+                    added,
+                },
+                _,
+            ) => (removed, added, current),
+        };
+        let soa = self.soa(current);
+        let mut records = Vec::with_capacity(removed.len() + added.len() + 4);
+        records.push(soa.clone());
+        records.push(self.soa(client));
+        records.extend(removed);
+        records.push(soa.clone());
+        records.extend(added);
+        records.push(soa.clone());
+        self.count(kind::IXFR, current);
+        let max_udp = self.shared.settings.dns.max_udp_payload;
+        let limit = if self.tcp {
+            TCP_MESSAGE
+        } else {
+            let room = if self.chain.is_some() { TSIG_ROOM } else { 0 };
+            (payload.min(max_udp) as usize).max(512) - room
+        };
+        let size: usize = records.iter().map(|r| self.head.pushed_len(r)).sum();
+        if !self.tcp && self.head.question.len() + 12 + size > limit {
+            return one(&self.head, 0, &[soa], self.chain);
+        }
+        Box::new(Packer::new(
+            self.head,
+            records.into_iter(),
+            limit,
+            self.chain,
+            None,
+        ))
+    }
+}
+
+/// The serial and views of one publication, read between two publications
+/// (a sequence lock: retried while the writer is mid-publish). Waits at most
+/// ~20 ms; `None` under a publication that long.
+fn snapshot(shared: &Shared) -> Option<(u32, Vec<Arc<ServiceView>>)> {
+    for attempt in 0..40 {
+        let before = shared.publishing.load(Ordering::SeqCst);
+        if before.is_multiple_of(2) {
+            let serial = shared.index.serial();
+            let views = shared.index.services();
+            if shared.publishing.load(Ordering::SeqCst) == before {
+                return Some((serial, views));
+            }
+        }
+        if attempt < 20 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    None
+}

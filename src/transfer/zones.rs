@@ -1,0 +1,178 @@
+//! Which zones we transfer, and each zone's records as wire bytes.
+//!
+//! The zones are the answerer's: the cluster zone first, then the reverse
+//! zones, most specific first (an address belongs to the narrowest reverse
+//! zone that holds it, as on the query path). Records come from
+//! `dns::zonefile`, so a transfer carries exactly what `export-zone` prints.
+
+use std::sync::Arc;
+
+use crate::dns::DnsSettings;
+use crate::dns::zonefile::{self, ZoneRecord};
+use crate::index::ServiceView;
+
+/// Our zones, in the answerer's order.
+#[derive(Debug)]
+pub(crate) struct Zones {
+    /// Lower-case names without trailing dot; `names[0]` is the cluster zone.
+    names: Vec<String>,
+    /// The same names in lower-case wire format.
+    wires: Vec<Vec<u8>>,
+}
+
+impl Zones {
+    /// The zones `settings` serves.
+    pub(crate) fn new(settings: &DnsSettings) -> Self {
+        let mut reverse: Vec<String> = settings
+            .dns
+            .reverse_zones
+            .iter()
+            .map(|z| z.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        reverse.sort_by_key(|z| std::cmp::Reverse(z.split('.').count()));
+        reverse.dedup();
+        let mut names = vec![settings.dns.zone.clone()];
+        names.extend(reverse);
+        // Zone names are validated by the config: they have a wire form.
+        let wires = names
+            .iter()
+            .map(|n| crate::wire::name::from_dotted(n).unwrap_or_default())
+            .collect();
+        Self { names, wires }
+    }
+
+    /// How many zones.
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Zone `i`'s name.
+    pub(crate) fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+
+    /// Zone `i`'s name in wire format.
+    pub(crate) fn wire(&self, i: usize) -> &[u8] {
+        &self.wires[i]
+    }
+
+    /// The zone whose apex is `qname` (lower-case wire format).
+    pub(crate) fn find(&self, qname: &[u8]) -> Option<usize> {
+        self.wires.iter().position(|w| w.as_slice() == qname)
+    }
+
+    /// The reverse zone that holds the owner name `owner` (dotted).
+    fn reverse_zone_of(&self, owner: &str) -> Option<usize> {
+        (1..self.names.len()).find(|&i| {
+            let z = &self.names[i];
+            owner == z
+                || owner
+                    .strip_suffix(z.as_str())
+                    .is_some_and(|p| p.ends_with('.'))
+        })
+    }
+
+    /// Appends the records `v` has in `zone` (every zone when `None`) as
+    /// (zone, wire record), sorted and without duplicates.
+    pub(crate) fn view_records(
+        &self,
+        v: &ServiceView,
+        settings: &DnsSettings,
+        zone: Option<usize>,
+        out: &mut Vec<(u8, Vec<u8>)>,
+    ) {
+        let start = out.len();
+        let mut recs: Vec<ZoneRecord> = Vec::new();
+        if zone.is_none_or(|z| z == 0) {
+            zonefile::service_records(v, settings, &mut recs);
+            out.extend(recs.drain(..).filter_map(|r| Some((0, r.wire()?))));
+        }
+        if zone != Some(0) && self.names.len() > 1 {
+            zonefile::ptr_records(v, settings, &mut recs);
+            for r in recs.drain(..) {
+                let Some(z) = self.reverse_zone_of(&r.owner) else {
+                    continue;
+                };
+                if zone.is_none_or(|want| want == z)
+                    && let Some(w) = r.wire()
+                {
+                    out.push((z as u8, w));
+                }
+            }
+        }
+        out[start..].sort_unstable();
+        let mut kept = out.split_off(start);
+        kept.dedup();
+        out.extend(kept);
+    }
+
+    /// Zone `zone`'s apex records in wire format, SOA (with `serial`) first.
+    pub(crate) fn apex(&self, settings: &DnsSettings, zone: usize, serial: u32) -> Vec<Vec<u8>> {
+        zonefile::apex_records(settings, &self.names[zone], serial)
+            .iter()
+            .filter_map(ZoneRecord::wire)
+            .collect()
+    }
+
+    /// Zone `zone`'s SOA record with `serial`.
+    pub(crate) fn soa(&self, settings: &DnsSettings, zone: usize, serial: u32) -> Vec<u8> {
+        self.apex(settings, zone, serial)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+}
+
+/// The records of a whole zone, produced a service at a time: apex records
+/// (SOA first), every service's records, and the SOA again (RFC 5936 §2.2).
+pub(crate) struct ZoneRecords {
+    zones: Arc<Zones>,
+    settings: Arc<DnsSettings>,
+    zone: usize,
+    soa: Option<Vec<u8>>,
+    views: std::vec::IntoIter<Arc<ServiceView>>,
+    queue: std::collections::VecDeque<Vec<u8>>,
+    buf: Vec<(u8, Vec<u8>)>,
+}
+
+impl ZoneRecords {
+    /// The records of `zone` at `serial`, from the views published at that serial.
+    pub(crate) fn new(
+        zones: Arc<Zones>,
+        settings: Arc<DnsSettings>,
+        zone: usize,
+        serial: u32,
+        views: Vec<Arc<ServiceView>>,
+    ) -> Self {
+        let apex = zones.apex(&settings, zone, serial);
+        Self {
+            soa: apex.first().cloned(),
+            queue: apex.into(),
+            zones,
+            settings,
+            zone,
+            views: views.into_iter(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl Iterator for ZoneRecords {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(r) = self.queue.pop_front() {
+                return Some(r);
+            }
+            match self.views.next() {
+                Some(v) => {
+                    self.zones
+                        .view_records(&v, &self.settings, Some(self.zone), &mut self.buf);
+                    self.queue.extend(self.buf.drain(..).map(|(_, r)| r));
+                }
+                None => return self.soa.take(),
+            }
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! Zone transfers against the real server on loopback: AXFR of every zone
+//! (the records `export-zone` prints, SOA first and last, many messages for
+//! a big zone), IXFR from the journal (differences, one SOA, the whole zone
+//! for an unknown serial; over TCP and UDP), the access list, TSIG (bad
+//! keys get NOTAUTH and no records, good ones get every message signed),
+//! the bound on concurrent transfers and the cut-off of a stalled reader.
+//! Real secondaries (Knot, BIND) are in `transfer_secondaries.rs`.
+
+mod support;
+mod transfer_support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::serialize::txt::Parser;
+use support::dns::{Proto, TestServer, exchange, http, message, rewrite};
+use transfer_support::{SECRET, WRONG_SECRET, request, signer, soa_serial, tcp, udp};
+
+const FIXTURES: &str = include_str!("fixtures.yaml");
+const ZONE: &str = "cluster.local";
+
+/// Transfers allowed from 127.0.0.1 only.
+fn allow_loopback(c: &mut headless_dns::Config) {
+    c.transfer.allow = vec!["127.0.0.1/32".parse().unwrap()];
+}
+
+fn key(c: &mut headless_dns::Config, require: bool) {
+    c.transfer.tsig = vec![headless_dns::config::TsigKeyConfig {
+        name: "xfr-key".into(),
+        algorithm: "hmac-sha256".into(),
+        secret: SECRET.into(),
+    }];
+    c.transfer.require_tsig = require;
+}
+
+/// A headless service `big` with `pods` ready endpoints.
+fn big_service(pods: usize) -> String {
+    let mut y = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: default}\nspec: {clusterIP: None, ports: [{name: web, port: 80}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: big-1, namespace: default, labels: {kubernetes.io/service-name: big}}\naddressType: IPv4\nports: [{name: web, protocol: TCP, port: 80}]\nendpoints:\n",
+    );
+    for i in 0..pods {
+        y.push_str(&format!(
+            "  - {{addresses: [\"10.{}.{}.{}\"], hostname: big-{i}}}\n",
+            2 + i / 62500,
+            i / 250 % 250,
+            i % 250 + 1
+        ));
+    }
+    y
+}
+
+async fn serial(s: &TestServer) -> u32 {
+    let m = s.query(Proto::Udp, ZONE, RecordType::SOA).await;
+    soa_serial(&m.answers[0]).expect("SOA answer")
+}
+
+/// One value of the metrics page, e.g. `name{kind="ixfr"}`; 0 if absent.
+async fn metric(s: &TestServer, series: &str) -> f64 {
+    let (_, body) = http(s.admin, "GET", "/metrics").await.unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The records of `export-zone` for the same configuration, as hickory prints them.
+fn exported_lines(config: &headless_dns::Config) -> Vec<String> {
+    let text = headless_dns::export_manifests(config).unwrap();
+    let (_, sets) = Parser::new(
+        text,
+        None,
+        Some(Name::from_ascii("cluster.local.").unwrap()),
+    )
+    .parse()
+    .unwrap();
+    let mut v: Vec<String> = sets
+        .values()
+        .flat_map(|s| s.records_without_rrsigs().cloned().collect::<Vec<_>>())
+        .filter(|r| r.record_type() != RecordType::SOA)
+        .map(|r| r.to_string().to_ascii_lowercase())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn axfr_of_every_zone_is_what_export_zone_prints() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let s = TestServer::with_manifests(FIXTURES, allow_loopback).await;
+        let t = tcp(s.dns, request(ZONE, RecordType::AXFR, None), None).await;
+        assert_eq!(t.rcode(), ResponseCode::NoError);
+        let records = t.records();
+        let (first, last) = (&records[0], records.last().unwrap());
+        assert_eq!(first.record_type(), RecordType::SOA);
+        assert_eq!(last.record_type(), RecordType::SOA);
+        assert_eq!(soa_serial(first), Some(serial(&s).await));
+        assert_eq!(soa_serial(first), soa_serial(last));
+        assert!(t.messages.iter().all(|m| m.metadata.authoritative));
+        let mut config = support::dns::test_config(vec![s.manifest_path()]);
+        allow_loopback(&mut config);
+        let exported = exported_lines(&config);
+        assert!(exported.len() > 20, "{exported:?}");
+        assert_eq!(t.lines_without_soa(), exported);
+
+        // The reverse zones: every address the query path answers a PTR for.
+        let v4 = tcp(s.dns, request("in-addr.arpa", RecordType::AXFR, None), None).await;
+        let v6 = tcp(s.dns, request("ip6.arpa", RecordType::AXFR, None), None).await;
+        let ptrs: Vec<_> = v4
+            .records()
+            .into_iter()
+            .chain(v6.records())
+            .filter(|r| r.record_type() == RecordType::PTR)
+            .collect();
+        let has = |owner: &str, target: &str| {
+            ptrs.iter().any(|r| {
+                r.name.to_ascii() == owner
+                    && matches!(&r.data, RData::PTR(p) if p.0.to_ascii() == target)
+            })
+        };
+        assert!(has(
+            "11.0.1.10.in-addr.arpa.",
+            "web-1.nginx.default.svc.cluster.local."
+        ));
+        assert!(has(
+            "10.0.96.10.in-addr.arpa.",
+            "api.default.svc.cluster.local."
+        ));
+        assert!(
+            v6.records()
+                .iter()
+                .any(|r| r.record_type() == RecordType::PTR)
+        );
+        for r in &ptrs {
+            let m = s
+                .query(Proto::Udp, &r.name.to_ascii(), RecordType::PTR)
+                .await;
+            assert!(
+                m.answers.iter().any(|a| a.data == r.data),
+                "{r} is not served: {m:?}"
+            );
+        }
+
+        // AXFR over UDP, and of a zone that is not ours, get no records.
+        let u = udp(s.dns, request(ZONE, RecordType::AXFR, None), None).await;
+        assert_eq!(u.rcode(), ResponseCode::Refused);
+        assert!(u.records().is_empty());
+        let n = tcp(s.dns, request("example.com", RecordType::AXFR, None), None).await;
+        assert_eq!(n.rcode(), ResponseCode::NotAuth);
+        assert!(n.records().is_empty());
+        s.stop().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_big_zone_comes_in_many_messages() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let s = TestServer::with_manifests(&big_service(3000), allow_loopback).await;
+        let t = tcp(s.dns, request(ZONE, RecordType::AXFR, None), None).await;
+        assert_eq!(t.rcode(), ResponseCode::NoError);
+        assert!(t.messages.len() > 5, "{} messages", t.messages.len());
+        let records = t.records();
+        let count = |rt| records.iter().filter(|r| r.record_type() == rt).count();
+        assert_eq!(count(RecordType::SOA), 2);
+        // The service's 3000 addresses, each endpoint's, ns.dns's, and 3000 SRV.
+        assert_eq!(count(RecordType::A), 6001);
+        assert_eq!(count(RecordType::SRV), 3000);
+        assert_eq!(records.last().unwrap().record_type(), RecordType::SOA);
+        s.stop().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// Moves web-1 of the fixtures from 10.1.0.11 to 10.1.0.99 and waits until served.
+async fn move_web_1(s: &TestServer) {
+    rewrite(
+        &s.manifest_path(),
+        &FIXTURES.replace("10.1.0.11", "10.1.0.99"),
+    );
+    s.wait_for(
+        "web-1.nginx.default.svc.cluster.local",
+        RecordType::A,
+        "web-1 at its new address",
+        |m| support::dns::ip_strings(m) == ["10.1.0.99"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ixfr_sends_differences_or_the_whole_zone() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let s = TestServer::with_manifests(FIXTURES, allow_loopback).await;
+        let before = serial(&s).await;
+        let full_before = tcp(s.dns, request(ZONE, RecordType::AXFR, None), None).await;
+        move_web_1(&s).await;
+        let now = serial(&s).await;
+        assert!(now > before, "serial {before} -> {now}");
+        let full_now = tcp(s.dns, request(ZONE, RecordType::AXFR, None), None).await;
+        let lines =
+            |v: Vec<String>| -> std::collections::BTreeSet<String> { v.into_iter().collect() };
+        let (old, new) = (
+            lines(full_before.lines_without_soa()),
+            lines(full_now.lines_without_soa()),
+        );
+        let gone: Vec<_> = old.difference(&new).cloned().collect();
+        let came: Vec<_> = new.difference(&old).cloned().collect();
+        assert_eq!(gone.len(), 2, "{gone:?}"); // web-1 and nginx's A 10.1.0.11
+        for t in [
+            tcp(s.dns, request(ZONE, RecordType::IXFR, Some(before)), None).await,
+            udp(s.dns, request(ZONE, RecordType::IXFR, Some(before)), None).await,
+        ] {
+            // SOA(now) SOA(before) removed... SOA(now) added... SOA(now)
+            let r = t.records();
+            assert_eq!(t.rcode(), ResponseCode::NoError);
+            let serials: Vec<_> = r.iter().map(soa_serial).collect();
+            assert_eq!(serials[0], Some(now));
+            assert_eq!(serials[1], Some(before));
+            let second = serials
+                .iter()
+                .skip(2)
+                .position(|s| *s == Some(now))
+                .unwrap()
+                + 2;
+            assert_eq!(*serials.last().unwrap(), Some(now));
+            let text = |rs: &[hickory_proto::rr::Record]| -> Vec<String> {
+                let mut v: Vec<_> = rs
+                    .iter()
+                    .map(|r| r.to_string().to_ascii_lowercase())
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(text(&r[2..second]), gone);
+            assert_eq!(text(&r[second + 1..r.len() - 1]), came);
+        }
+        // The reverse zone changed too: one PTR out, one in.
+        let t = tcp(
+            s.dns,
+            request("in-addr.arpa", RecordType::IXFR, Some(before)),
+            None,
+        )
+        .await;
+        let ptr_owners: Vec<String> = t
+            .records()
+            .iter()
+            .filter(|r| r.record_type() == RecordType::PTR)
+            .map(|r| r.name.to_ascii())
+            .collect();
+        assert_eq!(
+            ptr_owners,
+            ["11.0.1.10.in-addr.arpa.", "99.0.1.10.in-addr.arpa."]
+        );
+        // Already current: one SOA.
+        for t in [
+            tcp(s.dns, request(ZONE, RecordType::IXFR, Some(now)), None).await,
+            udp(s.dns, request(ZONE, RecordType::IXFR, Some(now)), None).await,
+        ] {
+            let r = t.records();
+            assert_eq!(r.len(), 1);
+            assert_eq!(soa_serial(&r[0]), Some(now));
+        }
+        // A serial the journal never had: the whole zone over TCP, the
+        // current SOA alone over UDP (the client then asks over TCP).
+        let unknown = before.wrapping_sub(100_000);
+        let t = tcp(s.dns, request(ZONE, RecordType::IXFR, Some(unknown)), None).await;
+        assert_eq!(t.lines_without_soa(), full_now.lines_without_soa());
+        assert_ne!(t.records()[1].record_type(), RecordType::SOA);
+        let u = udp(s.dns, request(ZONE, RecordType::IXFR, Some(unknown)), None).await;
+        assert_eq!(u.records().len(), 1);
+        assert_eq!(soa_serial(&u.records()[0]), Some(now));
+
+        let (_, page) = http(s.admin, "GET", "/metrics").await.unwrap();
+        for (name, _, _) in headless_dns::telemetry::METRICS {
+            let forwarding = name.starts_with("headless_dns_forward_"); // off here
+            assert!(
+                forwarding || page.contains(name),
+                "metric {name} missing from /metrics"
+            );
+        }
+        let m = |k: &str| format!("headless_dns_transfer_requests_total{{kind=\"{k}\"}}");
+        assert!(metric(&s, &m("ixfr")).await >= 3.0);
+        assert!(metric(&s, &m("ixfr_current")).await >= 2.0);
+        assert!(metric(&s, &m("ixfr_full")).await >= 2.0);
+        assert!(metric(&s, "headless_dns_transfer_journal_changes").await >= 1.0);
+        assert!(metric(&s, "headless_dns_transfer_journal_bytes").await > 100.0);
+        s.stop().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// AXFR from 127.0.0.2 (the whole 127/8 is loopback).
+async fn axfr_from_127_0_0_2(server: SocketAddr) -> transfer_support::Transfer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut s = sock.connect(server).await.unwrap();
+    let bytes = request(ZONE, RecordType::AXFR, None).to_vec().unwrap();
+    s.write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    s.write_all(&bytes).await.unwrap();
+    let len = s.read_u16().await.unwrap();
+    let mut buf = vec![0; len as usize];
+    s.read_exact(&mut buf).await.unwrap();
+    transfer_support::Transfer {
+        messages: vec![hickory_proto::op::Message::from_vec(&buf).unwrap()],
+        verified: false,
+    }
+}
+
+#[tokio::test]
+async fn outsiders_and_bad_keys_get_no_records() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let manifests = format!("{FIXTURES}\n---\n{}", big_service(1500));
+        let s = TestServer::with_manifests(&manifests, |c| {
+            allow_loopback(c);
+            key(c, true);
+        })
+        .await;
+        let good = signer("xfr-key", SECRET);
+        let axfr = || request(ZONE, RecordType::AXFR, None);
+        // Outside `allow`: REFUSED.
+        let t = axfr_from_127_0_0_2(s.dns).await;
+        assert_eq!(t.rcode(), ResponseCode::Refused);
+        assert!(t.records().is_empty());
+        // Unsigned, with require_tsig: REFUSED.
+        let t = tcp(s.dns, axfr(), None).await;
+        assert_eq!(t.rcode(), ResponseCode::Refused);
+        assert!(t.records().is_empty());
+        // The right name with the wrong secret, or a key we do not know: NOTAUTH.
+        for bad in [signer("xfr-key", WRONG_SECRET), signer("other-key", SECRET)] {
+            let t = tcp(s.dns, axfr(), Some(&bad)).await;
+            assert_eq!(t.rcode(), ResponseCode::NotAuth);
+            assert!(t.records().is_empty());
+        }
+        // The right key: the zone, every message signed in a valid chain.
+        let t = tcp(s.dns, axfr(), Some(&good)).await;
+        assert_eq!(t.rcode(), ResponseCode::NoError);
+        assert!(t.messages.len() > 2);
+        assert!(t.verified, "a message's TSIG did not verify");
+        assert!(t.records().len() > 4500);
+        // Signed IXFR over UDP, and a signed SOA query: answered and signed.
+        let now = serial(&s).await;
+        let u = udp(
+            s.dns,
+            request(ZONE, RecordType::IXFR, Some(now)),
+            Some(&good),
+        )
+        .await;
+        assert!(u.verified);
+        assert_eq!(u.records().len(), 1);
+        for proto in [Proto::Udp, Proto::Tcp] {
+            let mut q = message(ZONE, RecordType::SOA, Some(1232));
+            let mut v = q.finalize(&good, transfer_support::now()).unwrap().unwrap();
+            let bytes = support::dns::exchange_raw(proto, s.dns, &q.to_vec().unwrap())
+                .await
+                .unwrap();
+            let m = v.verify(&bytes).unwrap_or_else(|e| {
+                panic!("{e}: {:?}", hickory_proto::op::Message::from_vec(&bytes))
+            });
+            assert_eq!(m.answers.len(), 1);
+        }
+        // Unsigned ordinary queries are untouched.
+        let m = exchange(Proto::Udp, s.dns, &message(ZONE, RecordType::SOA, None)).await;
+        assert!(m.signature().is_none());
+        let r = |why: &str| format!("headless_dns_transfer_refused_total{{reason=\"{why}\"}}");
+        assert_eq!(metric(&s, &r("acl")).await, 1.0);
+        assert_eq!(metric(&s, &r("unsigned")).await, 1.0);
+        assert_eq!(metric(&s, &r("tsig")).await, 2.0);
+        s.stop().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_stalled_reader_is_cut_off_and_transfers_are_bounded() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let s = TestServer::with_manifests(&big_service(40_000), |c| {
+            allow_loopback(c);
+            c.transfer.max_concurrent = 1;
+            c.dns.tcp_idle_timeout_ms = 500;
+        })
+        .await;
+        // A reader that asks for the zone and then reads nothing, with a
+        // tiny receive buffer: the server's writes stall.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut stalled = sock.connect(s.dns).await.unwrap();
+        let bytes = request(ZONE, RecordType::AXFR, None).to_vec().unwrap();
+        stalled
+            .write_all(&(bytes.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        stalled.write_all(&bytes).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Its transfer holds the only slot: the next one is refused.
+        let t = tcp(s.dns, request(ZONE, RecordType::AXFR, None), None).await;
+        assert_eq!(t.rcode(), ResponseCode::Refused);
+        assert_eq!(
+            metric(&s, "headless_dns_transfer_refused_total{reason=\"busy\"}").await,
+            1.0
+        );
+        // After the idle timeout the stalled one is cut off, freeing the slot
+        // (the first message of a new transfer carries records again).
+        let got = transfer_support::secondary::eventually(Duration::from_secs(10), || async {
+            let m =
+                transfer_support::first_message(s.dns, request(ZONE, RecordType::AXFR, None)).await;
+            m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty()
+        })
+        .await;
+        assert!(got, "the slot never came free");
+        // What the stalled reader gets is cut short: its last whole message
+        // does not end with the closing SOA.
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut rest)).await;
+        let (mut at, mut last) = (0, None);
+        while let Some(len) = rest
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        {
+            let Some(m) = rest.get(at + 2..at + 2 + len) else {
+                break;
+            };
+            last = Some(m);
+            at += 2 + len;
+        }
+        let last = hickory_proto::op::Message::from_vec(last.expect("some messages")).unwrap();
+        let end = last.answers.last().map(|r| r.record_type());
+        assert_ne!(
+            end,
+            Some(RecordType::SOA),
+            "the stalled reader got the whole zone ({} bytes)",
+            rest.len()
+        );
+        s.stop().await;
+    })
+    .await
+    .unwrap();
+}

@@ -1,0 +1,210 @@
+//! Real secondaries for the transfer tests: `knotd` (Debian `knot`) and
+//! `named` (Debian `bind9`), each with its own configuration, storage and
+//! log in a temporary directory, on a loopback port, killed when dropped.
+//! A missing binary fails the test (CI installs both through `.ci/test`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which server plays the secondary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Knot,
+    Bind,
+}
+
+/// A running secondary of one zone.
+pub struct Secondary {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Drop for Secondary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port free for UDP and TCP now (the secondary binds it itself).
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+fn binary(kind: Kind) -> &'static str {
+    let path = match kind {
+        Kind::Knot => "/usr/sbin/knotd",
+        Kind::Bind => "/usr/sbin/named",
+    };
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: install Debian package {} (.ci/test does)",
+        if kind == Kind::Knot { "knot" } else { "bind9" }
+    );
+    path
+}
+
+/// A TSIG key both sides know: (name, base64 secret).
+pub type Key<'a> = Option<(&'a str, &'a str)>;
+
+fn knot_config(dir: &Path, port: u16, primary: SocketAddr, zone: &str, key: Key) -> String {
+    let d = dir.display();
+    let (key_section, key_ref) = match key {
+        Some((name, secret)) => (
+            format!("key:\n  - id: {name}\n    algorithm: hmac-sha256\n    secret: {secret}\n"),
+            format!("    key: {name}\n"),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "server:\n  rundir: \"{d}\"\n  listen: 127.0.0.1@{port}\n  udp-workers: 1\n  tcp-workers: 1\n  background-workers: 1\n\
+         log:\n  - target: \"{d}/secondary.log\"\n    any: debug\n\
+         database:\n  storage: \"{d}/db\"\n\
+         {key_section}\
+         remote:\n  - id: primary\n    address: {}@{}\n{key_ref}\
+         acl:\n  - id: notify_from_primary\n    address: 127.0.0.1\n    action: notify\n{key_ref}\
+         template:\n  - id: default\n    storage: \"{d}/zones\"\n    zonefile-sync: -1\n    zonefile-load: none\n    journal-content: none\n\
+         zone:\n  - domain: {zone}\n    master: primary\n    acl: notify_from_primary\n",
+        primary.ip(),
+        primary.port(),
+    )
+}
+
+fn bind_config(dir: &Path, port: u16, primary: SocketAddr, zone: &str, key: Key) -> String {
+    let d = dir.display();
+    let (key_section, key_ref) = match key {
+        Some((name, secret)) => (
+            format!("key \"{name}\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n"),
+            format!(" key \"{name}\""),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "options {{\n  directory \"{d}\";\n  pid-file \"{d}/named.pid\";\n  session-keyfile \"{d}/session.key\";\n\
+         managed-keys-directory \"{d}\";\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n\
+         recursion no;\n  dnssec-validation no;\n  notify no;\n  allow-query {{ any; }};\n}};\n\
+         controls {{ }};\n\
+         {key_section}\
+         logging {{\n  channel file {{ file \"{d}/secondary.log\"; severity debug 3; print-time yes; print-category yes; }};\n\
+         category default {{ file; }};\n  category xfer-in {{ file; }};\n  category notify {{ file; }};\n}};\n\
+         zone \"{zone}\" {{\n  type secondary;\n  primaries port {} {{ {}{key_ref}; }};\n  file \"{d}/{zone}.db\";\n}};\n",
+        primary.port(),
+        primary.ip(),
+    )
+}
+
+impl Secondary {
+    /// Starts `kind` on 127.0.0.1:`port` as a secondary of `zone` from
+    /// `primary`. Its files live on tmpfs when there is one: BIND fsyncs its
+    /// journal on every transfer, which takes seconds on a busy disk.
+    pub fn start(kind: Kind, port: u16, primary: SocketAddr, zone: &str, key: Key) -> Secondary {
+        let bin = binary(kind);
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
+        let conf = dir.path().join("secondary.conf");
+        let text = match kind {
+            Kind::Knot => knot_config(dir.path(), port, primary, zone, key),
+            Kind::Bind => bind_config(dir.path(), port, primary, zone, key),
+        };
+        std::fs::write(&conf, text).unwrap();
+        let mut cmd = Command::new(bin);
+        match kind {
+            Kind::Knot => cmd.arg("-c").arg(&conf),
+            Kind::Bind => cmd.args(["-f", "-n", "1", "-c"]).arg(&conf),
+        };
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        Secondary {
+            kind,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            child,
+        }
+    }
+
+    /// Its log so far (and its stderr).
+    pub fn log(&self) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
+        format!("{}{}", read("secondary.log"), read("stderr.log"))
+    }
+
+    /// Fails the test if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{:?} exited ({status}); log:\n{}", self.kind, self.log());
+        }
+    }
+
+    /// Completed incoming transfers in its log so far.
+    pub fn transfers(&self) -> Transfers {
+        let log = self.log();
+        let lines = |f: &dyn Fn(&str) -> bool| log.lines().filter(|l| f(l)).count();
+        match self.kind {
+            // "[zone.] IXFR, incoming, remote 127.0.0.1@5300, finished, ..."; an
+            // IXFR answered with the whole zone: "..., receiving AXFR-style IXFR".
+            Kind::Knot => Transfers {
+                incremental: lines(&|l| l.contains("IXFR, incoming") && l.contains("finished")),
+                full: lines(&|l| l.contains("AXFR, incoming") && l.contains("finished")),
+                fallbacks: lines(&|l| l.contains("receiving AXFR-style IXFR")),
+            },
+            // BIND (debug 3): "got incremental response" / "got nonincremental
+            // response" before each "Transfer completed".
+            Kind::Bind => {
+                let full = lines(&|l| l.contains("got nonincremental response"));
+                let asked_axfr = lines(&|l| l.contains("requesting AXFR"));
+                Transfers {
+                    incremental: lines(&|l| l.contains("got incremental response")),
+                    full,
+                    fallbacks: full.saturating_sub(asked_axfr),
+                }
+            }
+        }
+    }
+}
+
+/// Transfers a secondary logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transfers {
+    /// Taken as IXFR differences.
+    pub incremental: usize,
+    /// Taken as the whole zone (AXFR, or an AXFR-style IXFR answer).
+    pub full: usize,
+    /// IXFR requests answered with the whole zone.
+    pub fallbacks: usize,
+}
+
+/// Polls `f` every 20 ms until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
