@@ -41,13 +41,15 @@ pub struct AdminState {
     pub forward: Option<Arc<ForwardStats>>,
     /// Set when shutting down: readiness answers 503 from then on.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when a serving thread or task died: health answers 503.
+    pub fault: crate::fault::Fault,
 }
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(|| async { axum::response::Html(PAGE) }))
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/records", get(records))
         .route("/metrics", get(metrics))
@@ -65,6 +67,14 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
         )],
         s.metrics.render(&s.dns, &s.index, s.forward.as_deref()),
     )
+}
+
+/// 200 while every serving thread and task lives; 503 naming what died.
+async fn health(State(s): State<AdminState>) -> (StatusCode, String) {
+    match s.fault.what() {
+        None => (StatusCode::OK, "ok\n".into()),
+        Some(what) => (StatusCode::SERVICE_UNAVAILABLE, format!("{what} died\n")),
+    }
 }
 
 async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
@@ -278,6 +288,7 @@ async fn sim<R: SimRequest>(
     match sim.send(cmd).await {
         Ok(msg) => (StatusCode::OK, msg + "\n"),
         Err(e @ SimError::NotFound(_)) => (StatusCode::NOT_FOUND, format!("{e}\n")),
+        Err(e @ SimError::Invalid(_)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
     }
 }

@@ -42,6 +42,9 @@ pub enum Error {
     /// The kubeconfig could not be read or inferred.
     #[error("kubernetes configuration")]
     KubeConfig(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A serving thread or task died (see [`crate::fault`]).
+    #[error("{0} died")]
+    Died(String),
     /// Any other I/O failure at start-up.
     #[error("i/o")]
     Io(#[from] std::io::Error),

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Layout, in layers: a module imports only from the layers below its own.
-//! 1. [`error`], [`clock`], [`histogram`]: leaves. [`config`]: the settings
+//! 1. [`error`], [`fault`], [`clock`], [`histogram`]: leaves. [`config`]: the settings
 //!    and their checks (no I/O). [`wire`]: DNS on the wire without policy
 //!    (names, query parsing, response writing, record-set encoding).
 //! 2. [`index`]: the ordinal-name index; the only writer applies source events
@@ -35,6 +35,7 @@ pub mod config;
 pub mod dns;
 pub mod engine;
 pub mod error;
+pub mod fault;
 pub mod histogram;
 pub mod index;
 pub mod reload;

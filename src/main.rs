@@ -61,7 +61,7 @@ enum SimOp {
     },
 }
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args)]
 struct ServeArgs {
     /// TOML config file (see config/headless-dns.toml).
     #[arg(long, env = "HEADLESS_DNS_CONFIG")]
@@ -93,6 +93,15 @@ struct ServeArgs {
     /// text or json.
     #[arg(long, env = "HEADLESS_DNS_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+}
+
+/// `serve`'s arguments when no subcommand is given: parsed by clap from no
+/// flags, so the `HEADLESS_DNS_*` environment applies as it does to `serve`.
+#[derive(Parser)]
+#[command(name = "headless-dns")]
+struct DefaultServe {
+    #[command(flatten)]
+    args: ServeArgs,
 }
 
 fn load(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -232,7 +241,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        None => serve(ServeArgs::default()),
+        None => serve(DefaultServe::parse_from(["headless-dns"]).args),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::ExportZone(args)) => export_zone(args),
         Some(Command::Sim { admin, config, op }) => sim(admin, config, op),

@@ -101,7 +101,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "headless_dns_source_relists_total",
         "counter",
-        "(Re-)lists started per kind: the first list, retries of a failed list, re-lists after 410 Gone",
+        "Re-lists started per kind after its first list: retries of a failed list, re-lists after 410 Gone",
     ),
     (
         "headless_dns_source_last_sync_age_seconds",
@@ -285,7 +285,7 @@ fn record_sources(s: &IndexStats, now: u64) {
             counter!("headless_dns_source_events_total", "kind" => k, "type" => *ty).absolute(v);
         }
         counter!("headless_dns_source_relists_total", "kind" => k)
-            .absolute(s.events_by[kind.index()][0].load(Ordering::Relaxed));
+            .absolute(s.relists[kind.index()].load(Ordering::Relaxed));
         let last = s.last_sync_ms[kind.index()].load(Ordering::Relaxed);
         let age = if last == 0 {
             -1.0

@@ -204,3 +204,38 @@ async fn record_browser_in_chromium() {
     })
     .await;
 }
+
+const MONGO: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: mongo, namespace: default}\nspec: {clusterIP: None}\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: mongo, namespace: default}\nspec: {serviceName: mongo, replicas: 2, podManagementPolicy: Parallel, selector: {matchLabels: {a: m}}, template: {metadata: {labels: {a: m}}, spec: {containers: [{name: c, image: x}]}}}\n";
+
+/// A scale past what the pod CIDR holds is refused with 400 and a message,
+/// and changes nothing; one within it still works.
+#[tokio::test]
+async fn scale_beyond_the_pod_cidr_is_refused() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let s = TestServer::with_manifests(MONGO, |c| {
+            c.sim.enabled = true;
+            c.sim.ready_delay_ms = 50;
+            c.sim.pod_cidr = "10.9.0.0/24".into(); // 254 pod addresses
+        })
+        .await;
+        let name = "mongo.default.svc.cluster.local";
+        s.wait_for(name, A, "both pods", |m| m.answers.len() == 2)
+            .await;
+        for n in ["4294967295", "255"] {
+            let path = format!("/sim/statefulsets/default/mongo/scale?replicas={n}");
+            let (status, body) = http(s.admin, "POST", &path).await.unwrap();
+            assert_eq!(status, 400, "{body}");
+            assert!(body.contains("254"), "the message names the bound: {body}");
+        }
+        // Nothing changed: still two pods, and the simulator still answers.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(s.query(Proto::Udp, name, A).await.answers.len(), 2);
+        let path = "/sim/statefulsets/default/mongo/scale?replicas=254";
+        let (status, body) = http(s.admin, "POST", path).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("from 2 to 254"), "{body}");
+        s.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}

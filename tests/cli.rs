@@ -174,3 +174,105 @@ fn bad_config_names_the_file_line_and_key() {
         "{err}"
     );
 }
+
+/// `sim scale` past the pod CIDR fails with the server's message and a
+/// failing exit code; the StatefulSet keeps its pods.
+#[test]
+fn sim_scale_beyond_the_pod_cidr_fails() {
+    let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/headless-dns.toml");
+    let child = Command::new(BIN)
+        .args(["serve", "--config", config])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{dns}"),
+            "--admin",
+            &admin_addr,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server(child);
+    let mongo2 = "mongo-2.mongo.default.svc.cluster.local";
+    wait_until("mongo-2 to resolve", || dig_a(dns, mongo2));
+    let out = sim(&admin_addr, &["scale", "default", "mongo", "4294967295"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("more than the pod CIDR holds"), "{err}");
+    assert!(err.contains("HTTP 400"), "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(dig_a(dns, mongo2).is_some(), "mongo-2 still there");
+    assert!(dig(dns, &["mongo-3.mongo.default.svc.cluster.local"]).contains("NXDOMAIN"));
+}
+
+/// With no subcommand the `HEADLESS_DNS_*` environment applies as it does to
+/// `serve`: the embedded demo answers on the port the environment names.
+#[test]
+fn environment_applies_without_a_subcommand() {
+    let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
+    let child = Command::new(BIN)
+        .env("HEADLESS_DNS_LISTEN", format!("127.0.0.1:{dns}"))
+        .env("HEADLESS_DNS_ADMIN", format!("127.0.0.1:{admin}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server(child);
+    let web0 = wait_until("web-0 on the port HEADLESS_DNS_LISTEN names", || {
+        dig_a(dns, "web-0.nginx.default.svc.cluster.local")
+    });
+    assert!(web0.starts_with("10.244."), "{web0}");
+}
+
+/// A UDP thread that panics (the test fault hook) turns `/health` to 503
+/// naming it, and the process exits non-zero with a log line saying so.
+#[test]
+fn a_dead_udp_thread_fails_health_and_the_exit_code() {
+    let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("h.toml");
+    std::fs::write(&config, "[admin]\nlameduck_ms = 3000\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{dns}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .env("HEADLESS_DNS_TEST_UDP_PANIC_AFTER_MS", "1500")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let health = || {
+        rt.block_on(support::dns::http(admin_addr, "GET", "/health"))
+            .ok()
+    };
+    wait_until("/health 200 first", || {
+        health().filter(|(s, _)| *s == 200).map(|(_, b)| b)
+    });
+    let body = wait_until("/health 503 after the thread died", || {
+        health().filter(|(s, _)| *s == 503).map(|(_, b)| b)
+    });
+    assert!(body.contains("udp thread dns-udp-"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "exit status {status}; stderr:\n{err}");
+    assert!(err.contains("(panicked) died"), "{err}");
+    assert!(err.contains("udp thread dns-udp-"), "{err}");
+}

@@ -141,3 +141,184 @@ async fn externalname_out_of_zone_is_completed_through_the_forwarder() {
     })
     .await;
 }
+
+/// The sum of the series of `name` (every label set) in a Prometheus text.
+fn sum_of(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// (requests, responses + dropped, SERVFAIL responses) from `/metrics`.
+async fn query_counters(admin: SocketAddr) -> (f64, f64, f64) {
+    let (_, m) = support::dns::http(admin, "GET", "/metrics").await.unwrap();
+    let servfail = sum_of(
+        &m,
+        "headless_dns_dns_responses_total{proto=\"udp\",rcode=\"SERVFAIL\"}",
+    );
+    (
+        sum_of(&m, "headless_dns_dns_requests_total"),
+        sum_of(&m, "headless_dns_dns_responses_total")
+            + sum_of(&m, "headless_dns_dns_dropped_total"),
+        servfail,
+    )
+}
+
+/// Waits until every one of `n` queries has its response counted (forwarded
+/// answers are counted when they go out) and returns the counters.
+async fn settled(admin: SocketAddr, n: f64) -> (f64, f64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = query_counters(admin).await;
+        if c.1 >= n || Instant::now() > deadline {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every query is counted once by type and every response once by rcode,
+/// whichever path answered it: local, forwarded (UDP and TCP), refused,
+/// malformed, dropped.
+#[tokio::test]
+async fn metrics_count_every_path_once() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let up = unbound().await;
+        let s = TestServer::with_manifests("", |c| {
+            c.forward.upstreams = vec![up.1.to_string()];
+        })
+        .await;
+        let before = query_counters(s.admin).await;
+        let mut n = 0.0;
+        for (proto, name, rtype) in [
+            (Proto::Udp, "cluster.local", SOA),
+            (Proto::Tcp, "nope.default.svc.cluster.local", A),
+            (Proto::Udp, "www.example.test", A),
+            (Proto::Tcp, "api.example.test", A),
+            (Proto::Udp, "nope.example.test", A),
+            (
+                Proto::Tcp,
+                "cluster.local",
+                hickory_proto::rr::RecordType::AXFR,
+            ),
+        ] {
+            s.query(proto, name, rtype).await;
+            n += 1.0;
+        }
+        // A header with no question (FORMERR) and a runt (dropped unanswered).
+        let formerr = [0x12, 0x34, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(
+            support::dns::exchange_raw(Proto::Udp, s.dns, &formerr)
+                .await
+                .is_some()
+        );
+        let _ = support::dns::exchange_raw(Proto::Udp, s.dns, &[0x12, 0x34, 1]).await;
+        n += 2.0;
+        let after = settled(s.admin, before.1 + n).await;
+        assert_eq!(after.0 - before.0, n - 1.0, "requests: all but the runt");
+        assert_eq!(after.1 - before.1, n, "responses + dropped");
+        s.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// With the forward queue full, the SERVFAILs sent at once are counted too.
+#[tokio::test]
+async fn metrics_count_queue_full_servfails() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        // An upstream that never answers: forwarded queries wait for the timeout.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let upstream = silent.local_addr().unwrap();
+        let s = TestServer::with_manifests("", |c| {
+            c.forward.upstreams = vec![upstream.to_string()];
+            c.forward.timeout_ms = 300;
+            c.forward.max_inflight = 1;
+        })
+        .await;
+        let before = query_counters(s.admin).await;
+        const N: u16 = 20;
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for i in 0..N {
+            let mut m = support::dns::message(&format!("q{i}.example.test"), A, None);
+            m.metadata.id = i;
+            client.send_to(&m.to_vec().unwrap(), s.dns).await.unwrap();
+        }
+        let after = settled(s.admin, before.1 + f64::from(N)).await;
+        assert_eq!(after.0 - before.0, f64::from(N), "requests");
+        assert_eq!(after.1 - before.1, f64::from(N), "responses + dropped");
+        assert!(
+            after.2 - before.2 >= f64::from(N) - 2.0,
+            "queue-full and timed-out queries are SERVFAILs: {after:?} {before:?}"
+        );
+        drop(silent);
+        s.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Sends `n` queries for `name` from one socket as fast as it can and counts
+/// the responses that come back within `window`.
+async fn burst(server: SocketAddr, name: &str, n: u16, window: Duration) -> usize {
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..n {
+        let mut m = support::dns::message(name, A, None);
+        m.metadata.id = i;
+        client.send_to(&m.to_vec().unwrap(), server).await.unwrap();
+    }
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Ok(_)) = tokio::time::timeout_at(deadline, client.recv_from(&mut buf)).await {
+        got += 1;
+    }
+    got
+}
+
+/// With RRL on, forwarded answers and the SERVFAILs of a full forward queue
+/// go through the limiter like local ones: a burst gets limited.
+#[tokio::test]
+async fn rrl_limits_forwarded_answers_and_queue_full_servfails() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        const N: u16 = 40;
+        let up = unbound().await;
+        let s = TestServer::with_manifests("", |c| {
+            c.forward.upstreams = vec![up.1.to_string()];
+            c.dns.rrl_responses_per_second = 5;
+            c.dns.rrl_slip = 0;
+        })
+        .await;
+        let got = burst(s.dns, "www.example.test", N, Duration::from_millis(1500)).await;
+        assert!(got > 0, "some forwarded answers within the budget");
+        assert!(
+            got <= 20,
+            "{got} of {N} forwarded answers sent: not limited"
+        );
+        s.stop().await;
+
+        // An upstream that never answers and a queue of one: nearly every
+        // query gets the queue-full SERVFAIL, and those are limited too.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let upstream = silent.local_addr().unwrap();
+        let s = TestServer::with_manifests("", |c| {
+            c.forward.upstreams = vec![upstream.to_string()];
+            c.forward.timeout_ms = 5000;
+            c.forward.max_inflight = 1;
+            c.dns.rrl_responses_per_second = 5;
+            c.dns.rrl_slip = 0;
+        })
+        .await;
+        let got = burst(s.dns, "q.example.test", N, Duration::from_millis(1000)).await;
+        assert!(got > 0, "some SERVFAILs within the budget");
+        assert!(
+            got <= 15,
+            "{got} of {N} queue-full SERVFAILs sent: not limited"
+        );
+        drop(silent);
+        s.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}

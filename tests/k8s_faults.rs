@@ -12,8 +12,9 @@ use serde_json::Value;
 use support::dns::Answer;
 use support::fake_api::FakeApi;
 use support::k8s::{
-    Checker, NS, TEST_TIMEOUT, WATCHED, WATCHED_KINDS, endpoint_slice, fqdn, ip, nginx, ready,
-    start_synced, start_with_doomed, web_answers, web_cluster_and, web_ips,
+    Checker, NS, TEST_TIMEOUT, WATCHED, WATCHED_KINDS, endpoint_slice, fqdn, headless_service, ip,
+    nginx, ready,
+    start_synced, start_with_doomed, web_answers, web_cluster, web_cluster_and, web_ips,
 };
 use support::server::TestServer;
 use support::{eventually, http, within};
@@ -313,6 +314,47 @@ async fn soak_random_api_faults_lose_nothing() {
         assert_eq!(wrong, 0, "wrong answers during the soak: {samples:?}");
         assert!(right >= cycles, "the checker ran too few queries: {right}");
         server.stop().await;
+    })
+    .await;
+}
+
+/// `source_relists_total` counts the lists after each kind's first: none
+/// after the first sync, then one per list request a 410 Gone forces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relists_total_counts_lists_after_the_first() {
+    within(TEST_TIMEOUT, async {
+        let (api, server) = start_synced(web_cluster(3, 3)).await;
+        let list_requests = || {
+            api.requests()
+                .iter()
+                .filter(|r| !r.watch && r.plural.is_some())
+                .count() as f64
+        };
+        let relists = || async {
+            let (_, text) = http::get(server.admin, "/metrics").await.unwrap();
+            text.lines()
+                .filter(|l| l.starts_with("headless_dns_source_relists_total{"))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        assert_eq!(list_requests(), WATCHED_KINDS as f64);
+        assert_eq!(relists().await, 0.0, "the first lists are not re-lists");
+        api.pause_watches();
+        assert_eq!(api.drop_watches(), WATCHED_KINDS);
+        // A change the resumed watches would have to replay, then forgotten.
+        api.apply(headless_service(NS, "d", false));
+        api.expire_history();
+        api.resume_watches();
+        eventually("every kind to re-list after 410", || async {
+            let (lists, re) = (list_requests(), relists().await);
+            if lists >= 2.0 * WATCHED_KINDS as f64 && re == lists - WATCHED_KINDS as f64 {
+                Ok(())
+            } else {
+                Err(format!("{lists} list requests, relists_total {re}"))
+            }
+        })
+        .await;
+        server.shutdown().await;
     })
     .await;
 }

@@ -33,6 +33,12 @@ pub struct UdpForward {
     pub src: SocketAddr,
     /// The socket to answer on.
     pub socket: Arc<UdpSocket>,
+    /// Whose counters the response goes to.
+    pub answerer: Arc<super::Answerer>,
+    /// The UDP listener's response-rate limiter, if on.
+    pub rrl: Option<Arc<super::rrl::Rrl>>,
+    /// When the query arrived (for the duration histogram).
+    pub received: std::time::Instant,
 }
 
 /// Upstream addresses from `forward.upstreams`: each entry's address, or the
@@ -215,8 +221,16 @@ impl Forwarder {
             let me = Arc::clone(&self);
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Some(bytes) = me.resolve(&req.packet, req.chain.as_deref(), false).await {
-                    let _ = req.socket.send_to(&bytes, req.src);
+                let stats = req.answerer.stats();
+                match me.resolve(&req.packet, req.chain.as_deref(), false).await {
+                    Some(mut bytes) => {
+                        stats.response_packet(false, &bytes, req.received.elapsed());
+                        let rrl = req.rrl.as_deref();
+                        if rrl.is_none_or(|r| r.admit(req.src.ip(), &mut bytes)) {
+                            let _ = req.socket.send_to(&bytes, req.src);
+                        }
+                    }
+                    None => stats.dropped(),
                 }
             });
         }

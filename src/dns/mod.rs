@@ -186,6 +186,8 @@ impl Answerer {
             return Outcome::Transfer;
         }
         if self.settings.forward && q.qclass == 1 && self.catalog.find(&q).is_none() {
+            // Counted here; its response where the forwarder's answer is sent.
+            self.stats.request(tcp, Some(q.qtype));
             return Outcome::Forward;
         }
         let mut keep = KeepAlive::Nothing;

@@ -105,6 +105,19 @@ impl Rrl {
         self.check_at(client, now)
     }
 
+    /// Applies [`Rrl::check`] to the response `out` for `client`: true to
+    /// send it (truncated in place on a slip), false to drop it.
+    pub fn admit(&self, client: IpAddr, out: &mut Vec<u8>) -> bool {
+        match self.check(client) {
+            Verdict::Send => true,
+            Verdict::Drop => false,
+            Verdict::Slip => {
+                crate::wire::truncate_response(out);
+                true
+            }
+        }
+    }
+
     /// [`Rrl::check`] at `now` nanoseconds after the limiter started.
     fn check_at(&self, client: IpAddr, now: u64) -> Verdict {
         let network = network_of(client);

@@ -27,13 +27,23 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
 use super::forward::{Forwarder, UdpForward};
-use super::rrl::{Rrl, Verdict};
+use super::rrl::Rrl;
 use super::{Answerer, Outcome};
 use crate::error::{Error, Result};
-use crate::wire::truncate_response;
+use crate::fault::Fault;
 
 /// How often a UDP thread looks at the shutdown token while idle.
 const UDP_POLL: Duration = Duration::from_millis(200);
+
+/// Test-only fault hook: with this set to N, each UDP thread panics once it
+/// has been idle for a poll N ms after it started (the tests of thread death
+/// use it). Read once per thread start; never looked at per query.
+const TEST_PANIC_ENV: &str = "HEADLESS_DNS_TEST_UDP_PANIC_AFTER_MS";
+
+fn test_fault_deadline() -> Option<std::time::Instant> {
+    let ms: u64 = std::env::var(TEST_PANIC_ENV).ok()?.parse().ok()?;
+    Some(std::time::Instant::now() + Duration::from_millis(ms))
+}
 
 /// Limits on TCP clients.
 #[derive(Clone, Copy, Debug)]
@@ -100,13 +110,15 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<StdTcpListener> {
 }
 
 /// Starts one thread per UDP socket; they stop when `stop` is cancelled.
-/// With `rrl`, every response goes through the rate limiter first.
+/// With `rrl`, every response goes through the rate limiter first, local,
+/// forwarded or the SERVFAIL of a full forward queue.
 pub fn spawn_udp(
     answerer: &Arc<Answerer>,
     sockets: Vec<UdpSocket>,
     forward: Option<tokio::sync::mpsc::Sender<UdpForward>>,
     rrl: Option<Arc<Rrl>>,
     stop: &CancellationToken,
+    fault: &Fault,
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::with_capacity(sockets.len());
     for (i, sock) in sockets.into_iter().enumerate() {
@@ -117,9 +129,20 @@ pub fn spawn_udp(
         let stop = stop.clone();
         let forward = forward.clone();
         let sock = Arc::new(sock);
-        let handle = std::thread::Builder::new()
-            .name(format!("dns-udp-{i}"))
-            .spawn(move || udp_loop(&sock, &answerer, forward.as_ref(), rrl.as_deref(), &stop))?;
+        let name = format!("dns-udp-{i}");
+        let watch = fault.watch_thread(format!("udp thread {name}"));
+        let fault_at = test_fault_deadline();
+        let handle = std::thread::Builder::new().name(name).spawn(move || {
+            let _watch = watch;
+            udp_loop(
+                &sock,
+                &answerer,
+                forward.as_ref(),
+                rrl.as_ref(),
+                &stop,
+                fault_at,
+            )
+        })?;
         handles.push(handle);
     }
     Ok(handles)
@@ -127,10 +150,11 @@ pub fn spawn_udp(
 
 fn udp_loop(
     sock: &Arc<UdpSocket>,
-    answerer: &Answerer,
+    answerer: &Arc<Answerer>,
     forward: Option<&tokio::sync::mpsc::Sender<UdpForward>>,
-    rrl: Option<&Rrl>,
+    rrl: Option<&Arc<Rrl>>,
     stop: &CancellationToken,
+    fault_at: Option<std::time::Instant>,
 ) {
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
@@ -138,12 +162,8 @@ fn udp_loop(
         match sock.recv_from(&mut buf) {
             Ok((n, src)) => match answerer.answer(&buf[..n], false, &mut out) {
                 Outcome::Reply => {
-                    if let Some(rrl) = rrl {
-                        match rrl.check(src.ip()) {
-                            Verdict::Send => {}
-                            Verdict::Drop => continue,
-                            Verdict::Slip => truncate_response(&mut out),
-                        }
+                    if rrl.is_some_and(|r| !r.admit(src.ip(), &mut out)) {
+                        continue;
                     }
                     if let Err(e) = sock.send_to(&out, src) {
                         trace!(error = %e, %src, "udp send failed");
@@ -160,17 +180,29 @@ fn udp_loop(
                     }
                 }
                 outcome @ (Outcome::Forward | Outcome::Chase) => {
+                    let received = std::time::Instant::now();
                     let req = UdpForward {
                         packet: buf[..n].to_vec(),
                         chain: (outcome == Outcome::Chase).then(|| out.clone()),
                         src,
                         socket: Arc::clone(sock),
+                        answerer: Arc::clone(answerer),
+                        rrl: rrl.cloned(),
+                        received,
                     };
                     // A full queue sheds load: SERVFAIL now rather than an unbounded backlog.
-                    if forward.is_none_or(|f| f.try_send(req).is_err())
-                        && let Some(bytes) = super::forward::servfail(&buf[..n])
-                    {
-                        let _ = sock.send_to(&bytes, src);
+                    if forward.is_none_or(|f| f.try_send(req).is_err()) {
+                        match super::forward::servfail(&buf[..n]) {
+                            Some(mut bytes) => {
+                                answerer
+                                    .stats()
+                                    .response_packet(false, &bytes, received.elapsed());
+                                if rrl.is_none_or(|r| r.admit(src.ip(), &mut bytes)) {
+                                    let _ = sock.send_to(&bytes, src);
+                                }
+                            }
+                            None => answerer.stats().dropped(),
+                        }
                     }
                 }
             },
@@ -178,7 +210,13 @@ fn udp_loop(
                 if matches!(
                     e.kind(),
                     ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+                ) =>
+            {
+                // Checked only when idle: the test fault never touches a query.
+                if fault_at.is_some_and(|t| std::time::Instant::now() >= t) {
+                    panic!("test fault: {TEST_PANIC_ENV} is set");
+                }
+            }
             // ICMP errors from earlier sends surface here (ECONNREFUSED): not ours to act on.
             Err(e) => trace!(error = %e, "udp receive error"),
         }
@@ -360,16 +398,28 @@ async fn tcp_connection(
                 conn.last_active.store(conns.now(), Ordering::Relaxed);
                 continue;
             }
-            outcome @ (Outcome::Forward | Outcome::Chase) => match forwarder {
-                Some(f) => match f
-                    .answer(&buf, (outcome == Outcome::Chase).then_some(&out[..]), true)
-                    .await
-                {
-                    Some(bytes) => out = bytes,
-                    None => continue,
-                },
-                None => continue,
-            },
+            outcome @ (Outcome::Forward | Outcome::Chase) => {
+                let started = std::time::Instant::now();
+                let bytes = match forwarder {
+                    Some(f) => {
+                        f.answer(&buf, (outcome == Outcome::Chase).then_some(&out[..]), true)
+                            .await
+                    }
+                    None => None,
+                };
+                match bytes {
+                    Some(bytes) => {
+                        answerer
+                            .stats()
+                            .response_packet(true, &bytes, started.elapsed());
+                        out = bytes;
+                    }
+                    None => {
+                        answerer.stats().dropped();
+                        continue;
+                    }
+                }
+            }
         }
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());

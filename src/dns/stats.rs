@@ -50,7 +50,8 @@ pub struct Totals {
     pub duration: [[u64; BUCKETS]; 2],
     /// Sum of durations per proto, nanoseconds.
     pub duration_ns: [u64; 2],
-    /// Packets dropped unanswered (too short, or responses).
+    /// Packets dropped unanswered (too short, responses, or a forward that
+    /// produced nothing to send).
     pub dropped: u64,
 }
 
@@ -106,7 +107,7 @@ fn rcode_index(rcode: Rcode) -> usize {
 }
 
 impl DnsStats {
-    /// Counts one answered query.
+    /// Counts one answered query: its request and its response.
     pub fn record(
         &self,
         tcp: bool,
@@ -115,10 +116,34 @@ impl DnsStats {
         truncated: bool,
         elapsed: Duration,
     ) {
+        self.request(tcp, qtype);
+        self.response(tcp, rcode_index(rcode), truncated, elapsed);
+    }
+
+    /// Counts one query received, by type (`None`: unparsed).
+    pub fn request(&self, tcp: bool, qtype: Option<u16>) {
+        let s = &self.shards[shard_index()];
+        s.requests[tcp as usize][qtype.map_or(QTYPES.len() - 1, qtype_index)]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a response written elsewhere (forwarded, or the SERVFAIL of a
+    /// full forward queue) by the rcode and TC bit in its header; a packet
+    /// too short to hold a header counts as dropped.
+    pub fn response_packet(&self, tcp: bool, packet: &[u8], elapsed: Duration) {
+        let (Some(flags), Some(code)) = (packet.get(2), packet.get(3)) else {
+            return self.dropped();
+        };
+        // The header's 4-bit rcode: 0..=5 are the first RCODES in order.
+        let code = usize::from(code & 0x0f);
+        let index = if code <= 5 { code } else { RCODES.len() - 1 };
+        self.response(tcp, index, flags & 0x02 != 0, elapsed);
+    }
+
+    fn response(&self, tcp: bool, rcode: usize, truncated: bool, elapsed: Duration) {
         let s = &self.shards[shard_index()];
         let p = tcp as usize;
-        s.requests[p][qtype.map_or(QTYPES.len() - 1, qtype_index)].fetch_add(1, Ordering::Relaxed);
-        s.responses[p][rcode_index(rcode)].fetch_add(1, Ordering::Relaxed);
+        s.responses[p][rcode].fetch_add(1, Ordering::Relaxed);
         if truncated {
             s.truncated[p].fetch_add(1, Ordering::Relaxed);
         }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,8 @@ use tracing::{info, warn};
 pub use listeners::Listeners;
 
 use crate::config::{Config, SourceKind};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::fault::Fault;
 use crate::index::{Index, IndexWriter, Kind, SourceEvent, ZoneSettings};
 use crate::sources::file::{ManifestReader, Manifests};
 use crate::sources::sim::{SharedSim, Sim, SimHandle};
@@ -157,7 +159,7 @@ impl Engine {
 
     /// Completes when the engine's task ends by itself (a startup error).
     pub(crate) async fn exited(&mut self) -> Result<()> {
-        (&mut self.task).await.unwrap_or(Ok(()))
+        (&mut self.task).await.unwrap_or_else(engine_panicked)
     }
 
     /// Stops an engine whose successor already serves: no lameduck delay.
@@ -171,8 +173,15 @@ impl Engine {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        self.task.await.unwrap_or(Ok(()))
+        self.task.await.unwrap_or_else(engine_panicked)
     }
+}
+
+/// The engine task itself panicked (or was cancelled): an error, logged.
+fn engine_panicked(e: tokio::task::JoinError) -> Result<()> {
+    let what = format!("the engine task ({e})");
+    tracing::error!(died = %what, "the engine task died");
+    Err(Error::Died(what))
 }
 
 /// How an engine starts: alone, or beside a running one during a reload.
@@ -198,14 +207,31 @@ impl Default for Handover {
     }
 }
 
-/// The engine's background tasks and the token that stops them.
+/// The engine's background tasks, the token that stops them, and where
+/// one that dies reports it.
 #[derive(Default)]
 struct Tasks {
     stop: CancellationToken,
     tracker: TaskTracker,
+    fault: Fault,
 }
 
 impl Tasks {
+    /// Spawns a serving task on the tracker; a panic in it is reported as
+    /// `what` died.
+    fn spawn_watched(&self, what: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let fault = self.fault.clone();
+        self.tracker.spawn(async move {
+            if std::panic::AssertUnwindSafe(task)
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                fault.report(format!("{what} (panicked)"));
+            }
+        });
+    }
+
     /// Stops every task and waits up to 5 s; false if some did not finish.
     async fn finish(&self) -> bool {
         self.stop.cancel();
@@ -270,11 +296,17 @@ async fn run_engine(
             metrics: Arc::new(telemetry::Metrics::default()),
             forward: forwarder.as_ref().map(|f| f.stats()),
             draining: Arc::clone(&draining),
+            fault: tasks.fault.clone(),
         };
         serve_admin(l, state, &tasks)?;
     }
 
-    shutdown.await;
+    // Something that died stops the engine as a shutdown does (lameduck
+    // included, /health already 503), then with an error: exit non-zero.
+    let died = tokio::select! {
+        _ = shutdown => None,
+        what = tasks.fault.died() => Some(what),
+    };
     enter_lameduck(&config, &lameduck, &draining).await;
     info!("shutting down");
     if !tasks.finish().await {
@@ -286,7 +318,7 @@ async fn run_engine(
         }
     })
     .await;
-    Ok(())
+    died.map_or(Ok(()), |what| Err(Error::Died(what)))
 }
 
 /// Whether `config` runs the StatefulSet simulator.
@@ -332,7 +364,7 @@ fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
     let transfers = transfer::start(config, &settings, &mut writer, &tasks.stop, &tasks.tracker)?;
     let index = writer.index();
     let (tx, rx) = mpsc::channel(sources::QUEUE);
-    tasks.tracker.spawn(sources::run_writer(writer, rx));
+    tasks.spawn_watched("the index writer", sources::run_writer(writer, rx));
     Ok((index, tx, transfers))
 }
 
@@ -362,25 +394,31 @@ async fn start_source(
                 None => (None, None),
             };
             info!(source = "file", manifests = ?manifests, simulator = sim.is_some(), "starting source");
-            tasks.tracker.spawn(sources::file::run(
-                ManifestReader::new(manifests),
-                Duration::from_millis(config.source.poll_interval_ms),
-                sim,
-                events,
-                tasks.stop.clone(),
-            ));
+            tasks.spawn_watched(
+                "the file source",
+                sources::file::run(
+                    ManifestReader::new(manifests),
+                    Duration::from_millis(config.source.poll_interval_ms),
+                    sim,
+                    events,
+                    tasks.stop.clone(),
+                ),
+            );
             Ok(handle)
         }
         SourceKind::Kubernetes => {
             let client = sources::k8s::client(config).await?;
             info!(source = "kubernetes", "starting source");
-            tasks.tracker.spawn(sources::k8s::run(
-                client,
-                config.source.clone(),
-                config.dns.pods == crate::config::PodsMode::Verified,
-                events,
-                tasks.stop.clone(),
-            ));
+            tasks.spawn_watched(
+                "the kubernetes source",
+                sources::k8s::run(
+                    client,
+                    config.source.clone(),
+                    config.dns.pods == crate::config::PodsMode::Verified,
+                    events,
+                    tasks.stop.clone(),
+                ),
+            );
             Ok(None)
         }
     }
@@ -432,7 +470,7 @@ fn serve_dns(
 ) -> Result<Vec<std::thread::JoinHandle<()>>> {
     let udp_forward = forwarder.map(|f| {
         let (tx, rx) = mpsc::channel(config.forward.max_inflight);
-        tasks.tracker.spawn(Arc::clone(f).serve_udp(rx));
+        tasks.spawn_watched("the forwarder", Arc::clone(f).serve_udp(rx));
         tx
     });
     let rrl = dns::rrl::Rrl::new(config.dns.rrl_responses_per_second, config.dns.rrl_slip);
@@ -443,8 +481,14 @@ fn serve_dns(
             "udp response-rate limiting on"
         );
     }
-    let udp_threads =
-        dns::server::spawn_udp(answerer, udp, udp_forward, rrl.map(Arc::new), &tasks.stop)?;
+    let udp_threads = dns::server::spawn_udp(
+        answerer,
+        udp,
+        udp_forward,
+        rrl.map(Arc::new),
+        &tasks.stop,
+        &tasks.fault,
+    )?;
     let limits = dns::server::TcpLimits {
         max_connections: config.dns.tcp_max_connections,
         idle_timeout: config.tcp_idle_timeout(),
@@ -459,9 +503,10 @@ fn serve_dns(
             tasks.stop.clone(),
             tasks.tracker.clone(),
         );
-        tasks.tracker.spawn(async move {
+        let fault = tasks.fault.clone();
+        tasks.spawn_watched("a tcp listener", async move {
             if let Err(e) = task.await {
-                warn!(error = %e, "tcp listener stopped");
+                fault.report(format!("the tcp listener ({e})"));
             }
         });
     }
@@ -478,7 +523,7 @@ fn serve_admin(listener: TcpListener, state: admin::AdminState, tasks: &Tasks) -
     let app = admin::router(state);
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let stop = tasks.stop.clone();
-    tasks.tracker.spawn(async move {
+    tasks.spawn_watched("the admin listener", async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
         if let Err(e) = serve.await {
             warn!(error = %e, "admin listener stopped");

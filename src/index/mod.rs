@@ -172,6 +172,9 @@ pub struct IndexStats {
     pub names: AtomicU64,
     /// Events applied, by kind (`Kind::ALL` order) and type (Reset, Upsert, Remove, Synced).
     pub events_by: [[AtomicU64; 4]; 5],
+    /// Lists started per kind after its first (`Reset` events but the first):
+    /// retries of a failed list, re-lists after 410 Gone.
+    pub relists: [AtomicU64; 5],
     /// Unix ms of each kind's last completed (re-)list; 0 = never.
     pub last_sync_ms: [AtomicU64; 5],
     /// Time to apply and publish one batch: bucket counts (bounds in

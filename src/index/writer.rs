@@ -77,6 +77,8 @@ pub struct IndexWriter {
     index: Index,
     expected: HashSet<Kind>,
     synced: HashSet<Kind>,
+    /// Kinds whose first list has started: a later `Reset` is a re-list.
+    listed: HashSet<Kind>,
     /// Keys seen so far by the re-list of each kind in progress, as 64-bit
     /// hashes (8 bytes a key instead of a copy of it); a collision would only
     /// keep one deleted object until the next re-list.
@@ -138,6 +140,7 @@ impl IndexWriter {
             },
             expected: expected.iter().copied().collect(),
             synced: HashSet::new(),
+            listed: HashSet::new(),
             relist: HashMap::new(),
             relist_hasher: std::hash::RandomState::new(),
             services: HashMap::new(),
@@ -190,6 +193,9 @@ impl IndexWriter {
         }
         match event {
             SourceEvent::Reset(kind) => {
+                if !self.listed.insert(kind) {
+                    stats.relists[kind.index()].fetch_add(1, Ordering::Relaxed);
+                }
                 self.relist.insert(kind, HashSet::new());
             }
             SourceEvent::Upsert(obj) => {

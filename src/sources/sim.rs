@@ -57,6 +57,9 @@ pub enum SimError {
     /// No simulated object of that name.
     #[error("{0}")]
     NotFound(String),
+    /// The request asks for something the simulator cannot hold; nothing changed.
+    #[error("{0}")]
+    Invalid(String),
     /// The simulator is not running.
     #[error("the simulator is not running")]
     Stopped,
@@ -271,10 +274,19 @@ impl Sim {
     pub fn command(&mut self, cmd: SimCommand, now: Instant) -> Result<String, SimError> {
         match cmd {
             SimCommand::Scale { key, replicas } => {
+                let max = self.pool.capacity();
                 let set = self
                     .sets
                     .get_mut(&key)
                     .ok_or_else(|| SimError::NotFound(format!("no simulated StatefulSet {key}")))?;
+                // A count past what the pod CIDR can address would only queue
+                // pods (and, Parallel, allocate them all at once): refuse it.
+                if replicas > max {
+                    return Err(SimError::Invalid(format!(
+                        "replicas {replicas} is more than the pod CIDR holds ({max} addresses); \
+                         nothing changed"
+                    )));
+                }
                 let from = set.record.replicas;
                 set.record.replicas = replicas;
                 info!(statefulset = %key, from, to = replicas, "sim: scaled");
@@ -458,6 +470,11 @@ impl SimStatefulSet {
 }
 
 impl IpPool {
+    /// How many pod addresses the CIDR holds (network and last address excluded).
+    fn capacity(&self) -> u32 {
+        self.cidr.1.saturating_sub(2)
+    }
+
     /// The next free address of the pod CIDR, or `None` if every one is in
     /// use (the pod then waits, as a real pod waits for an address).
     fn allocate(&mut self, in_use: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
