@@ -223,7 +223,7 @@ async fn scale_beyond_the_pod_cidr_is_refused() {
             .await;
         for n in ["4294967295", "255"] {
             let path = format!("/sim/statefulsets/default/mongo/scale?replicas={n}");
-            let (status, body) = http(s.admin, "POST", &path).await.unwrap();
+            let (status, body) = http::request(s.admin, "POST", &path).await.unwrap();
             assert_eq!(status, 400, "{body}");
             assert!(body.contains("254"), "the message names the bound: {body}");
         }
@@ -231,7 +231,7 @@ async fn scale_beyond_the_pod_cidr_is_refused() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(s.query(Proto::Udp, name, A).await.answers.len(), 2);
         let path = "/sim/statefulsets/default/mongo/scale?replicas=254";
-        let (status, body) = http(s.admin, "POST", path).await.unwrap();
+        let (status, body) = http::request(s.admin, "POST", path).await.unwrap();
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("from 2 to 254"), "{body}");
         s.stop().await;

@@ -179,7 +179,7 @@ fn bad_config_names_the_file_line_and_key() {
 /// failing exit code; the StatefulSet keeps its pods.
 #[test]
 fn sim_scale_beyond_the_pod_cidr_fails() {
-    let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
+    let (dns, admin) = (free_port(), free_port());
     let admin_addr = format!("127.0.0.1:{admin}");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/headless-dns.toml");
     let child = Command::new(BIN)
@@ -195,15 +195,15 @@ fn sim_scale_beyond_the_pod_cidr_fails() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _server = Server(child);
+    let _server = Running(child);
     let mongo2 = "mongo-2.mongo.default.svc.cluster.local";
-    wait_until("mongo-2 to resolve", || dig_a(dns, mongo2));
+    wait_until_sync("mongo-2 to resolve", || dig_a(dns, mongo2));
     let out = sim(&admin_addr, &["scale", "default", "mongo", "4294967295"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("more than the pod CIDR holds"), "{err}");
     assert!(err.contains("HTTP 400"), "{err}");
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(dig_a(dns, mongo2).is_some(), "mongo-2 still there");
     assert!(dig(dns, &["mongo-3.mongo.default.svc.cluster.local"]).contains("NXDOMAIN"));
 }
@@ -212,7 +212,7 @@ fn sim_scale_beyond_the_pod_cidr_fails() {
 /// `serve`: the embedded demo answers on the port the environment names.
 #[test]
 fn environment_applies_without_a_subcommand() {
-    let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
+    let (dns, admin) = (free_port(), free_port());
     let child = Command::new(BIN)
         .env("HEADLESS_DNS_LISTEN", format!("127.0.0.1:{dns}"))
         .env("HEADLESS_DNS_ADMIN", format!("127.0.0.1:{admin}"))
@@ -221,8 +221,8 @@ fn environment_applies_without_a_subcommand() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _server = Server(child);
-    let web0 = wait_until("web-0 on the port HEADLESS_DNS_LISTEN names", || {
+    let _server = Running(child);
+    let web0 = wait_until_sync("web-0 on the port HEADLESS_DNS_LISTEN names", || {
         dig_a(dns, "web-0.nginx.default.svc.cluster.local")
     });
     assert!(web0.starts_with("10.244."), "{web0}");
@@ -232,7 +232,7 @@ fn environment_applies_without_a_subcommand() {
 /// naming it, and the process exits non-zero with a log line saying so.
 #[test]
 fn a_dead_udp_thread_fails_health_and_the_exit_code() {
-    let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
+    let (dns, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("h.toml");
     std::fs::write(&config, "[admin]\nlameduck_ms = 3000\n").unwrap();
@@ -252,27 +252,45 @@ fn a_dead_udp_thread_fails_health_and_the_exit_code() {
         .build()
         .unwrap();
     let health = || {
-        rt.block_on(support::dns::http(admin_addr, "GET", "/health"))
+        rt.block_on(support::http::request(admin_addr, "GET", "/health"))
             .ok()
     };
-    wait_until("/health 200 first", || {
+    wait_until_sync("/health 200 first", || {
         health().filter(|(s, _)| *s == 200).map(|(_, b)| b)
     });
-    let body = wait_until("/health 503 after the thread died", || {
+    let body = wait_until_sync("/health 503 after the thread died", || {
         health().filter(|(s, _)| *s == 503).map(|(_, b)| b)
     });
     assert!(body.contains("udp thread dns-udp-"), "{body}");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "the server did not exit");
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not exit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
     };
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(!status.success(), "exit status {status}; stderr:\n{err}");
     assert!(err.contains("(panicked) died"), "{err}");
     assert!(err.contains("udp thread dns-udp-"), "{err}");
+}
+
+/// Polls `f` every 100 ms until it returns a value; panics after 20 s.
+fn wait_until_sync(what: &str, mut f: impl FnMut() -> Option<String>) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -152,7 +152,7 @@ fn sum_of(text: &str, name: &str) -> f64 {
 
 /// (requests, responses + dropped, SERVFAIL responses) from `/metrics`.
 async fn query_counters(admin: SocketAddr) -> (f64, f64, f64) {
-    let (_, m) = support::dns::http(admin, "GET", "/metrics").await.unwrap();
+    let (_, m) = support::http::get(admin, "/metrics").await.unwrap();
     let servfail = sum_of(
         &m,
         "headless_dns_dns_responses_total{proto=\"udp\",rcode=\"SERVFAIL\"}",
@@ -186,7 +186,7 @@ async fn metrics_count_every_path_once() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let up = unbound().await;
         let s = TestServer::with_manifests("", |c| {
-            c.forward.upstreams = vec![up.1.to_string()];
+            c.forward.upstreams = vec![up.addr.to_string()];
         })
         .await;
         let before = query_counters(s.admin).await;
@@ -285,7 +285,7 @@ async fn rrl_limits_forwarded_answers_and_queue_full_servfails() {
         const N: u16 = 40;
         let up = unbound().await;
         let s = TestServer::with_manifests("", |c| {
-            c.forward.upstreams = vec![up.1.to_string()];
+            c.forward.upstreams = vec![up.addr.to_string()];
             c.dns.rrl_responses_per_second = 5;
             c.dns.rrl_slip = 0;
         })

@@ -12,8 +12,9 @@ use serde_json::Value;
 use support::dns::Answer;
 use support::fake_api::FakeApi;
 use support::k8s::{
-    Checker, NS, TEST_TIMEOUT, WATCHED, WATCHED_KINDS, endpoint_slice, fqdn, ip, nginx, ready,
-    start_synced, start_with_doomed, web_answers, web_cluster_and, web_ips,
+    Checker, NS, TEST_TIMEOUT, WATCHED, WATCHED_KINDS, endpoint_slice, fqdn, headless_service, ip,
+    nginx, ready, start_synced, start_with_doomed, web_answers, web_cluster, web_cluster_and,
+    web_ips,
 };
 use support::server::TestServer;
 use support::{eventually, http, within};
@@ -322,7 +323,7 @@ async fn soak_random_api_faults_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relists_total_counts_lists_after_the_first() {
     within(TEST_TIMEOUT, async {
-        let (api, server) = start_synced(support::k8s::web_cluster(3, 3)).await;
+        let (api, server) = start_synced(web_cluster(3, 3)).await;
         let list_requests = || {
             api.requests()
                 .iter()
@@ -341,7 +342,7 @@ async fn relists_total_counts_lists_after_the_first() {
         api.pause_watches();
         assert_eq!(api.drop_watches(), WATCHED_KINDS);
         // A change the resumed watches would have to replay, then forgotten.
-        api.apply(support::k8s::headless_service(NS, "d", false));
+        api.apply(headless_service(NS, "d", false));
         api.expire_history();
         api.resume_watches();
         eventually("every kind to re-list after 410", || async {
