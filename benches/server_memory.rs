@@ -1,6 +1,6 @@
 //! Memory of the whole server process, fed by the Kubernetes source and
 //! measured from outside: the release binary runs as a child process against
-//! the in-process fake API server (`tests/support/fake_api.rs`) holding
+//! the in-process fake API server (`tests/support/fake_api`) holding
 //! 10,000 headless services with 10 ready endpoints each (100,000 endpoints,
 //! plus their Namespaces and StatefulSets), and the child's `VmRSS`/`VmHWM`
 //! are read from `/proc/<pid>/status`.
@@ -53,8 +53,9 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
+use support::dns::{self, Proto};
 use support::fake_api::FakeApi;
-use support::probe::{self, Proto};
+use support::http;
 
 const BIN: &str = env!("CARGO_BIN_EXE_headless-dns");
 /// Namespaces the services are spread over.
@@ -234,8 +235,8 @@ impl Server {
 
     /// The server with these source arguments; its log goes to `dir`.
     fn spawn_with(source: &[&std::ffi::OsStr], dir: &Path) -> Server {
-        let dns = SocketAddr::from(([127, 0, 0, 1], support::dns::free_port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], support::dns::free_port()));
+        let dns = SocketAddr::from(([127, 0, 0, 1], support::process::free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], support::process::free_port()));
         let log = dir.join("server.log");
         let stderr = std::fs::File::create(&log).expect("create the server's log file");
         let mut cmd = Command::new(BIN);
@@ -301,7 +302,7 @@ impl Server {
     /// the process was spawned.
     async fn wait_ready(&self, limit: Duration) -> Duration {
         self.wait("/ready to be 200", limit, || async {
-            match probe::http_get(self.admin, "/ready").await {
+            match http::get(self.admin, "/ready").await {
                 Ok((200, _)) => Some(()),
                 _ => None,
             }
@@ -311,7 +312,7 @@ impl Server {
     }
 
     async fn metrics(&self) -> String {
-        probe::http_get(self.admin, "/metrics")
+        http::get(self.admin, "/metrics")
             .await
             .map(|(_, body)| body)
             .unwrap_or_default()
@@ -331,11 +332,11 @@ impl Server {
 
     /// The A records of `name` over `proto`, or the rcode if not NOERROR.
     async fn a(&self, proto: Proto, name: &str) -> Result<Vec<Ipv4Addr>, ResponseCode> {
-        let m = probe::query(self.dns, proto, name, RecordType::A)
+        let m = dns::try_query(proto, self.dns, name, RecordType::A)
             .await
             .unwrap_or_else(|e| panic!("A {name} over {proto:?}: {e}"));
-        match probe::rcode(&m) {
-            ResponseCode::NoError => Ok(probe::addresses(&m)
+        match dns::rcode(&m) {
+            ResponseCode::NoError => Ok(dns::ips(&m)
                 .into_iter()
                 .filter_map(|ip| match ip {
                     std::net::IpAddr::V4(v4) => Some(v4),

@@ -8,9 +8,20 @@ use std::process::Command;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType::A;
-use support::dns::{Proto, TestServer, http, ip_strings};
+use support::dns::{Proto, ip_strings};
+use support::server::TestServer;
+use support::{http, within};
 
 const STS: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: nginx, namespace: default}\nspec: {clusterIP: None, ports: [{name: web, port: 80}]}\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: web, namespace: default}\nspec: {serviceName: nginx, replicas: 2, selector: {matchLabels: {a: b}}, template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c, image: x}]}}}\n";
+
+/// A server on [`STS`] with the simulator bringing its pods up.
+async fn start_sts() -> TestServer {
+    TestServer::with_manifests(STS, |c| {
+        c.sim.enabled = true;
+        c.sim.ready_delay_ms = 50;
+    })
+    .await
+}
 
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
@@ -23,14 +34,10 @@ fn metric(text: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn health_ready_metrics_and_records() {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        let s = TestServer::with_manifests(STS, |c| {
-            c.sim.enabled = true;
-            c.sim.ready_delay_ms = 50;
-        })
-        .await;
-        assert_eq!(http(s.admin, "GET", "/health").await.unwrap().0, 200);
-        let (status, body) = http(s.admin, "GET", "/ready").await.unwrap();
+    within(Duration::from_secs(60), async {
+        let s = start_sts().await;
+        assert_eq!(http::get(s.admin, "/health").await.unwrap().0, 200);
+        let (status, body) = http::get(s.admin, "/ready").await.unwrap();
         assert_eq!(
             (status, body.contains("\"ready\":true")),
             (200, true),
@@ -41,7 +48,7 @@ async fn health_ready_metrics_and_records() {
         })
         .await;
 
-        let (_, before) = http(s.admin, "GET", "/metrics").await.unwrap();
+        let (_, before) = http::get(s.admin, "/metrics").await.unwrap();
         for (name, _, _) in headless_dns::telemetry::METRICS {
             if name.starts_with("headless_dns_forward_")
                 || name.starts_with("headless_dns_transfer_")
@@ -58,7 +65,7 @@ async fn health_ready_metrics_and_records() {
             s.query(Proto::Tcp, "nope.nginx.default.svc.cluster.local", A)
                 .await;
         }
-        let (_, after) = http(s.admin, "GET", "/metrics").await.unwrap();
+        let (_, after) = http::get(s.admin, "/metrics").await.unwrap();
         let delta = |series: &str| metric(&after, series) - metric(&before, series);
         assert_eq!(
             delta("headless_dns_dns_requests_total{proto=\"udp\",type=\"A\"}"),
@@ -84,7 +91,7 @@ async fn health_ready_metrics_and_records() {
         assert!(metric(&after, "headless_dns_index_publish_duration_seconds_count") >= 1.0);
 
         // /records says what DNS answers.
-        let (_, body) = http(s.admin, "GET", "/records?namespace=default&service=nginx")
+        let (_, body) = http::get(s.admin, "/records?namespace=default&service=nginx")
             .await
             .unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -102,8 +109,7 @@ async fn health_ready_metrics_and_records() {
         }
         s.stop().await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 fn chromium() -> Option<&'static str> {
@@ -141,12 +147,8 @@ fn dump_dom(url: &str, screenshot: Option<&std::path::Path>) -> String {
 
 #[tokio::test]
 async fn record_browser_in_chromium() {
-    tokio::time::timeout(Duration::from_secs(90), async {
-        let s = TestServer::with_manifests(STS, |c| {
-            c.sim.enabled = true;
-            c.sim.ready_delay_ms = 50;
-        })
-        .await;
+    within(Duration::from_secs(90), async {
+        let s = start_sts().await;
         let m = s
             .wait_for("web-1.nginx.default.svc.cluster.local", A, "web-1", |m| {
                 m.answers.len() == 1
@@ -169,7 +171,7 @@ async fn record_browser_in_chromium() {
         assert!(web0 < web1, "pods in ordinal order");
         assert!(dom.contains(&old), "web-1's IP {old} shown");
 
-        http(s.admin, "POST", "/sim/pods/default/web-1/delete")
+        http::post(s.admin, "/sim/pods/default/web-1/delete")
             .await
             .unwrap();
         let m = s
@@ -200,6 +202,5 @@ async fn record_browser_in_chromium() {
         eprintln!("screenshot: {}", shot.display());
         s.stop().await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

@@ -3,18 +3,10 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_headless-dns");
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::eventually;
+use support::process::{BIN, Running, free_port};
 
 fn dig(port: u16, args: &[&str]) -> String {
     let out = Command::new("dig")
@@ -35,15 +27,14 @@ fn dig_a(port: u16, name: &str) -> Option<String> {
         .then(|| a.to_string())
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> Option<String>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Polls `f` (which runs dig, blocking: nothing else runs on this test's
+/// runtime) until it gives a value.
+async fn wait_until(what: &str, mut f: impl FnMut() -> Option<String>) -> String {
+    eventually(what, || {
+        let got = f();
+        async move { got.ok_or_else(|| "not yet".to_string()) }
+    })
+    .await
 }
 
 fn sim(admin: &str, args: &[&str]) -> std::process::Output {
@@ -54,37 +45,39 @@ fn sim(admin: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn readme_walkthrough_on_the_embedded_demo() {
-    let (dns, admin) = (support::dns::free_port(), support::dns::free_port());
+#[tokio::test]
+async fn readme_walkthrough_on_the_embedded_demo() {
+    let (dns, admin) = (free_port(), free_port());
     let admin_addr = format!("127.0.0.1:{admin}");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/headless-dns.toml");
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--config",
-            config,
-            "--listen",
-            &format!("127.0.0.1:{dns}"),
-            "--admin",
-            &admin_addr,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Server(child);
+    let _server = Running::spawn(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--config",
+                config,
+                "--listen",
+                &format!("127.0.0.1:{dns}"),
+                "--admin",
+                &admin_addr,
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        "headless-dns serve",
+    );
 
     // dig @127.0.0.1 -p 5353 web-0.nginx.default.svc.cluster.local
     let web0 = wait_until("web-0 to resolve", || {
         dig_a(dns, "web-0.nginx.default.svc.cluster.local")
-    });
+    })
+    .await;
     assert!(web0.starts_with("10.244."), "{web0}");
     // web-1 comes up after web-0 (OrderedReady).
     let web1 = wait_until("web-1 to resolve", || {
         dig_a(dns, "web-1.nginx.default.svc.cluster.local")
-    });
+    })
+    .await;
     // dig ... _web._tcp.nginx.default.svc.cluster.local SRV
     let srv = dig(
         dns,
@@ -110,7 +103,8 @@ fn readme_walkthrough_on_the_embedded_demo() {
     );
     let moved = wait_until("web-1 at a new IP", || {
         dig_a(dns, "web-1.nginx.default.svc.cluster.local").filter(|a| *a != web1)
-    });
+    })
+    .await;
     assert!(moved.starts_with("10.244."), "{moved}");
 
     // headless-dns sim scale default web 1  ->  web-1 goes away
@@ -120,15 +114,16 @@ fn readme_walkthrough_on_the_embedded_demo() {
         dig(dns, &["web-1.nginx.default.svc.cluster.local"])
             .contains("status: NXDOMAIN")
             .then(String::new)
-    });
+    })
+    .await;
     // Unknown pod: a clear error and a failing exit code.
     let out = sim(&admin_addr, &["delete-pod", "default", "web-7"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no simulated pod default/web-7"));
 }
 
-#[test]
-fn readme_manifest_edit_moves_web_1() {
+#[tokio::test]
+async fn readme_manifest_edit_moves_web_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cluster.yaml");
     std::fs::copy(
@@ -136,20 +131,21 @@ fn readme_manifest_edit_moves_web_1() {
         &path,
     )
     .unwrap();
-    let dns = support::dns::free_port();
-    let child = Command::new(BIN)
-        .args(["serve", "--manifests"])
-        .arg(&path)
-        .args(["--listen", &format!("127.0.0.1:{dns}"), "--admin", "none"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Server(child);
+    let dns = free_port();
+    let _server = Running::spawn(
+        Command::new(BIN)
+            .args(["serve", "--manifests"])
+            .arg(&path)
+            .args(["--listen", &format!("127.0.0.1:{dns}"), "--admin", "none"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        "headless-dns serve",
+    );
     let name = "web-1.nginx.default.svc.cluster.local";
     wait_until("10.244.1.11", || {
         (dig(dns, &["+short", name]).trim() == "10.244.1.11").then(String::new)
-    });
+    })
+    .await;
     // sed -i 's/10.244.1.11/10.244.1.99/' /tmp/cluster.yaml
     let text = std::fs::read_to_string(&path)
         .unwrap()
@@ -157,7 +153,8 @@ fn readme_manifest_edit_moves_web_1() {
     std::fs::write(&path, text).unwrap();
     wait_until("10.244.1.99", || {
         (dig(dns, &["+short", name]).trim() == "10.244.1.99").then(String::new)
-    });
+    })
+    .await;
 }
 
 #[test]

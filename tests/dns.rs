@@ -9,10 +9,16 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use support::dns::{
-    BOTH, Proto, TestServer, exchange, exchange_raw, ips, message, rcode, soa_negative_ttl,
+    BOTH, NegativeTtl, Proto, authority_soa, exchange, exchange_raw, ips, message, rcode,
 };
+use support::fixtures::FIXTURES;
+use support::server::TestServer;
+use support::within;
 
-const FIXTURES: &str = include_str!("fixtures.yaml");
+/// A server on the fixture cluster, `tweak` applied to its config.
+async fn fixtures(tweak: impl FnOnce(&mut headless_dns::Config)) -> TestServer {
+    TestServer::with_manifests(FIXTURES, tweak).await
+}
 
 fn rendered(m: &Message) -> Vec<String> {
     m.answers.iter().map(|r| r.data.to_string()).collect()
@@ -128,6 +134,40 @@ const CASES: &[Case] = &[
         &["0 100 53 api.default.svc.cluster.local."],
     ),
     case("_dns._tcp.api.default.svc.cluster.local", SRV, NX, &[]),
+    // SRV on the bare service name (CoreDNS): every port, named or not
+    case(
+        "nginx.default.svc.cluster.local",
+        SRV,
+        NOERR,
+        &[
+            "0 16 80 web-0.nginx.default.svc.cluster.local.",
+            "0 16 8080 web-0.nginx.default.svc.cluster.local.",
+            "0 16 80 web-1.nginx.default.svc.cluster.local.",
+            "0 16 8080 web-1.nginx.default.svc.cluster.local.",
+            "0 16 80 10-1-0-50.nginx.default.svc.cluster.local.",
+            "0 16 8080 10-1-0-50.nginx.default.svc.cluster.local.",
+        ],
+    ),
+    case(
+        "api.default.svc.cluster.local",
+        SRV,
+        NOERR,
+        &[
+            "0 50 80 api.default.svc.cluster.local.",
+            "0 50 53 api.default.svc.cluster.local.",
+        ],
+    ),
+    case(
+        "multi.default.svc.cluster.local",
+        SRV,
+        NOERR,
+        &[
+            "0 33 5432 multi.default.svc.cluster.local.",
+            "0 33 9000 multi.default.svc.cluster.local.",
+            "0 33 9187 multi.default.svc.cluster.local.",
+        ],
+    ),
+    case("peers.default.svc.cluster.local", SRV, NOERR, &[]),
     // §2.5 ExternalName
     case("ext.default.svc.cluster.local", A, NOERR, &["example.com."]),
     case(
@@ -179,13 +219,25 @@ const CASES: &[Case] = &[
     ),
     case("12.0.1.10.in-addr.arpa", PTR, NX, &[]),
     case("1.2.3.4.5.in-addr.arpa", PTR, NX, &[]),
-    case("0.1.10.in-addr.arpa", PTR, NX, &[]),
+    // RFC 8020: names with names below them are empty non-terminals (NODATA)
+    case("0.1.10.in-addr.arpa", PTR, NOERR, &[]),
+    case("1.10.in-addr.arpa", PTR, NOERR, &[]),
+    case("10.in-addr.arpa", PTR, NOERR, &[]),
+    case("0.96.10.in-addr.arpa", PTR, NOERR, &[]),
+    case("9.1.10.in-addr.arpa", PTR, NX, &[]),
+    case("11.in-addr.arpa", PTR, NX, &[]),
+    case("d.f.ip6.arpa", PTR, NOERR, &[]),
+    case("0.0.d.f.ip6.arpa", PTR, NOERR, &[]),
+    case("e.f.ip6.arpa", PTR, NX, &[]),
+    case("_udp.api.default.svc.cluster.local", SRV, NOERR, &[]),
+    case("_sctp.api.default.svc.cluster.local", SRV, NX, &[]),
+    case("dns.cluster.local", A, NOERR, &[]),
 ];
 
 #[tokio::test]
 async fn spec_records_over_udp_and_tcp() {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        let s = TestServer::with_manifests(FIXTURES, |_| {}).await;
+    within(Duration::from_secs(60), async {
+        let s = fixtures(|_| {}).await;
         for proto in BOTH {
             for c in CASES {
                 let m = s.query(proto, c.name, c.qtype).await;
@@ -196,7 +248,7 @@ async fn spec_records_over_udp_and_tcp() {
                 if c.answers.is_empty() {
                     // RFC 2308: NXDOMAIN and NODATA carry the zone's SOA.
                     assert!(
-                        soa_negative_ttl(&m).is_some(),
+                        authority_soa(&m).is_some(),
                         "{what}: SOA in authority: {m:?}"
                     );
                     let zone_apex = m.authorities[0].name.to_ascii().to_ascii_lowercase();
@@ -218,14 +270,13 @@ async fn spec_records_over_udp_and_tcp() {
         }
         s.stop().await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test]
 async fn soa_negative_ttls_and_pending_pods() {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let s = TestServer::with_manifests(FIXTURES, |c| {
+    within(Duration::from_secs(30), async {
+        let s = fixtures(|c| {
             c.dns.negative_ttl = 30;
             c.dns.pending_negative_ttl = 2;
         })
@@ -249,30 +300,29 @@ async fn soa_negative_ttls_and_pending_pods() {
                 )
                 .await;
             assert_eq!(rcode(&m), NX);
-            assert_eq!(soa_negative_ttl(&m), Some((2, 2)), "{pending}");
+            assert_eq!(authority_soa(&m), Some(NegativeTtl::both(2)), "{pending}");
         }
         let m = s
             .query(Proto::Udp, "web-4.nginx.default.svc.cluster.local", A)
             .await;
         assert_eq!(
-            soa_negative_ttl(&m),
-            Some((30, 30)),
+            authority_soa(&m),
+            Some(NegativeTtl::both(30)),
             "web-4 is beyond replicas"
         );
         let m = s
             .query(Proto::Udp, "nope.nginx.default.svc.cluster.local", A)
             .await;
-        assert_eq!(soa_negative_ttl(&m), Some((30, 30)));
+        assert_eq!(authority_soa(&m), Some(NegativeTtl::both(30)));
         s.stop().await;
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test]
 async fn case_is_matched_insensitively_and_echoed() {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let s = TestServer::with_manifests(FIXTURES, |_| {}).await;
+    within(Duration::from_secs(30), async {
+        let s = fixtures(|_| {}).await;
         for proto in BOTH {
             let name = "WeB-0.NGINX.Default.svc.Cluster.LOCAL.";
             let m = s.query(proto, name, A).await;
@@ -308,11 +358,31 @@ async fn case_is_matched_insensitively_and_echoed() {
                 glue.contains(&"10-1-0-50.nginx.default.svc.cluster.local. 10.1.0.50".to_string()),
                 "{glue:?}"
             );
+            // the bare service name: every port of every endpoint, glue once per target
+            let m = s.query(proto, "NGINX.default.svc.cluster.local", SRV).await;
+            assert_eq!(m.answers.len(), 6);
+            let mut glue: Vec<String> = m
+                .additionals
+                .iter()
+                .map(|r| format!("{} {}", r.name, r.data).to_ascii_lowercase())
+                .collect();
+            glue.sort();
+            assert_eq!(
+                glue,
+                [
+                    "10-1-0-50.nginx.default.svc.cluster.local. 10.1.0.50",
+                    "web-0.nginx.default.svc.cluster.local. 10.1.0.10",
+                    "web-0.nginx.default.svc.cluster.local. fd00::10",
+                    "web-1.nginx.default.svc.cluster.local. 10.1.0.11",
+                ]
+            );
+            let m = s.query(proto, "api.default.svc.cluster.local", SRV).await;
+            let glue: Vec<String> = m.additionals.iter().map(|r| r.data.to_string()).collect();
+            assert_eq!(glue, ["10.96.0.10", "fd00:96::10"]);
         }
         s.stop().await;
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 fn big_service(pods: usize) -> String {
@@ -331,8 +401,10 @@ fn big_service(pods: usize) -> String {
 
 #[tokio::test]
 async fn truncation_edns_and_tcp_retry() {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let s = TestServer::with_manifests(&big_service(200), |_| {}).await;
+    within(Duration::from_secs(30), async {
+        let chain = "---\napiVersion: v1\nkind: Service\nmetadata: {name: tobig, namespace: default}\nspec: {type: ExternalName, externalName: big.default.svc.cluster.local}\n";
+        let manifests = format!("{}{chain}", big_service(200));
+        let s = TestServer::with_manifests(&manifests, |_| {}).await;
         let name = "big.default.svc.cluster.local";
         // No EDNS: 512 bytes; 200 A records do not fit, so TC and no answers.
         let m = exchange(Proto::Udp, s.dns, &message(name, A, None)).await;
@@ -369,16 +441,31 @@ async fn truncation_edns_and_tcp_retry() {
         .await;
         assert_eq!(m.answers.len(), 200);
         assert_eq!(m.additionals.len(), 200);
+        // The bare service name's SRV set, likewise: TC over UDP, whole over TCP.
+        let bare = message("big.default.svc.cluster.local", SRV, None);
+        let m = exchange(Proto::Udp, s.dns, &bare).await;
+        assert!(m.metadata.truncation && m.answers.is_empty());
+        let m = exchange(Proto::Tcp, s.dns, &bare).await;
+        assert_eq!((m.answers.len(), m.additionals.len()), (200, 200));
+        // A chain to it: TC over UDP (with EDNS too), CNAME + 200 A over TCP.
+        let via = "tobig.default.svc.cluster.local";
+        for edns in [None, Some(1232)] {
+            let m = exchange(Proto::Udp, s.dns, &message(via, A, edns)).await;
+            assert!(m.metadata.truncation && m.answers.is_empty(), "{m:?}");
+            assert_eq!(m.edns.is_some(), edns.is_some());
+        }
+        let m = exchange(Proto::Tcp, s.dns, &message(via, A, None)).await;
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 201);
         s.stop().await;
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test]
 async fn bad_packets_refused_and_unsupported_queries() {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let s = TestServer::with_manifests(FIXTURES, |_| {}).await;
+    within(Duration::from_secs(30), async {
+        let s = fixtures(|_| {}).await;
         for proto in BOTH {
             // outside our zones: REFUSED, not authoritative
             let m = s.query(proto, "example.org", A).await;
@@ -431,17 +518,13 @@ async fn bad_packets_refused_and_unsupported_queries() {
         assert_eq!(rcode(&m), NOERR);
         s.stop().await;
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test]
 async fn pod_records_insecure_and_verified() {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let s = TestServer::with_manifests(FIXTURES, |c| {
-            c.dns.pods = headless_dns::dns::PodsMode::Insecure
-        })
-        .await;
+    within(Duration::from_secs(30), async {
+        let s = fixtures(|c| c.dns.pods = headless_dns::dns::PodsMode::Insecure).await;
         let m = s
             .query(Proto::Udp, "1-2-3-4.default.pod.cluster.local", A)
             .await;
@@ -451,10 +534,7 @@ async fn pod_records_insecure_and_verified() {
             .await;
         assert_eq!(rendered(&m), ["fd00::1"]);
         s.stop().await;
-        let s = TestServer::with_manifests(FIXTURES, |c| {
-            c.dns.pods = headless_dns::dns::PodsMode::Verified
-        })
-        .await;
+        let s = fixtures(|c| c.dns.pods = headless_dns::dns::PodsMode::Verified).await;
         let m = s
             .query(Proto::Udp, "10-1-0-10.default.pod.cluster.local", A)
             .await;
@@ -473,14 +553,13 @@ async fn pod_records_insecure_and_verified() {
         assert_eq!(rcode(&m), NX, "no such pod");
         s.stop().await;
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test]
 async fn endpoint_pod_names_option() {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let s = TestServer::with_manifests(FIXTURES, |c| c.dns.endpoint_pod_names = true).await;
+    within(Duration::from_secs(30), async {
+        let s = fixtures(|c| c.dns.endpoint_pod_names = true).await;
         let m = s
             .query(
                 Proto::Tcp,
@@ -495,13 +574,12 @@ async fn endpoint_pod_names_option() {
         assert_eq!(rcode(&m), NX);
         s.stop().await;
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test]
 async fn not_ready_before_first_sync_is_servfail() {
-    tokio::time::timeout(Duration::from_secs(30), async {
+    within(Duration::from_secs(30), async {
         // File sources sync at once, so check the rule on an index that has not
         // completed its first list (the Kubernetes-source tests do it end to end).
         use headless_dns::dns::{Answerer, Outcome};
@@ -521,6 +599,5 @@ async fn not_ready_before_first_sync_is_servfail() {
             ResponseCode::ServFail
         );
     })
-    .await
-    .unwrap();
+    .await;
 }

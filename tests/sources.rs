@@ -5,11 +5,14 @@
 mod support;
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType::{A, PTR};
-use support::dns::{Proto, TestServer, http, ip_strings, ips, rcode, rewrite};
+use support::dns::{NegativeTtl, Proto, authority_soa, ip_strings, ips, rcode, reverse_v4};
+use support::server::{TestServer, rewrite};
+use support::{http, within};
 
 fn manifests(web1_ip: &str, with_web2: bool, with_api: bool) -> String {
     let mut y = format!(
@@ -26,9 +29,45 @@ fn manifests(web1_ip: &str, with_web2: bool, with_api: bool) -> String {
 
 const WEB1: &str = "web-1.nginx.default.svc.cluster.local";
 
+/// `/records` without what changes by itself (ages, the serial).
+fn records_state(json: &str) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+    for svc in v["services"].as_array_mut().unwrap() {
+        for ep in svc["endpoints"].as_array_mut().unwrap() {
+            ep.as_object_mut().unwrap().remove("changed_ms_ago");
+        }
+    }
+    v.as_object_mut().unwrap().remove("serial");
+    v
+}
+
+/// A broken file: bad YAML, then a bad field type. The last good state
+/// serves on (web-1 at 10.0.0.22), and the index does not change.
+async fn broken_files_change_nothing(s: &TestServer, path: &Path) {
+    let (_, before) = http::get(s.admin, "/records").await.unwrap();
+    for broken in [
+        "apiVersion: v1\nkind: Service\nmetadata: [oops\n",
+        &manifests("not-an-ip", false, false),
+    ] {
+        rewrite(path, broken);
+        // Give the poller (50 ms) several rounds, then check nothing moved.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            ip_strings(&s.query(Proto::Udp, WEB1, A).await),
+            ["10.0.0.22"]
+        );
+        let (_, after) = http::get(s.admin, "/records").await.unwrap();
+        assert_eq!(
+            records_state(&before),
+            records_state(&after),
+            "index unchanged by a broken file"
+        );
+    }
+}
+
 #[tokio::test]
 async fn manifest_edits_are_applied_and_broken_files_keep_the_last_good_state() {
-    tokio::time::timeout(Duration::from_secs(60), async {
+    within(Duration::from_secs(60), async {
         let s = TestServer::with_manifests(&manifests("10.0.0.2", true, true), |_| {}).await;
         let path = s.manifest_path();
         assert_eq!(
@@ -82,36 +121,7 @@ async fn manifest_edits_are_applied_and_broken_files_keep_the_last_good_state() 
             ["10.0.0.22"]
         );
 
-        // A broken file: bad YAML, then a bad field type. The last good state serves on.
-        let (_, before) = http(s.admin, "GET", "/records").await.unwrap();
-        for broken in [
-            "apiVersion: v1\nkind: Service\nmetadata: [oops\n",
-            &manifests("not-an-ip", false, false),
-        ] {
-            rewrite(&path, broken);
-            // Give the poller (50 ms) several rounds, then check nothing moved.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            assert_eq!(
-                ip_strings(&s.query(Proto::Udp, WEB1, A).await),
-                ["10.0.0.22"]
-            );
-            let (_, after) = http(s.admin, "GET", "/records").await.unwrap();
-            let strip = |j: &str| -> serde_json::Value {
-                let mut v: serde_json::Value = serde_json::from_str(j).unwrap();
-                for svc in v["services"].as_array_mut().unwrap() {
-                    for ep in svc["endpoints"].as_array_mut().unwrap() {
-                        ep.as_object_mut().unwrap().remove("changed_ms_ago");
-                    }
-                }
-                v.as_object_mut().unwrap().remove("serial");
-                v
-            };
-            assert_eq!(
-                strip(&before),
-                strip(&after),
-                "index unchanged by a broken file"
-            );
-        }
+        broken_files_change_nothing(&s, &path).await;
         // Fixed again: applied.
         rewrite(&path, &manifests("10.0.0.23", false, false));
         s.wait_for(WEB1, A, "web-1 after the fix", |m| {
@@ -120,8 +130,7 @@ async fn manifest_edits_are_applied_and_broken_files_keep_the_last_good_state() 
         .await;
         s.stop().await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 fn sim_manifests() -> String {
@@ -148,20 +157,123 @@ fn name(pod: &str, svc: &str) -> String {
     format!("{pod}.{svc}.default.svc.cluster.local")
 }
 
+const NGINX_SET: &str = "nginx.default.svc.cluster.local";
+const MONGO_SET: &str = "mongo.default.svc.cluster.local";
+
+/// A server on [`sim_manifests`] with the simulator on, each pod ready
+/// `ready_delay_ms` after it starts.
+async fn simulated(ready_delay_ms: u64) -> TestServer {
+    TestServer::with_manifests(&sim_manifests(), |c| {
+        c.sim.enabled = true;
+        c.sim.ready_delay_ms = ready_delay_ms;
+    })
+    .await
+}
+
+/// Posts to the admin API; returns the status and body.
+async fn post(s: &TestServer, path: &str) -> (u16, String) {
+    http::post(s.admin, path).await.unwrap()
+}
+
+/// Deletes web-1: same name, new IP, never both, old PTR gone.
+async fn deleted_pod_comes_back_with_a_new_ip(s: &TestServer) {
+    let old: IpAddr = ips(&s.query(Proto::Udp, &name("web-1", "nginx"), A).await)[0];
+    let (status, body) = post(s, "/sim/pods/default/web-1/delete").await;
+    assert_eq!(status, 200, "{body}");
+    let m = s
+        .wait_for(
+            &name("web-1", "nginx"),
+            A,
+            "web-1 back with a new IP",
+            |m| {
+                let got = ips(m);
+                assert!(got.len() <= 1, "never two addresses for one pod: {got:?}");
+                got.len() == 1 && got[0] != old
+            },
+        )
+        .await;
+    let new = ips(&m)[0];
+    assert_eq!(
+        rcode(&s.query(Proto::Udp, &reverse_v4(old), PTR).await),
+        ResponseCode::NXDomain,
+        "old PTR gone"
+    );
+    assert_eq!(
+        s.query(Proto::Udp, &reverse_v4(new), PTR)
+            .await
+            .answers
+            .len(),
+        1
+    );
+}
+
+/// Not ready: web-0 leaves the set, its name is NXDOMAIN; ready again: back.
+async fn readiness_takes_a_pod_out_and_back(s: &TestServer) {
+    let (status, _) = post(s, "/sim/pods/default/web-0/ready?value=false").await;
+    assert_eq!(status, 200);
+    s.wait_for(NGINX_SET, A, "web-0 out of the set", |m| {
+        m.answers.len() == 2
+    })
+    .await;
+    assert_eq!(
+        rcode(&s.query(Proto::Udp, &name("web-0", "nginx"), A).await),
+        ResponseCode::NXDomain
+    );
+    post(s, "/sim/pods/default/web-0/ready?value=true").await;
+    s.wait_for(NGINX_SET, A, "web-0 back", |m| m.answers.len() == 3)
+        .await;
+}
+
+/// Scale down 3 -> 1: web-2 goes first, then web-1; back up to 3: the same
+/// names return.
+async fn scale_down_from_the_top_and_back_up(s: &TestServer) {
+    let (status, _) = post(s, "/sim/statefulsets/default/web/scale?replicas=1").await;
+    assert_eq!(status, 200);
+    s.wait_for(&name("web-2", "nginx"), A, "web-2 gone", |m| {
+        rcode(m) == ResponseCode::NXDomain
+    })
+    .await;
+    let web1_still_there = s.query(Proto::Udp, &name("web-1", "nginx"), A).await;
+    assert_eq!(
+        rcode(&web1_still_there),
+        ResponseCode::NoError,
+        "web-1 outlives web-2"
+    );
+    s.wait_for(&name("web-1", "nginx"), A, "web-1 gone", |m| {
+        rcode(m) == ResponseCode::NXDomain
+    })
+    .await;
+    assert_eq!(s.query(Proto::Udp, NGINX_SET, A).await.answers.len(), 1);
+
+    post(s, "/sim/statefulsets/default/web/scale?replicas=3").await;
+    s.wait_for(&name("web-2", "nginx"), A, "web-2 back", |m| {
+        m.answers.len() == 1
+    })
+    .await;
+}
+
+/// Unknown names: 404 with a clear message.
+async fn unknown_sim_objects_are_404(s: &TestServer) {
+    let (status, body) = post(s, "/sim/pods/default/web-9/delete").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no simulated pod default/web-9"), "{body}");
+    let (status, body) = post(s, "/sim/statefulsets/default/nope/scale?replicas=1").await;
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("no simulated StatefulSet default/nope"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn simulator_statefulsets_come_to_life() {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        let s = TestServer::with_manifests(&sim_manifests(), |c| {
-            c.sim.enabled = true;
-            c.sim.ready_delay_ms = 300;
-        })
-        .await;
-        let set = "nginx.default.svc.cluster.local";
+    within(Duration::from_secs(60), async {
+        let s = simulated(300).await;
 
         // OrderedReady: the headless set grows one pod at a time, in ordinal
         // order, and a name resolves only once its pod is ready.
         let m = s
-            .wait_for(set, A, "all three web pods", |m| m.answers.len() == 3)
+            .wait_for(NGINX_SET, A, "all three web pods", |m| m.answers.len() == 3)
             .await;
         let order = ips(&m);
         for (i, ip) in order.iter().enumerate() {
@@ -173,139 +285,82 @@ async fn simulator_statefulsets_come_to_life() {
 
         // Parallel: all mongo pods exist at once (each ready after the delay).
         let m = s
-            .wait_for("mongo.default.svc.cluster.local", A, "mongo pods", |m| {
-                m.answers.len() == 3
-            })
+            .wait_for(MONGO_SET, A, "mongo pods", |m| m.answers.len() == 3)
             .await;
         assert_eq!(m.answers.len(), 3);
 
-        // Delete web-1: same name, new IP, never both, old PTR gone.
-        let old: IpAddr = ips(&s.query(Proto::Udp, &name("web-1", "nginx"), A).await)[0];
-        let (status, body) = http(s.admin, "POST", "/sim/pods/default/web-1/delete")
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "{body}");
-        let m = s
-            .wait_for(
-                &name("web-1", "nginx"),
-                A,
-                "web-1 back with a new IP",
-                |m| {
-                    let got = ips(m);
-                    assert!(got.len() <= 1, "never two addresses for one pod: {got:?}");
-                    got.len() == 1 && got[0] != old
-                },
-            )
-            .await;
-        let new = ips(&m)[0];
-        let rev = |ip: IpAddr| match ip {
-            IpAddr::V4(v4) => {
-                let o = v4.octets();
-                format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
-            }
-            IpAddr::V6(_) => unreachable!(),
-        };
-        assert_eq!(
-            rcode(&s.query(Proto::Udp, &rev(old), PTR).await),
-            ResponseCode::NXDomain,
-            "old PTR gone"
-        );
-        assert_eq!(s.query(Proto::Udp, &rev(new), PTR).await.answers.len(), 1);
-
-        // Not ready: web-0 leaves the set, its name is NXDOMAIN; ready again: back.
-        let (status, _) = http(s.admin, "POST", "/sim/pods/default/web-0/ready?value=false")
-            .await
-            .unwrap();
-        assert_eq!(status, 200);
-        s.wait_for(set, A, "web-0 out of the set", |m| m.answers.len() == 2)
-            .await;
-        assert_eq!(
-            rcode(&s.query(Proto::Udp, &name("web-0", "nginx"), A).await),
-            ResponseCode::NXDomain
-        );
-        http(s.admin, "POST", "/sim/pods/default/web-0/ready?value=true")
-            .await
-            .unwrap();
-        s.wait_for(set, A, "web-0 back", |m| m.answers.len() == 3)
-            .await;
-
-        // Scale down 3 -> 1: web-2 goes first, then web-1.
-        let (status, _) = http(
-            s.admin,
-            "POST",
-            "/sim/statefulsets/default/web/scale?replicas=1",
-        )
-        .await
-        .unwrap();
-        assert_eq!(status, 200);
-        s.wait_for(&name("web-2", "nginx"), A, "web-2 gone", |m| {
-            rcode(m) == ResponseCode::NXDomain
-        })
-        .await;
-        let web1_still_there = s.query(Proto::Udp, &name("web-1", "nginx"), A).await;
-        assert_eq!(
-            rcode(&web1_still_there),
-            ResponseCode::NoError,
-            "web-1 outlives web-2"
-        );
-        s.wait_for(&name("web-1", "nginx"), A, "web-1 gone", |m| {
-            rcode(m) == ResponseCode::NXDomain
-        })
-        .await;
-        assert_eq!(s.query(Proto::Udp, set, A).await.answers.len(), 1);
-
-        // Scale back up: the same names return.
-        http(
-            s.admin,
-            "POST",
-            "/sim/statefulsets/default/web/scale?replicas=3",
-        )
-        .await
-        .unwrap();
-        s.wait_for(&name("web-2", "nginx"), A, "web-2 back", |m| {
-            m.answers.len() == 1
-        })
-        .await;
-
-        // Unknown names: 404 with a clear message.
-        let (status, body) = http(s.admin, "POST", "/sim/pods/default/web-9/delete")
-            .await
-            .unwrap();
-        assert_eq!(status, 404);
-        assert!(body.contains("no simulated pod default/web-9"), "{body}");
-        let (status, body) = http(
-            s.admin,
-            "POST",
-            "/sim/statefulsets/default/nope/scale?replicas=1",
-        )
-        .await
-        .unwrap();
-        assert_eq!(status, 404);
-        assert!(
-            body.contains("no simulated StatefulSet default/nope"),
-            "{body}"
-        );
+        deleted_pod_comes_back_with_a_new_ip(&s).await;
+        readiness_takes_a_pod_out_and_back(&s).await;
+        scale_down_from_the_top_and_back_up(&s).await;
+        unknown_sim_objects_are_404(&s).await;
         s.stop().await;
     })
-    .await
-    .expect("test timed out");
+    .await;
+}
+
+/// Watches the `nginx` (OrderedReady) and `mongo` (Parallel) sets until
+/// both hold 3 pods (at most 20 s); returns, per set, when each size was
+/// first seen (since the watch began), in order.
+async fn watch_both_sets_grow(s: &TestServer) -> [Vec<(usize, Duration)>; 2] {
+    let mut seen: [Vec<(usize, Duration)>; 2] = [Vec::new(), Vec::new()];
+    let start = Instant::now();
+    while seen.iter().any(|v| v.last().is_none_or(|(n, _)| *n < 3)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "sets still growing: {seen:?}"
+        );
+        for (set, sizes) in [NGINX_SET, MONGO_SET].into_iter().zip(&mut seen) {
+            let n = s.query(Proto::Udp, set, A).await.answers.len();
+            if n > 0 && sizes.last().is_none_or(|(last, _)| *last != n) {
+                sizes.push((n, start.elapsed()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn parallel_pods_come_up_together_ordered_ready_ones_in_turn() {
+    within(Duration::from_secs(60), async {
+        // Long enough that one pod at a time is far from all at once.
+        const READY: Duration = Duration::from_millis(1000);
+        let s = simulated(READY.as_millis() as u64).await;
+        let [nginx, mongo] = watch_both_sets_grow(&s).await;
+        eprintln!("OrderedReady: {nginx:?}\nParallel: {mongo:?}");
+        // Parallel: every ordinal starts at once, so all three are ready
+        // within one readiness period of the first.
+        let spread = mongo.last().unwrap().1 - mongo[0].1;
+        assert!(
+            spread < READY,
+            "Parallel pods came up {spread:?} apart (readiness {READY:?}): {mongo:?}"
+        );
+        // OrderedReady: one at a time, each starting once the one before it
+        // is ready, so a readiness period apart (half of one, for the polling).
+        let sizes: Vec<usize> = nginx.iter().map(|(n, _)| *n).collect();
+        assert_eq!(sizes, [1, 2, 3], "one pod at a time");
+        for w in nginx.windows(2) {
+            let gap = w[1].1 - w[0].1;
+            assert!(
+                gap >= READY / 2,
+                "OrderedReady pods {gap:?} apart: {nginx:?}"
+            );
+        }
+        s.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn ordered_ready_names_resolve_only_once_ready() {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        let s = TestServer::with_manifests(&sim_manifests(), |c| {
-            c.sim.enabled = true;
-            c.sim.ready_delay_ms = 400;
-        })
-        .await;
+    within(Duration::from_secs(60), async {
+        let s = simulated(400).await;
         // Observe the set as it grows: it only ever holds a prefix web-0..web-k,
         // and web-(k+1) is NXDOMAIN (with the short pending TTL) meanwhile.
-        let set = "nginx.default.svc.cluster.local";
         let mut sizes = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            let m = s.query(Proto::Udp, set, A).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let m = s.query(Proto::Udp, NGINX_SET, A).await;
             let n = m.answers.len();
             if sizes.last() != Some(&n) {
                 sizes.push(n);
@@ -316,8 +371,8 @@ async fn ordered_ready_names_resolve_only_once_ready() {
                     // it may have become ready in between; if not, it is pending
                     if rcode(&next) == ResponseCode::NXDomain {
                         assert_eq!(
-                            support::dns::soa_negative_ttl(&next),
-                            Some((1, 1)),
+                            authority_soa(&next),
+                            Some(NegativeTtl::both(1)),
                             "pending pod TTL"
                         );
                     }
@@ -332,6 +387,5 @@ async fn ordered_ready_names_resolve_only_once_ready() {
         assert_eq!(sizes, [1, 2, 3], "one pod at a time");
         s.stop().await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

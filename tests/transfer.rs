@@ -15,7 +15,9 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::txt::Parser;
-use support::dns::{Proto, TestServer, exchange, http, message, rewrite};
+use support::dns::{Proto, exchange, message};
+use support::http;
+use support::server::{TestServer, rewrite};
 use transfer_support::{SECRET, WRONG_SECRET, request, signer, soa_serial, tcp, udp};
 
 const FIXTURES: &str = include_str!("fixtures.yaml");
@@ -58,7 +60,7 @@ async fn serial(s: &TestServer) -> u32 {
 
 /// One value of the metrics page, e.g. `name{kind="ixfr"}`; 0 if absent.
 async fn metric(s: &TestServer, series: &str) -> f64 {
-    let (_, body) = http(s.admin, "GET", "/metrics").await.unwrap();
+    let (_, body) = http::request(s.admin, "GET", "/metrics").await.unwrap();
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
@@ -97,7 +99,7 @@ async fn axfr_of_every_zone_is_what_export_zone_prints() {
         assert_eq!(soa_serial(first), Some(serial(&s).await));
         assert_eq!(soa_serial(first), soa_serial(last));
         assert!(t.messages.iter().all(|m| m.metadata.authoritative));
-        let mut config = support::dns::test_config(vec![s.manifest_path()]);
+        let mut config = support::server::test_config(vec![s.manifest_path()]);
         allow_loopback(&mut config);
         let exported = exported_lines(&config);
         assert!(exported.len() > 20, "{exported:?}");
@@ -272,7 +274,7 @@ async fn ixfr_sends_differences_or_the_whole_zone() {
         assert_eq!(u.records().len(), 1);
         assert_eq!(soa_serial(&u.records()[0]), Some(now));
 
-        let (_, page) = http(s.admin, "GET", "/metrics").await.unwrap();
+        let (_, page) = http::request(s.admin, "GET", "/metrics").await.unwrap();
         for (name, _, _) in headless_dns::telemetry::METRICS {
             let forwarding = name.starts_with("headless_dns_forward_"); // off here
             assert!(

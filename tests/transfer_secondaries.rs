@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use headless_dns::Config;
 use hickory_proto::rr::RecordType;
-use support::dns::{Proto, TestServer, exchange_raw, http, message};
+use support::dns::{Proto, exchange_raw, message};
+use support::http;
+use support::server::TestServer;
 use transfer_support::secondary::{Key, Kind, Secondary, eventually, free_port};
 use transfer_support::{SECRET, WRONG_SECRET, soa_serial};
 
@@ -39,7 +41,7 @@ async fn serial_at(server: SocketAddr) -> Option<u32> {
 /// The demo cluster with the simulator (pods ready `ready_ms` after
 /// creation), transfers allowed from 127.0.0.1 and NOTIFY to `notify`.
 fn demo(notify: &[u16], key: Key, ready_ms: u64) -> Config {
-    let mut c = support::dns::test_config(vec![]);
+    let mut c = support::server::test_config(vec![]);
     c.sim.enabled = true;
     c.sim.ready_delay_ms = ready_ms;
     c.transfer.allow = vec!["127.0.0.1/32".parse().unwrap()];
@@ -79,7 +81,7 @@ async fn converged(primary: SocketAddr, sec: &mut Secondary, within: Duration) {
 /// the new address and when the primary first served it.
 async fn recreate_web_1(s: &TestServer) -> (Vec<String>, Instant) {
     let old = ips_at(s.dns, WEB_1).await.unwrap();
-    let (status, body) = http(s.admin, "POST", "/sim/pods/default/web-1/delete")
+    let (status, body) = http::request(s.admin, "POST", "/sim/pods/default/web-1/delete")
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
@@ -112,7 +114,7 @@ async fn lag(sec: &Secondary, want: &[String], since: Instant) -> Duration {
 }
 
 async fn metric(s: &TestServer, series: &str) -> f64 {
-    let (_, body) = http(s.admin, "GET", "/metrics").await.unwrap();
+    let (_, body) = http::request(s.admin, "GET", "/metrics").await.unwrap();
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
@@ -126,7 +128,7 @@ fn ixfr_full() -> &'static str {
 async fn primary_and_secondaries(key: Key<'_>, ready_ms: u64) -> (TestServer, Vec<Secondary>) {
     let kinds = [Kind::Knot, Kind::Bind];
     let ports: Vec<u16> = kinds.iter().map(|_| free_port()).collect();
-    let s = TestServer::start(demo(&ports, key, ready_ms), tempfile::tempdir().unwrap()).await;
+    let s = TestServer::start(demo(&ports, key, ready_ms)).await;
     let mut secs: Vec<Secondary> = kinds
         .iter()
         .zip(&ports)
@@ -285,7 +287,7 @@ async fn journal_overflow_and_a_restart_fall_back_to_the_whole_zone() {
         let mut c = demo(&[], None, 100);
         c.transfer.journal_max_changes = 1;
         c.transfer.serial_file = Some(serial_file.clone());
-        let s = TestServer::start(c, tempfile::tempdir().unwrap()).await;
+        let s = TestServer::start(c).await;
         // Without NOTIFY Knot takes the zone once: let the simulator start web-1 first.
         let up = eventually(Duration::from_secs(10), || async {
             ips_at(s.dns, WEB_1)
@@ -310,7 +312,7 @@ async fn journal_overflow_and_a_restart_fall_back_to_the_whole_zone() {
         let mut c = demo(&[port], None, 100);
         c.dns.listen = vec![dns];
         c.transfer.serial_file = Some(serial_file.clone());
-        let s = TestServer::start(c, tempfile::tempdir().unwrap()).await;
+        let s = TestServer::start(c).await;
         let new_serial = serial_at(s.dns).await.unwrap();
         assert!(
             new_serial > old_serial,
@@ -396,7 +398,7 @@ async fn transfer_lag() {
     let (mut gone, mut came) = (vec![Vec::new(); secs.len()], vec![Vec::new(); secs.len()]);
     for _ in 0..20 {
         let old = ips_at(s.dns, WEB_1).await.unwrap();
-        let (status, _) = http(s.admin, "POST", "/sim/pods/default/web-1/delete")
+        let (status, _) = http::request(s.admin, "POST", "/sim/pods/default/web-1/delete")
             .await
             .unwrap();
         assert_eq!(status, 200);

@@ -11,7 +11,7 @@
 //! | 1   | `svc`, `pod`, `dns`                    | empty non-terminal (NODATA)            |
 //! | 2   | `ns.dns`                               | the NS target's addresses              |
 //! | 2   | `<ns>.svc`, `<ns>.pod`                 | NODATA if the namespace exists         |
-//! | 3   | `<svc>.<ns>.svc`                       | ClusterIP / headless set / CNAME       |
+//! | 3   | `<svc>.<ns>.svc`                       | ClusterIP / headless set / CNAME; SRV  |
 //! | 3   | `<a-b-c-d>.<ns>.pod`                   | pod address (per `pods` mode)          |
 //! | 4   | `<endpoint>.<svc>.<ns>.svc`            | endpoint A/AAAA                        |
 //! | 4   | `_<proto>.<svc>.<ns>.svc`              | empty non-terminal above an SRV name   |
@@ -23,7 +23,7 @@
 //! to exist: its NXDOMAIN carries the short "pending" negative TTL so that
 //! caches do not hide it once it is up.
 //!
-//! [`walk`] finds the node; [`records`] picks its records for the query type.
+//! `walk` finds the node; `records` picks its records for the query type.
 
 use std::net::IpAddr;
 
@@ -184,6 +184,11 @@ pub(crate) fn records<'a>(a: &'a Answerer, node: &'a Node<'a>, t: u16) -> Option
             (Some(c), _) => non_empty(c),
             (None, qtype::A) => non_empty(v.a()),
             (None, qtype::AAAA) => non_empty(v.aaaa()),
+            (None, qtype::SRV) => {
+                let (srv, glue) = v.bare_srv();
+                let glue = (glue.count > 0).then_some(Part::Encoded(glue));
+                non_empty(srv).map(|(answer, _)| (answer, glue))
+            }
             (None, qtype::ANY) => a.hinfo(),
             _ => None,
         },

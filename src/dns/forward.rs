@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::Record;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{RData, Record};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -27,6 +27,8 @@ use crate::error::{Error, Result};
 pub struct UdpForward {
     /// The query packet.
     pub packet: Vec<u8>,
+    /// Our CNAME chain to complete upstream ([`crate::dns::Outcome::Chase`]).
+    pub chain: Option<Vec<u8>>,
     /// Who asked.
     pub src: SocketAddr,
     /// The socket to answer on.
@@ -127,27 +129,44 @@ impl Forwarder {
     }
 
     /// Resolves `packet` upstream (waiting for an in-flight slot) and returns
-    /// the response to send.
-    pub async fn answer(&self, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    /// the response to send; with `chain` (our response holding an
+    /// ExternalName's CNAMEs), resolves the last CNAME's target instead and
+    /// appends its records to the chain.
+    pub async fn answer(&self, packet: &[u8], chain: Option<&[u8]>, tcp: bool) -> Option<Vec<u8>> {
         let _permit = self.inflight.acquire().await.ok()?;
-        self.resolve(packet, tcp).await
+        self.resolve(packet, chain, tcp).await
     }
 
-    async fn resolve(&self, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    async fn resolve(&self, packet: &[u8], chain: Option<&[u8]>, tcp: bool) -> Option<Vec<u8>> {
         let query = Message::from_vec(packet).ok()?;
-        let q = query.queries.first()?.clone();
+        let mut q = query.queries.first()?.clone();
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let mut resp = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
-        resp.metadata.recursion_desired = query.metadata.recursion_desired;
+        let mut resp = match chain.map(Message::from_vec) {
+            Some(Ok(ours)) => {
+                // Ask upstream for the last CNAME's target.
+                let last = ours.answers.iter().rev().find_map(|r| match &r.data {
+                    RData::CNAME(c) => Some(c.0.clone()),
+                    _ => None,
+                })?;
+                q = Query::query(last, q.query_type());
+                ours
+            }
+            _ => {
+                let mut resp =
+                    Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+                resp.metadata.recursion_desired = query.metadata.recursion_desired;
+                resp.add_query(q.clone());
+                resp
+            }
+        };
         resp.metadata.recursion_available = true;
         resp.metadata.checking_disabled = query.metadata.checking_disabled;
-        resp.add_query(q.clone());
         let limit = match (&query.edns, tcp) {
             (_, true) => u16::MAX as usize,
             (Some(e), false) => e.max_payload().clamp(512, self.max_udp) as usize,
             (None, false) => 512,
         };
-        if query.edns.is_some() {
+        if query.edns.is_some() && resp.edns.is_none() {
             let mut e = Edns::new();
             e.set_max_payload(self.max_udp);
             resp.set_edns(e);
@@ -165,6 +184,7 @@ impl Forwarder {
                     ResponseCode::NoError
                 };
                 if let Some(soa) = e.into_soa() {
+                    resp.authorities.clear();
                     resp.add_authority(soa.into_record_of_rdata());
                 }
             }
@@ -195,7 +215,7 @@ impl Forwarder {
             let me = Arc::clone(&self);
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Some(bytes) = me.resolve(&req.packet, false).await {
+                if let Some(bytes) = me.resolve(&req.packet, req.chain.as_deref(), false).await {
                     let _ = req.socket.send_to(&bytes, req.src);
                 }
             });

@@ -2,13 +2,14 @@
 //!
 //! [`Answerer::answer`] is the whole query path, in the layers hickory's
 //! server has: parse (`wire`), admit and route to a zone (`catalog`), then the
-//! zone's own answerer walks the name to a [`Node`] (`cluster` for the cluster
+//! zone's own answerer walks the name to a `Node` (`cluster` for the cluster
 //! domain, `reverse` for the reverse zones) and picks its records for the
 //! query type; the response is assembled from pre-encoded sections into a
 //! reused buffer. It allocates nothing, takes no lock a writer holds for
 //! longer than a pointer swap, and logs nothing above trace.
 
 mod catalog;
+mod chain;
 pub mod cluster;
 pub mod forward;
 pub mod handoff;
@@ -36,6 +37,9 @@ pub enum Outcome {
     Drop,
     /// Outside our zones with forwarding on: hand the packet to the forwarder.
     Forward,
+    /// `out` holds our CNAME chain (an ExternalName) whose last target is
+    /// outside our zones: the forwarder completes it (`Forwarder::chase`).
+    Chase,
     /// A zone transfer or a TSIG-signed request: hand the packet to
     /// [`Answerer::transfers`] (see [`handoff`]).
     Transfer,
@@ -186,15 +190,19 @@ impl Answerer {
         }
         let mut keep = KeepAlive::Nothing;
         let found = self.find(&q, &mut keep);
-        let response = match &found {
-            Ok(found) => self.respond(&q, found),
-            Err(rcode) => Response::code(*rcode),
-        };
-        let max_udp = self.settings.dns.max_udp_payload;
-        let limit = q.max_response(tcp, max_udp);
-        wire::write_response(out, packet, &q, &response, limit, max_udp);
+        // An ExternalName (a CNAME) is followed on the rare chain path.
+        if let Ok(Found {
+            node: Node::Service(v),
+            ..
+        }) = &found
+            && v.cname().is_some()
+            && chain::chases(q.qtype)
+        {
+            return chain::answer(self, packet, &q, tcp, out, started);
+        }
+        let limit = q.max_response(tcp, self.settings.dns.max_udp_payload);
+        let rcode = self.write_found(packet, &q, &found, limit, out);
         let truncated = out.get(2).is_some_and(|f| f & 0x02 != 0);
-        let rcode = response.rcode;
         tracing::trace!(
             id = q.id,
             qtype = q.qtype,
@@ -205,6 +213,32 @@ impl Answerer {
         self.stats
             .record(tcp, Some(q.qtype), rcode, truncated, started.elapsed());
         Outcome::Reply
+    }
+
+    /// Writes the response to `q` into `out` without following CNAMEs
+    /// (the chain path's view of one link); returns its rcode.
+    fn write_plain(&self, packet: &[u8], q: &Query, limit: usize, out: &mut Vec<u8>) -> Rcode {
+        let mut keep = KeepAlive::Nothing;
+        let found = self.find(q, &mut keep);
+        self.write_found(packet, q, &found, limit, out)
+    }
+
+    /// Writes the response for a found node (or a refusal) into `out`.
+    fn write_found(
+        &self,
+        packet: &[u8],
+        q: &Query,
+        found: &Result<Found<'_>, Rcode>,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Rcode {
+        let response = match found {
+            Ok(found) => self.respond(q, found),
+            Err(rcode) => Response::code(*rcode),
+        };
+        let max_udp = self.settings.dns.max_udp_payload;
+        wire::write_response(out, packet, q, &response, limit, max_udp);
+        response.rcode
     }
 
     /// Admits the query to one of our zones (or refuses it with a response

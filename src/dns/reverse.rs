@@ -3,8 +3,10 @@
 //!
 //! Cluster IPs point at `<svc>.<ns>.svc.<zone>`, endpoint addresses at
 //! `<endpoint>.<svc>.<ns>.svc.<zone>` (spec §2.3.3, §2.4.3); an address behind
-//! several services has one PTR per name, as CoreDNS answers. A reverse name
-//! that is not a whole address, or an address we do not know, is NXDOMAIN.
+//! several services has one PTR per name, as CoreDNS answers. A partial
+//! reverse name with a known address below it is an empty non-terminal
+//! (NODATA, RFC 8020); any other name, or an address we do not know, is
+//! NXDOMAIN.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -18,7 +20,11 @@ pub(crate) fn walk<'a>(a: &'a Answerer, q: &'a Query, keep: &'a mut KeepAlive) -
         negative_ttl: a.settings.dns.negative_ttl,
     };
     let Some(ip) = address_of(q) else {
-        return missing;
+        // A partial name with addresses below it is an empty non-terminal.
+        return match partial_of(q) {
+            Some(p) if a.index.has_reverse_below(p) => Node::Empty,
+            _ => missing,
+        };
     };
     let Some(set) = a.index.reverse(&ip) else {
         return missing;
@@ -41,6 +47,40 @@ pub(crate) fn records<'a>(
         qtype::ANY => a.hinfo(),
         _ => None,
     }
+}
+
+/// The leading digits a partial reverse name stands for, numbered as
+/// `Index::has_reverse_below` takes them: (1..=3 octets or 101..=131
+/// nibbles, their value).
+pub fn partial_of(q: &Query) -> Option<(u8, u128)> {
+    let n = q.labels;
+    if n < 3 || q.label(n - 1) != b"arpa" {
+        return None;
+    }
+    let digits = n - 2;
+    let (tag, max, radix) = match q.label(n - 2) {
+        b"in-addr" => (0u8, 3, 256u128),
+        b"ip6" => (100, 31, 16),
+        _ => return None,
+    };
+    if digits > max {
+        return None;
+    }
+    let mut v = 0u128;
+    for i in (0..digits).rev() {
+        let d = match (tag, q.label(i)) {
+            (0, l) if !l.is_empty() && l.len() <= 3 && l.iter().all(u8::is_ascii_digit) => {
+                std::str::from_utf8(l).ok()?.parse::<u128>().ok()?
+            }
+            (100, [c]) => (*c as char).to_digit(16)? as u128,
+            _ => return None,
+        };
+        if d >= radix {
+            return None;
+        }
+        v = v * radix + d;
+    }
+    Some((tag + digits as u8, v))
 }
 
 /// The address a full reverse name stands for.

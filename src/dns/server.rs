@@ -159,9 +159,10 @@ fn udp_loop(
                         let _ = sock.send_to(&reply, src);
                     }
                 }
-                Outcome::Forward => {
+                outcome @ (Outcome::Forward | Outcome::Chase) => {
                     let req = UdpForward {
                         packet: buf[..n].to_vec(),
+                        chain: (outcome == Outcome::Chase).then(|| out.clone()),
                         src,
                         socket: Arc::clone(sock),
                     };
@@ -359,8 +360,11 @@ async fn tcp_connection(
                 conn.last_active.store(conns.now(), Ordering::Relaxed);
                 continue;
             }
-            Outcome::Forward => match forwarder {
-                Some(f) => match f.answer(&buf, true).await {
+            outcome @ (Outcome::Forward | Outcome::Chase) => match forwarder {
+                Some(f) => match f
+                    .answer(&buf, (outcome == Outcome::Chase).then_some(&out[..]), true)
+                    .await
+                {
                     Some(bytes) => out = bytes,
                     None => continue,
                 },

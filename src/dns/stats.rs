@@ -101,6 +101,7 @@ fn rcode_index(rcode: Rcode) -> usize {
         Rcode::NotImp => 4,
         Rcode::Refused => 5,
         Rcode::BadVers => 6,
+        Rcode::NotAuth => 7,
     }
 }
 

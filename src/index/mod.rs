@@ -227,6 +227,13 @@ impl Index {
         self.shared.ptr_set(*ip)
     }
 
+    /// True when some address with a name lies below the partial reverse
+    /// name `prefix` (as `reverse_prefixes` numbers them: 1..=3 IPv4 octets,
+    /// 101..=131 IPv6 nibbles, with the leading digits' value).
+    pub fn has_reverse_below(&self, prefix: (u8, u128)) -> bool {
+        self.shared.reverse_prefixes.contains_key(&prefix)
+    }
+
     /// True when a running pod in namespace `ns_label` (wire label) has `ip`.
     pub fn has_pod_ip(&self, ip: &IpAddr, ns_label: &[u8]) -> bool {
         self.shared

@@ -29,6 +29,10 @@ pub(super) struct Shared {
     pub(super) reverse_v6: DashMap<u128, PtrRef>,
     /// The names of the rare addresses that have several.
     pub(super) reverse_many: DashMap<IpAddr, Arc<Box<[PtrTarget]>>>,
+    /// How many named addresses lie below each partial reverse name (see
+    /// [`reverse_prefixes`]): those names are empty non-terminals, NODATA
+    /// rather than NXDOMAIN (RFC 8020).
+    pub(super) reverse_prefixes: DashMap<(u8, u128), u32>,
     /// The namespaces (wire labels) of the running pods with each address.
     pub(super) pod_ips: DashMap<IpAddr, Box<[Box<[u8]>]>>,
     pub(super) serial: AtomicU32,
@@ -95,7 +99,12 @@ impl Shared {
         let current = self
             .ptr_set(ip)
             .map_or_else(Vec::new, |s| s.targets().to_vec());
+        let had = !current.is_empty();
         let next = f(current);
+        let has = !next.is_empty();
+        if had != has {
+            self.count_prefixes(ip, has);
+        }
         let entry = if next.is_empty() {
             None
         } else {
@@ -128,4 +137,34 @@ impl Shared {
             self.reverse_many.remove(&ip);
         }
     }
+}
+
+impl Shared {
+    /// Counts `ip` in (`add`) or out of every partial reverse name above it.
+    fn count_prefixes(&self, ip: IpAddr, add: bool) {
+        for key in reverse_prefixes(ip) {
+            if add {
+                *self.reverse_prefixes.entry(key).or_insert(0) += 1;
+            } else {
+                self.reverse_prefixes.remove_if_mut(&key, |_, n| {
+                    *n = n.saturating_sub(1);
+                    *n == 0
+                });
+            }
+        }
+    }
+}
+
+/// The partial reverse names above an address, as (digits, masked address):
+/// IPv4 by 1..=3 octets (digits 1..=3), IPv6 by 1..=31 nibbles (digits
+/// 101..=131), the address kept to those leading digits.
+pub(crate) fn reverse_prefixes(ip: IpAddr) -> impl Iterator<Item = (u8, u128)> {
+    let (v, bits, step, tag, n) = match ip {
+        IpAddr::V4(a) => (u32::from(a) as u128, 32u32, 8u32, 0u8, 3u8),
+        IpAddr::V6(a) => (u128::from(a), 128, 4, 100, 31),
+    };
+    (1..=n).map(move |k| {
+        let keep = k as u32 * step;
+        (tag + k, v >> (bits - keep))
+    })
 }

@@ -4,7 +4,7 @@
 //! changes, the service's view is rebuilt from all of its slices. A
 //! [`SliceRecord`] spends three heap blocks on each endpoint (hostname, pod,
 //! addresses); [`StoredSlice`] keeps the same facts in three blocks per slice:
-//! one string holding every name (see [`super::strings`]), one packed address
+//! one string holding every name (see `strings`), one packed address
 //! array (see [`super::addrs`]) and one endpoint array. The port list is
 //! shared with every slice that has the same ports (the writer interns them),
 //! and a StatefulSet endpoint, whose hostname is its pod name, stores it once.

@@ -2,6 +2,7 @@
 //! contract, deletes removing everything an object contributed, ordinal order.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 
 use super::published::PtrRef;
 use super::*;
@@ -194,32 +195,119 @@ fn ordinal_order_across_slices_and_readiness() {
     assert!(!view.is_pending_pod(b"web-3"));
 }
 
+/// Generation `g` of slice d/s1 of service d/web: `1 + g % 4` ready
+/// endpoints `web-<i>` at [`generation_ip`]`(g, i)`, so every address of a
+/// view says which generation it belongs to.
+fn generation(g: u32) -> SourceEvent {
+    let eps: Vec<(String, String, bool)> = (0..1 + g % 4)
+        .map(|i| (format!("web-{i}"), generation_ip(g, i).to_string(), true))
+        .collect();
+    let eps: Vec<(&str, &str, bool)> = eps.iter().map(|(h, ip, r)| (&**h, &**ip, *r)).collect();
+    SourceEvent::Upsert(slice("d", "s1", "web", &eps))
+}
+
+/// `10.<g / 256>.<g % 256>.<i + 1>`.
+fn generation_ip(g: u32, i: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(10, (g / 256) as u8, g as u8, i as u8 + 1)
+}
+
+/// Checks that `v` is one whole [`generation`]: endpoints, names and the
+/// pre-encoded A set all of the same one. Returns it.
+fn whole_generation(v: &ServiceView) -> u32 {
+    let eps: Vec<EndpointView<'_>> = v.endpoints().collect();
+    let first = eps.first().expect("a view of web has endpoints").addresses;
+    let o = first.v4().next().expect("an IPv4 address").octets();
+    let g = u32::from(o[1]) * 256 + u32::from(o[2]);
+    assert_eq!(eps.len() as u32, 1 + g % 4, "endpoints of generation {g}");
+    let a = v.a();
+    assert_eq!(
+        usize::from(a.count),
+        eps.len(),
+        "A records of generation {g}"
+    );
+    // One A record is 16 bytes: owner pointer, type, class, TTL, length, address.
+    let records: Vec<&[u8]> = a.bytes.chunks(16).collect();
+    assert_eq!(records.len(), eps.len(), "A set bytes of generation {g}");
+    for (i, e) in eps.iter().enumerate() {
+        let ip = generation_ip(g, i as u32);
+        assert_eq!(e.label, format!("web-{i}"), "generation {g}");
+        assert_eq!(e.addresses.to_vec(), [IpAddr::V4(ip)], "generation {g}");
+        let named = v.name(e.label.as_bytes()).map(|a| a.to_vec());
+        assert_eq!(named, Some(vec![IpAddr::V4(ip)]), "generation {g}");
+        assert_eq!(
+            records[i][12..],
+            ip.octets(),
+            "A record {i} of generation {g}"
+        );
+    }
+    g
+}
+
+/// Reads d/web until `done` (at most 1,000,000 times), keeping the last 16
+/// views and re-checking them after every read: each must stay the whole
+/// generation it was. Counts the generations it saw in `seen`.
+fn read_views(index: &Index, done: &AtomicBool, seen: &AtomicUsize) {
+    let key = service_key("d", "web");
+    let mut held: std::collections::VecDeque<(u32, Arc<ServiceView>)> = Default::default();
+    let mut last = 0;
+    for _ in 0..1_000_000 {
+        if done.load(AtomicOrdering::Acquire) {
+            break;
+        }
+        let view = index.service(&key).expect("web exists throughout");
+        let g = whole_generation(&view);
+        assert!(g >= last, "generation {g} read after {last}");
+        if g != last {
+            seen.fetch_add(1, AtomicOrdering::Relaxed);
+        }
+        last = g;
+        held.push_back((g, view));
+        if held.len() > 16 {
+            held.pop_front();
+        }
+        for (g, view) in &held {
+            assert_eq!(whole_generation(view), *g, "a held view changed");
+        }
+    }
+}
+
 #[test]
 fn a_reader_holds_a_whole_view_while_the_writer_replaces_it() {
-    let (mut w, index) = web_with([slice("d", "s1", "web", &[("web-0", "10.0.0.1", true)])]);
+    let mut w = IndexWriter::new(settings(), &[]);
+    let index = w.index();
+    w.apply_all([SourceEvent::Upsert(svc("d", "web")), generation(1)]);
     let before = index.service(&service_key("d", "web")).unwrap();
-    w.apply_all([SourceEvent::Upsert(slice(
-        "d",
-        "s1",
-        "web",
-        &[("web-0", "10.0.0.7", true)],
-    ))]);
+    let (done, seen) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let published = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| read_views(&index, &done, &seen));
+        // Publish until at least 200 generations are out and the reader has
+        // seen 10 of them (at most 20,000 generations or 10 s).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut g = 1;
+        while g < 20_000
+            && (g < 200 || seen.load(AtomicOrdering::Relaxed) < 10)
+            && !reader.is_finished()
+            && std::time::Instant::now() < deadline
+        {
+            g += 1;
+            w.apply_all([generation(g)]);
+        }
+        done.store(true, AtomicOrdering::Release);
+        reader.join().expect("the reader's checks held");
+        g
+    });
+    let seen = seen.into_inner();
+    eprintln!("{published} generations published, the reader saw {seen}");
+    assert!(
+        seen >= 10,
+        "the reader saw the writer publish ({seen} generations)"
+    );
+    // The first view is still generation 1, the current one the last.
+    assert_eq!(whole_generation(&before), 1);
     let after = index.service(&service_key("d", "web")).unwrap();
-    assert_eq!(
-        before.endpoint(0).addresses.to_vec(),
-        ["10.0.0.1".parse::<IpAddr>().unwrap()]
-    );
-    assert_eq!(
-        after.endpoint(0).addresses.to_vec(),
-        ["10.0.0.7".parse::<IpAddr>().unwrap()]
-    );
+    assert_eq!(whole_generation(&after), published);
     let serial = index.serial();
-    w.apply_all([SourceEvent::Upsert(slice(
-        "d",
-        "s1",
-        "web",
-        &[("web-0", "10.0.0.7", true)],
-    ))]);
+    w.apply_all([generation(published)]);
     assert_eq!(index.serial(), serial, "a no-op update publishes nothing");
 }
 

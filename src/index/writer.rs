@@ -123,6 +123,7 @@ impl IndexWriter {
             reverse_v4: DashMap::new(),
             reverse_v6: DashMap::new(),
             reverse_many: DashMap::new(),
+            reverse_prefixes: DashMap::new(),
             pod_ips: DashMap::new(),
             serial: AtomicU32::new(super::serial::initial(
                 crate::clock::unix_ms().div_euclid(1000) as u32,
@@ -216,6 +217,7 @@ impl IndexWriter {
                     self.index.shared.reverse_v4.shrink_to_fit();
                     self.index.shared.reverse_v6.shrink_to_fit();
                     self.index.shared.reverse_many.shrink_to_fit();
+                    self.index.shared.reverse_prefixes.shrink_to_fit();
                     self.index.shared.views.shrink_to_fit();
                 }
                 self.synced.insert(kind);

@@ -23,14 +23,6 @@ use crate::dns::{Answerer, Outcome};
 use crate::index::ServiceView;
 use crate::wire::{Rcode, skip_name};
 
-/// Response codes used here.
-mod rcode {
-    pub const FORMERR: u8 = 1;
-    pub const SERVFAIL: u8 = 2;
-    pub const REFUSED: u8 = 5;
-    pub const NOTAUTH: u8 = 9;
-}
-
 /// Indices into `TRANSFER_KINDS` and `REFUSAL_REASONS` (`dns::handoff`).
 mod kind {
     pub const AXFR: usize = 0;
@@ -104,7 +96,7 @@ pub(super) fn respond(
             shared.stats.refused[kind::TSIG].fetch_add(1, Ordering::Relaxed);
             debug!(%peer, reason = bad.reason(), "request with a bad TSIG signature: NOTAUTH");
             let mut out = Vec::new();
-            head.start(rcode::NOTAUTH, &mut out);
+            head.start(Rcode::NotAuth as u8, &mut out);
             bad.sign(&mut out, unix_now());
             return Box::new(std::iter::once(out));
         }
@@ -137,7 +129,7 @@ fn transfer(
     if !shared.allow.iter().any(|c| c.contains(peer.ip())) {
         return refuse(
             kind::ACL,
-            rcode::REFUSED,
+            Rcode::Refused as u8,
             chain,
             "client outside transfer.allow",
         );
@@ -145,7 +137,7 @@ fn transfer(
     if shared.require_tsig && chain.is_none() {
         return refuse(
             kind::UNSIGNED,
-            rcode::REFUSED,
+            Rcode::Refused as u8,
             chain,
             "unsigned, and require_tsig",
         );
@@ -154,7 +146,7 @@ fn transfer(
     let Some(zone) = shared.zones.find(&qname) else {
         return refuse(
             kind::BAD_REQUEST,
-            rcode::NOTAUTH,
+            Rcode::NotAuth as u8,
             chain,
             "not one of our zones",
         );
@@ -162,13 +154,13 @@ fn transfer(
     if q.query_class() != DNSClass::IN || (qtype == RecordType::AXFR && !tcp) {
         return refuse(
             kind::BAD_REQUEST,
-            rcode::REFUSED,
+            Rcode::Refused as u8,
             chain,
             "not class IN, or AXFR over UDP",
         );
     }
     if !shared.index.is_synced() {
-        return one(&head, rcode::SERVFAIL, &[], chain);
+        return one(&head, Rcode::ServFail as u8, &[], chain);
     }
     head.zone = Some(shared.zones.wire(zone).to_vec());
     let request = Request {
@@ -195,7 +187,7 @@ fn transfer(
 fn refuse_bad(r: Request<'_>, why: &str) -> Messages {
     r.shared.stats.refused[kind::BAD_REQUEST].fetch_add(1, Ordering::Relaxed);
     debug!(peer = %r.peer, why, "zone transfer refused");
-    one(&r.head, rcode::FORMERR, &[], r.chain)
+    one(&r.head, Rcode::FormErr as u8, &[], r.chain)
 }
 
 fn id_of(p: &[u8]) -> u16 {
@@ -218,7 +210,7 @@ fn signed_query(
     stripped[10..12].copy_from_slice(&ar.to_be_bytes());
     let mut out = Vec::new();
     if answerer.answer(&stripped, tcp, &mut out) != Outcome::Reply {
-        return one(head, rcode::REFUSED, &[], chain);
+        return one(head, Rcode::Refused as u8, &[], chain);
     }
     shared.stats.served[kind::SIGNED_QUERY].fetch_add(1, Ordering::Relaxed);
     if let Some(mut c) = chain {
@@ -255,11 +247,11 @@ impl Request<'_> {
         let Ok(permit) = Arc::clone(&self.shared.slots).try_acquire_owned() else {
             self.shared.stats.refused[kind::BUSY].fetch_add(1, Ordering::Relaxed);
             debug!(peer = %self.peer, "zone transfer refused: max_concurrent reached");
-            return one(&self.head, rcode::REFUSED, &[], self.chain);
+            return one(&self.head, Rcode::Refused as u8, &[], self.chain);
         };
         let Some((serial, views)) = snapshot(self.shared) else {
             debug!(peer = %self.peer, "no consistent snapshot of the zone: SERVFAIL");
-            return one(&self.head, rcode::SERVFAIL, &[], self.chain);
+            return one(&self.head, Rcode::ServFail as u8, &[], self.chain);
         };
         self.count(kind, serial);
         let s = self.shared;

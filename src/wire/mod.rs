@@ -41,6 +41,8 @@ pub enum Rcode {
     NotImp = 4,
     /// Not ours to answer (outside our zones, zone transfers).
     Refused = 5,
+    /// Not authorized: a transfer or NOTIFY whose TSIG signature fails (RFC 8945).
+    NotAuth = 9,
     /// An EDNS version we do not speak: 16, sent as 0 in the header and 1 in OPT.
     BadVers = 16,
 }

@@ -7,7 +7,7 @@
 //! the same length as the lower-case name, and compression pointers (owner
 //! `0xC00C`, glue pointing at an SRV target) stay valid for any spelling of it.
 //!
-//! Two ways in: [`encode`] runs hickory-proto over whole records, for the rare
+//! Two ways in: `encode` runs hickory-proto over whole records, for the rare
 //! and irregular sets built once (NS, TXT, CNAME, HINFO); the `push_*` writers
 //! append the regular ones (A, AAAA, SRV, PTR) with a dozen stores, for what
 //! is built per change or written per query. Their output is checked against

@@ -1,147 +1,42 @@
-//! A test server on 127.0.0.1:0 and a small DNS client built on hickory-proto.
+//! A small DNS client for the tests: queries built and replies parsed with
+//! hickory-proto over real UDP and TCP sockets, never compared as bytes.
 //!
-//! Queries are real packets over real sockets; replies are parsed by hickory,
-//! never compared as bytes.
+//! Deliberately small: no retries, so a lost or wrong reply shows up in the
+//! test instead of being papered over.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use headless_dns::config::Config;
-use headless_dns::{Listeners, run};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-/// UDP or TCP.
+/// How long one exchange waits for its reply.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Transport of a DNS query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
+    /// One datagram each way.
     Udp,
+    /// Two-byte length prefix (RFC 1035 §4.2.2).
     Tcp,
 }
 
+/// Both transports, for tests that check each.
 pub const BOTH: [Proto; 2] = [Proto::Udp, Proto::Tcp];
 
-/// A running server.
-pub struct TestServer {
-    pub dns: SocketAddr,
-    pub admin: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<headless_dns::Result<()>>>,
-    pub dir: tempfile::TempDir,
-}
-
-/// A config for tests: loopback, ephemeral ports, one UDP thread, the given manifests.
-pub fn test_config(manifests: Vec<PathBuf>) -> Config {
-    let mut c = Config::default();
-    c.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
-    c.dns.threads = 1;
-    c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    c.source.manifests = manifests;
-    c.source.poll_interval_ms = 50;
-    c.sim.enabled = false;
-    c
-}
-
-pub fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-impl TestServer {
-    /// Starts the server and waits until `/ready` says 200.
-    pub async fn start(config: Config, dir: tempfile::TempDir) -> TestServer {
-        init_logs();
-        let listeners = Listeners::bind(&config).expect("bind loopback");
-        let dns = listeners.udp[0].local_addr().unwrap();
-        let admin = listeners.admin.as_ref().unwrap().local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(config, listeners, async {
-            let _ = rx.await;
-        }));
-        let s = TestServer {
-            dns,
-            admin,
-            stop: Some(tx),
-            task: Some(task),
-            dir,
-        };
-        s.wait_ready().await;
-        s
-    }
-
-    /// Starts a server on the given manifest text (written to `manifests.yaml`).
-    pub async fn with_manifests(text: &str, tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("manifests.yaml");
-        std::fs::write(&path, text).unwrap();
-        let mut c = test_config(vec![path]);
-        tweak(&mut c);
-        TestServer::start(c, dir).await
-    }
-
-    pub fn manifest_path(&self) -> PathBuf {
-        self.dir.path().join("manifests.yaml")
-    }
-
-    pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok((200, _)) = http(self.admin, "GET", "/ready").await {
-                return;
-            }
-            assert!(Instant::now() < deadline, "server not ready within 10 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub async fn query(&self, proto: Proto, name: &str, rtype: RecordType) -> Message {
-        query(proto, self.dns, name, rtype).await
-    }
-
-    /// Polls (bounded) until `check` holds for the answer to `name`/`rtype` over UDP.
-    pub async fn wait_for(
-        &self,
-        name: &str,
-        rtype: RecordType,
-        what: &str,
-        check: impl Fn(&Message) -> bool,
-    ) -> Message {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let m = self.query(Proto::Udp, name, rtype).await;
-            if check(&m) {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; last answer: {m:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap().unwrap();
-        }
-    }
-}
-
+/// A query for `name`/`rtype` with RD set and, with `edns`, an OPT record
+/// advertising that payload size. Ids differ from query to query.
 pub fn message(name: &str, rtype: RecordType, edns: Option<u16>) -> Message {
-    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT_ID: AtomicU16 = AtomicU16::new(4242);
+    let id = NEXT_ID.fetch_add(7, Ordering::Relaxed);
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    let name = Name::from_ascii(name).unwrap_or_else(|e| panic!("test name {name:?}: {e}"));
+    m.add_query(Query::query(name, rtype));
     if let Some(size) = edns {
         let mut e = Edns::new();
         e.set_max_payload(size);
@@ -150,37 +45,48 @@ pub fn message(name: &str, rtype: RecordType, edns: Option<u16>) -> Message {
     m
 }
 
-fn rand_id() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(4242);
-    NEXT.fetch_add(7, Ordering::Relaxed)
+/// Prefixes `msg` with its two-byte length, as DNS over TCP sends it.
+pub fn framed(msg: &[u8]) -> Vec<u8> {
+    let mut out = (msg.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(msg);
+    out
 }
 
-/// Sends `msg` and parses the reply.
-pub async fn exchange(proto: Proto, server: SocketAddr, msg: &Message) -> Message {
-    let bytes = msg.to_vec().unwrap();
-    let reply = exchange_raw(proto, server, &bytes).await.expect("no reply");
-    let m = Message::from_vec(&reply).expect("reply parses");
-    assert_eq!(m.metadata.id, msg.metadata.id, "reply id");
-    m
+/// Reads one length-prefixed message; `None` on EOF, error or
+/// [`REPLY_TIMEOUT`] of silence.
+pub async fn read_framed<R: AsyncReadExt + Unpin>(c: &mut R) -> Option<Vec<u8>> {
+    tokio::time::timeout(REPLY_TIMEOUT, async {
+        let len = c.read_u16().await.ok()? as usize;
+        let mut buf = vec![0u8; len];
+        c.read_exact(&mut buf).await.ok()?;
+        Some(buf)
+    })
+    .await
+    .ok()?
 }
 
-/// Sends raw bytes; `None` when no reply came within 2 s or the connection failed.
-pub async fn exchange_raw(proto: Proto, server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
-    let fut = async {
+/// Sends raw bytes (one datagram, or one framed message on a new TCP
+/// connection) and returns the reply's bytes; an error when none came
+/// within [`REPLY_TIMEOUT`] or the connection failed.
+pub async fn try_exchange_raw(
+    proto: Proto,
+    server: SocketAddr,
+    bytes: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let exchange = async {
         match proto {
             Proto::Udp => {
-                let s = UdpSocket::bind("127.0.0.1:0").await?;
-                s.send_to(bytes, server).await?;
+                let sock = UdpSocket::bind("127.0.0.1:0").await?;
+                sock.connect(server).await?;
+                sock.send(bytes).await?;
                 let mut buf = vec![0u8; 65535];
-                let (n, _) = s.recv_from(&mut buf).await?;
+                let n = sock.recv(&mut buf).await?;
                 buf.truncate(n);
-                Ok::<_, std::io::Error>(buf)
+                Ok(buf)
             }
             Proto::Tcp => {
                 let mut s = TcpStream::connect(server).await?;
-                s.write_all(&(bytes.len() as u16).to_be_bytes()).await?;
-                s.write_all(bytes).await?;
+                s.write_all(&framed(bytes)).await?;
                 let len = s.read_u16().await? as usize;
                 let mut buf = vec![0u8; len];
                 s.read_exact(&mut buf).await?;
@@ -188,34 +94,63 @@ pub async fn exchange_raw(proto: Proto, server: SocketAddr, bytes: &[u8]) -> Opt
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(2), fut)
+    tokio::time::timeout(REPLY_TIMEOUT, exchange)
         .await
-        .ok()?
-        .ok()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no DNS reply"))?
 }
 
-/// A loopback port free for both UDP and TCP right now, for servers started
-/// as a separate process (which must be told a port rather than bind 0).
-pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
+/// [`try_exchange_raw`], `None` for no reply.
+pub async fn exchange_raw(proto: Proto, server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    try_exchange_raw(proto, server, bytes).await.ok()
+}
+
+/// Sends `msg` and parses the reply, checking its id.
+pub async fn try_exchange(
+    proto: Proto,
+    server: SocketAddr,
+    msg: &Message,
+) -> std::io::Result<Message> {
+    let bytes = msg.to_vec().expect("a test query encodes");
+    let reply = try_exchange_raw(proto, server, &bytes).await?;
+    let m = Message::from_vec(&reply).map_err(std::io::Error::other)?;
+    if m.metadata.id != msg.metadata.id {
+        return Err(std::io::Error::other("reply id does not match the query"));
     }
-    panic!("no free port");
+    Ok(m)
 }
 
+/// Sends `msg` and parses the reply; panics when none comes.
+pub async fn exchange(proto: Proto, server: SocketAddr, msg: &Message) -> Message {
+    try_exchange(proto, server, msg)
+        .await
+        .unwrap_or_else(|e| panic!("{:?} over {proto:?} to {server}: {e}", msg.queries))
+}
+
+/// One query (RD, EDNS 1232) and its parsed reply.
+pub async fn try_query(
+    proto: Proto,
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+) -> std::io::Result<Message> {
+    try_exchange(proto, server, &message(name, rtype, Some(1232))).await
+}
+
+/// [`try_query`]; panics when no reply comes.
 pub async fn query(proto: Proto, server: SocketAddr, name: &str, rtype: RecordType) -> Message {
-    exchange(proto, server, &message(name, rtype, Some(1232))).await
+    try_query(proto, server, name, rtype)
+        .await
+        .unwrap_or_else(|e| panic!("{rtype} {name} over {proto:?} to {server}: {e}"))
 }
 
+// ---- reading replies ----------------------------------------------------
+
+/// The reply's response code.
 pub fn rcode(m: &Message) -> ResponseCode {
     m.metadata.response_code
 }
 
-/// Addresses in the answer section, in order.
+/// A and AAAA addresses in the answer section, in answer order.
 pub fn ips(m: &Message) -> Vec<IpAddr> {
     m.answers
         .iter()
@@ -227,47 +162,106 @@ pub fn ips(m: &Message) -> Vec<IpAddr> {
         .collect()
 }
 
+/// [`ips`] as text.
 pub fn ip_strings(m: &Message) -> Vec<String> {
     ips(m).iter().map(|i| i.to_string()).collect()
 }
 
-/// SOA minimum and TTL from the authority section.
-pub fn soa_negative_ttl(m: &Message) -> Option<(u32, u32)> {
+/// PTR targets in the answer section, as text without the trailing dot.
+pub fn ptr_targets(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::PTR(p) => Some(p.0.to_ascii().trim_end_matches('.').to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The two numbers of a negative answer's SOA that decide how long it is
+/// cached (RFC 2308 §5: the lower of the two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NegativeTtl {
+    /// The SOA record's own TTL.
+    pub ttl: u32,
+    /// The SOA's MINIMUM field.
+    pub minimum: u32,
+}
+
+impl NegativeTtl {
+    /// Both numbers the same, as this server always sends them.
+    pub const fn both(secs: u32) -> Self {
+        NegativeTtl {
+            ttl: secs,
+            minimum: secs,
+        }
+    }
+}
+
+/// The SOA in the authority section, if any.
+pub fn authority_soa(m: &Message) -> Option<NegativeTtl> {
     m.authorities.iter().find_map(|r| match &r.data {
-        RData::SOA(soa) => Some((soa.minimum, r.ttl)),
+        RData::SOA(soa) => Some(NegativeTtl {
+            ttl: r.ttl,
+            minimum: soa.minimum,
+        }),
         _ => None,
     })
 }
 
-/// A minimal HTTP/1.1 client for the admin API.
-pub async fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.write_all(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await?;
-    let mut resp = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut resp))
-        .await
-        .map_err(|_| std::io::Error::other("http timeout"))??;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+/// The `in-addr.arpa` name of an IPv4 address.
+pub fn reverse_v4(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(_) => panic!("reverse_v4 of an IPv6 address {ip}"),
+    }
 }
 
-/// Writes `text` to `path` atomically enough for the poller (write + rename).
-pub fn rewrite(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+/// An A query's outcome, as far as most tests care.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// NOERROR with these addresses, in answer order.
+    Addrs(Vec<IpAddr>),
+    /// NOERROR, empty answer.
+    NoData,
+    NxDomain,
+    ServFail,
+    Other(ResponseCode),
+    /// No reply, or one that does not parse.
+    Failed(String),
+}
+
+impl Answer {
+    /// The outcome of reply `m`.
+    pub fn of(m: &Message) -> Answer {
+        match rcode(m) {
+            ResponseCode::NoError => {
+                let a = ips(m);
+                if a.is_empty() {
+                    Answer::NoData
+                } else {
+                    Answer::Addrs(a)
+                }
+            }
+            ResponseCode::NXDomain => Answer::NxDomain,
+            ResponseCode::ServFail => Answer::ServFail,
+            other => Answer::Other(other),
+        }
+    }
+
+    /// The outcome of an exchange that may have failed.
+    pub fn of_result(r: &std::io::Result<Message>) -> Answer {
+        match r {
+            Ok(m) => Answer::of(m),
+            Err(e) => Answer::Failed(e.to_string()),
+        }
+    }
+
+    /// NOERROR with exactly `ips`, in this order.
+    pub fn ips(ips: &[IpAddr]) -> Answer {
+        Answer::Addrs(ips.to_vec())
+    }
 }

@@ -120,8 +120,11 @@ pub(in crate::index) fn build(inp: Inputs<'_>) -> ServiceView {
         aaaa,
         cname,
         srv,
+        bare_srv: WireSpan::default(),
+        bare_glue: WireSpan::default(),
     };
     view.measure_srv();
+    view.encode_bare_srv();
     view
 }
 

@@ -115,6 +115,9 @@ pub struct ServiceView {
     aaaa: WireSpan,
     cname: Option<WireSpan>,
     srv: Box<[SrvName]>,
+    /// SRV of the service name itself, and its glue (pre-encoded).
+    bare_srv: WireSpan,
+    bare_glue: WireSpan,
 }
 
 impl ServiceView {

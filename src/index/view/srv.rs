@@ -9,8 +9,8 @@ use super::super::addrs::Addrs;
 use super::super::record::ServiceKind;
 use super::super::strings::StrSpan;
 use super::ServiceView;
-use crate::wire::RecordWriter;
 use crate::wire::rrset::{push_address, push_srv};
+use crate::wire::{RecordWriter, RrSetRef};
 
 /// One `_<port>._<proto>` SRV name of a view.
 #[derive(Clone, Copy, Debug, Default)]
@@ -228,5 +228,93 @@ impl ServiceView {
             })
             .collect();
         self.srv = sizes.into_boxed_slice();
+    }
+}
+
+impl ServiceView {
+    /// Pre-encodes the SRV set of the service name itself (CoreDNS answers it
+    /// with every port, named or not): one record per (served endpoint, port)
+    /// of a headless service with the endpoints' addresses as glue, one per
+    /// port of a ClusterIP service targeting the service name. Owned by the
+    /// question, so the glue's pointers to the targets are fixed; appended to
+    /// the view's byte buffer at publish time.
+    pub(super) fn encode_bare_srv(&mut self) {
+        if self.fqdn.len == 0 || self.cname.is_some() {
+            return;
+        }
+        let mut targets: Vec<(Option<&[u8]>, u16, Addrs<'_>)> = Vec::new();
+        match &self.record.kind {
+            ServiceKind::ClusterIp(_) => {
+                let ips = self.cluster_ips.get(&self.addrs);
+                targets.extend(self.record.ports.iter().map(|p| (None, p.port, ips)));
+            }
+            _ => {
+                for (i, e) in self.entries.iter().enumerate() {
+                    if e.flags & super::NAMED != 0 {
+                        let (label, ips) = (self.label_bytes(i), e.addrs.get(&self.addrs));
+                        let mut ports: Vec<u16> = self.ports[e.ports as usize]
+                            .iter()
+                            .map(|p| p.port)
+                            .collect();
+                        ports.sort_unstable();
+                        targets.extend(ports.into_iter().map(|p| (Some(label), p, ips)));
+                    }
+                }
+            }
+        }
+        // Two protocols on one port number make one SRV record, not two.
+        let mut seen = std::collections::HashSet::new();
+        targets.retain(|t| seen.insert((t.0, t.1)));
+        targets.truncate(u16::MAX as usize);
+        let fqdn = self.fqdn_wire();
+        let (mut answer, mut glue) = (Vec::new(), Vec::new());
+        let weight = 100usize
+            .checked_div(targets.len())
+            .map_or(0, |w| w.max(1) as u16);
+        let (mut glue_count, mut previous) = (0u16, None);
+        let mut at = 12 + fqdn.len() + 4;
+        for (label, port, ips) in &targets {
+            push_srv(&mut answer, self.ttl, weight, *port, *label, fqdn);
+            let name_at = at + 18;
+            at = 12 + fqdn.len() + 4 + answer.len();
+            if previous == Some(*label) {
+                continue;
+            }
+            previous = Some(*label);
+            glue_count = glue_count.saturating_add(ips.len() as u16);
+            match label {
+                Some(l) if name_at > 0x3FFF => {
+                    for ip in ips.iter() {
+                        glue.push(l.len() as u8);
+                        glue.extend_from_slice(l);
+                        push_address(&mut glue, 12, self.ttl, &ip);
+                    }
+                }
+                Some(_) => ips.write_records(&mut glue, name_at as u16, self.ttl),
+                None => ips.write_records(&mut glue, 12, self.ttl),
+            }
+        }
+        let count = targets.len() as u16;
+        drop(targets);
+        let mut wire = std::mem::take(&mut self.wire).into_vec();
+        self.bare_srv = super::WireSpan {
+            off: wire.len() as u32,
+            len: answer.len() as u32,
+            count,
+        };
+        wire.extend_from_slice(&answer);
+        self.bare_glue = super::WireSpan {
+            off: wire.len() as u32,
+            len: glue.len() as u32,
+            count: glue_count,
+        };
+        wire.extend_from_slice(&glue);
+        self.wire = wire.into_boxed_slice();
+    }
+
+    /// The SRV set of the service name itself and its glue (see
+    /// [`ServiceView::encode_bare_srv`]).
+    pub fn bare_srv(&self) -> (RrSetRef<'_>, RrSetRef<'_>) {
+        (self.bytes(self.bare_srv), self.bytes(self.bare_glue))
     }
 }
