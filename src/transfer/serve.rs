@@ -23,18 +23,24 @@ use crate::dns::{Answerer, Outcome};
 use crate::index::ServiceView;
 use crate::wire::{Rcode, skip_name};
 
-/// Indices into `TRANSFER_KINDS` and `REFUSAL_REASONS` (`dns::handoff`).
-mod kind {
-    pub const AXFR: usize = 0;
-    pub const IXFR: usize = 1;
-    pub const IXFR_FULL: usize = 2;
-    pub const IXFR_CURRENT: usize = 3;
-    pub const SIGNED_QUERY: usize = 4;
-    pub const ACL: usize = 0;
-    pub const UNSIGNED: usize = 1;
-    pub const TSIG: usize = 2;
-    pub const BUSY: usize = 3;
-    pub const BAD_REQUEST: usize = 4;
+/// What was transferred: indices into `TRANSFER_KINDS` (`dns::handoff`).
+#[derive(Clone, Copy)]
+enum Served {
+    Axfr,
+    Ixfr,
+    IxfrFull,
+    IxfrCurrent,
+    SignedQuery,
+}
+
+/// Why a request was refused: indices into `REFUSAL_REASONS` (`dns::handoff`).
+#[derive(Clone, Copy)]
+enum Refusal {
+    Acl,
+    Unsigned,
+    Tsig,
+    Busy,
+    BadRequest,
 }
 
 /// The end of the question section (one question), and where the last
@@ -77,7 +83,7 @@ pub(super) fn respond(
     tcp: bool,
 ) -> Messages {
     let (Ok(msg), Some((question_end, last))) = (Message::from_vec(packet), layout(packet)) else {
-        shared.stats.refused[kind::BAD_REQUEST].fetch_add(1, Ordering::Relaxed);
+        shared.stats.refused[Refusal::BadRequest as usize].fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
         crate::wire::write_error_header(&mut out, packet, id_of(packet), Rcode::FormErr);
         return Box::new(std::iter::once(out));
@@ -93,7 +99,7 @@ pub(super) fn respond(
         Verified::Unsigned => None,
         Verified::Signed(chain) => Some(chain),
         Verified::Bad(bad) => {
-            shared.stats.refused[kind::TSIG].fetch_add(1, Ordering::Relaxed);
+            shared.stats.refused[Refusal::Tsig as usize].fetch_add(1, Ordering::Relaxed);
             debug!(%peer, reason = bad.reason(), "request with a bad TSIG signature: NOTAUTH");
             let mut out = Vec::new();
             head.start(Rcode::NotAuth as u8, &mut out);
@@ -128,7 +134,7 @@ fn transfer(
     };
     if !shared.allow.iter().any(|c| c.contains(peer.ip())) {
         return refuse(
-            kind::ACL,
+            Refusal::Acl as usize,
             Rcode::Refused as u8,
             chain,
             "client outside transfer.allow",
@@ -136,7 +142,7 @@ fn transfer(
     }
     if shared.require_tsig && chain.is_none() {
         return refuse(
-            kind::UNSIGNED,
+            Refusal::Unsigned as usize,
             Rcode::Refused as u8,
             chain,
             "unsigned, and require_tsig",
@@ -145,7 +151,7 @@ fn transfer(
     let qname = crate::wire::name::from_dotted(&q.name().to_ascii()).unwrap_or_default();
     let Some(zone) = shared.zones.find(&qname) else {
         return refuse(
-            kind::BAD_REQUEST,
+            Refusal::BadRequest as usize,
             Rcode::NotAuth as u8,
             chain,
             "not one of our zones",
@@ -153,7 +159,7 @@ fn transfer(
     };
     if q.query_class() != DNSClass::IN || (qtype == RecordType::AXFR && !tcp) {
         return refuse(
-            kind::BAD_REQUEST,
+            Refusal::BadRequest as usize,
             Rcode::Refused as u8,
             chain,
             "not class IN, or AXFR over UDP",
@@ -172,7 +178,7 @@ fn transfer(
         tcp,
     };
     if qtype == RecordType::AXFR {
-        return request.axfr(kind::AXFR);
+        return request.axfr(Served::Axfr as usize);
     }
     let client = msg.authorities.iter().find_map(|r| match &r.data {
         RData::SOA(soa) => Some(soa.serial),
@@ -185,7 +191,7 @@ fn transfer(
 }
 
 fn refuse_bad(r: Request<'_>, why: &str) -> Messages {
-    r.shared.stats.refused[kind::BAD_REQUEST].fetch_add(1, Ordering::Relaxed);
+    r.shared.stats.refused[Refusal::BadRequest as usize].fetch_add(1, Ordering::Relaxed);
     debug!(peer = %r.peer, why, "zone transfer refused");
     one(&r.head, Rcode::FormErr as u8, &[], r.chain)
 }
@@ -212,7 +218,7 @@ fn signed_query(
     if answerer.answer(&stripped, tcp, &mut out) != Outcome::Reply {
         return one(head, Rcode::Refused as u8, &[], chain);
     }
-    shared.stats.served[kind::SIGNED_QUERY].fetch_add(1, Ordering::Relaxed);
+    shared.stats.served[Served::SignedQuery as usize].fetch_add(1, Ordering::Relaxed);
     if let Some(mut c) = chain {
         c.sign(&mut out, unix_now(), None);
     }
@@ -245,7 +251,7 @@ impl Request<'_> {
     /// The whole zone (AXFR, or an AXFR-style IXFR answer).
     fn axfr(self, kind: usize) -> Messages {
         let Ok(permit) = Arc::clone(&self.shared.slots).try_acquire_owned() else {
-            self.shared.stats.refused[kind::BUSY].fetch_add(1, Ordering::Relaxed);
+            self.shared.stats.refused[Refusal::Busy as usize].fetch_add(1, Ordering::Relaxed);
             debug!(peer = %self.peer, "zone transfer refused: max_concurrent reached");
             return one(&self.head, Rcode::Refused as u8, &[], self.chain);
         };
@@ -287,14 +293,14 @@ impl Request<'_> {
         };
         let (removed, added, current) = match since {
             (Since::Current(current), _) => {
-                self.count(kind::IXFR_CURRENT, current);
+                self.count(Served::IxfrCurrent as usize, current);
                 return one(&self.head, 0, &[self.soa(current)], self.chain);
             }
             (Since::Unknown, current) if !self.tcp => {
-                self.count(kind::IXFR_FULL, current);
+                self.count(Served::IxfrFull as usize, current);
                 return one(&self.head, 0, &[self.soa(current)], self.chain);
             }
-            (Since::Unknown, _) => return self.axfr(kind::IXFR_FULL),
+            (Since::Unknown, _) => return self.axfr(Served::IxfrFull as usize),
             (
                 Since::Diff {
                     current,
@@ -312,7 +318,7 @@ impl Request<'_> {
         records.push(soa.clone());
         records.extend(added);
         records.push(soa.clone());
-        self.count(kind::IXFR, current);
+        self.count(Served::Ixfr as usize, current);
         let max_udp = self.shared.settings.dns.max_udp_payload;
         let limit = if self.tcp {
             TCP_MESSAGE
