@@ -313,7 +313,7 @@ impl ServiceView {
     }
 
     /// The SRV set of the service name itself and its glue (see
-    /// [`ServiceView::encode_bare_srv`]).
+    /// `ServiceView::encode_bare_srv`).
     pub fn bare_srv(&self) -> (RrSetRef<'_>, RrSetRef<'_>) {
         (self.bytes(self.bare_srv), self.bytes(self.bare_glue))
     }
