@@ -109,15 +109,22 @@ fn a_full_pod_cidr_makes_pods_wait_instead_of_hanging() {
     assert!(!ready.contains(&"web-14".to_string()), "{ready:?}");
     assert_eq!(sim.waiting, 1);
     assert!(sim.next_deadline().is_none());
-    // Scaled to 13 and back to 15: the freed address goes to a new pod,
-    // and web-14 still waits.
-    for replicas in [13, 15] {
+    // A scale past what the CIDR holds is refused and changes nothing
+    // (the manifest's 15 stays, web-14 still waits).
+    let key = ObjectKey::new("default", "web");
+    assert!(
+        sim.command(SimCommand::Scale { key, replicas: 16 }, t0)
+            .is_err()
+    );
+    sim.reconcile(t0);
+    assert_eq!(ready_names(&sim).len(), 14);
+    assert_eq!(sim.waiting, 1);
+    // Scaled to 13 and back to 14: the freed address goes to a new pod.
+    for replicas in [13, 14] {
         scale(&mut sim, "web", replicas, t0);
     }
     assert_eq!(ready_names(&sim).len(), 14);
     assert!(ready_names(&sim).contains(&"web-13".to_string()));
-    assert_eq!(sim.waiting, 1);
-    scale(&mut sim, "web", 14, t0);
     assert_eq!(sim.waiting, 0);
 }
 
