@@ -360,13 +360,25 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// On SIGTERM, how long `/ready` answers 503 before the server stops, milliseconds.
     pub lameduck_ms: u64,
+    /// Record browser: previous addresses (and readiness states) kept per name.
+    pub history_addresses: usize,
+    /// Record browser: index changes kept in the timeline.
+    pub history_changes: usize,
 }
+
+/// Upper bounds of the `[admin] history_*` settings: what keeps a typo from
+/// holding gigabytes of history.
+pub const MAX_HISTORY_ADDRESSES: usize = 100;
+/// See [`MAX_HISTORY_ADDRESSES`].
+pub const MAX_HISTORY_CHANGES: usize = 100_000;
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             lameduck_ms: 0,
+            history_addresses: 5,
+            history_changes: 200,
         }
     }
 }
@@ -510,6 +522,18 @@ impl Config {
             problems.push(format!(
                 "sim.pod_cidr: {:?} is not an IPv4 CIDR with room for pods",
                 self.sim.pod_cidr
+            ));
+        }
+        if self.admin.history_addresses > MAX_HISTORY_ADDRESSES {
+            problems.push(format!(
+                "admin.history_addresses: {} is above {MAX_HISTORY_ADDRESSES}",
+                self.admin.history_addresses
+            ));
+        }
+        if self.admin.history_changes > MAX_HISTORY_CHANGES {
+            problems.push(format!(
+                "admin.history_changes: {} is above {MAX_HISTORY_CHANGES}",
+                self.admin.history_changes
             ));
         }
         problems.extend(self.transfer.problems());

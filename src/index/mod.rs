@@ -41,7 +41,8 @@ pub use record::{
     ServiceKind, ServiceRecord, SliceRecord, StatefulSetRecord,
 };
 pub use view::{
-    EndpointView, PtrRecords, PtrSet, PtrTarget, SERVICE_ITSELF, ServiceView, Srv, SrvSection,
+    EndpointView, Governed, PtrRecords, PtrSet, PtrTarget, SERVICE_ITSELF, ServiceView, Srv,
+    SrvSection,
 };
 pub use writer::IndexWriter;
 

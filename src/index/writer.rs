@@ -14,8 +14,8 @@ use super::published::Shared;
 use super::stored::StoredSlice;
 use super::view::{self, PtrTarget, ServiceView};
 use super::{
-    Index, IndexStats, Kind, Object, ObjectKey, PodRecord, PortRecord, ServiceRecord, SourceEvent,
-    ZoneSettings, service_key,
+    Governed, Index, IndexStats, Kind, Object, ObjectKey, PodManagement, PodRecord, PortRecord,
+    ServiceRecord, SourceEvent, ZoneSettings, service_key,
 };
 use crate::histogram;
 use crate::wire::name::push_label;
@@ -65,11 +65,12 @@ impl Names {
 }
 
 /// A StatefulSet as the writer keeps it: the service that governs it (its
-/// `spec.serviceName`) and its replicas.
+/// `spec.serviceName`), its replicas and policy.
 #[derive(Debug, PartialEq, Eq)]
 struct StatefulSetEntry {
     service: Box<str>,
     replicas: u32,
+    policy: PodManagement,
 }
 
 /// The single writer. Not `Clone`: exactly one task owns it.
@@ -108,8 +109,12 @@ pub struct IndexWriter {
     touched_namespaces: BTreeSet<String>,
     touched_pod_ips: BTreeSet<IpAddr>,
     changed: bool,
-    /// Told about every publication (zone transfers' journal), if set.
-    observer: Option<Box<dyn super::observe::PublishObserver>>,
+    /// When the batch being applied reached the writer (Unix µs), for the
+    /// observers' event-to-answer latency.
+    arrived_us: Option<u64>,
+    /// Told about every publication (zone transfers' journal, the record
+    /// browser's history), in the order installed.
+    observers: Vec<Box<dyn super::observe::PublishObserver>>,
 }
 
 impl IndexWriter {
@@ -160,16 +165,17 @@ impl IndexWriter {
             touched_namespaces: BTreeSet::new(),
             touched_pod_ips: BTreeSet::new(),
             changed: false,
-            observer: None,
+            arrived_us: None,
+            observers: Vec::new(),
         }
     }
 
-    /// Installs `observer` for every later publication (see
+    /// Adds `observer` for every later publication (see
     /// [`super::observe::PublishObserver`]); the serial rises to its floor.
     pub fn observe(&mut self, observer: Box<dyn super::observe::PublishObserver>) {
         let floor = observer.serial_floor();
         self.index.shared.serial.fetch_max(floor, Ordering::Relaxed);
-        self.observer = Some(observer);
+        self.observers.push(observer);
     }
 
     /// A reader handle.
@@ -234,6 +240,7 @@ impl IndexWriter {
     /// Applies many events and publishes once.
     pub fn apply_all(&mut self, events: impl IntoIterator<Item = SourceEvent>) {
         let started = std::time::Instant::now();
+        self.arrived_us = Some(crate::clock::unix_us());
         for e in events {
             self.apply(e);
         }
@@ -346,6 +353,7 @@ impl IndexWriter {
                 let g = StatefulSetEntry {
                     service: r.service_name.into(),
                     replicas: r.replicas,
+                    policy: r.pod_management,
                 };
                 if self.statefulsets.get(&r.key) == Some(&g) {
                     return;
@@ -449,8 +457,9 @@ impl IndexWriter {
     /// call. Each gets one new immutable view; untouched ones are not rebuilt.
     pub fn publish(&mut self) {
         let now = crate::clock::unix_ms();
-        if let Some(o) = self.observer.as_mut() {
-            o.begin();
+        let arrived = self.arrived_us.take().unwrap_or_else(crate::clock::unix_us);
+        for o in &mut self.observers {
+            o.begin(arrived);
         }
         for key in std::mem::take(&mut self.touched_services) {
             self.changed = true;
@@ -518,7 +527,7 @@ impl IndexWriter {
         let ((old_eps, old_names), (new_eps, new_names)) = (count(&old), count(&new));
         self.endpoint_count = self.endpoint_count + new_eps - old_eps;
         self.name_count = self.name_count + new_names - old_names;
-        if let Some(o) = self.observer.as_mut() {
+        for o in &mut self.observers {
             o.service(old.as_ref(), new.as_ref());
         }
         match &new {
@@ -562,8 +571,9 @@ impl IndexWriter {
             stats.names.store(self.name_count, Ordering::Relaxed);
             stats.publishes.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(o) = self.observer.as_mut() {
-            o.end(shared.serial.load(Ordering::Relaxed));
+        let serial = shared.serial.load(Ordering::Relaxed);
+        for o in &mut self.observers {
+            o.end(serial);
         }
         if published {
             shared.generation.send_modify(|g| *g += 1);
@@ -632,7 +642,11 @@ impl IndexWriter {
                 let g = self
                     .statefulsets
                     .get(&ObjectKey::new(key.namespace(), name))?;
-                Some((name.into(), g.replicas))
+                Some(Governed {
+                    name: name.into(),
+                    replicas: g.replicas,
+                    policy: g.policy,
+                })
             })
             .collect();
         Some(view::build(view::Inputs {

@@ -1,0 +1,312 @@
+//! What the record browser remembers: each name's previous addresses and
+//! readiness states, a timeline of the last index changes with their
+//! event-to-answer latency, and queries per second over the last minutes.
+//!
+//! The index only keeps the present. This history is written on the writer's
+//! side, at publish time, by a [`recorder::Recorder`] riding on the index
+//! writer as a `PublishObserver` (so it works alike for every source), and
+//! read by the admin side. The query path never touches it.
+//!
+//! Memory is bounded by [`Limits`]: per name, `addresses` previous address
+//! sets and readiness states; `changes` timeline entries; names are kept
+//! while their service's view has them, or while they are a pod a governing
+//! StatefulSet still wants (a deleted pod's past survives its recreation).
+//! Each service's history is an `Arc` replaced copy-on-write, so a reader
+//! holds the lock only to clone a few `Arc`s, and the writer only for the
+//! services one publication touched.
+
+pub mod rates;
+pub mod recorder;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+
+use crate::index::ObjectKey;
+
+/// How much history is kept (`[admin] history_addresses`, `history_changes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Previous address sets, and previous readiness states, per name.
+    pub addresses: usize,
+    /// Timeline entries.
+    pub changes: usize,
+}
+
+/// A name's readiness as DNS sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Ready (and served).
+    Ready,
+    /// In the service but not ready: not served unless the service
+    /// publishes not-ready addresses.
+    NotReady,
+    /// Terminating: never served.
+    Terminating,
+    /// Not in the service at all.
+    Gone,
+}
+
+impl State {
+    /// The name `/records` gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::NotReady => "not_ready",
+            State::Terminating => "terminating",
+            State::Gone => "gone",
+        }
+    }
+}
+
+/// One address set a name had: from `from_ms` until `until_ms` (Unix ms;
+/// `None` while it still has it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Spell {
+    /// The addresses, IPv4 first.
+    pub addresses: Box<[IpAddr]>,
+    /// When the name got them.
+    pub from_ms: u64,
+    /// When it lost them.
+    pub until_ms: Option<u64>,
+}
+
+/// A readiness state a name entered at `at_ms` (Unix ms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    /// The state entered.
+    pub state: State,
+    /// When.
+    pub at_ms: u64,
+}
+
+/// One name's past, newest first in each list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NameHistory {
+    /// Address sets: the current one first (if it has one), then up to
+    /// [`Limits::addresses`] previous ones.
+    pub addresses: VecDeque<Spell>,
+    /// Readiness states: the current one first, then up to
+    /// [`Limits::addresses`] previous ones.
+    pub states: VecDeque<Transition>,
+}
+
+impl NameHistory {
+    /// The state the name is in now.
+    pub fn state(&self) -> State {
+        self.states.front().map_or(State::Gone, |t| t.state)
+    }
+
+    /// Entries held (for the size metric).
+    fn entries(&self) -> usize {
+        self.addresses.len() + self.states.len()
+    }
+}
+
+/// One service's names' histories, by DNS label.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceHistory {
+    /// Label (`web-1`) to its history.
+    pub names: BTreeMap<Box<str>, NameHistory>,
+}
+
+impl ServiceHistory {
+    fn entries(&self) -> usize {
+        self.names.values().map(NameHistory::entries).sum()
+    }
+}
+
+/// What happened to one name (or the service) in a change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum What {
+    /// The service appeared.
+    ServiceAdded,
+    /// The service went away, with its names.
+    ServiceRemoved,
+    /// A governing StatefulSet's desired replicas changed.
+    Scaled {
+        /// The StatefulSet.
+        statefulset: Box<str>,
+        /// Replicas before.
+        from: u32,
+        /// Replicas after.
+        to: u32,
+    },
+    /// A name appeared.
+    Added {
+        /// Its addresses.
+        addresses: Box<[IpAddr]>,
+        /// Its state.
+        state: State,
+    },
+    /// A name went away.
+    Removed,
+    /// A name's addresses changed.
+    Moved {
+        /// Before (empty: it had none).
+        from: Box<[IpAddr]>,
+        /// After.
+        to: Box<[IpAddr]>,
+    },
+    /// A name's readiness changed.
+    State {
+        /// Before.
+        from: State,
+        /// After.
+        to: State,
+    },
+}
+
+/// One entry of a change: the name (empty for the service itself) and what
+/// happened to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Item {
+    /// The DNS label, or `""` for the service.
+    pub name: Box<str>,
+    /// What happened.
+    #[serde(flatten)]
+    pub what: What,
+}
+
+/// One timeline entry: a service's answers changed by one publication.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// The service's namespace.
+    pub namespace: Box<str>,
+    /// The service's name.
+    pub service: Box<str>,
+    /// When the batch of source events behind it reached the index writer
+    /// (Unix µs).
+    pub arrived_us: u64,
+    /// When the new answers were published to the query path (Unix µs).
+    pub served_us: u64,
+    /// What changed, at most [`MAX_ITEMS`].
+    pub items: Vec<Item>,
+    /// Further items left out.
+    pub more: usize,
+}
+
+impl Change {
+    /// The event-to-answer latency, microseconds.
+    pub fn latency_us(&self) -> u64 {
+        self.served_us.saturating_sub(self.arrived_us)
+    }
+}
+
+/// Items kept per timeline entry; a scale-up by 500 lists the first ones and
+/// counts the rest.
+pub const MAX_ITEMS: usize = 20;
+
+/// The state shared by the recorder (writer side) and the admin readers.
+#[derive(Default)]
+struct Inner {
+    services: HashMap<ObjectKey, Arc<ServiceHistory>>,
+    /// Newest first.
+    changes: VecDeque<Arc<Change>>,
+}
+
+/// Sizes, for `/metrics`: kept current by the recorder.
+#[derive(Debug, Default)]
+pub struct HistoryStats {
+    /// Names with a history.
+    pub names: AtomicU64,
+    /// Address-set and readiness entries across all names.
+    pub name_entries: AtomicU64,
+    /// Timeline entries.
+    pub changes: AtomicU64,
+}
+
+/// The history: one per engine, shared by the recorder and the admin side.
+pub struct History {
+    limits: Limits,
+    /// A std `Mutex`: held for a few map operations, never across `.await`,
+    /// and never by the query path.
+    inner: Mutex<Inner>,
+    stats: HistoryStats,
+    rates: rates::Rates,
+}
+
+impl History {
+    /// An empty history keeping `limits`.
+    pub fn new(limits: Limits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            inner: Mutex::default(),
+            stats: HistoryStats::default(),
+            rates: rates::Rates::default(),
+        })
+    }
+
+    /// What it keeps.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Sizes for the metrics.
+    pub fn stats(&self) -> &HistoryStats {
+        &self.stats
+    }
+
+    /// Queries per second over the last minutes.
+    pub fn rates(&self) -> &rates::Rates {
+        &self.rates
+    }
+
+    /// The history of service `key`, if it has one.
+    pub fn service(&self, key: &ObjectKey) -> Option<Arc<ServiceHistory>> {
+        self.lock().services.get(key).cloned()
+    }
+
+    /// The timeline, newest first.
+    pub fn changes(&self) -> Vec<Arc<Change>> {
+        self.lock().changes.iter().cloned().collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding it leaves consistent maps (each step is one
+        // insert or remove): go on with them.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores the new history of service `key` (`None`: it went), adjusting
+    /// the size counters by the difference from the old one.
+    fn put(&self, key: &ObjectKey, new: Option<ServiceHistory>) {
+        let (names, entries) = new
+            .as_ref()
+            .map_or((0, 0), |h| (h.names.len(), h.entries()));
+        let old = match new {
+            Some(h) => self.lock().services.insert(key.clone(), Arc::new(h)),
+            None => self.lock().services.remove(key),
+        };
+        let (old_names, old_entries) = old
+            .as_deref()
+            .map_or((0, 0), |h| (h.names.len(), h.entries()));
+        let adjust = |c: &AtomicU64, new: usize, old: usize| {
+            c.fetch_add(new as u64, Ordering::Relaxed);
+            c.fetch_sub(old as u64, Ordering::Relaxed);
+        };
+        adjust(&self.stats.names, names, old_names);
+        adjust(&self.stats.name_entries, entries, old_entries);
+    }
+
+    /// Adds `change` to the timeline, dropping the oldest past the limit.
+    fn push_change(&self, change: Change) {
+        if self.limits.changes == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.changes.push_front(Arc::new(change));
+        inner.changes.truncate(self.limits.changes);
+        self.stats
+            .changes
+            .store(inner.changes.len() as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests;

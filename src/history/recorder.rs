@@ -1,0 +1,242 @@
+//! The writer-side half of the history: a [`PublishObserver`] that diffs
+//! each replaced service view against the service's history, moves names'
+//! addresses and readiness into their past, and adds a timeline entry.
+//!
+//! It runs on the index writer's task, after the writer built the new view
+//! and before readers are told: the query path never waits for it. Until the
+//! index has synced it keeps names' histories but adds no timeline entries,
+//! so the initial load does not flood the timeline with "service added".
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::{
+    Change, History, Item, MAX_ITEMS, NameHistory, ServiceHistory, Spell, State, Transition, What,
+};
+use crate::index::observe::PublishObserver;
+use crate::index::{EndpointView, Index, ServiceView};
+
+/// The index writer's history observer.
+pub struct Recorder {
+    history: Arc<History>,
+    index: Index,
+    /// Timeline entries are added once the index has synced.
+    recording: bool,
+    /// The publication in progress: when its events arrived (Unix µs), its
+    /// time stamp for names' histories (Unix ms), and its timeline entries,
+    /// stored at [`PublishObserver::end`] with the time answers were served.
+    arrived_us: u64,
+    now_ms: u64,
+    pending: Vec<Change>,
+}
+
+impl Recorder {
+    /// A recorder writing into `history`; `index` says when it has synced.
+    pub fn new(history: Arc<History>, index: Index) -> Self {
+        Self {
+            history,
+            index,
+            recording: false,
+            arrived_us: 0,
+            now_ms: 0,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl PublishObserver for Recorder {
+    fn begin(&mut self, arrived_us: u64) {
+        self.arrived_us = arrived_us;
+        self.now_ms = crate::clock::unix_ms();
+        self.recording = self.index.is_synced();
+        self.pending.clear();
+    }
+
+    fn service(&mut self, old: Option<&Arc<ServiceView>>, new: Option<&Arc<ServiceView>>) {
+        let Some(key) = old.or(new).map(|v| v.record.key.clone()) else {
+            return;
+        };
+        let mut items = Vec::new();
+        match new {
+            None => {
+                self.history.put(&key, None);
+                items.push(item("", What::ServiceRemoved));
+            }
+            Some(new) => {
+                let mut h: ServiceHistory = self
+                    .history
+                    .service(&key)
+                    .map(|h| (*h).clone())
+                    .unwrap_or_default();
+                if old.is_none() {
+                    items.push(item("", What::ServiceAdded));
+                }
+                scaled(old.map(|v| &**v), new, &mut items);
+                let keep = self.history.limits().addresses + 1;
+                update_names(&mut h, new, self.now_ms, keep, &mut items);
+                self.history.put(&key, Some(h));
+            }
+        }
+        if self.recording && !items.is_empty() {
+            let more = items.len().saturating_sub(MAX_ITEMS);
+            items.truncate(MAX_ITEMS);
+            self.pending.push(Change {
+                namespace: key.namespace().into(),
+                service: key.name().into(),
+                arrived_us: self.arrived_us,
+                served_us: 0,
+                items,
+                more,
+            });
+        }
+    }
+
+    fn end(&mut self, _serial: u32) {
+        // The writer calls this once the new views are in the maps readers
+        // look in: from now on DNS answers with them.
+        let served_us = crate::clock::unix_us().max(self.arrived_us);
+        for mut c in self.pending.drain(..) {
+            c.served_us = served_us;
+            self.history.push_change(c);
+        }
+    }
+}
+
+fn item(name: &str, what: What) -> Item {
+    Item {
+        name: name.into(),
+        what,
+    }
+}
+
+/// An endpoint's readiness as DNS sees it.
+pub fn state_of(e: &EndpointView<'_>) -> State {
+    if e.terminating {
+        State::Terminating
+    } else if e.ready {
+        State::Ready
+    } else {
+        State::NotReady
+    }
+}
+
+/// Governing StatefulSets whose desired replicas changed between the views.
+fn scaled(old: Option<&ServiceView>, new: &ServiceView, items: &mut Vec<Item>) {
+    let Some(old) = old else { return };
+    for g in new.statefulsets.iter() {
+        let before = old.statefulsets.iter().find(|o| o.name == g.name);
+        if let Some(b) = before.filter(|b| b.replicas != g.replicas) {
+            let what = What::Scaled {
+                statefulset: g.name.clone(),
+                from: b.replicas,
+                to: g.replicas,
+            };
+            items.push(item("", what));
+        }
+    }
+}
+
+/// Brings each name's history up to `view` at `now` (Unix ms), keeping at
+/// most `keep` address sets and states per name; names the view no longer
+/// has are kept only while a governing StatefulSet still wants them.
+fn update_names(
+    h: &mut ServiceHistory,
+    view: &ServiceView,
+    now: u64,
+    keep: usize,
+    items: &mut Vec<Item>,
+) {
+    let mut present = HashSet::with_capacity(view.endpoint_count());
+    for e in view.endpoints() {
+        present.insert(e.label);
+        let addrs: Box<[IpAddr]> = e.addresses.iter().collect();
+        let state = state_of(&e);
+        let Some(n) = h.names.get_mut(e.label) else {
+            h.names.insert(e.label.into(), born(&addrs, state, now));
+            items.push(item(
+                e.label,
+                What::Added {
+                    addresses: addrs,
+                    state,
+                },
+            ));
+            continue;
+        };
+        if let Some(what) = readdress(n, addrs, now, keep) {
+            items.push(item(e.label, what));
+        }
+        if let Some(what) = transition(n, state, now, keep) {
+            items.push(item(e.label, what));
+        }
+    }
+    h.names.retain(|label, n| {
+        if present.contains(&**label) {
+            return true;
+        }
+        if n.state() != State::Gone {
+            if let Some(cur) = n.addresses.front_mut().filter(|s| s.until_ms.is_none()) {
+                cur.until_ms = Some(now);
+            }
+            transition(n, State::Gone, now, keep);
+            items.push(item(label, What::Removed));
+        }
+        view.is_pending_pod(label.as_bytes())
+    });
+}
+
+/// A name's history as it first appears.
+fn born(addrs: &[IpAddr], state: State, now: u64) -> NameHistory {
+    let mut n = NameHistory {
+        addresses: Default::default(),
+        states: Default::default(),
+    };
+    if !addrs.is_empty() {
+        n.addresses.push_front(Spell {
+            addresses: addrs.into(),
+            from_ms: now,
+            until_ms: None,
+        });
+    }
+    n.states.push_front(Transition { state, at_ms: now });
+    n
+}
+
+/// Starts a new address spell when the name's addresses are not the ones it
+/// has now (also when it had none: back after being gone). Returns the move.
+fn readdress(n: &mut NameHistory, addrs: Box<[IpAddr]>, now: u64, keep: usize) -> Option<What> {
+    let current = n.addresses.front().filter(|s| s.until_ms.is_none());
+    if current.is_some_and(|s| s.addresses == addrs) {
+        return None;
+    }
+    // "From" is the last address set it had, current or not: "web-1 was
+    // 10.244.0.7, now 10.244.0.9" also across a delete and recreate.
+    let from = n
+        .addresses
+        .front()
+        .map(|s| s.addresses.clone())
+        .unwrap_or_default();
+    if let Some(cur) = n.addresses.front_mut().filter(|s| s.until_ms.is_none()) {
+        cur.until_ms = Some(now);
+    }
+    if !addrs.is_empty() {
+        n.addresses.push_front(Spell {
+            addresses: addrs.clone(),
+            from_ms: now,
+            until_ms: None,
+        });
+    }
+    n.addresses.truncate(keep);
+    Some(What::Moved { from, to: addrs })
+}
+
+/// Records the name entering `state`, if it is not in it. Returns the change.
+fn transition(n: &mut NameHistory, state: State, now: u64, keep: usize) -> Option<What> {
+    let from = n.state();
+    if from == state {
+        return None;
+    }
+    n.states.push_front(Transition { state, at_ms: now });
+    n.states.truncate(keep);
+    Some(What::State { from, to: state })
+}
