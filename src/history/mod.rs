@@ -273,25 +273,35 @@ impl History {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores the new history of service `key` (`None`: it went), adjusting
-    /// the size counters by the difference from the old one.
-    fn put(&self, key: &ObjectKey, new: Option<ServiceHistory>) {
-        let (names, entries) = new
-            .as_ref()
-            .map_or((0, 0), |h| (h.names.len(), h.entries()));
-        let old = match new {
-            Some(h) => self.lock().services.insert(key.clone(), Arc::new(h)),
-            None => self.lock().services.remove(key),
-        };
-        let (old_names, old_entries) = old
-            .as_deref()
-            .map_or((0, 0), |h| (h.names.len(), h.entries()));
+    /// Runs `f` on the history of service `key` (made if missing) and keeps
+    /// the result. The lock is held meanwhile: `f` is one service's diff, and
+    /// readers only clone `Arc`s under it. The history is copied first only
+    /// when a reader still holds it (copy-on-write).
+    fn update(&self, key: &ObjectKey, f: impl FnOnce(&mut ServiceHistory)) {
+        let mut inner = self.lock();
+        let h = inner.services.entry(key.clone()).or_default();
+        let before = (h.names.len(), h.entries());
+        let h = Arc::make_mut(h);
+        f(h);
+        self.count(before, (h.names.len(), h.entries()));
+    }
+
+    /// Drops the history of service `key`.
+    fn remove(&self, key: &ObjectKey) {
+        let old = self.lock().services.remove(key);
+        if let Some(h) = old {
+            self.count((h.names.len(), h.entries()), (0, 0));
+        }
+    }
+
+    /// Moves the size counters from `old` to `new` (names, entries).
+    fn count(&self, old: (usize, usize), new: (usize, usize)) {
         let adjust = |c: &AtomicU64, new: usize, old: usize| {
             c.fetch_add(new as u64, Ordering::Relaxed);
             c.fetch_sub(old as u64, Ordering::Relaxed);
         };
-        adjust(&self.stats.names, names, old_names);
-        adjust(&self.stats.name_entries, entries, old_entries);
+        adjust(&self.stats.names, new.0, old.0);
+        adjust(&self.stats.name_entries, new.1, old.1);
     }
 
     /// Adds `change` to the timeline, dropping the oldest past the limit.

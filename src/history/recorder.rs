@@ -60,22 +60,18 @@ impl PublishObserver for Recorder {
         let mut items = Vec::new();
         match new {
             None => {
-                self.history.put(&key, None);
+                self.history.remove(&key);
                 items.push(item("", What::ServiceRemoved));
             }
             Some(new) => {
-                let mut h: ServiceHistory = self
-                    .history
-                    .service(&key)
-                    .map(|h| (*h).clone())
-                    .unwrap_or_default();
                 if old.is_none() {
                     items.push(item("", What::ServiceAdded));
                 }
                 scaled(old.map(|v| &**v), new, &mut items);
                 let keep = self.history.limits().addresses + 1;
-                update_names(&mut h, new, self.now_ms, keep, &mut items);
-                self.history.put(&key, Some(h));
+                let now = self.now_ms;
+                self.history
+                    .update(&key, |h| update_names(h, new, now, keep, &mut items));
             }
         }
         if self.recording && !items.is_empty() {
@@ -150,9 +146,9 @@ fn update_names(
     let mut present = HashSet::with_capacity(view.endpoint_count());
     for e in view.endpoints() {
         present.insert(e.label);
-        let addrs: Box<[IpAddr]> = e.addresses.iter().collect();
         let state = state_of(&e);
         let Some(n) = h.names.get_mut(e.label) else {
+            let addrs: Box<[IpAddr]> = e.addresses.iter().collect();
             h.names.insert(e.label.into(), born(&addrs, state, now));
             items.push(item(
                 e.label,
@@ -163,7 +159,7 @@ fn update_names(
             ));
             continue;
         };
-        if let Some(what) = readdress(n, addrs, now, keep) {
+        if let Some(what) = readdress(n, &e, now, keep) {
             items.push(item(e.label, what));
         }
         if let Some(what) = transition(n, state, now, keep) {
@@ -202,13 +198,15 @@ fn born(addrs: &[IpAddr], state: State, now: u64) -> NameHistory {
     n
 }
 
-/// Starts a new address spell when the name's addresses are not the ones it
-/// has now (also when it had none: back after being gone). Returns the move.
-fn readdress(n: &mut NameHistory, addrs: Box<[IpAddr]>, now: u64, keep: usize) -> Option<What> {
+/// Starts a new address spell when endpoint `e`'s addresses are not the
+/// ones its name has now (also when it had none: back after being gone).
+/// Returns the move. Allocates nothing when nothing moved.
+fn readdress(n: &mut NameHistory, e: &EndpointView<'_>, now: u64, keep: usize) -> Option<What> {
     let current = n.addresses.front().filter(|s| s.until_ms.is_none());
-    if current.is_some_and(|s| s.addresses == addrs) {
+    if current.is_some_and(|s| s.addresses.iter().copied().eq(e.addresses.iter())) {
         return None;
     }
+    let addrs: Box<[IpAddr]> = e.addresses.iter().collect();
     // "From" is the last address set it had, current or not: "web-1 was
     // 10.244.0.7, now 10.244.0.9" also across a delete and recreate.
     let from = n
