@@ -15,8 +15,7 @@ use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 
 use super::AdminState;
-use crate::history::recorder::state_of;
-use crate::history::{Change, Item, NameHistory, ServiceHistory};
+use crate::history::{Change, Item, NameHistory, ServiceHistory, State as NameState};
 use crate::index::{EndpointView, Governed, ObjectKey, PodManagement, ServiceKind, ServiceView};
 
 /// `/records` filters (names compare ignoring case).
@@ -72,7 +71,7 @@ pub struct EndpointJson {
     /// Milliseconds since its addresses or readiness last changed.
     pub changed_ms_ago: u64,
     /// Its past: address sets and readiness states, newest first.
-    pub history: Option<NameHistory>,
+    pub history: NameHistory,
 }
 
 /// A governing StatefulSet in `/records`.
@@ -219,7 +218,10 @@ impl Context<'_> {
                 format!("{name}/{}:{}", p.protocol, p.port)
             })
             .collect();
-        let past = |label: &str| h.and_then(|h| h.names.get(label)).cloned();
+        let stored = |label: &str| h.and_then(|h| h.names.get(label)).cloned();
+        // A name without a stored past: what its view says stands in.
+        let past =
+            |e: &EndpointView<'_>| stored(e.label).unwrap_or_else(|| NameHistory::present(e));
         let endpoints = v
             .endpoints()
             .filter(|e| self.wanted(e.label))
@@ -232,7 +234,7 @@ impl Context<'_> {
                 terminating: e.terminating,
                 pod: e.pod.map(str::to_string),
                 changed_ms_ago: self.now.saturating_sub(e.changed_ms),
-                history: past(e.label),
+                history: past(&e),
             })
             .collect();
         let by_label: HashMap<&str, EndpointView<'_>> =
@@ -240,7 +242,7 @@ impl Context<'_> {
         let statefulsets = v
             .statefulsets
             .iter()
-            .map(|g| self.statefulset(g, &fqdn, &by_label, &past))
+            .map(|g| self.statefulset(g, &fqdn, &by_label, &stored))
             .collect();
         ServiceJson {
             namespace: r.key.namespace().to_string(),
@@ -269,7 +271,7 @@ impl Context<'_> {
         for ordinal in 0..g.replicas {
             let name = format!("{}-{ordinal}", g.name);
             let e = by_label.get(name.as_str());
-            let state = e.map_or("not_created", |e| state_of(e).as_str());
+            let state = e.map_or("not_created", |e| NameState::of(e).as_str());
             ready += u32::from(state == "ready");
             // A large StatefulSet lists its ordinals without history lookups
             // for the ones the name filter leaves out.
@@ -284,7 +286,7 @@ impl Context<'_> {
                 served,
                 addresses: e.map_or_else(Vec::new, |e| e.addresses.iter().collect()),
                 negative_ttl: (!served).then_some(self.pending_ttl),
-                history: past(&name),
+                history: past(&name).or_else(|| e.map(NameHistory::present)),
                 name,
             });
         }

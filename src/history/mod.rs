@@ -8,9 +8,12 @@
 //! read by the admin side. The query path never touches it.
 //!
 //! Memory is bounded by [`Limits`]: per name, `addresses` previous address
-//! sets and readiness states; `changes` timeline entries; names are kept
-//! while their service's view has them, or while they are a pod a governing
-//! StatefulSet still wants (a deleted pod's past survives its recreation).
+//! sets and readiness states; `changes` timeline entries. Only names with a
+//! past are stored (after the initial sync of a quiet cluster, none): one
+//! that never changed is described by its view alone
+//! ([`NameHistory::present`]). Names are kept while their service's view has
+//! them, or while they are a pod a governing StatefulSet still wants (a
+//! deleted pod's past survives its recreation).
 //! Each service's history is an `Arc` replaced copy-on-write, so a reader
 //! holds the lock only to clone a few `Arc`s, and the writer only for the
 //! services one publication touched.
@@ -25,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use crate::index::ObjectKey;
+use crate::index::{EndpointView, ObjectKey};
 
 /// How much history is kept (`[admin] history_addresses`, `history_changes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -52,6 +55,17 @@ pub enum State {
 }
 
 impl State {
+    /// Endpoint `e`'s readiness as DNS sees it.
+    pub fn of(e: &EndpointView<'_>) -> State {
+        if e.terminating {
+            State::Terminating
+        } else if e.ready {
+            State::Ready
+        } else {
+            State::NotReady
+        }
+    }
+
     /// The name `/records` gives it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -84,21 +98,45 @@ pub struct Transition {
     pub at_ms: u64,
 }
 
-/// One name's past, newest first in each list.
+/// One name's past, newest first in each list. Boxed slices of their exact
+/// length: most names never change, and those that do rarely.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NameHistory {
     /// Address sets: the current one first (if it has one), then up to
     /// [`Limits::addresses`] previous ones.
-    pub addresses: VecDeque<Spell>,
+    pub addresses: Box<[Spell]>,
     /// Readiness states: the current one first, then up to
     /// [`Limits::addresses`] previous ones.
-    pub states: VecDeque<Transition>,
+    pub states: Box<[Transition]>,
 }
 
 impl NameHistory {
+    /// The history of endpoint `e` that has no past: its addresses and
+    /// state since it last changed (which, without a past, is when it
+    /// appeared). Names without a past are not stored; this stands in.
+    pub fn present(e: &EndpointView<'_>) -> NameHistory {
+        let addresses: Box<[IpAddr]> = e.addresses.iter().collect();
+        let spell = Spell {
+            addresses,
+            from_ms: e.changed_ms,
+            until_ms: None,
+        };
+        NameHistory {
+            addresses: if spell.addresses.is_empty() {
+                Box::default()
+            } else {
+                Box::new([spell])
+            },
+            states: Box::new([Transition {
+                state: State::of(e),
+                at_ms: e.changed_ms,
+            }]),
+        }
+    }
+
     /// The state the name is in now.
     pub fn state(&self) -> State {
-        self.states.front().map_or(State::Gone, |t| t.state)
+        self.states.first().map_or(State::Gone, |t| t.state)
     }
 
     /// Entries held (for the size metric).

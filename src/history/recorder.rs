@@ -7,7 +7,7 @@
 //! index has synced it keeps names' histories but adds no timeline entries,
 //! so the initial load does not flood the timeline with "service added".
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -70,8 +70,9 @@ impl PublishObserver for Recorder {
                 scaled(old.map(|v| &**v), new, &mut items);
                 let keep = self.history.limits().addresses + 1;
                 let now = self.now_ms;
+                let old = old.map(|v| &**v);
                 self.history
-                    .update(&key, |h| update_names(h, new, now, keep, &mut items));
+                    .update(&key, |h| update_names(h, old, new, now, keep, &mut items));
             }
         }
         if self.recording && !items.is_empty() {
@@ -106,17 +107,6 @@ fn item(name: &str, what: What) -> Item {
     }
 }
 
-/// An endpoint's readiness as DNS sees it.
-pub fn state_of(e: &EndpointView<'_>) -> State {
-    if e.terminating {
-        State::Terminating
-    } else if e.ready {
-        State::Ready
-    } else {
-        State::NotReady
-    }
-}
-
 /// Governing StatefulSets whose desired replicas changed between the views.
 fn scaled(old: Option<&ServiceView>, new: &ServiceView, items: &mut Vec<Item>) {
     let Some(old) = old else { return };
@@ -133,31 +123,41 @@ fn scaled(old: Option<&ServiceView>, new: &ServiceView, items: &mut Vec<Item>) {
     }
 }
 
-/// Brings each name's history up to `view` at `now` (Unix ms), keeping at
-/// most `keep` address sets and states per name; names the view no longer
-/// has are kept only while a governing StatefulSet still wants them.
+/// Brings each name's history from `old` up to `view` at `now` (Unix ms),
+/// keeping at most `keep` address sets and states per name. A name without
+/// a stored past is compared with its endpoint in `old`, and stored only
+/// once it changes. Names `view` no longer has are kept only while a
+/// governing StatefulSet still wants them.
 fn update_names(
     h: &mut ServiceHistory,
+    old: Option<&ServiceView>,
     view: &ServiceView,
     now: u64,
     keep: usize,
     items: &mut Vec<Item>,
 ) {
+    let before: HashMap<&str, EndpointView<'_>> = old
+        .map(|o| o.endpoints().map(|e| (e.label, e)).collect())
+        .unwrap_or_default();
     let mut present = HashSet::with_capacity(view.endpoint_count());
     for e in view.endpoints() {
         present.insert(e.label);
-        let state = state_of(&e);
-        let Some(n) = h.names.get_mut(e.label) else {
-            let addrs: Box<[IpAddr]> = e.addresses.iter().collect();
-            h.names.insert(e.label.into(), born(&addrs, state, now));
-            items.push(item(
-                e.label,
-                What::Added {
-                    addresses: addrs,
-                    state,
-                },
-            ));
-            continue;
+        let state = State::of(&e);
+        let n = match (h.names.get_mut(e.label), before.get(e.label)) {
+            (Some(n), _) => n,
+            (None, Some(was)) => {
+                if State::of(was) == state && was.addresses.iter().eq(e.addresses.iter()) {
+                    continue; // still no past
+                }
+                h.names
+                    .entry(e.label.into())
+                    .or_insert(NameHistory::present(was))
+            }
+            (None, None) => {
+                let addresses = e.addresses.iter().collect();
+                items.push(item(e.label, What::Added { addresses, state }));
+                continue; // new: no past yet
+            }
         };
         if let Some(what) = readdress(n, &e, now, keep) {
             items.push(item(e.label, what));
@@ -166,14 +166,18 @@ fn update_names(
             items.push(item(e.label, what));
         }
     }
+    // Names of the old view that went: their past starts now.
+    for (label, was) in &before {
+        if !present.contains(label) && !h.names.contains_key(*label) {
+            h.names.insert((*label).into(), NameHistory::present(was));
+        }
+    }
     h.names.retain(|label, n| {
         if present.contains(&**label) {
             return true;
         }
         if n.state() != State::Gone {
-            if let Some(cur) = n.addresses.front_mut().filter(|s| s.until_ms.is_none()) {
-                cur.until_ms = Some(now);
-            }
+            close_current(n, now);
             transition(n, State::Gone, now, keep);
             items.push(item(label, What::Removed));
         }
@@ -181,28 +185,26 @@ fn update_names(
     });
 }
 
-/// A name's history as it first appears.
-fn born(addrs: &[IpAddr], state: State, now: u64) -> NameHistory {
-    let mut n = NameHistory {
-        addresses: Default::default(),
-        states: Default::default(),
-    };
-    if !addrs.is_empty() {
-        n.addresses.push_front(Spell {
-            addresses: addrs.into(),
-            from_ms: now,
-            until_ms: None,
-        });
+/// Ends the name's current address spell, if it has one, at `now`.
+fn close_current(n: &mut NameHistory, now: u64) {
+    if let Some(cur) = n.addresses.first_mut().filter(|s| s.until_ms.is_none()) {
+        cur.until_ms = Some(now);
     }
-    n.states.push_front(Transition { state, at_ms: now });
-    n
+}
+
+/// `list` with `first` in front, cut to `keep`.
+fn push_front<T>(list: &mut Box<[T]>, first: T, keep: usize) {
+    let mut v = std::mem::take(list).into_vec();
+    v.insert(0, first);
+    v.truncate(keep);
+    *list = v.into_boxed_slice();
 }
 
 /// Starts a new address spell when endpoint `e`'s addresses are not the
 /// ones its name has now (also when it had none: back after being gone).
 /// Returns the move. Allocates nothing when nothing moved.
 fn readdress(n: &mut NameHistory, e: &EndpointView<'_>, now: u64, keep: usize) -> Option<What> {
-    let current = n.addresses.front().filter(|s| s.until_ms.is_none());
+    let current = n.addresses.first().filter(|s| s.until_ms.is_none());
     if current.is_some_and(|s| s.addresses.iter().copied().eq(e.addresses.iter())) {
         return None;
     }
@@ -211,20 +213,18 @@ fn readdress(n: &mut NameHistory, e: &EndpointView<'_>, now: u64, keep: usize) -
     // 10.244.0.7, now 10.244.0.9" also across a delete and recreate.
     let from = n
         .addresses
-        .front()
+        .first()
         .map(|s| s.addresses.clone())
         .unwrap_or_default();
-    if let Some(cur) = n.addresses.front_mut().filter(|s| s.until_ms.is_none()) {
-        cur.until_ms = Some(now);
-    }
+    close_current(n, now);
     if !addrs.is_empty() {
-        n.addresses.push_front(Spell {
+        let spell = Spell {
             addresses: addrs.clone(),
             from_ms: now,
             until_ms: None,
-        });
+        };
+        push_front(&mut n.addresses, spell, keep);
     }
-    n.addresses.truncate(keep);
     Some(What::Moved { from, to: addrs })
 }
 
@@ -234,7 +234,6 @@ fn transition(n: &mut NameHistory, state: State, now: u64, keep: usize) -> Optio
     if from == state {
         return None;
     }
-    n.states.push_front(Transition { state, at_ms: now });
-    n.states.truncate(keep);
+    push_front(&mut n.states, Transition { state, at_ms: now }, keep);
     Some(What::State { from, to: state })
 }

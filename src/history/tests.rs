@@ -106,11 +106,7 @@ fn a_moved_pod_keeps_its_previous_address_and_states() {
     );
     let states: Vec<State> = n.states.iter().map(|t| t.state).collect();
     assert_eq!(states, [State::NotReady, State::Ready]);
-    assert_eq!(
-        name(&h, "web-0").unwrap().addresses.len(),
-        1,
-        "web-0 did not move"
-    );
+    assert_eq!(name(&h, "web-0"), None, "web-0 has no past: nothing stored");
 
     let changes = h.changes();
     let c = &changes[0];
@@ -228,4 +224,32 @@ fn a_removed_service_takes_its_history_and_many_changes_are_counted() {
         h.stats().names.load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+}
+
+#[test]
+fn names_without_a_past_are_not_stored() {
+    let (mut w, h) = writer(5, 50);
+    let eps = [("web-0", "10.0.0.1", true), ("web-1", "10.0.0.2", true)];
+    up(&mut w, [svc(), sts(2), slice(&eps)]);
+    // The StatefulSet changes (the view is rebuilt), the names do not.
+    up(&mut w, [sts(3), slice(&eps)]);
+    let stats = h.stats();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        stats.names.load(Relaxed),
+        0,
+        "{:?}",
+        h.service(&ObjectKey::new("d", "nginx"))
+    );
+    assert_eq!(stats.name_entries.load(Relaxed), 0);
+    // One name changes: only it is stored, its first spell from when it appeared.
+    up(&mut w, [slice(&[eps[0], ("web-1", "10.0.0.2", false)])]);
+    assert_eq!(stats.names.load(Relaxed), 1);
+    let n = name(&h, "web-1").unwrap();
+    assert_eq!(n.addresses.len(), 1, "same address: one spell");
+    assert_eq!(
+        n.states.iter().map(|t| t.state).collect::<Vec<_>>(),
+        [State::NotReady, State::Ready]
+    );
+    assert!(n.states[1].at_ms <= n.states[0].at_ms);
 }
