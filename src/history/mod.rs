@@ -23,6 +23,7 @@ pub mod recorder;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -77,16 +78,63 @@ impl State {
     }
 }
 
+/// An address set, IPv4 first: one address inline (almost every name has
+/// exactly one), several (or none) in one boxed slice. Serialized as a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Addresses {
+    /// The one address.
+    One(IpAddr),
+    /// None, or several.
+    Many(Box<[IpAddr]>),
+}
+
+impl Addresses {
+    /// The set of `addrs`.
+    pub fn of(addrs: impl Iterator<Item = IpAddr>) -> Addresses {
+        let mut addrs = addrs.peekable();
+        match (addrs.next(), addrs.peek()) {
+            (Some(a), None) => Addresses::One(a),
+            (first, _) => Addresses::Many(first.into_iter().chain(addrs).collect()),
+        }
+    }
+
+    /// The addresses.
+    pub fn as_slice(&self) -> &[IpAddr] {
+        match self {
+            Addresses::One(a) => std::slice::from_ref(a),
+            Addresses::Many(all) => all,
+        }
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+}
+
+impl Default for Addresses {
+    fn default() -> Self {
+        Addresses::Many(Box::default())
+    }
+}
+
+impl Serialize for Addresses {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.as_slice())
+    }
+}
+
 /// One address set a name had: from `from_ms` until `until_ms` (Unix ms;
-/// `None` while it still has it).
+/// `None` while it still has it). 40 bytes, no heap block of its own for
+/// one address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Spell {
     /// The addresses, IPv4 first.
-    pub addresses: Box<[IpAddr]>,
+    pub addresses: Addresses,
     /// When the name got them.
     pub from_ms: u64,
     /// When it lost them.
-    pub until_ms: Option<u64>,
+    pub until_ms: Option<NonZeroU64>,
 }
 
 /// A readiness state a name entered at `at_ms` (Unix ms).
@@ -115,7 +163,7 @@ impl NameHistory {
     /// state since it last changed (which, without a past, is when it
     /// appeared). Names without a past are not stored; this stands in.
     pub fn present(e: &EndpointView<'_>) -> NameHistory {
-        let addresses: Box<[IpAddr]> = e.addresses.iter().collect();
+        let addresses = Addresses::of(e.addresses.iter());
         let spell = Spell {
             addresses,
             from_ms: e.changed_ms,
@@ -178,7 +226,7 @@ pub enum What {
     /// A name appeared.
     Added {
         /// Its addresses.
-        addresses: Box<[IpAddr]>,
+        addresses: Addresses,
         /// Its state.
         state: State,
     },
@@ -187,9 +235,9 @@ pub enum What {
     /// A name's addresses changed.
     Moved {
         /// Before (empty: it had none).
-        from: Box<[IpAddr]>,
+        from: Addresses,
         /// After.
-        to: Box<[IpAddr]>,
+        to: Addresses,
     },
     /// A name's readiness changed.
     State {

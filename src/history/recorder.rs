@@ -8,11 +8,12 @@
 //! so the initial load does not flood the timeline with "service added".
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use super::{
-    Change, History, Item, MAX_ITEMS, NameHistory, ServiceHistory, Spell, State, Transition, What,
+    Addresses, Change, History, Item, MAX_ITEMS, NameHistory, ServiceHistory, Spell, State,
+    Transition, What,
 };
 use crate::index::observe::PublishObserver;
 use crate::index::{EndpointView, Index, ServiceView};
@@ -57,15 +58,15 @@ impl PublishObserver for Recorder {
         let Some(key) = old.or(new).map(|v| v.record.key.clone()) else {
             return;
         };
-        let mut items = Vec::new();
+        let mut items = Items::default();
         match new {
             None => {
                 self.history.remove(&key);
-                items.push(item("", What::ServiceRemoved));
+                items.push("", What::ServiceRemoved);
             }
             Some(new) => {
                 if old.is_none() {
-                    items.push(item("", What::ServiceAdded));
+                    items.push("", What::ServiceAdded);
                 }
                 scaled(old.map(|v| &**v), new, &mut items);
                 let keep = self.history.limits().addresses + 1;
@@ -75,9 +76,8 @@ impl PublishObserver for Recorder {
                     .update(&key, |h| update_names(h, old, new, now, keep, &mut items));
             }
         }
-        if self.recording && !items.is_empty() {
-            let more = items.len().saturating_sub(MAX_ITEMS);
-            items.truncate(MAX_ITEMS);
+        if self.recording && !items.list.is_empty() {
+            let Items { list: items, more } = items;
             self.pending.push(Change {
                 namespace: key.namespace().into(),
                 service: key.name().into(),
@@ -100,15 +100,29 @@ impl PublishObserver for Recorder {
     }
 }
 
-fn item(name: &str, what: What) -> Item {
-    Item {
-        name: name.into(),
-        what,
+/// A change's items while they are found: the first [`MAX_ITEMS`], and a
+/// count of the rest (a scale-up by 500 makes 20 items, not 500).
+#[derive(Default)]
+struct Items {
+    list: Vec<Item>,
+    more: usize,
+}
+
+impl Items {
+    fn push(&mut self, name: &str, what: What) {
+        if self.list.len() < MAX_ITEMS {
+            self.list.push(Item {
+                name: name.into(),
+                what,
+            });
+        } else {
+            self.more += 1;
+        }
     }
 }
 
 /// Governing StatefulSets whose desired replicas changed between the views.
-fn scaled(old: Option<&ServiceView>, new: &ServiceView, items: &mut Vec<Item>) {
+fn scaled(old: Option<&ServiceView>, new: &ServiceView, items: &mut Items) {
     let Some(old) = old else { return };
     for g in new.statefulsets.iter() {
         let before = old.statefulsets.iter().find(|o| o.name == g.name);
@@ -118,7 +132,7 @@ fn scaled(old: Option<&ServiceView>, new: &ServiceView, items: &mut Vec<Item>) {
                 from: b.replicas,
                 to: g.replicas,
             };
-            items.push(item("", what));
+            items.push("", what);
         }
     }
 }
@@ -134,7 +148,7 @@ fn update_names(
     view: &ServiceView,
     now: u64,
     keep: usize,
-    items: &mut Vec<Item>,
+    items: &mut Items,
 ) {
     let before: HashMap<&str, EndpointView<'_>> = old
         .map(|o| o.endpoints().map(|e| (e.label, e)).collect())
@@ -154,16 +168,16 @@ fn update_names(
                     .or_insert(NameHistory::present(was))
             }
             (None, None) => {
-                let addresses = e.addresses.iter().collect();
-                items.push(item(e.label, What::Added { addresses, state }));
+                let addresses = Addresses::of(e.addresses.iter());
+                items.push(e.label, What::Added { addresses, state });
                 continue; // new: no past yet
             }
         };
         if let Some(what) = readdress(n, &e, now, keep) {
-            items.push(item(e.label, what));
+            items.push(e.label, what);
         }
         if let Some(what) = transition(n, state, now, keep) {
-            items.push(item(e.label, what));
+            items.push(e.label, what);
         }
     }
     // Names of the old view that went: their past starts now.
@@ -179,7 +193,7 @@ fn update_names(
         if n.state() != State::Gone {
             close_current(n, now);
             transition(n, State::Gone, now, keep);
-            items.push(item(label, What::Removed));
+            items.push(label, What::Removed);
         }
         view.is_pending_pod(label.as_bytes())
     });
@@ -188,7 +202,7 @@ fn update_names(
 /// Ends the name's current address spell, if it has one, at `now`.
 fn close_current(n: &mut NameHistory, now: u64) {
     if let Some(cur) = n.addresses.first_mut().filter(|s| s.until_ms.is_none()) {
-        cur.until_ms = Some(now);
+        cur.until_ms = Some(NonZeroU64::new(now).unwrap_or(NonZeroU64::MIN));
     }
 }
 
@@ -205,10 +219,16 @@ fn push_front<T>(list: &mut Box<[T]>, first: T, keep: usize) {
 /// Returns the move. Allocates nothing when nothing moved.
 fn readdress(n: &mut NameHistory, e: &EndpointView<'_>, now: u64, keep: usize) -> Option<What> {
     let current = n.addresses.first().filter(|s| s.until_ms.is_none());
-    if current.is_some_and(|s| s.addresses.iter().copied().eq(e.addresses.iter())) {
+    if current.is_some_and(|s| {
+        s.addresses
+            .as_slice()
+            .iter()
+            .copied()
+            .eq(e.addresses.iter())
+    }) {
         return None;
     }
-    let addrs: Box<[IpAddr]> = e.addresses.iter().collect();
+    let addrs = Addresses::of(e.addresses.iter());
     // "From" is the last address set it had, current or not: "web-1 was
     // 10.244.0.7, now 10.244.0.9" also across a delete and recreate.
     let from = n

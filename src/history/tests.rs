@@ -66,7 +66,15 @@ fn up(w: &mut IndexWriter, objs: impl IntoIterator<Item = Object>) {
 }
 
 fn ips(s: &Spell) -> Vec<String> {
-    s.addresses.iter().map(IpAddr::to_string).collect()
+    s.addresses
+        .as_slice()
+        .iter()
+        .map(IpAddr::to_string)
+        .collect()
+}
+
+fn one(ip: &str) -> Addresses {
+    Addresses::One(ip.parse().unwrap())
 }
 
 fn name(h: &History, label: &str) -> Option<NameHistory> {
@@ -102,7 +110,7 @@ fn a_moved_pod_keeps_its_previous_address_and_states() {
     assert!(
         n.addresses[1]
             .until_ms
-            .is_some_and(|u| u >= n.addresses[1].from_ms)
+            .is_some_and(|u| u.get() >= n.addresses[1].from_ms)
     );
     let states: Vec<State> = n.states.iter().map(|t| t.state).collect();
     assert_eq!(states, [State::NotReady, State::Ready]);
@@ -113,8 +121,8 @@ fn a_moved_pod_keeps_its_previous_address_and_states() {
     assert_eq!((&*c.namespace, &*c.service), ("d", "nginx"));
     assert!(c.served_us >= c.arrived_us && c.arrived_us > 0);
     let moved = What::Moved {
-        from: ["10.0.0.2".parse().unwrap()].into(),
-        to: ["10.0.0.9".parse().unwrap()].into(),
+        from: one("10.0.0.2"),
+        to: one("10.0.0.9"),
     };
     assert_eq!(
         c.items[0],
@@ -161,8 +169,8 @@ fn a_deleted_pod_is_kept_while_wanted_and_remembered_when_it_returns() {
     assert_eq!(
         moved.what,
         What::Moved {
-            from: ["10.0.0.2".parse().unwrap()].into(),
-            to: ["10.0.0.3".parse().unwrap()].into(),
+            from: one("10.0.0.2"),
+            to: one("10.0.0.3"),
         },
         "the move names the address it had before it went"
     );
