@@ -319,6 +319,28 @@ async fn file_source_edits_leave_an_address_history() {
                 && metrics.contains("headless_dns_history_entries{kind=\"name\"} 4"),
             "{metrics}"
         );
+
+        // Queries per second: every query shows up in the samples.
+        const N: u32 = 50;
+        for _ in 0..N {
+            s.query(Proto::Udp, WEB1, A).await;
+        }
+        let counted = eventually("the queries to be sampled", || async {
+            let v = records(&s, "?service=none").await;
+            let rates = v["queries_per_second"].as_array().unwrap().clone();
+            // Each sample: [end ms, rate, interval ms].
+            let total: f64 = rates
+                .iter()
+                .map(|r| r[1].as_f64().unwrap() * r[2].as_f64().unwrap() / 1000.0)
+                .sum();
+            if total >= N as f64 {
+                Ok(total)
+            } else {
+                Err(format!("{total} of {N}: {rates:?}"))
+            }
+        })
+        .await;
+        assert!(counted >= N as f64);
         s.stop().await;
     })
     .await;

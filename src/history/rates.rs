@@ -35,15 +35,16 @@ impl Rates {
     }
 
     /// Queries per second between successive samples, as (Unix ms at the
-    /// end of the interval, rate), oldest first.
-    pub fn per_second(&self) -> Vec<(u64, f64)> {
+    /// end of the interval, rate, the interval in ms), oldest first.
+    pub fn per_second(&self) -> Vec<(u64, f64, u64)> {
         let s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         let s: Vec<(u64, u64)> = s.iter().copied().collect();
         s.windows(2)
             .filter(|w| w[1].0 > w[0].0)
             .map(|w| {
-                let secs = (w[1].0 - w[0].0) as f64 / 1000.0;
-                (w[1].0, w[1].1.saturating_sub(w[0].1) as f64 / secs)
+                let ms = w[1].0 - w[0].0;
+                let rate = w[1].1.saturating_sub(w[0].1) as f64 * 1000.0 / ms as f64;
+                (w[1].0, rate, ms)
             })
             .collect()
     }
@@ -62,5 +63,29 @@ pub async fn run(
             _ = stop.cancelled() => return,
             _ = tick.tick() => history.rates().sample(crate::clock::unix_ms(), total()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_per_interval_and_the_window_is_bounded() {
+        let r = Rates::default();
+        r.sample(1_000, 10);
+        r.sample(2_000, 110);
+        r.sample(2_500, 160);
+        assert_eq!(r.per_second(), [(2_000, 100.0, 1_000), (2_500, 100.0, 500)]);
+        for i in 0..2 * WINDOW as u64 {
+            r.sample(3_000 + i * 1_000, 200 + i);
+        }
+        let rates = r.per_second();
+        assert_eq!(rates.len(), WINDOW);
+        assert!(
+            rates
+                .iter()
+                .all(|(_, rate, ms)| *rate == 1.0 && *ms == 1_000)
+        );
     }
 }
