@@ -44,6 +44,12 @@ pub async fn run(
 
 /// The zone the file source (and simulator, run to completion) would serve.
 pub fn export_manifests(config: &Config) -> Result<String> {
+    let index = index_manifests(config)?;
+    Ok(dns::zonefile::export(&index, &config.dns_settings()))
+}
+
+/// The index the file source (and simulator, run to completion) would serve.
+pub fn index_manifests(config: &Config) -> Result<crate::index::Index> {
     config.validate()?;
     let mut writer = new_index_writer(config, &[]);
     let mut reader = ManifestReader::new(Manifests::of(&config.source));
@@ -53,10 +59,7 @@ pub fn export_manifests(config: &Config) -> Result<String> {
         objects = new_sim(config).run_to_completion(objects);
     }
     writer.apply_all(sources::Differ::default().diff(objects));
-    Ok(dns::zonefile::export(
-        &writer.index(),
-        &config.dns_settings(),
-    ))
+    Ok(writer.index())
 }
 
 /// One running configuration: the task running it and what a reload needs
