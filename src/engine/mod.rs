@@ -264,7 +264,7 @@ async fn run_engine(
     let forwarder = forwarder(&config)?;
     let tasks = Tasks::default();
     let (index, events, transfers) = start_index(&config, &tasks)?;
-    let sim_handle = start_source(&config, sim, events, &tasks).await?;
+    let sim_handle = start_source(&config, sim, &index, events, &tasks).await?;
     announce_first_sync(index.clone(), synced, &tasks);
     let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
     if let Some(t) = transfers {
@@ -383,6 +383,7 @@ type StartedIndex = (
 async fn start_source(
     config: &Config,
     sim: Option<SharedSim>,
+    index: &Index,
     events: mpsc::Sender<SourceEvent>,
     tasks: &Tasks,
 ) -> Result<Option<SimHandle>> {
@@ -418,6 +419,7 @@ async fn start_source(
                     client,
                     config.source.clone(),
                     config.dns.pods == crate::config::PodsMode::Verified,
+                    index.clone(),
                     events,
                     tasks.stop.clone(),
                 ),

@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -129,10 +130,12 @@ pub async fn client(config: &Config) -> Result<Client> {
 }
 
 /// Runs every watcher until `stop`; Pods only when `watch_pods` (`pods = "verified"`).
+/// Failed requests are counted in `index`'s stats.
 pub async fn run(
     client: Client,
     cfg: SourceConfig,
     watch_pods: bool,
+    index: Index,
     tx: mpsc::Sender<SourceEvent>,
     stop: CancellationToken,
 ) {
@@ -144,6 +147,7 @@ pub async fn run(
     let watchers = Watchers {
         client,
         namespaces: Arc::new(namespaces),
+        index,
         tx,
         stop,
     };
@@ -195,11 +199,13 @@ pub async fn run(
 }
 
 /// What every watcher shares: the client, the namespaces to keep (all when
-/// empty), the index's queue and the stop token.
+/// empty), the index (its stats count failed requests), the index's queue
+/// and the stop token.
 #[derive(Clone)]
 struct Watchers {
     client: Client,
     namespaces: Arc<HashSet<String>>,
+    index: Index,
     tx: mpsc::Sender<SourceEvent>,
     stop: CancellationToken,
 }
@@ -232,6 +238,7 @@ impl Watchers {
                     // but retries a watch *request* answered 410 with the same
                     // expired version forever. Start a fresh watcher: it re-lists
                     // (Init .. InitDone), and the index keeps answering until then.
+                    self.failed(kind);
                     warn!(kind = kind.as_str(), error = %e, "watch version expired; re-listing");
                     tokio::select! {
                         _ = self.stop.cancelled() => return,
@@ -243,6 +250,7 @@ impl Watchers {
                 Err(e) => {
                     // The stream recovers on the next poll (with backoff); the
                     // index keeps serving what it has.
+                    self.failed(kind);
                     warn!(kind = kind.as_str(), error = %e, "watch failed; retrying with backoff");
                     continue;
                 }
@@ -253,6 +261,11 @@ impl Watchers {
                 return;
             }
         }
+    }
+
+    /// Counts a failed list or watch request of `kind`.
+    fn failed(&self, kind: Kind) {
+        self.index.stats().source_errors[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The index's event for a watch event: `None` for an object outside the
