@@ -241,6 +241,41 @@ fn selectors(expr: &str) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// `promtool check metrics` passes `text` without a remark.
+fn assert_clean_metrics(text: &str) {
+    let out = promtool(&["check", "metrics"], Some(text));
+    assert_ok("promtool check metrics", &out);
+    let lint = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lint.trim().is_empty(), "promtool check metrics: {lint}");
+}
+
+/// Metrics (and exact label values) the rules and the dashboard name that
+/// the exposition `text` lacks, each with the alert or panel naming it.
+fn not_exported(text: &str) -> Vec<String> {
+    let exported = exposition(text);
+    let mut named = rule_queries();
+    named.extend(dashboard_queries(&dashboard()));
+    let mut missing = Vec::new();
+    for (whose, expr) in &named {
+        for (name, exact) in selectors(expr) {
+            let Some(series) = exported.get(&name) else {
+                missing.push(format!("{whose}: {name}"));
+                continue;
+            };
+            for m in exact {
+                if !series.iter().any(|l| l.split(',').any(|l| l == m)) {
+                    missing.push(format!("{whose}: {name}{{{m}}}"));
+                }
+            }
+        }
+    }
+    missing
+}
+
 /// Sends `n` pod A queries over UDP at once, then counts the replies that
 /// come within half a second: (sent, replies).
 fn burst(server: std::net::SocketAddr, n: u16) -> (u16, usize) {
@@ -297,16 +332,7 @@ async fn live_metrics_pass_promtool_and_cover_the_rules_and_the_dashboard() {
 
     let (status, text) = http(server.admin, "GET", "/metrics").await.unwrap();
     assert_eq!(status, 200);
-    let out = promtool(&["check", "metrics"], Some(&text));
-    assert_ok("promtool check metrics", &out);
-    let lint = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(lint.trim().is_empty(), "promtool check metrics: {lint}");
-
-    let exported = exposition(&text);
+    assert_clean_metrics(&text);
     // The queries above are counted: the scrape is of a live server.
     let value = |name: &str, labels: &[&str]| sample(&text, name, labels);
     assert_eq!(
@@ -342,25 +368,7 @@ async fn live_metrics_pass_promtool_and_cover_the_rules_and_the_dashboard() {
             >= value("headless_dns_index_publish_duration_seconds_sum", &[])
     );
 
-    let mut named = rule_queries();
-    named.extend(dashboard_queries(&dashboard()));
-    let mut missing = Vec::new();
-    for (whose, expr) in &named {
-        for (name, exact) in selectors(expr) {
-            let Some(series) = exported.get(&name) else {
-                missing.push(format!("{whose}: {name}"));
-                continue;
-            };
-            for m in exact {
-                if !series
-                    .iter()
-                    .any(|labels| labels.split(',').any(|l| l == m))
-                {
-                    missing.push(format!("{whose}: {name}{{{m}}}"));
-                }
-            }
-        }
-    }
+    let missing = not_exported(&text);
     assert!(
         missing.is_empty(),
         "named by the rules or the dashboard but not exported:\n{}",
@@ -429,10 +437,7 @@ async fn an_unreachable_api_server_shows_as_source_errors_per_kind() {
         sample(&text, "headless_dns_source_errors_total", &["kind=\"Pod\""]),
         0.0
     );
-    assert_ok(
-        "promtool check metrics",
-        &promtool(&["check", "metrics"], Some(&text)),
-    );
+    assert_clean_metrics(&text);
     let _ = stop.send(());
     server.await.unwrap().unwrap();
     hang_up.abort();
