@@ -231,3 +231,4 @@ fn version_names_the_commit_and_the_profile() {
             env!("CARGO_PKG_VERSION")
         )
     );
+}

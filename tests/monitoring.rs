@@ -22,7 +22,9 @@ use std::process::{Command, Output, Stdio};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
-use support::dns::{Proto, TestServer, http};
+use support::dns::Proto;
+use support::http::request as http;
+use support::server::{TestServer, test_config};
 
 const FIXTURES: &str = include_str!("fixtures.yaml");
 
@@ -380,7 +382,7 @@ async fn live_metrics_pass_promtool_and_cover_the_rules_and_the_dashboard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_api_server_shows_as_source_errors_per_kind() {
-    support::dns::init_logs();
+    support::init_logs();
     let dir = tempfile::tempdir().unwrap();
     // An "API server" that hangs up on every connection, held for the whole
     // test (a port merely closed could be taken by another test's server).
@@ -402,7 +404,7 @@ async fn an_unreachable_api_server_shows_as_source_errors_per_kind() {
         ),
     )
     .unwrap();
-    let mut config = support::dns::test_config(Vec::new());
+    let mut config = test_config(Vec::new());
     config.source.kind = headless_dns::config::SourceKind::Kubernetes;
     config.source.kubeconfig = Some(kubeconfig);
     let listeners = headless_dns::Listeners::bind(&config).unwrap();

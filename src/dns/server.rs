@@ -197,7 +197,9 @@ fn udp_loop(
                                 answerer
                                     .stats()
                                     .response_packet(false, &bytes, received.elapsed());
-                                if rrl.is_none_or(|r| r.admit(src.ip(), &mut bytes, answerer.stats())) {
+                                if rrl
+                                    .is_none_or(|r| r.admit(src.ip(), &mut bytes, answerer.stats()))
+                                {
                                     let _ = sock.send_to(&bytes, src);
                                 }
                             }
