@@ -411,12 +411,14 @@ async fn start_source(
             Ok(handle)
         }
         SourceKind::Kubernetes => {
-            let client = sources::k8s::client(config).await?;
+            let health = sources::api_health::ApiHealth::new();
+            let client = sources::k8s::client(config, &health).await?;
             info!(source = "kubernetes", "starting source");
             tasks.spawn_watched(
                 "the kubernetes source",
                 sources::k8s::run(
                     client,
+                    health,
                     config.source.clone(),
                     config.dns.pods == crate::config::PodsMode::Verified,
                     index.clone(),

@@ -9,6 +9,7 @@
 //! a cluster does. [`Differ`] turns "the full desired state now" into that
 //! language for the sources that think in whole states.
 
+pub mod api_health;
 pub mod file;
 pub mod k8s;
 pub mod sim;
