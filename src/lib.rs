@@ -25,6 +25,8 @@
 //!    readiness, a change timeline, queries per second), recorded on the
 //!    index writer's side; on top of `index` only.
 //! 4. [`telemetry`] (logging, metrics) and [`admin`] (the HTTP side door).
+//!    [`cli`]: the command line (flags and environment onto [`config`]);
+//!    [`check`]: `headless-dns check`, a start without binding or connecting.
 //! 5. [`engine`]: the composition root, wiring sources, index, listeners and
 //!    admin for one configuration; [`reload`]: swaps configurations without a
 //!    pause in answers, and shuts down.
@@ -33,6 +35,8 @@
 //! `127.0.0.1:0` and run the real server in-process.
 
 pub mod admin;
+pub mod check;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dns;
@@ -49,6 +53,6 @@ pub mod transfer;
 pub mod wire;
 
 pub use config::Config;
-pub use engine::{Listeners, export_manifests, run};
+pub use engine::{Listeners, export_manifests, index_manifests, run};
 pub use error::{Error, Result};
 pub use reload::{serve, shutdown_signal};
