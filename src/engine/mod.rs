@@ -378,7 +378,8 @@ fn new_index_writer(config: &Config, expected: &[Kind]) -> IndexWriter {
 /// The index for `config`'s source, with its writer task running: returns
 /// the read side, the queue the source feeds, the zone transfer service
 /// when `[transfer]` allows any (its journal's recorder rides on the writer),
-/// and the record browser's history (its recorder rides there too).
+/// and the record browser's history (its recorder rides there too, when
+/// there is an admin listener to show it).
 fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
     let kinds: Vec<Kind> = match config.source.kind {
         SourceKind::File => Kind::ALL.to_vec(),
@@ -392,8 +393,11 @@ fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
         addresses: config.admin.history_addresses,
         changes: config.admin.history_changes,
     });
-    let recorder = history::recorder::Recorder::new(Arc::clone(&history), index.clone());
-    writer.observe(Box::new(recorder));
+    // Only the admin side reads the history: without it, none is kept.
+    if config.admin.listen.is_some() {
+        let recorder = history::recorder::Recorder::new(Arc::clone(&history), index.clone());
+        writer.observe(Box::new(recorder));
+    }
     let (tx, rx) = mpsc::channel(sources::QUEUE);
     tasks.spawn_watched("the index writer", sources::run_writer(writer, rx));
     Ok((index, tx, transfers, history))
