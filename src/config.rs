@@ -332,10 +332,16 @@ pub struct SourceConfig {
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context.
     pub context: Option<String>,
-    /// Namespaces to watch; empty = all.
+    /// Namespaces to watch; empty = all. When set, every API request is
+    /// made inside them (a namespaced Role suffices) and they are taken as
+    /// existing (no Namespace watch).
     pub namespaces: Vec<String>,
-    /// Label selector for Services.
+    /// Label selector (Kubernetes syntax) for Services only; see `selector`.
     pub service_selector: Option<String>,
+    /// Label selector (Kubernetes syntax) sent with every list and watch:
+    /// Services and their EndpointSlices (which carry their Service's
+    /// labels), StatefulSets and Pods on their own labels.
+    pub selector: Option<String>,
 }
 
 impl Default for SourceConfig {
@@ -348,6 +354,7 @@ impl Default for SourceConfig {
             context: None,
             namespaces: Vec::new(),
             service_selector: None,
+            selector: None,
         }
     }
 }

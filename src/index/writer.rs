@@ -72,17 +72,41 @@ struct StatefulSetEntry {
     replicas: u32,
 }
 
+/// What one (re-)list covers: a kind, in every namespace (`None`) or in one.
+type Scope = (Kind, Option<Arc<str>>);
+
+/// A re-list in progress: the keys it has seen so far, as 64-bit hashes (8
+/// bytes a key instead of a copy of it); a collision would only keep one
+/// deleted object until the next re-list.
+struct Relist {
+    scope: Scope,
+    seen: HashSet<u64>,
+}
+
+impl Relist {
+    /// Whether an object of `kind` under `key` is in this re-list's reach.
+    fn covers(&self, kind: Kind, key: &ObjectKey) -> bool {
+        self.scope.0 == kind
+            && self
+                .scope
+                .1
+                .as_deref()
+                .is_none_or(|ns| ns == key.namespace())
+    }
+}
+
 /// The single writer. Not `Clone`: exactly one task owns it.
 pub struct IndexWriter {
     index: Index,
     expected: HashSet<Kind>,
-    synced: HashSet<Kind>,
-    /// Kinds whose first list has started: a later `Reset` is a re-list.
-    listed: HashSet<Kind>,
-    /// Keys seen so far by the re-list of each kind in progress, as 64-bit
-    /// hashes (8 bytes a key instead of a copy of it); a collision would only
-    /// keep one deleted object until the next re-list.
-    relist: HashMap<Kind, HashSet<u64>>,
+    /// Namespaces whose `SyncedIn` together count as a kind's sync (see
+    /// [`IndexWriter::expect_namespaces`]).
+    expected_in: Vec<Arc<str>>,
+    synced: HashSet<Scope>,
+    /// Scopes whose first list has started: a later reset is a re-list.
+    listed: HashSet<Scope>,
+    /// The re-lists in progress (one per scope; a handful at most).
+    relist: Vec<Relist>,
     /// Keys of `relist` hash with this (random per process).
     relist_hasher: std::hash::RandomState,
     /// Per service name: the Service and what points at it.
@@ -139,9 +163,10 @@ impl IndexWriter {
                 shared: Arc::new(shared),
             },
             expected: expected.iter().copied().collect(),
+            expected_in: Vec::new(),
             synced: HashSet::new(),
             listed: HashSet::new(),
-            relist: HashMap::new(),
+            relist: Vec::new(),
             relist_hasher: std::hash::RandomState::new(),
             services: HashMap::new(),
             slices: HashMap::new(),
@@ -172,6 +197,23 @@ impl IndexWriter {
         self.observer = Some(observer);
     }
 
+    /// With namespaced watches (`--namespaces`): an expected kind also counts
+    /// as synced once it has been `SyncedIn` every one of `namespaces`.
+    pub fn expect_namespaces(&mut self, namespaces: &[String]) {
+        self.expected_in = namespaces.iter().map(|n| Arc::from(n.as_str())).collect();
+    }
+
+    /// Whether `kind` has completed a list: cluster-wide, or in every
+    /// expected namespace.
+    fn kind_synced(&self, kind: Kind) -> bool {
+        self.synced.contains(&(kind, None))
+            || (!self.expected_in.is_empty()
+                && self
+                    .expected_in
+                    .iter()
+                    .all(|ns| self.synced.contains(&(kind, Some(Arc::clone(ns))))))
+    }
+
     /// A reader handle.
     pub fn index(&self) -> Index {
         self.index.clone()
@@ -182,53 +224,76 @@ impl IndexWriter {
         let stats = &self.index.shared.stats;
         stats.events.fetch_add(1, Ordering::Relaxed);
         let (kind, t) = match &event {
-            SourceEvent::Reset(k) => (*k, 0),
+            SourceEvent::Reset(k) | SourceEvent::ResetIn(k, _) => (*k, 0),
             SourceEvent::Upsert(o) => (o.kind(), 1),
             SourceEvent::Remove(k, _) => (*k, 2),
-            SourceEvent::Synced(k) => (*k, 3),
+            SourceEvent::Synced(k) | SourceEvent::SyncedIn(k, _) => (*k, 3),
         };
         stats.events_by[kind.index()][t].fetch_add(1, Ordering::Relaxed);
         if t == 3 {
             stats.last_sync_ms[kind.index()].store(crate::clock::unix_ms(), Ordering::Relaxed);
         }
         match event {
-            SourceEvent::Reset(kind) => {
-                if !self.listed.insert(kind) {
-                    stats.relists[kind.index()].fetch_add(1, Ordering::Relaxed);
-                }
-                self.relist.insert(kind, HashSet::new());
-            }
+            SourceEvent::Reset(kind) => self.reset((kind, None)),
+            SourceEvent::ResetIn(kind, ns) => self.reset((kind, Some(ns))),
             SourceEvent::Upsert(obj) => {
-                if let Some(seen) = self.relist.get_mut(&obj.kind()) {
-                    seen.insert(self.relist_hasher.hash_one(obj.key()));
+                let hash = self.relist_hasher.hash_one(obj.key());
+                for r in self.relist.iter_mut() {
+                    if r.covers(obj.kind(), obj.key()) {
+                        r.seen.insert(hash);
+                    }
                 }
                 self.upsert(obj);
             }
             SourceEvent::Remove(kind, key) => {
-                if let Some(seen) = self.relist.get_mut(&kind) {
-                    seen.remove(&self.relist_hasher.hash_one(&key));
+                let hash = self.relist_hasher.hash_one(&key);
+                for r in self.relist.iter_mut() {
+                    if r.covers(kind, &key) {
+                        r.seen.remove(&hash);
+                    }
                 }
                 self.remove(kind, &key);
             }
-            SourceEvent::Synced(kind) => {
-                if let Some(seen) = self.relist.remove(&kind) {
-                    for key in self.keys_of(kind) {
-                        if !seen.contains(&self.relist_hasher.hash_one(&key)) {
-                            self.remove(kind, &key);
-                        }
-                    }
-                    // A re-list that moved many addresses leaves the PTR
-                    // tables full of tombstones, or doubled by them: rehash
-                    // to size (the old table goes back to the system).
-                    self.index.shared.reverse_v4.shrink_to_fit();
-                    self.index.shared.reverse_v6.shrink_to_fit();
-                    self.index.shared.reverse_many.shrink_to_fit();
-                    self.index.shared.reverse_prefixes.shrink_to_fit();
-                    self.index.shared.views.shrink_to_fit();
-                }
-                self.synced.insert(kind);
-            }
+            SourceEvent::Synced(kind) => self.synced((kind, None)),
+            SourceEvent::SyncedIn(kind, ns) => self.synced((kind, Some(ns))),
         }
+    }
+
+    /// A (re-)list of `scope` starts (a new one replaces one in progress).
+    fn reset(&mut self, scope: Scope) {
+        let stats = &self.index.shared.stats;
+        if !self.listed.insert(scope.clone()) {
+            stats.relists[scope.0.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        self.relist.retain(|r| r.scope != scope);
+        self.relist.push(Relist {
+            scope,
+            seen: HashSet::new(),
+        });
+    }
+
+    /// The (re-)list of `scope` is complete: what it did not see goes.
+    fn synced(&mut self, scope: Scope) {
+        if let Some(i) = self.relist.iter().position(|r| r.scope == scope) {
+            let done = self.relist.swap_remove(i);
+            for key in self.keys_of(scope.0) {
+                if done.covers(scope.0, &key)
+                    && !done.seen.contains(&self.relist_hasher.hash_one(&key))
+                {
+                    self.remove(scope.0, &key);
+                }
+            }
+            // A re-list that moved many addresses leaves the PTR tables full
+            // of tombstones, or doubled by them: rehash to size (the old
+            // table goes back to the system).
+            let shared = &self.index.shared;
+            shared.reverse_v4.shrink_to_fit();
+            shared.reverse_v6.shrink_to_fit();
+            shared.reverse_many.shrink_to_fit();
+            shared.reverse_prefixes.shrink_to_fit();
+            shared.views.shrink_to_fit();
+        }
+        self.synced.insert(scope);
     }
 
     /// Applies many events and publishes once.
@@ -543,7 +608,7 @@ impl IndexWriter {
     fn announce(&mut self, now: u64) {
         let shared = &self.index.shared;
         let newly_synced = !shared.synced.load(Ordering::Relaxed)
-            && self.expected.iter().all(|k| self.synced.contains(k));
+            && self.expected.iter().all(|k| self.kind_synced(*k));
         if newly_synced {
             shared.synced.store(true, Ordering::Release);
         }
