@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+mod selector;
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -509,6 +511,14 @@ impl Config {
         }
         if self.forward.timeout_ms == 0 || self.forward.max_inflight == 0 {
             problems.push("forward.timeout_ms and forward.max_inflight must be at least 1".into());
+        }
+        for (key, sel) in [
+            ("source.selector", &self.source.selector),
+            ("source.service_selector", &self.source.service_selector),
+        ] {
+            if let Some(p) = sel.as_deref().and_then(selector::problem) {
+                problems.push(format!("{key}: not a label selector: {p}"));
+            }
         }
         if self.source.poll_interval_ms == 0 {
             problems.push("source.poll_interval_ms: must be at least 1".into());
