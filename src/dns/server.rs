@@ -162,7 +162,7 @@ fn udp_loop(
         match sock.recv_from(&mut buf) {
             Ok((n, src)) => match answerer.answer(&buf[..n], false, &mut out) {
                 Outcome::Reply => {
-                    if rrl.is_some_and(|r| !r.admit(src.ip(), &mut out)) {
+                    if rrl.is_some_and(|r| !r.admit(src.ip(), &mut out, answerer.stats())) {
                         continue;
                     }
                     if let Err(e) = sock.send_to(&out, src) {
@@ -197,7 +197,9 @@ fn udp_loop(
                                 answerer
                                     .stats()
                                     .response_packet(false, &bytes, received.elapsed());
-                                if rrl.is_none_or(|r| r.admit(src.ip(), &mut bytes)) {
+                                if rrl
+                                    .is_none_or(|r| r.admit(src.ip(), &mut bytes, answerer.stats()))
+                                {
                                     let _ = sock.send_to(&bytes, src);
                                 }
                             }

@@ -44,6 +44,12 @@ pub async fn run(
 
 /// The zone the file source (and simulator, run to completion) would serve.
 pub fn export_manifests(config: &Config) -> Result<String> {
+    let index = index_manifests(config)?;
+    Ok(dns::zonefile::export(&index, &config.dns_settings()))
+}
+
+/// The index the file source (and simulator, run to completion) would serve.
+pub fn index_manifests(config: &Config) -> Result<crate::index::Index> {
     config.validate()?;
     let mut writer = new_index_writer(config, &[]);
     let mut reader = ManifestReader::new(Manifests::of(&config.source));
@@ -53,10 +59,7 @@ pub fn export_manifests(config: &Config) -> Result<String> {
         objects = new_sim(config).run_to_completion(objects);
     }
     writer.apply_all(sources::Differ::default().diff(objects));
-    Ok(dns::zonefile::export(
-        &writer.index(),
-        &config.dns_settings(),
-    ))
+    Ok(writer.index())
 }
 
 /// One running configuration: the task running it and what a reload needs
@@ -262,7 +265,7 @@ async fn run_engine(
     let tasks = Tasks::default();
     let (index, events, transfers) = start_index(&config, &tasks)?;
     let access = sources::access::Access::default();
-    let sim_handle = start_source(&config, sim, events, access.clone(), &tasks).await?;
+    let sim_handle = start_source(&config, sim, &index, events, access.clone(), &tasks).await?;
     announce_first_sync(index.clone(), synced, &tasks);
     let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
     if let Some(t) = transfers {
@@ -386,6 +389,7 @@ type StartedIndex = (
 async fn start_source(
     config: &Config,
     sim: Option<SharedSim>,
+    index: &Index,
     events: mpsc::Sender<SourceEvent>,
     access: sources::access::Access,
     tasks: &Tasks,
@@ -414,14 +418,17 @@ async fn start_source(
             Ok(handle)
         }
         SourceKind::Kubernetes => {
-            let client = sources::k8s::client(config).await?;
+            let health = sources::api_health::ApiHealth::new();
+            let client = sources::k8s::client(config, &health).await?;
             info!(source = "kubernetes", "starting source");
             tasks.spawn_watched(
                 "the kubernetes source",
                 sources::k8s::run(
                     client,
+                    health,
                     config.source.clone(),
                     config.dns.pods == crate::config::PodsMode::Verified,
+                    index.clone(),
                     events,
                     access,
                     tasks.stop.clone(),

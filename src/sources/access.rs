@@ -6,8 +6,8 @@
 //! refusal per kind and namespace. A refusal is cleared when its watch
 //! delivers anything, and otherwise counts only while it is fresh: a watch
 //! request that stops failing yields nothing until something changes, but a
-//! permission still missing is refused again within one back-off step (at
-//! most [`MAX_BACKOFF`](super::k8s::MAX_BACKOFF)), which keeps it fresh.
+//! permission still missing is refused again within one back-off step, which
+//! keeps it fresh.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,9 +15,13 @@ use std::time::{Duration, Instant};
 
 use crate::index::Kind;
 
-/// A refusal counts this long after it was last seen: the longest back-off
-/// step plus room for the request itself.
-const FRESH: Duration = super::k8s::MAX_BACKOFF.saturating_add(Duration::from_secs(3));
+/// A refusal counts this long after it was last seen: the longest wait
+/// between two attempts (at the back-off cap, `api_health` puts a retry on
+/// the next slot of its grid at least half a cap away: up to 1.5 caps) plus
+/// room for the request itself.
+const FRESH: Duration = super::k8s::MAX_BACKOFF
+    .saturating_mul(2)
+    .saturating_add(Duration::from_secs(2));
 
 /// One refused request: the verb and when it was last refused.
 #[derive(Debug)]

@@ -13,6 +13,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -20,8 +21,6 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -30,12 +29,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::access::{self, Access};
+use super::api_health::ApiHealth;
 use crate::config::{Config, PodsMode, SourceConfig};
 use crate::error::{Error, Result};
 use crate::index::record::RecordError;
 use crate::index::{
-    Kind, NamespaceRecord, Object, ObjectKey, PodRecord, ServiceRecord, SliceRecord, SourceEvent,
-    StatefulSetRecord,
+    Index, Kind, NamespaceRecord, Object, ObjectKey, PodRecord, ServiceRecord, SliceRecord,
+    SourceEvent, StatefulSetRecord,
 };
 
 /// The longest pause between two attempts of one watch.
@@ -48,8 +48,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// load for an API server. The previous state answers meanwhile.
 ///
 /// Resets come only from that timer: kube's watcher yields `Init` (a success)
-/// before every list attempt, and `StreamBackoff` resets on any success, which
-/// would pin the delay at its floor while the API server is down.
+/// before every list attempt, which would pin the delay at its floor while the
+/// API server is down. The watchers wait out each delay through
+/// [`ApiHealth::wait_retry`], which spreads their retries and ends the waits
+/// early once the server answers again.
 #[derive(Default)]
 pub struct QuickBackoff {
     attempt: u32,
@@ -79,11 +81,6 @@ impl Iterator for QuickBackoff {
     }
 }
 
-impl Backoff for QuickBackoff {
-    /// Ignored: see the type's docs; the 10 s timer in `next` resets instead.
-    fn reset(&mut self) {}
-}
-
 /// Objects per list page, for every kind (kube's default is 500): a page is
 /// decoded whole before it reaches the index, and every kind lists at once
 /// after a 410, so this bounds a re-list's memory peak (docs/performance.md).
@@ -104,8 +101,8 @@ pub fn kinds(config: &Config) -> Vec<Kind> {
 }
 
 /// A client from `--kubeconfig`/`--context`, else inferred (in-cluster, then
-/// `KUBECONFIG`, then `~/.kube/config`).
-pub async fn client(config: &Config) -> Result<Client> {
+/// `KUBECONFIG`, then `~/.kube/config`), reporting its responses to `health`.
+pub async fn client(config: &Config, health: &Arc<ApiHealth>) -> Result<Client> {
     let s = &config.source;
     let kube_config = match (&s.kubeconfig, &s.context) {
         (None, None) => kube::Config::infer()
@@ -128,11 +125,21 @@ pub async fn client(config: &Config) -> Result<Client> {
                 .map_err(|e| Error::KubeConfig(Box::new(e)))?
         }
     };
+    // kube's default retry layer re-sends a request answered 429, 503 or 504
+    // up to 15 times, from 5 ms doubling to minutes, hidden from the watchers:
+    // a 10 s outage then took ~10 s more to notice the server back. Our own
+    // backoff (capped at 5 s, see `ApiHealth`) does the retrying instead.
+    let mut kube_config = kube_config;
+    kube_config.default_retry = false;
     info!(cluster_url = %kube_config.cluster_url, "kubernetes client configured");
-    Ok(Client::try_from(kube_config)?)
+    Ok(kube::client::ClientBuilder::try_from(kube_config)?
+        .with_layer(&ApiHealth::layer(health))
+        .build())
 }
 
 /// Runs every watcher until `stop`; Pods only when `watch_pods` (`pods = "verified"`).
+/// Failed requests are counted in `index`'s stats; `health` is the one
+/// `client` reports to.
 ///
 /// With `namespaces` configured every request is made inside them (one
 /// watcher per kind and namespace, each its own list + watch), nothing at
@@ -142,8 +149,10 @@ pub async fn client(config: &Config) -> Result<Client> {
 /// (403) are recorded in `access`.
 pub async fn run(
     client: Client,
+    health: Arc<ApiHealth>,
     cfg: SourceConfig,
     watch_pods: bool,
+    index: Index,
     tx: mpsc::Sender<SourceEvent>,
     access: Access,
     stop: CancellationToken,
@@ -152,6 +161,8 @@ pub async fn run(
     let sel = selectors(&cfg);
     let watchers = Watchers {
         client,
+        health,
+        index,
         tx,
         access,
         stop,
@@ -204,6 +215,7 @@ pub async fn run(
     } else if !watchers.assume_namespaces(&scopes).await {
         return;
     }
+    watchers.health.set_watchers(tasks.len());
     drop(watchers);
     while tasks.join_next().await.is_some() {}
 }
@@ -266,11 +278,14 @@ pub fn selectors(cfg: &SourceConfig) -> Selectors {
     }
 }
 
-/// What every watcher shares: the client, the index's queue, the refused
-/// permissions and the stop token.
+/// What every watcher shares: the client and its health, the index (its
+/// stats count failed requests), the index's queue, the refused permissions
+/// and the stop token.
 #[derive(Clone)]
 struct Watchers {
     client: Client,
+    health: Arc<ApiHealth>,
+    index: Index,
     tx: mpsc::Sender<SourceEvent>,
     access: Access,
     stop: CancellationToken,
@@ -326,12 +341,12 @@ impl Watchers {
     {
         let (this, ns) = (self.clone(), ns.clone());
         async move {
-            let start = || {
-                watcher(api.clone(), config.clone())
-                    .backoff(QuickBackoff::default())
-                    .boxed()
-            };
+            // No backoff inside the stream: after an error it retries on the
+            // next poll, which comes when `wait_retry` says.
+            let start = || watcher(api.clone(), config.clone()).boxed();
             let mut stream = start();
+            let mut backoff = QuickBackoff::default();
+            let place = this.health.join();
             // Whether the last error was a 403, to clear once events flow.
             let mut refused = false;
             loop {
@@ -347,6 +362,7 @@ impl Watchers {
                         // but retries a watch *request* answered 410 with the same
                         // expired version forever. Start a fresh watcher: it re-lists
                         // (Init .. InitDone), and the index keeps answering until then.
+                        this.count_failure(kind);
                         warn!(kind = kind.as_str(), namespace = ns.as_deref(), error = %e, "watch version expired; re-listing");
                         tokio::select! {
                             _ = this.stop.cancelled() => return,
@@ -356,20 +372,20 @@ impl Watchers {
                         continue;
                     }
                     Err(e) => {
-                        // The stream recovers on the next poll (with backoff); the
-                        // index keeps serving what it has.
+                        // The stream recovers on the next poll, after the
+                        // backoff; the index keeps serving what it has.
                         refused = this.failed(kind, ns.as_ref(), &e);
+                        let delay = backoff.next().unwrap_or(MAX_BACKOFF);
+                        if !this.health.wait_retry(place, delay, &this.stop).await {
+                            return;
+                        }
                         continue;
                     }
                 };
                 if refused && !matches!(event, Event::Init) {
                     refused = false;
                     this.access.granted(kind, ns.as_ref());
-                    info!(
-                        kind = kind.as_str(),
-                        namespace = ns.as_deref(),
-                        "permission works again"
-                    );
+                    info!(kind = kind.as_str(), namespace = ns.as_deref(), "permission works again");
                 }
                 if let Some(ev) = source_event(kind, ns.as_ref(), event, &convert)
                     && this.tx.send(ev).await.is_err()
@@ -380,10 +396,16 @@ impl Watchers {
         }
     }
 
+    /// Counts a failed list or watch request of `kind`.
+    fn count_failure(&self, kind: Kind) {
+        self.index.stats().source_errors[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Logs a failed request (once per back-off step: the stream waits
     /// before its next attempt); a 403 as an error naming the permission,
     /// recorded in `access`. Returns whether it was a 403.
     fn failed(&self, kind: Kind, ns: Option<&Arc<str>>, e: &watcher::Error) -> bool {
+        self.count_failure(kind);
         match forbidden_verb(e) {
             Some(verb) => {
                 self.access.refused(kind, ns, verb);
