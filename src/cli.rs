@@ -250,8 +250,16 @@ mod tests {
 
     #[test]
     fn selector_flag_lands_in_the_config_and_is_checked() {
-        let c = load(&serve_args(&["serve", "--selector", "app in (db,cache),!canary"])).unwrap();
-        assert_eq!(c.source.selector.as_deref(), Some("app in (db,cache),!canary"));
+        let c = load(&serve_args(&[
+            "serve",
+            "--selector",
+            "app in (db,cache),!canary",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.source.selector.as_deref(),
+            Some("app in (db,cache),!canary")
+        );
         let c = load(&serve_args(&["serve", "--selector", ""])).unwrap();
         assert_eq!(c.source.selector, None, "empty: no selector");
         let e = load(&serve_args(&["serve", "--selector", "app=web,"])).unwrap_err();

@@ -385,7 +385,11 @@ impl Watchers {
                 if refused && !matches!(event, Event::Init) {
                     refused = false;
                     this.access.granted(kind, ns.as_ref());
-                    info!(kind = kind.as_str(), namespace = ns.as_deref(), "permission works again");
+                    info!(
+                        kind = kind.as_str(),
+                        namespace = ns.as_deref(),
+                        "permission works again"
+                    );
                 }
                 if let Some(ev) = source_event(kind, ns.as_ref(), event, &convert)
                     && this.tx.send(ev).await.is_err()
