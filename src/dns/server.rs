@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -119,6 +119,7 @@ pub fn spawn_udp(
     rrl: Option<Arc<Rrl>>,
     stop: &CancellationToken,
     fault: &Fault,
+    drain: Arc<AtomicBool>,
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::with_capacity(sockets.len());
     for (i, sock) in sockets.into_iter().enumerate() {
@@ -128,6 +129,7 @@ pub fn spawn_udp(
         let rrl = rrl.clone();
         let stop = stop.clone();
         let forward = forward.clone();
+        let drain = Arc::clone(&drain);
         let sock = Arc::new(sock);
         let name = format!("dns-udp-{i}");
         let watch = fault.watch_thread(format!("udp thread {name}"));
@@ -141,7 +143,10 @@ pub fn spawn_udp(
                 rrl.as_ref(),
                 &stop,
                 fault_at,
-            )
+            );
+            if drain.load(Ordering::Relaxed) {
+                drain_udp(&sock, &answerer, forward.as_ref(), rrl.as_ref());
+            }
         })?;
         handles.push(handle);
     }
@@ -160,54 +165,7 @@ fn udp_loop(
     let mut out = Vec::with_capacity(4096);
     while !stop.is_cancelled() {
         match sock.recv_from(&mut buf) {
-            Ok((n, src)) => match answerer.answer(&buf[..n], false, &mut out) {
-                Outcome::Reply => {
-                    if rrl.is_some_and(|r| !r.admit(src.ip(), &mut out, answerer.stats())) {
-                        continue;
-                    }
-                    if let Err(e) = sock.send_to(&out, src) {
-                        trace!(error = %e, %src, "udp send failed");
-                    }
-                }
-                Outcome::Drop => {}
-                Outcome::Transfer => {
-                    // Zone transfers over UDP: one message (IXFR, signed queries).
-                    let reply = answerer
-                        .transfers()
-                        .and_then(|t| t.respond(answerer, &buf[..n], src, false).next());
-                    if let Some(reply) = reply {
-                        let _ = sock.send_to(&reply, src);
-                    }
-                }
-                outcome @ (Outcome::Forward | Outcome::Chase) => {
-                    let received = std::time::Instant::now();
-                    let req = UdpForward {
-                        packet: buf[..n].to_vec(),
-                        chain: (outcome == Outcome::Chase).then(|| out.clone()),
-                        src,
-                        socket: Arc::clone(sock),
-                        answerer: Arc::clone(answerer),
-                        rrl: rrl.cloned(),
-                        received,
-                    };
-                    // A full queue sheds load: SERVFAIL now rather than an unbounded backlog.
-                    if forward.is_none_or(|f| f.try_send(req).is_err()) {
-                        match super::forward::servfail(&buf[..n]) {
-                            Some(mut bytes) => {
-                                answerer
-                                    .stats()
-                                    .response_packet(false, &bytes, received.elapsed());
-                                if rrl
-                                    .is_none_or(|r| r.admit(src.ip(), &mut bytes, answerer.stats()))
-                                {
-                                    let _ = sock.send_to(&bytes, src);
-                                }
-                            }
-                            None => answerer.stats().dropped(),
-                        }
-                    }
-                }
-            },
+            Ok((n, src)) => handle_udp(sock, answerer, forward, rrl, &buf[..n], src, &mut out),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -221,6 +179,91 @@ fn udp_loop(
             }
             // ICMP errors from earlier sends surface here (ECONNREFUSED): not ours to act on.
             Err(e) => trace!(error = %e, "udp receive error"),
+        }
+    }
+}
+
+/// Answers what a stopped thread's socket holds queued, without waiting for
+/// more: the socket closes next (shutdown, or a reload that bound new ones),
+/// and its queue would be lost. Only for sockets no successor reads: it
+/// makes the socket non-blocking.
+fn drain_udp(
+    sock: &Arc<UdpSocket>,
+    answerer: &Arc<Answerer>,
+    forward: Option<&tokio::sync::mpsc::Sender<UdpForward>>,
+    rrl: Option<&Arc<Rrl>>,
+) {
+    if sock.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(4096);
+    for _ in 0..DRAIN_MAX {
+        let Ok((n, src)) = sock.recv_from(&mut buf) else {
+            break;
+        };
+        handle_udp(sock, answerer, forward, rrl, &buf[..n], src, &mut out);
+    }
+}
+
+/// At most this many queued queries are answered by a stopping UDP thread.
+const DRAIN_MAX: usize = 4096;
+
+/// Answers one UDP query `packet` from `src` (through `out`), or hands it to
+/// the forwarder or the zone-transfer responder.
+fn handle_udp(
+    sock: &Arc<UdpSocket>,
+    answerer: &Arc<Answerer>,
+    forward: Option<&tokio::sync::mpsc::Sender<UdpForward>>,
+    rrl: Option<&Arc<Rrl>>,
+    packet: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+) {
+    match answerer.answer(packet, false, out) {
+        Outcome::Reply => {
+            if rrl.is_some_and(|r| !r.admit(src.ip(), out, answerer.stats())) {
+                return;
+            }
+            if let Err(e) = sock.send_to(out, src) {
+                trace!(error = %e, %src, "udp send failed");
+            }
+        }
+        Outcome::Drop => {}
+        Outcome::Transfer => {
+            // Zone transfers over UDP: one message (IXFR, signed queries).
+            let reply = answerer
+                .transfers()
+                .and_then(|t| t.respond(answerer, packet, src, false).next());
+            if let Some(reply) = reply {
+                let _ = sock.send_to(&reply, src);
+            }
+        }
+        outcome @ (Outcome::Forward | Outcome::Chase) => {
+            let received = std::time::Instant::now();
+            let req = UdpForward {
+                packet: packet.to_vec(),
+                chain: (outcome == Outcome::Chase).then(|| out.clone()),
+                src,
+                socket: Arc::clone(sock),
+                answerer: Arc::clone(answerer),
+                rrl: rrl.cloned(),
+                received,
+            };
+            // A full queue sheds load: SERVFAIL now rather than an unbounded backlog.
+            if forward.is_none_or(|f| f.try_send(req).is_err()) {
+                match super::forward::servfail(packet) {
+                    Some(mut bytes) => {
+                        answerer
+                            .stats()
+                            .response_packet(false, &bytes, received.elapsed());
+                        if rrl.is_none_or(|r| r.admit(src.ip(), &mut bytes, answerer.stats())) {
+                            let _ = sock.send_to(&bytes, src);
+                        }
+                    }
+                    None => answerer.stats().dropped(),
+                }
+            }
         }
     }
 }

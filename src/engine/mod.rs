@@ -72,6 +72,8 @@ pub(crate) struct Engine {
     /// Cleared when a reload replaces the engine: its successor is already
     /// serving, so it skips the lameduck delay (and its 503s).
     lameduck: Arc<AtomicBool>,
+    /// Cleared by [`Engine::retire`] when the successor shares the UDP sockets.
+    drain_udp: Arc<AtomicBool>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
     synced: oneshot::Receiver<()>,
@@ -113,10 +115,12 @@ impl Engine {
             go_live.cancel();
         }
         let lameduck = Arc::new(AtomicBool::new(true));
+        let drain_udp = Arc::new(AtomicBool::new(true));
         let handover = Handover {
             synced: Some(synced_tx),
             go_live: go_live.clone(),
             lameduck: Arc::clone(&lameduck),
+            drain_udp: Arc::clone(&drain_udp),
         };
         let shutdown = async {
             let _ = stopped.await;
@@ -132,6 +136,7 @@ impl Engine {
             sim,
             go_live,
             lameduck,
+            drain_udp,
             stop: Some(stop),
             task,
             synced,
@@ -166,8 +171,13 @@ impl Engine {
     }
 
     /// Stops an engine whose successor already serves: no lameduck delay.
-    pub(crate) async fn retire(self) -> Result<()> {
+    /// When the successor reads the same UDP sockets (`shares_udp`), the
+    /// stopping threads leave the queued queries to it; otherwise (new
+    /// sockets after a change of `threads`) they answer them first, since
+    /// the sockets close next and their queues would be lost.
+    pub(crate) async fn retire(self, shares_udp: bool) -> Result<()> {
         self.lameduck.store(false, Ordering::Relaxed);
+        self.drain_udp.store(!shares_udp, Ordering::Relaxed);
         self.stop().await
     }
 
@@ -195,6 +205,9 @@ struct Handover {
     go_live: CancellationToken,
     /// Whether shutting down waits `lameduck_ms` with readiness at 503.
     lameduck: Arc<AtomicBool>,
+    /// Whether stopping UDP threads answer what their sockets hold queued
+    /// (see [`Engine::retire`]).
+    drain_udp: Arc<AtomicBool>,
 }
 
 impl Default for Handover {
@@ -206,6 +219,7 @@ impl Default for Handover {
             synced: None,
             go_live,
             lameduck: Arc::new(AtomicBool::new(true)),
+            drain_udp: Arc::new(AtomicBool::new(true)),
         }
     }
 }
@@ -257,6 +271,7 @@ async fn run_engine(
         synced,
         go_live,
         lameduck,
+        drain_udp,
     } = handover;
     config.validate()?;
     // Built first (it reads a resolv.conf named in the config): an engine
@@ -290,6 +305,7 @@ async fn run_engine(
         listeners.tcp,
         forwarder.as_ref(),
         &tasks,
+        drain_udp,
     )?;
     let draining = Arc::new(AtomicBool::new(false));
     if let Some(l) = listeners.admin {
@@ -482,6 +498,7 @@ fn serve_dns(
     tcp: Vec<TcpListener>,
     forwarder: Option<&Arc<dns::forward::Forwarder>>,
     tasks: &Tasks,
+    drain_udp: Arc<AtomicBool>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>> {
     let udp_forward = forwarder.map(|f| {
         let (tx, rx) = mpsc::channel(config.forward.max_inflight);
@@ -503,6 +520,7 @@ fn serve_dns(
         rrl.map(Arc::new),
         &tasks.stop,
         &tasks.fault,
+        drain_udp,
     )?;
     let limits = dns::server::TcpLimits {
         max_connections: config.dns.tcp_max_connections,
