@@ -442,8 +442,7 @@ async fn start_source(
                 sources::k8s::run(
                     client,
                     health,
-                    config.source.clone(),
-                    config.dns.pods == crate::config::PodsMode::Verified,
+                    config.clone(),
                     index.clone(),
                     events,
                     access,

@@ -22,6 +22,7 @@
 //! allocates nothing.
 
 pub mod addrs;
+mod lists;
 pub mod observe;
 mod published;
 pub mod record;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use dashmap::DashMap;
 
+use super::lists::{Lists, Scope};
 use super::published::Shared;
 use super::stored::StoredSlice;
 use super::view::{self, PtrTarget, ServiceView};
@@ -72,41 +73,11 @@ struct StatefulSetEntry {
     replicas: u32,
 }
 
-/// What one (re-)list covers: a kind, in every namespace (`None`) or in one.
-type Scope = (Kind, Option<Arc<str>>);
-
-/// A re-list in progress: the keys it has seen so far, as 64-bit hashes (8
-/// bytes a key instead of a copy of it); a collision would only keep one
-/// deleted object until the next re-list.
-struct Relist {
-    scope: Scope,
-    seen: HashSet<u64>,
-}
-
-impl Relist {
-    /// Whether an object of `kind` under `key` is in this re-list's reach.
-    fn covers(&self, kind: Kind, key: &ObjectKey) -> bool {
-        self.scope.0 == kind
-            && self
-                .scope
-                .1
-                .as_deref()
-                .is_none_or(|ns| ns == key.namespace())
-    }
-}
-
 /// The single writer. Not `Clone`: exactly one task owns it.
 pub struct IndexWriter {
     index: Index,
-    expected: HashSet<Kind>,
-    /// Namespaces whose `SyncedIn` together count as a kind's sync (see
-    /// [`IndexWriter::expect_namespaces`]).
-    expected_in: Vec<Arc<str>>,
-    synced: HashSet<Scope>,
-    /// Scopes whose first list has started: a later reset is a re-list.
-    listed: HashSet<Scope>,
-    /// The re-lists in progress (one per scope; a handful at most).
-    relist: Vec<Relist>,
+    /// The (re-)lists started, running and completed.
+    lists: Lists,
     /// Keys of `relist` hash with this (random per process).
     relist_hasher: std::hash::RandomState,
     /// Per service name: the Service and what points at it.
@@ -162,11 +133,7 @@ impl IndexWriter {
             index: Index {
                 shared: Arc::new(shared),
             },
-            expected: expected.iter().copied().collect(),
-            expected_in: Vec::new(),
-            synced: HashSet::new(),
-            listed: HashSet::new(),
-            relist: Vec::new(),
+            lists: Lists::new(expected),
             relist_hasher: std::hash::RandomState::new(),
             services: HashMap::new(),
             slices: HashMap::new(),
@@ -200,18 +167,7 @@ impl IndexWriter {
     /// With namespaced watches (`--namespaces`): an expected kind also counts
     /// as synced once it has been `SyncedIn` every one of `namespaces`.
     pub fn expect_namespaces(&mut self, namespaces: &[String]) {
-        self.expected_in = namespaces.iter().map(|n| Arc::from(n.as_str())).collect();
-    }
-
-    /// Whether `kind` has completed a list: cluster-wide, or in every
-    /// expected namespace.
-    fn kind_synced(&self, kind: Kind) -> bool {
-        self.synced.contains(&(kind, None))
-            || (!self.expected_in.is_empty()
-                && self
-                    .expected_in
-                    .iter()
-                    .all(|ns| self.synced.contains(&(kind, Some(Arc::clone(ns))))))
+        self.lists.expect_namespaces(namespaces);
     }
 
     /// A reader handle.
@@ -238,20 +194,12 @@ impl IndexWriter {
             SourceEvent::ResetIn(kind, ns) => self.reset((kind, Some(ns))),
             SourceEvent::Upsert(obj) => {
                 let hash = self.relist_hasher.hash_one(obj.key());
-                for r in self.relist.iter_mut() {
-                    if r.covers(obj.kind(), obj.key()) {
-                        r.seen.insert(hash);
-                    }
-                }
+                self.lists.note(obj.kind(), obj.key(), hash, true);
                 self.upsert(obj);
             }
             SourceEvent::Remove(kind, key) => {
                 let hash = self.relist_hasher.hash_one(&key);
-                for r in self.relist.iter_mut() {
-                    if r.covers(kind, &key) {
-                        r.seen.remove(&hash);
-                    }
-                }
+                self.lists.note(kind, &key, hash, false);
                 self.remove(kind, &key);
             }
             SourceEvent::Synced(kind) => self.synced((kind, None)),
@@ -261,21 +209,15 @@ impl IndexWriter {
 
     /// A (re-)list of `scope` starts (a new one replaces one in progress).
     fn reset(&mut self, scope: Scope) {
-        let stats = &self.index.shared.stats;
-        if !self.listed.insert(scope.clone()) {
-            stats.relists[scope.0.index()].fetch_add(1, Ordering::Relaxed);
+        let kind = scope.0;
+        if self.lists.start(scope) {
+            self.index.shared.stats.relists[kind.index()].fetch_add(1, Ordering::Relaxed);
         }
-        self.relist.retain(|r| r.scope != scope);
-        self.relist.push(Relist {
-            scope,
-            seen: HashSet::new(),
-        });
     }
 
     /// The (re-)list of `scope` is complete: what it did not see goes.
     fn synced(&mut self, scope: Scope) {
-        if let Some(i) = self.relist.iter().position(|r| r.scope == scope) {
-            let done = self.relist.swap_remove(i);
+        if let Some(done) = self.lists.finish(scope.clone()) {
             for key in self.keys_of(scope.0) {
                 if done.covers(scope.0, &key)
                     && !done.seen.contains(&self.relist_hasher.hash_one(&key))
@@ -293,7 +235,6 @@ impl IndexWriter {
             shared.reverse_prefixes.shrink_to_fit();
             shared.views.shrink_to_fit();
         }
-        self.synced.insert(scope);
     }
 
     /// Applies many events and publishes once.
@@ -603,8 +544,7 @@ impl IndexWriter {
     /// readers watch. The observer hears of the serial before the generation.
     fn announce(&mut self, now: u64) {
         let shared = &self.index.shared;
-        let newly_synced = !shared.synced.load(Ordering::Relaxed)
-            && self.expected.iter().all(|k| self.kind_synced(*k));
+        let newly_synced = !shared.synced.load(Ordering::Relaxed) && self.lists.all_synced();
         if newly_synced {
             shared.synced.store(true, Ordering::Release);
         }

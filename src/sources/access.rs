@@ -30,16 +30,19 @@ struct Refusal {
     last: Instant,
 }
 
+/// The latest refusal per kind and namespace (`None`: cluster scope).
+type Refusals = BTreeMap<(Kind, Option<Arc<str>>), Refusal>;
+
 /// Shared between the source's watchers (writers) and the admin API
 /// (reader); a cheap `Clone`. The lock is held for a map operation only, and
 /// nothing on the DNS query path takes it.
 #[derive(Clone, Debug, Default)]
 pub struct Access {
-    refused: Arc<Mutex<BTreeMap<(Kind, Option<Arc<str>>), Refusal>>>,
+    refused: Arc<Mutex<Refusals>>,
 }
 
 impl Access {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Kind, Option<Arc<str>>), Refusal>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Refusals> {
         // A panic while holding it left a consistent map: keep going.
         self.refused.lock().unwrap_or_else(|e| e.into_inner())
     }

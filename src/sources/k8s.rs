@@ -137,7 +137,7 @@ pub async fn client(config: &Config, health: &Arc<ApiHealth>) -> Result<Client> 
         .build())
 }
 
-/// Runs every watcher until `stop`; Pods only when `watch_pods` (`pods = "verified"`).
+/// Runs every watcher of `config`'s source until `stop`; Pods only with `pods = "verified"`.
 /// Failed requests are counted in `index`'s stats; `health` is the one
 /// `client` reports to.
 ///
@@ -150,13 +150,14 @@ pub async fn client(config: &Config, health: &Arc<ApiHealth>) -> Result<Client> 
 pub async fn run(
     client: Client,
     health: Arc<ApiHealth>,
-    cfg: SourceConfig,
-    watch_pods: bool,
+    config: Config,
     index: Index,
     tx: mpsc::Sender<SourceEvent>,
     access: Access,
     stop: CancellationToken,
 ) {
+    let watch_pods = config.dns.pods == PodsMode::Verified;
+    let cfg = config.source;
     let scopes = scopes(&cfg);
     let sel = selectors(&cfg);
     let watchers = Watchers {
