@@ -51,6 +51,9 @@ pub struct AdminState {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Set when a serving thread or task died: health answers 503.
     pub fault: crate::fault::Fault,
+    /// API permissions the Kubernetes source is refused: readiness answers
+    /// 503 naming them while any is.
+    pub access: crate::sources::access::Access,
 }
 
 /// The admin routes.
@@ -91,6 +94,11 @@ async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"ready": false, "reason": "shutting down"})),
+        )
+    } else if let Some(reason) = s.access.problem() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "reason": reason})),
         )
     } else if s.index.is_synced() {
         (StatusCode::OK, Json(serde_json::json!({"ready": true})))

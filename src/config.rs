@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+mod selector;
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -332,10 +334,16 @@ pub struct SourceConfig {
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context.
     pub context: Option<String>,
-    /// Namespaces to watch; empty = all.
+    /// Namespaces to watch; empty = all. When set, every API request is
+    /// made inside them (a namespaced Role suffices) and they are taken as
+    /// existing (no Namespace watch).
     pub namespaces: Vec<String>,
-    /// Label selector for Services.
+    /// Label selector (Kubernetes syntax) for Services only; see `selector`.
     pub service_selector: Option<String>,
+    /// Label selector (Kubernetes syntax) sent with every list and watch:
+    /// Services and their EndpointSlices (which carry their Service's
+    /// labels), StatefulSets and Pods on their own labels.
+    pub selector: Option<String>,
 }
 
 impl Default for SourceConfig {
@@ -348,6 +356,7 @@ impl Default for SourceConfig {
             context: None,
             namespaces: Vec::new(),
             service_selector: None,
+            selector: None,
         }
     }
 }
@@ -514,6 +523,14 @@ impl Config {
         }
         if self.forward.timeout_ms == 0 || self.forward.max_inflight == 0 {
             problems.push("forward.timeout_ms and forward.max_inflight must be at least 1".into());
+        }
+        for (key, sel) in [
+            ("source.selector", &self.source.selector),
+            ("source.service_selector", &self.source.service_selector),
+        ] {
+            if let Some(p) = sel.as_deref().and_then(selector::problem) {
+                problems.push(format!("{key}: not a label selector: {p}"));
+            }
         }
         if self.source.poll_interval_ms == 0 {
             problems.push("source.poll_interval_ms: must be at least 1".into());

@@ -279,7 +279,8 @@ async fn run_engine(
     let forwarder = forwarder(&config)?;
     let tasks = Tasks::default();
     let (index, events, transfers, history) = start_index(&config, &tasks)?;
-    let sim_handle = start_source(&config, sim, &index, events, &tasks).await?;
+    let access = sources::access::Access::default();
+    let sim_handle = start_source(&config, sim, &index, events, access.clone(), &tasks).await?;
     announce_first_sync(index.clone(), synced, &tasks);
     let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
     if let Some(t) = transfers {
@@ -321,6 +322,7 @@ async fn run_engine(
             forward: forwarder.as_ref().map(|f| f.stats()),
             draining: Arc::clone(&draining),
             fault: tasks.fault.clone(),
+            access,
         };
         serve_admin(l, state, &tasks)?;
     }
@@ -386,6 +388,10 @@ fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
         SourceKind::Kubernetes => sources::k8s::kinds(config),
     };
     let mut writer = new_index_writer(config, &kinds);
+    if config.source.kind == SourceKind::Kubernetes {
+        // Namespaced watches sync per namespace (empty: cluster-wide).
+        writer.expect_namespaces(&sources::k8s::namespaces(config));
+    }
     let settings = config.dns_settings();
     let transfers = transfer::start(config, &settings, &mut writer, &tasks.stop, &tasks.tracker)?;
     let index = writer.index();
@@ -418,6 +424,7 @@ async fn start_source(
     sim: Option<SharedSim>,
     index: &Index,
     events: mpsc::Sender<SourceEvent>,
+    access: sources::access::Access,
     tasks: &Tasks,
 ) -> Result<Option<SimHandle>> {
     match config.source.kind {
@@ -452,10 +459,10 @@ async fn start_source(
                 sources::k8s::run(
                     client,
                     health,
-                    config.source.clone(),
-                    config.dns.pods == crate::config::PodsMode::Verified,
+                    config.clone(),
                     index.clone(),
                     events,
+                    access,
                     tasks.stop.clone(),
                 ),
             );

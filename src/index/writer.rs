@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use dashmap::DashMap;
 
+use super::lists::{Lists, Scope};
 use super::published::Shared;
 use super::stored::StoredSlice;
 use super::view::{self, PtrTarget, ServiceView};
@@ -76,14 +77,8 @@ struct StatefulSetEntry {
 /// The single writer. Not `Clone`: exactly one task owns it.
 pub struct IndexWriter {
     index: Index,
-    expected: HashSet<Kind>,
-    synced: HashSet<Kind>,
-    /// Kinds whose first list has started: a later `Reset` is a re-list.
-    listed: HashSet<Kind>,
-    /// Keys seen so far by the re-list of each kind in progress, as 64-bit
-    /// hashes (8 bytes a key instead of a copy of it); a collision would only
-    /// keep one deleted object until the next re-list.
-    relist: HashMap<Kind, HashSet<u64>>,
+    /// The (re-)lists started, running and completed.
+    lists: Lists,
     /// Keys of `relist` hash with this (random per process).
     relist_hasher: std::hash::RandomState,
     /// Per service name: the Service and what points at it.
@@ -143,10 +138,7 @@ impl IndexWriter {
             index: Index {
                 shared: Arc::new(shared),
             },
-            expected: expected.iter().copied().collect(),
-            synced: HashSet::new(),
-            listed: HashSet::new(),
-            relist: HashMap::new(),
+            lists: Lists::new(expected),
             relist_hasher: std::hash::RandomState::new(),
             services: HashMap::new(),
             slices: HashMap::new(),
@@ -178,6 +170,12 @@ impl IndexWriter {
         self.observers.push(observer);
     }
 
+    /// With namespaced watches (`--namespaces`): an expected kind also counts
+    /// as synced once it has been `SyncedIn` every one of `namespaces`.
+    pub fn expect_namespaces(&mut self, namespaces: &[String]) {
+        self.lists.expect_namespaces(namespaces);
+    }
+
     /// A reader handle.
     pub fn index(&self) -> Index {
         self.index.clone()
@@ -188,52 +186,60 @@ impl IndexWriter {
         let stats = &self.index.shared.stats;
         stats.events.fetch_add(1, Ordering::Relaxed);
         let (kind, t) = match &event {
-            SourceEvent::Reset(k) => (*k, 0),
+            SourceEvent::Reset(k) | SourceEvent::ResetIn(k, _) => (*k, 0),
             SourceEvent::Upsert(o) => (o.kind(), 1),
             SourceEvent::Remove(k, _) => (*k, 2),
-            SourceEvent::Synced(k) => (*k, 3),
+            SourceEvent::Synced(k) | SourceEvent::SyncedIn(k, _) => (*k, 3),
         };
         stats.events_by[kind.index()][t].fetch_add(1, Ordering::Relaxed);
         if t == 3 {
             stats.last_sync_ms[kind.index()].store(crate::clock::unix_ms(), Ordering::Relaxed);
         }
         match event {
-            SourceEvent::Reset(kind) => {
-                if !self.listed.insert(kind) {
-                    stats.relists[kind.index()].fetch_add(1, Ordering::Relaxed);
-                }
-                self.relist.insert(kind, HashSet::new());
-            }
+            SourceEvent::Reset(kind) => self.reset((kind, None)),
+            SourceEvent::ResetIn(kind, ns) => self.reset((kind, Some(ns))),
             SourceEvent::Upsert(obj) => {
-                if let Some(seen) = self.relist.get_mut(&obj.kind()) {
-                    seen.insert(self.relist_hasher.hash_one(obj.key()));
-                }
+                let hash = self.relist_hasher.hash_one(obj.key());
+                self.lists.note(obj.kind(), obj.key(), hash, true);
                 self.upsert(obj);
             }
             SourceEvent::Remove(kind, key) => {
-                if let Some(seen) = self.relist.get_mut(&kind) {
-                    seen.remove(&self.relist_hasher.hash_one(&key));
-                }
+                let hash = self.relist_hasher.hash_one(&key);
+                self.lists.note(kind, &key, hash, false);
                 self.remove(kind, &key);
             }
-            SourceEvent::Synced(kind) => {
-                if let Some(seen) = self.relist.remove(&kind) {
-                    for key in self.keys_of(kind) {
-                        if !seen.contains(&self.relist_hasher.hash_one(&key)) {
-                            self.remove(kind, &key);
-                        }
-                    }
-                    // A re-list that moved many addresses leaves the PTR
-                    // tables full of tombstones, or doubled by them: rehash
-                    // to size (the old table goes back to the system).
-                    self.index.shared.reverse_v4.shrink_to_fit();
-                    self.index.shared.reverse_v6.shrink_to_fit();
-                    self.index.shared.reverse_many.shrink_to_fit();
-                    self.index.shared.reverse_prefixes.shrink_to_fit();
-                    self.index.shared.views.shrink_to_fit();
+            SourceEvent::Synced(kind) => self.synced((kind, None)),
+            SourceEvent::SyncedIn(kind, ns) => self.synced((kind, Some(ns))),
+        }
+    }
+
+    /// A (re-)list of `scope` starts (a new one replaces one in progress).
+    fn reset(&mut self, scope: Scope) {
+        let kind = scope.0;
+        if self.lists.start(scope) {
+            self.index.shared.stats.relists[kind.index()].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The (re-)list of `scope` is complete: what it did not see goes.
+    fn synced(&mut self, scope: Scope) {
+        if let Some(done) = self.lists.finish(scope.clone()) {
+            for key in self.keys_of(scope.0) {
+                if done.covers(scope.0, &key)
+                    && !done.seen.contains(&self.relist_hasher.hash_one(&key))
+                {
+                    self.remove(scope.0, &key);
                 }
-                self.synced.insert(kind);
             }
+            // A re-list that moved many addresses leaves the PTR tables full
+            // of tombstones, or doubled by them: rehash to size (the old
+            // table goes back to the system).
+            let shared = &self.index.shared;
+            shared.reverse_v4.shrink_to_fit();
+            shared.reverse_v6.shrink_to_fit();
+            shared.reverse_many.shrink_to_fit();
+            shared.reverse_prefixes.shrink_to_fit();
+            shared.views.shrink_to_fit();
         }
     }
 
@@ -547,8 +553,7 @@ impl IndexWriter {
     /// readers watch. The observer hears of the serial before the generation.
     fn announce(&mut self, now: u64) {
         let shared = &self.index.shared;
-        let newly_synced = !shared.synced.load(Ordering::Relaxed)
-            && self.expected.iter().all(|k| self.synced.contains(k));
+        let newly_synced = !shared.synced.load(Ordering::Relaxed) && self.lists.all_synced();
         if newly_synced {
             shared.synced.store(true, Ordering::Release);
         }
