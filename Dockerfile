@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
-# The headless-dns image (deploy/deployment.yaml, deploy/sidecar-statefulset.yaml).
+# The headless-dns image (deploy/cluster, deploy/sidecar).
 #
-# Build: docker build -t headless-dns:0.1.0 .
+# Build: docker build --build-arg HEADLESS_DNS_COMMIT=$(git rev-parse --short HEAD) -t headless-dns:0.1.0 .
 #
-# Two stages: a Rust toolchain builds the release binary from the locked
+# Two stages: a Rust toolchain builds the binary with the `dist` profile
+# (release without debug info, symbols stripped: Cargo.toml) from the locked
 # dependency set; the runtime is distroless (glibc and libgcc, no shell, no
 # package manager) running as the non-root user 65532. The binary carries
 # the file capability cap_net_bind_service so that user can bind port 53:
@@ -15,13 +16,17 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libcap2-bin \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY config ./config
 # The allocator's settings (jemalloc, one arena) are fixed at build time there.
 COPY .cargo ./.cargo
-RUN cargo build --release --locked --bin headless-dns \
- && cp target/release/headless-dns /headless-dns \
+# There is no .git in the build context: `headless-dns --version` takes the
+# commit from this argument (build.rs).
+ARG HEADLESS_DNS_COMMIT=unknown
+ENV HEADLESS_DNS_COMMIT=${HEADLESS_DNS_COMMIT}
+RUN cargo build --profile dist --locked --bin headless-dns \
+ && cp target/dist/headless-dns /headless-dns \
  && setcap cap_net_bind_service=+ep /headless-dns
 
 FROM gcr.io/distroless/cc-debian12:nonroot

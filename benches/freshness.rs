@@ -382,8 +382,16 @@ fn main() {
         .expect("bind 127.0.0.1:0");
     let addr = sockets[0].local_addr().expect("bound address");
     let stop = CancellationToken::new();
-    let udp_threads = server::spawn_udp(&answerer, sockets, None, None, &stop, &Default::default())
-        .expect("start the UDP thread");
+    let udp_threads = server::spawn_udp(
+        &answerer,
+        sockets,
+        None,
+        None,
+        &stop,
+        &Default::default(),
+        Default::default(),
+    )
+    .expect("start the UDP thread");
 
     let mut prober = Prober {
         sock: UdpSocket::bind("127.0.0.1:0").expect("bind the probe socket"),

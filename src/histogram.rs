@@ -1,6 +1,7 @@
 //! Duration histograms: one set of bucket bounds for everything we time (a
 //! query's answer, an index publication), so every histogram renders alike.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Bucket upper bounds, in microseconds; a histogram has one bucket more
@@ -18,4 +19,10 @@ pub fn bucket(elapsed: Duration) -> usize {
         .iter()
         .position(|bound| us <= *bound)
         .unwrap_or(BUCKETS_US.len())
+}
+
+/// Adds `took` to the histogram `buckets` and its nanosecond sum `sum_ns`.
+pub fn observe(buckets: &[AtomicU64; BUCKETS], sum_ns: &AtomicU64, took: Duration) {
+    buckets[bucket(took)].fetch_add(1, Ordering::Relaxed);
+    sum_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
 }

@@ -22,6 +22,8 @@
 //!    secondaries (AXFR, IXFR from a journal the index writer keeps, NOTIFY,
 //!    TSIG), on top of `dns` (it reaches the listeners through `dns::handoff`).
 //! 4. [`telemetry`] (logging, metrics) and [`admin`] (the HTTP side door).
+//!    [`cli`]: the command line (flags and environment onto [`config`]);
+//!    [`check`]: `headless-dns check`, a start without binding or connecting.
 //! 5. [`engine`]: the composition root, wiring sources, index, listeners and
 //!    admin for one configuration; [`reload`]: swaps configurations without a
 //!    pause in answers, and shuts down.
@@ -30,6 +32,8 @@
 //! `127.0.0.1:0` and run the real server in-process.
 
 pub mod admin;
+pub mod check;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dns;
@@ -45,6 +49,6 @@ pub mod transfer;
 pub mod wire;
 
 pub use config::Config;
-pub use engine::{Listeners, export_manifests, run};
+pub use engine::{Listeners, export_manifests, index_manifests, run};
 pub use error::{Error, Result};
 pub use reload::{serve, shutdown_signal};

@@ -1,7 +1,9 @@
 //! The `headless-dns` binary: command line, config loading, logging, runtime.
 //!
 //! Run with no arguments it serves the embedded demo on 127.0.0.1:5353.
-//! `headless-dns sim …` drives a running server's simulator over the admin API.
+//! `headless-dns sim …` drives a running server's simulator over the admin API;
+//! `headless-dns check …` validates a configuration and its manifests. The
+//! flags themselves are defined in the library (`headless_dns::cli`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,91 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
-use headless_dns::config::{Config, LogFormat, SourceKind};
-
-#[derive(Parser)]
-#[command(
-    name = "headless-dns",
-    version,
-    about = "DNS for Kubernetes headless services and StatefulSets"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve DNS (the default).
-    Serve(ServeArgs),
-    /// Print the served cluster zone as an RFC 1035 zone file (file source).
-    ExportZone(ServeArgs),
-    /// Drive the StatefulSet simulator of a running server.
-    Sim {
-        /// Admin address of the server (default: the configured one).
-        #[arg(long, env = "HEADLESS_DNS_ADMIN", global = true)]
-        admin: Option<SocketAddr>,
-        /// Config file to take the admin address from.
-        #[arg(long, env = "HEADLESS_DNS_CONFIG", global = true)]
-        config: Option<PathBuf>,
-        #[command(subcommand)]
-        op: SimOp,
-    },
-}
-
-#[derive(Subcommand)]
-enum SimOp {
-    /// Set a StatefulSet's replicas: sim scale NAMESPACE NAME REPLICAS
-    Scale {
-        namespace: String,
-        name: String,
-        replicas: u32,
-    },
-    /// Delete a pod; it comes back with the same name and a new IP.
-    DeletePod { namespace: String, name: String },
-    /// Set a pod's readiness: sim set-ready NAMESPACE NAME true|false
-    SetReady {
-        namespace: String,
-        name: String,
-        #[arg(action = clap::ArgAction::Set)]
-        value: bool,
-    },
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// TOML config file (see config/headless-dns.toml).
-    #[arg(long, env = "HEADLESS_DNS_CONFIG")]
-    config: Option<PathBuf>,
-    /// DNS listen address, UDP and TCP (repeatable).
-    #[arg(long, env = "HEADLESS_DNS_LISTEN", value_delimiter = ',')]
-    listen: Vec<SocketAddr>,
-    /// Admin HTTP listen address ("none" to disable).
-    #[arg(long, env = "HEADLESS_DNS_ADMIN")]
-    admin: Option<String>,
-    /// Cluster domain.
-    #[arg(long, env = "HEADLESS_DNS_ZONE")]
-    zone: Option<String>,
-    /// Manifest file (repeatable); selects the file source with exactly these files.
-    #[arg(long, env = "HEADLESS_DNS_MANIFESTS", value_delimiter = ',')]
-    manifests: Vec<PathBuf>,
-    /// file or kubernetes.
-    #[arg(long, env = "HEADLESS_DNS_SOURCE")]
-    source: Option<SourceKind>,
-    /// Kubeconfig for the kubernetes source.
-    #[arg(long, env = "KUBECONFIG_PATH")]
-    kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context.
-    #[arg(long)]
-    context: Option<String>,
-    /// UDP sockets (threads) per listen address; 0 = one per CPU.
-    #[arg(long, env = "HEADLESS_DNS_THREADS")]
-    threads: Option<usize>,
-    /// text or json.
-    #[arg(long, env = "HEADLESS_DNS_LOG_FORMAT")]
-    log_format: Option<LogFormat>,
-}
+use clap::Parser;
+use headless_dns::cli::{Cli, Command, ServeArgs, SimOp, load};
+use headless_dns::config::{Config, SourceKind};
 
 /// `serve`'s arguments when no subcommand is given: parsed by clap from no
 /// flags, so the `HEADLESS_DNS_*` environment applies as it does to `serve`.
@@ -102,49 +22,6 @@ struct ServeArgs {
 struct DefaultServe {
     #[command(flatten)]
     args: ServeArgs,
-}
-
-fn load(args: &ServeArgs) -> anyhow::Result<Config> {
-    let mut c = match &args.config {
-        Some(p) => Config::from_file(p)?,
-        None => Config::default(),
-    };
-    if !args.listen.is_empty() {
-        c.dns.listen = args.listen.clone();
-    }
-    if let Some(a) = &args.admin {
-        c.admin.listen = match a.as_str() {
-            "" | "none" => None,
-            a => Some(
-                a.parse()
-                    .with_context(|| format!("--admin: {a:?} is not an address:port"))?,
-            ),
-        };
-    }
-    if let Some(z) = &args.zone {
-        c.dns.zone = z.clone();
-    }
-    if !args.manifests.is_empty() {
-        c.source.kind = SourceKind::File;
-        c.source.manifests = args.manifests.clone();
-    }
-    if let Some(s) = args.source {
-        c.source.kind = s;
-    }
-    if args.kubeconfig.is_some() {
-        c.source.kubeconfig = args.kubeconfig.clone();
-    }
-    if args.context.is_some() {
-        c.source.context = args.context.clone();
-    }
-    if let Some(t) = args.threads {
-        c.dns.threads = t;
-    }
-    if let Some(f) = args.log_format {
-        c.log.format = f;
-    }
-    c.validate()?;
-    Ok(c)
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -173,6 +50,19 @@ fn export_zone(args: ServeArgs) -> anyhow::Result<()> {
     }
     let text = headless_dns::export_manifests(&config)?;
     std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Prints `check`'s summary (stdout) or its errors (stderr); exits 1 on errors.
+fn check(args: &ServeArgs) -> anyhow::Result<()> {
+    let report = headless_dns::check::check(args);
+    for e in &report.errors {
+        eprintln!("{e}");
+    }
+    if !report.errors.is_empty() {
+        std::process::exit(1);
+    }
+    writeln!(std::io::stdout(), "{}", report.summary)?;
     Ok(())
 }
 
@@ -244,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         None => serve(DefaultServe::parse_from(["headless-dns"]).args),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::ExportZone(args)) => export_zone(args),
+        Some(Command::Check(args)) => check(&args),
         Some(Command::Sim { admin, config, op }) => sim(admin, config, op),
     }
 }

@@ -133,11 +133,15 @@ impl Running {
             }
         }
         started.go_live();
+        let shares_udp = !Listeners::udp_changes(&self.config, &next);
+        // Our copies of replaced sockets go first: the retiring engine's UDP
+        // threads then hold the last ones, and a socket closes the moment its
+        // thread has answered what was queued (nothing lands in between).
+        self.listeners = listeners;
         std::mem::replace(&mut self.engine, started)
-            .retire()
+            .retire(shares_udp)
             .await?;
         self.config = next;
-        self.listeners = listeners;
         info!(rebound, "configuration reloaded");
         Ok(())
     }

@@ -23,7 +23,7 @@ use crate::config::{LogConfig, LogFormat};
 use crate::dns::Answerer;
 use crate::dns::forward::ForwardStats;
 use crate::dns::handoff::{REFUSAL_REASONS, TRANSFER_KINDS, TransferTotals};
-use crate::dns::stats::{PROTOS, QTYPES, RCODES, Totals};
+use crate::dns::stats::{PROTOS, QTYPES, RCODES, RRL_ACTIONS, Totals};
 use crate::histogram::BUCKETS_US;
 use crate::index::{EVENT_TYPES, Index, IndexStats, Kind};
 
@@ -62,6 +62,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "headless_dns_dns_dropped_total",
         "counter",
         "Packets dropped unanswered (shorter than a header, or responses)",
+    ),
+    (
+        "headless_dns_dns_rate_limited_total",
+        "counter",
+        "UDP responses over the rate limit (RRL), by action: drop, or slip (sent truncated)",
     ),
     (
         "headless_dns_dns_request_duration_seconds",
@@ -109,9 +114,19 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Seconds since each kind last completed a (re-)list (-1: never)",
     ),
     (
+        "headless_dns_source_errors_total",
+        "counter",
+        "Failed list or watch requests to the API server, by kind (the last state keeps serving)",
+    ),
+    (
         "headless_dns_index_publish_duration_seconds",
         "histogram",
         "Time to apply a batch of source events and publish the new answers",
+    ),
+    (
+        "headless_dns_source_event_to_answer_seconds",
+        "histogram",
+        "Time from a batch of source events entering the index writer's queue to its answers being served",
     ),
     (
         "headless_dns_forward_requests_total",
@@ -265,6 +280,10 @@ fn record_queries(t: &Totals) {
             .absolute(t.truncated[p]);
     }
     counter!("headless_dns_dns_dropped_total").absolute(t.dropped);
+    for (i, action) in RRL_ACTIONS.iter().enumerate() {
+        counter!("headless_dns_dns_rate_limited_total", "action" => *action)
+            .absolute(t.rate_limited[i]);
+    }
 }
 
 /// The index's size, serial and readiness.
@@ -286,6 +305,8 @@ fn record_sources(s: &IndexStats, now: u64) {
         }
         counter!("headless_dns_source_relists_total", "kind" => k)
             .absolute(s.relists[kind.index()].load(Ordering::Relaxed));
+        counter!("headless_dns_source_errors_total", "kind" => k)
+            .absolute(s.source_errors[kind.index()].load(Ordering::Relaxed));
         let last = s.last_sync_ms[kind.index()].load(Ordering::Relaxed);
         let age = if last == 0 {
             -1.0
@@ -296,8 +317,8 @@ fn record_sources(s: &IndexStats, now: u64) {
     }
 }
 
-/// The two histograms bucketed where they are measured: query duration per
-/// protocol and index publish duration.
+/// The histograms bucketed where they are measured: query duration per
+/// protocol, index publish duration and event to answer.
 fn append_histograms(out: &mut String, t: &Totals, s: &IndexStats) {
     let help = |n: &str| METRICS.iter().find(|m| m.0 == n).map_or("", |m| m.2);
     let name = "headless_dns_dns_request_duration_seconds";
@@ -311,18 +332,26 @@ fn append_histograms(out: &mut String, t: &Totals, s: &IndexStats) {
             t.duration_ns[p],
         );
     }
-    let name = "headless_dns_index_publish_duration_seconds";
-    let buckets: Vec<u64> = s
-        .publish_buckets
-        .iter()
-        .map(|b| b.load(Ordering::Relaxed))
-        .collect();
-    histogram(
-        out,
-        name,
-        help(name),
-        None,
-        &buckets,
-        s.publish_ns.load(Ordering::Relaxed),
-    );
+    for (name, buckets, sum_ns) in [
+        (
+            "headless_dns_index_publish_duration_seconds",
+            &s.publish_buckets,
+            &s.publish_ns,
+        ),
+        (
+            "headless_dns_source_event_to_answer_seconds",
+            &s.answer_buckets,
+            &s.answer_ns,
+        ),
+    ] {
+        let buckets: Vec<u64> = buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        histogram(
+            out,
+            name,
+            help(name),
+            None,
+            &buckets,
+            sum_ns.load(Ordering::Relaxed),
+        );
+    }
 }

@@ -1,31 +1,47 @@
-//! Checks the manifests in `deploy/` without a cluster: every YAML document
-//! must parse into the k8s-openapi type of its kind (an unknown kind fails),
-//! and survive a round trip through that type unchanged, so a misspelt or
-//! misplaced field (which the API server would silently drop) fails here.
-//! Then a few properties the deployment relies on: the ClusterRole only
-//! lists and watches, the bindings point at accounts that exist, DNS is
-//! served on 53/UDP and 53/TCP, probes hit `/ready` and `/health`.
+//! Checks `deploy/` without a cluster. Both overlays (`deploy/cluster`,
+//! `deploy/sidecar`) are rendered with `kubectl kustomize`; every rendered
+//! object must parse into the k8s-openapi type of its kind (an unknown kind
+//! fails) and survive a round trip through that type unchanged, so a
+//! misspelt or misplaced field (which the API server would silently drop)
+//! fails here. Then what the shapes rely on: the headless-dns container's
+//! args are parsed by the binary's own CLI (`headless_dns::cli`) with the
+//! config file the rendered ConfigMap mounts, the role grants exactly list +
+//! watch on the kinds that configuration watches, bindings point at
+//! accounts that exist, DNS is served on 53/UDP and 53/TCP, probes hit
+//! `/ready` and `/health` on the admin port.
+//!
+//! kubectl comes from Debian's `kubernetes-client` (`.ci/test` installs it;
+//! its kustomize is 2.0.3, which the overlays are written for); without it
+//! these tests fail, they do not skip.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use clap::Parser;
+use headless_dns::cli::{self, Cli, Command};
+use headless_dns::config::{Config, SourceKind};
+use headless_dns::index::Kind;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Container, PodSpec, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Every document of every manifest, typed.
+/// Every object of one rendered overlay, typed.
 #[derive(Default)]
-struct Manifests {
+struct Rendered {
     service_accounts: Vec<ServiceAccount>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
     cluster_roles: Vec<ClusterRole>,
     cluster_role_bindings: Vec<ClusterRoleBinding>,
+    config_maps: Vec<ConfigMap>,
     deployments: Vec<Deployment>,
     services: Vec<Service>,
     statefulsets: Vec<StatefulSet>,
-    /// Documents per file, for messages.
-    files: BTreeMap<PathBuf, usize>,
+    /// Namespaces of the namespaced objects.
+    namespaces: BTreeSet<String>,
 }
 
 fn deploy_dir() -> PathBuf {
@@ -73,59 +89,48 @@ where
     }
 }
 
-fn load() -> Manifests {
-    let mut m = Manifests::default();
-    let mut problems = Vec::new();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(deploy_dir())
-        .expect("deploy/ exists")
-        .map(|e| e.expect("readable deploy/ entry").path())
-        .collect();
-    paths.sort();
-    for path in paths {
-        let ext = path.extension().and_then(|e| e.to_str());
-        if !matches!(ext, Some("yaml" | "yml")) {
-            problems.push(format!(
-                "{}: deploy/ holds only YAML manifests",
-                path.display()
-            ));
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("readable manifest");
-        let mut count = 0;
-        for (i, de) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
-            let where_ = format!("{} document {}", path.display(), i + 1);
-            let doc = match Value::deserialize(de) {
-                Ok(Value::Null) => continue, // an empty document (trailing ---)
-                Ok(v) => v,
-                Err(e) => {
-                    problems.push(format!("{where_}: {e}"));
-                    continue;
-                }
-            };
-            count += 1;
-            let kind = doc["kind"].as_str().unwrap_or("<no kind>").to_string();
-            let w = format!("{where_} ({kind})");
-            match kind.as_str() {
-                "ServiceAccount" => m.service_accounts.extend(typed(&doc, &w, &mut problems)),
-                "ClusterRole" => m.cluster_roles.extend(typed(&doc, &w, &mut problems)),
-                "ClusterRoleBinding" => {
-                    m.cluster_role_bindings
-                        .extend(typed(&doc, &w, &mut problems))
-                }
-                "Deployment" => m.deployments.extend(typed(&doc, &w, &mut problems)),
-                "Service" => m.services.extend(typed(&doc, &w, &mut problems)),
-                "StatefulSet" => m.statefulsets.extend(typed(&doc, &w, &mut problems)),
-                other => problems.push(format!("{w}: unexpected kind {other:?}")),
-            }
-        }
-        m.files.insert(path, count);
-    }
+/// `kubectl kustomize deploy/<overlay>`, parsed and typed.
+fn render(overlay: &str) -> Rendered {
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(deploy_dir().join(overlay))
+        .output()
+        .expect("kubectl is installed (Debian package kubernetes-client; .ci/test installs it)");
     assert!(
-        problems.is_empty(),
-        "deploy/ problems:\n{}",
-        problems.join("\n")
+        out.status.success(),
+        "kubectl kustomize deploy/{overlay}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    m
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let mut r = Rendered::default();
+    let mut problems = Vec::new();
+    for (i, de) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+        let doc = match Value::deserialize(de) {
+            Ok(Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => panic!("deploy/{overlay} renders invalid YAML: {e}"),
+        };
+        let kind = doc["kind"].as_str().unwrap_or("<no kind>").to_string();
+        let w = format!("deploy/{overlay} object {} ({kind})", i + 1);
+        if let Some(ns) = doc["metadata"]["namespace"].as_str() {
+            r.namespaces.insert(ns.to_string());
+        }
+        let p = &mut problems;
+        match kind.as_str() {
+            "ServiceAccount" => r.service_accounts.extend(typed(&doc, &w, p)),
+            "Role" => r.roles.extend(typed(&doc, &w, p)),
+            "RoleBinding" => r.role_bindings.extend(typed(&doc, &w, p)),
+            "ClusterRole" => r.cluster_roles.extend(typed(&doc, &w, p)),
+            "ClusterRoleBinding" => r.cluster_role_bindings.extend(typed(&doc, &w, p)),
+            "ConfigMap" => r.config_maps.extend(typed(&doc, &w, p)),
+            "Deployment" => r.deployments.extend(typed(&doc, &w, p)),
+            "Service" => r.services.extend(typed(&doc, &w, p)),
+            "StatefulSet" => r.statefulsets.extend(typed(&doc, &w, p)),
+            other => p.push(format!("{w}: unexpected kind {other:?}")),
+        }
+    }
+    assert!(problems.is_empty(), "problems:\n{}", problems.join("\n"));
+    r
 }
 
 fn containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
@@ -141,119 +146,302 @@ fn headless_dns_container(spec: &PodSpec) -> &Container {
         .expect("a container named headless-dns")
 }
 
-fn probe_path(p: &Option<k8s_openapi::api::core::v1::Probe>) -> Option<&str> {
-    p.as_ref()?.http_get.as_ref()?.path.as_deref()
+fn probe(p: &Option<k8s_openapi::api::core::v1::Probe>) -> Option<(&str, String)> {
+    let h = p.as_ref()?.http_get.as_ref()?;
+    let port = match &h.port {
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i.to_string(),
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
+    };
+    Some((h.path.as_deref()?, port))
 }
 
-#[test]
-fn every_manifest_parses_into_its_type_without_losing_fields() {
-    let m = load();
-    for name in [
-        "rbac.yaml",
-        "deployment.yaml",
-        "service.yaml",
-        "sidecar-statefulset.yaml",
-    ] {
-        let n = m.files.get(&deploy_dir().join(name)).copied().unwrap_or(0);
-        assert!(n > 0, "deploy/{name} is missing or empty");
+/// The container's args as the kubelet passes them: `$(VAR)` replaced by the
+/// container's env (a literal value, or the pod's namespace by fieldRef).
+fn expanded_args(c: &Container, namespace: &str) -> Vec<String> {
+    let mut vars = BTreeMap::new();
+    for e in c.env.iter().flatten() {
+        assert!(
+            !e.name.starts_with("HEADLESS_DNS_") && e.name != "KUBECONFIG_PATH",
+            "{}: set settings in args or the config file, where this test reads them",
+            e.name
+        );
+        let field = e
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        let value = match (&e.value, field) {
+            (Some(v), _) => v.clone(),
+            (None, Some("metadata.namespace")) => namespace.to_string(),
+            (None, other) => panic!("{}: unsupported env source {other:?}", e.name),
+        };
+        vars.insert(format!("$({})", e.name), value);
+    }
+    let mut args = c.args.clone().unwrap_or_default();
+    for a in &mut args {
+        for (k, v) in &vars {
+            *a = a.replace(k, v);
+        }
+    }
+    args
+}
+
+/// Parses the headless-dns container's args with the real CLI and loads the
+/// configuration they describe; `--config` is read from the ConfigMap the
+/// pod mounts at that path (written to a temp dir, the arg pointed there).
+fn server_config(r: &Rendered, pod: &PodSpec, namespace: &str) -> Config {
+    let c = headless_dns_container(pod);
+    let mut args = expanded_args(c, namespace);
+    assert_eq!(c.command, None, "the image's entrypoint runs");
+    let dir = tempfile::tempdir().unwrap();
+    let at = args.iter().position(|a| a == "--config").expect("--config");
+    let path = args[at + 1].clone();
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| path.starts_with(&format!("{}/", m.mount_path)))
+        .unwrap_or_else(|| panic!("nothing is mounted where {path} is"));
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .expect("the mounted volume");
+    let cm_name = volume
+        .config_map
+        .as_ref()
+        .map(|c| c.name.as_str())
+        .expect("a ConfigMap volume");
+    let cm = r
+        .config_maps
+        .iter()
+        .find(|m| m.metadata.name.as_deref() == Some(cm_name))
+        .unwrap_or_else(|| panic!("the ConfigMap {cm_name} is rendered"));
+    let key = &path[mount.mount_path.len() + 1..];
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .unwrap_or_else(|| panic!("{cm_name} has {key}"));
+    let file = dir.path().join(key);
+    std::fs::write(&file, text).unwrap();
+    args[at + 1] = file.display().to_string();
+    let argv = std::iter::once("headless-dns".to_string()).chain(args.iter().cloned());
+    let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let Some(Command::Serve(serve)) = cli.command else {
+        panic!("{args:?} does not run `serve`");
+    };
+    cli::load(&serve).unwrap_or_else(|e| panic!("{args:?}: {e:#}"))
+}
+
+/// (API group, resource) of each kind the Kubernetes source watches.
+fn resource(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Service => ("", "services"),
+        Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices"),
+        Kind::Namespace => ("", "namespaces"),
+        Kind::StatefulSet => ("apps", "statefulsets"),
+        Kind::Pod => ("", "pods"),
     }
 }
 
-#[test]
-fn the_cluster_role_only_lists_and_watches_what_the_source_watches() {
-    let m = load();
-    assert_eq!(m.cluster_roles.len(), 1, "one ClusterRole");
-    let role = &m.cluster_roles[0];
-    let mut granted: Vec<(String, String)> = Vec::new();
-    for rule in role.rules.iter().flatten() {
+/// What `rules` grant, asserting they only list and watch whole kinds.
+fn granted(rules: &[PolicyRule]) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in rules {
         let mut verbs = rule.verbs.clone();
         verbs.sort();
         assert_eq!(verbs, ["list", "watch"], "{rule:?}");
         assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
         for g in rule.api_groups.iter().flatten() {
             for r in rule.resources.iter().flatten() {
-                granted.push((g.clone(), r.clone()));
+                out.insert((g.clone(), r.clone()));
             }
         }
     }
-    granted.sort();
-    let want: Vec<(String, String)> = [
-        ("", "namespaces"),
-        ("", "pods"),
-        ("", "services"),
-        ("apps", "statefulsets"),
-        ("discovery.k8s.io", "endpointslices"),
-    ]
-    .iter()
-    .map(|(g, r)| (g.to_string(), r.to_string()))
-    .collect();
-    assert_eq!(granted, want);
+    out
+}
+
+fn wanted(kinds: impl IntoIterator<Item = Kind>) -> BTreeSet<(String, String)> {
+    kinds
+        .into_iter()
+        .map(resource)
+        .map(|(g, r)| (g.to_string(), r.to_string()))
+        .collect()
+}
+
+fn has_account(r: &Rendered, namespace: Option<&str>, name: &str) -> bool {
+    r.service_accounts.iter().any(|sa| {
+        sa.metadata.name.as_deref() == Some(name) && sa.metadata.namespace.as_deref() == namespace
+    })
+}
+
+fn admin_port(config: &Config) -> String {
+    config
+        .admin
+        .listen
+        .map(|a: SocketAddr| a.port().to_string())
+        .expect("the admin API is on (probes need it)")
 }
 
 #[test]
-fn bindings_grant_the_role_to_accounts_that_exist() {
-    let m = load();
-    let role = m.cluster_roles[0].metadata.name.as_deref();
-    assert!(!m.cluster_role_bindings.is_empty());
-    for b in &m.cluster_role_bindings {
-        assert_eq!(b.role_ref.kind, "ClusterRole");
-        assert_eq!(Some(b.role_ref.name.as_str()), role, "{b:?}");
-        for s in b.subjects.iter().flatten() {
-            assert_eq!(s.kind, "ServiceAccount");
-            let exists = m.service_accounts.iter().any(|sa| {
-                sa.metadata.name.as_deref() == Some(s.name.as_str())
-                    && sa.metadata.namespace == s.namespace
-            });
+fn every_file_in_deploy_is_rendered_by_an_overlay() {
+    let mut dirs: Vec<String> = std::fs::read_dir(deploy_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, ["base", "cluster", "monitoring", "sidecar"]);
+    for dir in ["base", "cluster", "sidecar"] {
+        let path = deploy_dir().join(dir);
+        let k: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            &std::fs::read_to_string(path.join("kustomization.yaml")).unwrap(),
+        )
+        .unwrap();
+        let mut listed: BTreeSet<String> = BTreeSet::new();
+        for field in ["resources", "patchesStrategicMerge"] {
+            for f in k[field].as_sequence().into_iter().flatten() {
+                listed.insert(f.as_str().unwrap().to_string());
+            }
+        }
+        for g in k["configMapGenerator"].as_sequence().into_iter().flatten() {
+            for f in g["files"].as_sequence().into_iter().flatten() {
+                listed.insert(f.as_str().unwrap().to_string());
+            }
+        }
+        for e in std::fs::read_dir(&path).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
             assert!(
-                exists,
-                "binding {:?} names a missing account {s:?}",
-                b.metadata.name
+                name == "kustomization.yaml" || listed.contains(&name),
+                "deploy/{dir}/{name} is not used by its kustomization.yaml"
             );
         }
     }
-    // Every pod that runs headless-dns uses one of those accounts.
-    let bound: Vec<(Option<&str>, &str)> = m
-        .cluster_role_bindings
-        .iter()
-        .flat_map(|b| b.subjects.iter().flatten())
-        .map(|s| (s.namespace.as_deref(), s.name.as_str()))
-        .collect();
-    let pods = m
-        .deployments
-        .iter()
-        .map(|d| {
-            (
-                &d.metadata,
-                d.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
-            )
-        })
-        .chain(m.statefulsets.iter().map(|s| {
-            (
-                &s.metadata,
-                s.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
-            )
-        }));
-    for (meta, spec) in pods {
-        let spec = spec.expect("a pod template spec");
-        let sa = spec
-            .service_account_name
-            .as_deref()
-            .expect("a serviceAccountName");
-        assert!(
-            bound.contains(&(meta.namespace.as_deref(), sa)),
-            "{:?} runs as {sa}, which no binding covers",
-            meta.name
-        );
-    }
 }
 
 #[test]
-fn the_deployment_is_locked_down_and_probed() {
-    let m = load();
-    assert_eq!(m.deployments.len(), 1);
-    let spec = m.deployments[0].spec.as_ref().expect("spec");
+fn the_cluster_overlay_renders_typed_objects_in_one_namespace() {
+    let r = render("cluster");
+    assert_eq!(r.namespaces, BTreeSet::from(["kube-system".to_string()]));
+    assert_eq!(r.service_accounts.len(), 1);
+    assert_eq!(r.cluster_roles.len(), 1);
+    assert_eq!(r.cluster_role_bindings.len(), 1);
+    assert_eq!(r.config_maps.len(), 1);
+    assert_eq!(r.deployments.len(), 1);
+    assert_eq!(r.services.len(), 1);
+    assert!(r.roles.is_empty() && r.role_bindings.is_empty() && r.statefulsets.is_empty());
+}
+
+#[test]
+fn the_sidecar_overlay_renders_typed_objects_and_no_cluster_scope() {
+    let r = render("sidecar");
+    assert_eq!(r.namespaces, BTreeSet::from(["default".to_string()]));
+    assert!(
+        r.cluster_roles.is_empty() && r.cluster_role_bindings.is_empty(),
+        "a tenant of one namespace cannot create cluster-scoped RBAC"
+    );
+    assert_eq!(r.service_accounts.len(), 1);
+    assert_eq!(r.roles.len(), 1);
+    assert_eq!(r.role_bindings.len(), 1);
+    assert_eq!(r.config_maps.len(), 1);
+    assert_eq!(r.statefulsets.len(), 1);
+    assert!(r.deployments.is_empty());
+}
+
+#[test]
+fn the_cluster_role_grants_exactly_what_the_deployment_watches() {
+    let r = render("cluster");
+    let d = &r.deployments[0];
+    let ns = d.metadata.namespace.as_deref().unwrap();
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let config = server_config(&r, pod, ns);
+    assert_eq!(config.source.kind, SourceKind::Kubernetes);
+    assert!(config.source.namespaces.is_empty(), "cluster-wide");
+    let role = &r.cluster_roles[0];
+    assert_eq!(
+        granted(role.rules.as_deref().unwrap_or_default()),
+        wanted(headless_dns::sources::k8s::kinds(&config))
+    );
+    let b = &r.cluster_role_bindings[0];
+    assert_eq!(b.role_ref.kind, "ClusterRole");
+    assert_eq!(
+        Some(b.role_ref.name.as_str()),
+        role.metadata.name.as_deref()
+    );
+    let sa = pod
+        .service_account_name
+        .as_deref()
+        .expect("serviceAccountName");
+    let subjects = b.subjects.as_deref().unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(
+        (subjects[0].namespace.as_deref(), subjects[0].name.as_str()),
+        (Some(ns), sa)
+    );
+    assert!(has_account(&r, Some(ns), sa), "{sa} exists in {ns}");
+}
+
+#[test]
+fn the_sidecar_role_grants_exactly_what_it_watches_in_its_namespace() {
+    let r = render("sidecar");
+    let sts = &r.statefulsets[0];
+    let ns = sts.metadata.namespace.as_deref().unwrap();
+    let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let config = server_config(&r, pod, ns);
+    assert_eq!(config.source.kind, SourceKind::Kubernetes);
+    assert_eq!(
+        config.source.namespaces,
+        [ns],
+        "--namespaces is the pod's own"
+    );
+    // A Role grants namespaced kinds only; Namespaces are cluster-scoped (in
+    // namespaced mode the server takes its namespaces as existing).
+    let kinds = headless_dns::sources::k8s::kinds(&config)
+        .into_iter()
+        .filter(|k| *k != Kind::Namespace);
+    let role = &r.roles[0];
+    assert_eq!(role.metadata.namespace.as_deref(), Some(ns));
+    assert_eq!(
+        granted(role.rules.as_deref().unwrap_or_default()),
+        wanted(kinds)
+    );
+    let b = &r.role_bindings[0];
+    assert_eq!(b.metadata.namespace.as_deref(), Some(ns));
+    assert_eq!(b.role_ref.kind, "Role");
+    assert_eq!(
+        Some(b.role_ref.name.as_str()),
+        role.metadata.name.as_deref()
+    );
+    let sa = pod
+        .service_account_name
+        .as_deref()
+        .expect("serviceAccountName");
+    let subjects = b.subjects.as_deref().unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(
+        (subjects[0].namespace.as_deref(), subjects[0].name.as_str()),
+        (Some(ns), sa)
+    );
+    assert!(has_account(&r, Some(ns), sa), "{sa} exists in {ns}");
+}
+
+#[test]
+fn the_deployment_serves_port_53_locked_down_and_probed() {
+    let r = render("cluster");
+    let d = &r.deployments[0];
+    let spec = d.spec.as_ref().expect("spec");
     assert_eq!(spec.replicas, Some(2));
     let pod = spec.template.spec.as_ref().expect("pod spec");
+    let config = server_config(&r, pod, "kube-system");
+    assert_eq!(
+        config.dns.listen,
+        ["0.0.0.0:53".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(config.dns.zone, "cluster.local");
+    let admin = admin_port(&config);
     assert_eq!(
         pod.security_context
             .as_ref()
@@ -261,10 +449,16 @@ fn the_deployment_is_locked_down_and_probed() {
         Some(true)
     );
     let c = headless_dns_container(pod);
-    let args = c.args.clone().unwrap_or_default().join(" ");
+    let mut ports: Vec<(i32, &str)> = c
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.container_port, p.protocol.as_deref().unwrap_or("TCP")))
+        .collect();
+    ports.sort();
     assert_eq!(
-        args,
-        "serve --source kubernetes --listen 0.0.0.0:53 --admin 0.0.0.0:8080"
+        ports,
+        [(53, "TCP"), (53, "UDP"), (admin.parse().unwrap(), "TCP")]
     );
     let sc = c
         .security_context
@@ -278,8 +472,8 @@ fn the_deployment_is_locked_down_and_probed() {
         caps.add.as_deref(),
         Some(&["NET_BIND_SERVICE".to_string()][..])
     );
-    assert_eq!(probe_path(&c.readiness_probe), Some("/ready"));
-    assert_eq!(probe_path(&c.liveness_probe), Some("/health"));
+    assert_eq!(probe(&c.readiness_probe), Some(("/ready", admin.clone())));
+    assert_eq!(probe(&c.liveness_probe), Some(("/health", admin)));
     let requests = c
         .resources
         .as_ref()
@@ -289,14 +483,9 @@ fn the_deployment_is_locked_down_and_probed() {
 }
 
 #[test]
-fn the_service_serves_dns_over_udp_and_tcp() {
-    let m = load();
-    let svc = m
-        .services
-        .iter()
-        .find(|s| s.metadata.name.as_deref() == Some("headless-dns"))
-        .expect("the headless-dns Service");
-    let spec = svc.spec.as_ref().expect("spec");
+fn the_service_sends_dns_over_udp_and_tcp_to_the_deployment() {
+    let r = render("cluster");
+    let spec = r.services[0].spec.as_ref().expect("spec");
     let mut ports: Vec<(i32, &str)> = spec
         .ports
         .iter()
@@ -306,7 +495,7 @@ fn the_service_serves_dns_over_udp_and_tcp() {
     ports.sort();
     assert_eq!(ports, [(53, "TCP"), (53, "UDP")]);
     let selector = spec.selector.as_ref().expect("a selector");
-    let labels = m.deployments[0]
+    let labels = r.deployments[0]
         .spec
         .as_ref()
         .and_then(|s| s.template.metadata.as_ref())
@@ -316,11 +505,35 @@ fn the_service_serves_dns_over_udp_and_tcp() {
 }
 
 #[test]
-fn the_sidecar_statefulset_resolves_through_its_own_headless_dns() {
-    let m = load();
-    assert_eq!(m.statefulsets.len(), 1);
-    let sts = m.statefulsets[0].spec.as_ref().expect("spec");
-    let pod = sts.template.spec.as_ref().expect("pod spec");
+fn the_sidecar_starts_first_and_its_pod_resolves_through_it() {
+    let r = render("sidecar");
+    let sts = &r.statefulsets[0];
+    let ns = sts.metadata.namespace.as_deref().unwrap();
+    let spec = sts.spec.as_ref().expect("spec");
+    let pod = spec.template.spec.as_ref().expect("pod spec");
+    let config = server_config(&r, pod, ns);
+    assert_eq!(
+        config.dns.listen,
+        ["127.0.0.1:53".parse::<SocketAddr>().unwrap()]
+    );
+    let admin = admin_port(&config);
+    // A native sidecar: an init container that keeps running, and the app
+    // starts only once it is ready.
+    let c = headless_dns_container(pod);
+    assert!(
+        pod.init_containers
+            .iter()
+            .flatten()
+            .any(|i| i.name == c.name)
+    );
+    assert_eq!(c.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(probe(&c.startup_probe), Some(("/ready", admin.clone())));
+    assert_eq!(probe(&c.readiness_probe), Some(("/ready", admin.clone())));
+    assert_eq!(probe(&c.liveness_probe), Some(("/health", admin)));
+    assert!(
+        pod.containers.iter().any(|c| c.name != "headless-dns"),
+        "an app container next to the sidecar"
+    );
     assert_eq!(pod.dns_policy.as_deref(), Some("None"));
     let dns = pod.dns_config.as_ref().expect("dnsConfig");
     assert_eq!(
@@ -330,33 +543,20 @@ fn the_sidecar_statefulset_resolves_through_its_own_headless_dns() {
             .map(String::as_str),
         Some("127.0.0.1")
     );
-    assert!(
-        dns.searches
-            .as_ref()
-            .is_some_and(|s| s.contains(&"svc.cluster.local".to_string()))
+    let search = format!("{ns}.svc.{}", config.dns.zone);
+    assert_eq!(
+        dns.searches.as_ref().and_then(|s| s.first()),
+        Some(&search),
+        "short names resolve in the pod's own namespace"
     );
-    let c = headless_dns_container(pod);
-    let args = c.args.clone().unwrap_or_default();
-    assert!(
-        args.windows(2).any(|w| w == ["--listen", "127.0.0.1:53"]),
-        "{args:?}"
-    );
-    assert!(
-        args.windows(2).any(|w| w == ["--source", "kubernetes"]),
-        "{args:?}"
-    );
-    assert_eq!(probe_path(&c.readiness_probe), Some("/ready"));
-    assert!(
-        pod.containers.iter().any(|c| c.name != "headless-dns"),
-        "an app container next to the sidecar"
-    );
-    // The governing service exists and is headless.
-    let governing = sts.service_name.as_deref().expect("serviceName");
-    let svc = m
+    // The governing service exists, is headless, and is in the namespace served.
+    let governing = spec.service_name.as_deref().expect("serviceName");
+    let svc = r
         .services
         .iter()
         .find(|s| s.metadata.name.as_deref() == Some(governing))
         .expect("the governing Service");
+    assert_eq!(svc.metadata.namespace.as_deref(), Some(ns));
     assert_eq!(
         svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
         Some("None")

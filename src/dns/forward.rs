@@ -226,7 +226,7 @@ impl Forwarder {
                     Some(mut bytes) => {
                         stats.response_packet(false, &bytes, req.received.elapsed());
                         let rrl = req.rrl.as_deref();
-                        if rrl.is_none_or(|r| r.admit(req.src.ip(), &mut bytes)) {
+                        if rrl.is_none_or(|r| r.admit(req.src.ip(), &mut bytes, stats)) {
                             let _ = req.socket.send_to(&bytes, req.src);
                         }
                     }

@@ -25,6 +25,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::stats::DnsStats;
+
 /// Independent locks, so UDP threads rarely wait on each other.
 const SHARDS: usize = 64;
 /// Buckets per shard: 64 x 256 = 16,384 networks tracked at once (512 KiB).
@@ -106,12 +108,17 @@ impl Rrl {
     }
 
     /// Applies [`Rrl::check`] to the response `out` for `client`: true to
-    /// send it (truncated in place on a slip), false to drop it.
-    pub fn admit(&self, client: IpAddr, out: &mut Vec<u8>) -> bool {
+    /// send it (truncated in place on a slip), false to drop it. Drops and
+    /// slips are counted in `stats`.
+    pub fn admit(&self, client: IpAddr, out: &mut Vec<u8>, stats: &DnsStats) -> bool {
         match self.check(client) {
             Verdict::Send => true,
-            Verdict::Drop => false,
+            Verdict::Drop => {
+                stats.rate_limited(false);
+                false
+            }
             Verdict::Slip => {
+                stats.rate_limited(true);
                 crate::wire::truncate_response(out);
                 true
             }

@@ -35,6 +35,7 @@ pub struct Shard {
     duration: [[AtomicU64; BUCKETS]; 2],
     duration_ns: [AtomicU64; 2],
     dropped: AtomicU64,
+    rate_limited: [AtomicU64; 2],
 }
 
 /// Summed counters.
@@ -53,7 +54,12 @@ pub struct Totals {
     /// Packets dropped unanswered (too short, responses, or a forward that
     /// produced nothing to send).
     pub dropped: u64,
+    /// UDP responses over the rate limit, by [`RRL_ACTIONS`]: dropped, or sent truncated.
+    pub rate_limited: [u64; 2],
 }
+
+/// `action` label values of the rate-limited counter.
+pub const RRL_ACTIONS: [&str; 2] = ["drop", "slip"];
 
 /// All shards.
 pub struct DnsStats {
@@ -158,6 +164,11 @@ impl DnsStats {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a response over the rate limit: dropped, or (`slip`) sent truncated.
+    pub fn rate_limited(&self, slip: bool) {
+        self.shards[shard_index()].rate_limited[slip as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Sums the shards.
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
@@ -177,6 +188,9 @@ impl DnsStats {
                 t.duration_ns[p] += get(&s.duration_ns[p]);
             }
             t.dropped += get(&s.dropped);
+            for (i, c) in s.rate_limited.iter().enumerate() {
+                t.rate_limited[i] += get(c);
+            }
         }
         t
     }

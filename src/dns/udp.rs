@@ -13,6 +13,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,9 @@ use crate::fault::Fault;
 
 /// How often a UDP thread looks at the shutdown token while idle.
 const UDP_POLL: Duration = Duration::from_millis(200);
+
+/// At most this many queued queries are answered by a stopping UDP thread.
+const DRAIN_MAX: usize = 4096;
 
 /// Queries taken per `recvmmsg` at most (Knot takes as many).
 pub const BATCH: usize = 32;
@@ -59,6 +63,7 @@ pub fn spawn_udp(
     rrl: Option<Arc<Rrl>>,
     stop: &CancellationToken,
     fault: &Fault,
+    drain: Arc<AtomicBool>,
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::with_capacity(sockets.len());
     for (i, sock) in sockets.into_iter().enumerate() {
@@ -73,12 +78,17 @@ pub fn spawn_udp(
             rrl: rrl.clone(),
         };
         let stop = stop.clone();
+        let drain = Arc::clone(&drain);
         let name = format!("dns-udp-{i}");
         let watch = fault.watch_thread(format!("udp thread {name}"));
         let fault_at = test_fault_deadline();
         let handle = std::thread::Builder::new().name(name).spawn(move || {
             let _watch = watch;
-            worker.run(&stop, fault_at)
+            let mut bufs = Buffers::new();
+            worker.run(&mut bufs, &stop, fault_at);
+            if drain.load(Ordering::Relaxed) {
+                worker.drain(&mut bufs);
+            }
         })?;
         handles.push(handle);
     }
@@ -128,11 +138,10 @@ impl Buffers {
 }
 
 impl Worker {
-    fn run(&self, stop: &CancellationToken, fault_at: Option<Instant>) {
-        let mut bufs = Buffers::new();
+    fn run(&self, bufs: &mut Buffers, stop: &CancellationToken, fault_at: Option<Instant>) {
         while !stop.is_cancelled() {
-            match self.receive(&mut bufs) {
-                Ok(()) => self.answer_batch(&mut bufs),
+            match self.receive(bufs) {
+                Ok(()) => self.answer_batch(bufs),
                 Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {
                     // Checked only when idle: the test fault never touches a query.
                     if fault_at.is_some_and(|t| Instant::now() >= t) {
@@ -145,11 +154,37 @@ impl Worker {
         }
     }
 
+    /// Answers what a stopped thread's socket holds queued, without waiting
+    /// for more: the socket closes next (shutdown, or a reload that bound
+    /// new ones), and its queue would be lost. Only for sockets no successor
+    /// reads: it makes the socket non-blocking.
+    fn drain(&self, bufs: &mut Buffers) {
+        if self.sock.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut answered = 0;
+        while answered < DRAIN_MAX && self.receive(bufs).is_ok() {
+            answered += bufs.count;
+            self.answer_batch(bufs);
+        }
+    }
+
     /// Waits up to [`UDP_POLL`] for one datagram, then takes what else is
-    /// queued (`MSG_WAITFORONE`), up to [`BATCH`].
+    /// queued (`MSG_WAITFORONE`): up to [`BATCH`] if the last batch was
+    /// busy, a few if it held one or two. Setting up the 32 slots is a few
+    /// hundred instructions, which a lone query on a quiet socket would pay
+    /// alone.
     fn receive(&self, bufs: &mut Buffers) -> nix::Result<()> {
+        if bufs.count <= 2 {
+            self.receive_n::<4>(bufs)
+        } else {
+            self.receive_n::<BATCH>(bufs)
+        }
+    }
+
+    fn receive_n<const N: usize>(&self, bufs: &mut Buffers) -> nix::Result<()> {
         let mut slots = bufs.recv.chunks_exact_mut(SLOT);
-        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+        let mut iovs: [[IoSliceMut<'_>; 1]; N] =
             std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
         let got = recvmmsg(
             self.sock.as_raw_fd(),
@@ -157,9 +192,10 @@ impl Worker {
             iovs.iter_mut(),
             MsgFlags::MSG_WAITFORONE,
             None,
-        )?;
+        );
+        // An error (EAGAIN when idle) leaves no batch: an idle socket counts as quiet.
         bufs.count = 0;
-        for (i, msg) in got.enumerate() {
+        for (i, msg) in got?.enumerate() {
             bufs.len[i] = msg.bytes;
             bufs.src[i] = msg.address.as_ref().and_then(socket_addr);
             bufs.count = i + 1;
@@ -193,7 +229,10 @@ impl Worker {
     fn answer_one(&self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
         let answerer = &self.answerer;
         match answerer.answer(packet, false, out) {
-            Outcome::Reply => self.rrl.as_ref().is_none_or(|r| r.admit(src.ip(), out)),
+            Outcome::Reply => self
+                .rrl
+                .as_ref()
+                .is_none_or(|r| r.admit(src.ip(), out, answerer.stats())),
             Outcome::Drop => false,
             Outcome::Transfer => {
                 // Zone transfers over UDP: one message (IXFR, signed queries).
@@ -225,7 +264,11 @@ impl Worker {
             rrl: self.rrl.clone(),
             received,
         };
-        if self.forward.as_ref().is_some_and(|f| f.try_send(req).is_ok()) {
+        if self
+            .forward
+            .as_ref()
+            .is_some_and(|f| f.try_send(req).is_ok())
+        {
             return;
         }
         match super::forward::servfail(packet) {
@@ -233,7 +276,12 @@ impl Worker {
                 self.answerer
                     .stats()
                     .response_packet(false, &bytes, received.elapsed());
-                if self.rrl.as_ref().is_none_or(|r| r.admit(src.ip(), &mut bytes)) {
+                let stats = self.answerer.stats();
+                if self
+                    .rrl
+                    .as_ref()
+                    .is_none_or(|r| r.admit(src.ip(), &mut bytes, stats))
+                {
                     let _ = self.sock.send_to(&bytes, src);
                 }
             }
@@ -247,7 +295,11 @@ impl Worker {
     /// another call.
     fn send_replies<const N: usize>(&self, bufs: &Buffers, count: usize) {
         let iovs: [[IoSlice<'_>; 1]; N] = std::array::from_fn(|k| {
-            [IoSlice::new(if k < count { &bufs.outs[bufs.send[k]] } else { &[] })]
+            [IoSlice::new(if k < count {
+                &bufs.outs[bufs.send[k]]
+            } else {
+                &[]
+            })]
         });
         let mut controls: [SendAncillaryBuffer<'_, '_, '_>; N] =
             std::array::from_fn(|_| SendAncillaryBuffer::default());

@@ -82,9 +82,7 @@ impl Listeners {
     /// Returns whether anything was rebound; on an error nothing is replaced.
     pub fn rebind_changed(&mut self, old: &Config, next: &Config) -> Result<bool> {
         let rebind_dns = next.dns.listen != old.dns.listen;
-        let rebind_udp = !rebind_dns
-            && (next.dns.threads != old.dns.threads
-                || next.dns.udp_receive_buffer_kb != old.dns.udp_receive_buffer_kb);
+        let rebind_udp = !rebind_dns && Self::udp_changes(old, next);
         let rebind_admin = next.admin.listen != old.admin.listen;
         if !(rebind_dns || rebind_udp || rebind_admin) {
             return Ok(false);
@@ -106,6 +104,14 @@ impl Listeners {
             self.admin = fresh.admin;
         }
         Ok(true)
+    }
+
+    /// Whether going from `old` to `next` replaces the UDP sockets
+    /// ([`Listeners::rebind_changed`] binds new ones).
+    pub fn udp_changes(old: &Config, next: &Config) -> bool {
+        next.dns.listen != old.dns.listen
+            || next.dns.threads != old.dns.threads
+            || next.dns.udp_receive_buffer_kb != old.dns.udp_receive_buffer_kb
     }
 
     /// `next`'s UDP sockets on the addresses (ports included) the current

@@ -44,6 +44,12 @@ pub async fn run(
 
 /// The zone the file source (and simulator, run to completion) would serve.
 pub fn export_manifests(config: &Config) -> Result<String> {
+    let index = index_manifests(config)?;
+    Ok(dns::zonefile::export(&index, &config.dns_settings()))
+}
+
+/// The index the file source (and simulator, run to completion) would serve.
+pub fn index_manifests(config: &Config) -> Result<crate::index::Index> {
     config.validate()?;
     let mut writer = new_index_writer(config, &[]);
     let reader = ManifestReader::new(Manifests::of(&config.source));
@@ -52,10 +58,7 @@ pub fn export_manifests(config: &Config) -> Result<String> {
         objects = new_sim(config).run_to_completion(objects);
     }
     writer.apply_all(sources::Differ::default().diff(objects));
-    Ok(dns::zonefile::export(
-        &writer.index(),
-        &config.dns_settings(),
-    ))
+    Ok(writer.index())
 }
 
 /// One running configuration: the task running it and what a reload needs
@@ -68,6 +71,8 @@ pub(crate) struct Engine {
     /// Cleared when a reload replaces the engine: its successor is already
     /// serving, so it skips the lameduck delay (and its 503s).
     lameduck: Arc<AtomicBool>,
+    /// Cleared by [`Engine::retire`] when the successor shares the UDP sockets.
+    drain_udp: Arc<AtomicBool>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
     synced: oneshot::Receiver<()>,
@@ -109,10 +114,12 @@ impl Engine {
             go_live.cancel();
         }
         let lameduck = Arc::new(AtomicBool::new(true));
+        let drain_udp = Arc::new(AtomicBool::new(true));
         let handover = Handover {
             synced: Some(synced_tx),
             go_live: go_live.clone(),
             lameduck: Arc::clone(&lameduck),
+            drain_udp: Arc::clone(&drain_udp),
         };
         let shutdown = async {
             let _ = stopped.await;
@@ -128,6 +135,7 @@ impl Engine {
             sim,
             go_live,
             lameduck,
+            drain_udp,
             stop: Some(stop),
             task,
             synced,
@@ -162,8 +170,13 @@ impl Engine {
     }
 
     /// Stops an engine whose successor already serves: no lameduck delay.
-    pub(crate) async fn retire(self) -> Result<()> {
+    /// When the successor reads the same UDP sockets (`shares_udp`), the
+    /// stopping threads leave the queued queries to it; otherwise (new
+    /// sockets after a change of `threads`) they answer them first, since
+    /// the sockets close next and their queues would be lost.
+    pub(crate) async fn retire(self, shares_udp: bool) -> Result<()> {
         self.lameduck.store(false, Ordering::Relaxed);
+        self.drain_udp.store(!shares_udp, Ordering::Relaxed);
         self.stop().await
     }
 
@@ -191,6 +204,9 @@ struct Handover {
     go_live: CancellationToken,
     /// Whether shutting down waits `lameduck_ms` with readiness at 503.
     lameduck: Arc<AtomicBool>,
+    /// Whether stopping UDP threads answer what their sockets hold queued
+    /// (see [`Engine::retire`]).
+    drain_udp: Arc<AtomicBool>,
 }
 
 impl Default for Handover {
@@ -202,6 +218,7 @@ impl Default for Handover {
             synced: None,
             go_live,
             lameduck: Arc::new(AtomicBool::new(true)),
+            drain_udp: Arc::new(AtomicBool::new(true)),
         }
     }
 }
@@ -253,6 +270,7 @@ async fn run_engine(
         synced,
         go_live,
         lameduck,
+        drain_udp,
     } = handover;
     config.validate()?;
     // Built first (it reads a resolv.conf named in the config): an engine
@@ -260,7 +278,7 @@ async fn run_engine(
     let forwarder = forwarder(&config)?;
     let tasks = Tasks::default();
     let (index, events, transfers) = start_index(&config, &tasks)?;
-    let sim_handle = start_source(&config, sim, events, &tasks).await?;
+    let sim_handle = start_source(&config, sim, &index, events, &tasks).await?;
     announce_first_sync(index.clone(), synced, &tasks);
     let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
     if let Some(t) = transfers {
@@ -285,6 +303,7 @@ async fn run_engine(
         listeners.tcp,
         forwarder.as_ref(),
         &tasks,
+        drain_udp,
     )?;
     let draining = Arc::new(AtomicBool::new(false));
     if let Some(l) = listeners.admin {
@@ -379,6 +398,7 @@ type StartedIndex = (
 async fn start_source(
     config: &Config,
     sim: Option<SharedSim>,
+    index: &Index,
     events: mpsc::Sender<SourceEvent>,
     tasks: &Tasks,
 ) -> Result<Option<SimHandle>> {
@@ -406,14 +426,17 @@ async fn start_source(
             Ok(handle)
         }
         SourceKind::Kubernetes => {
-            let client = sources::k8s::client(config).await?;
+            let health = sources::api_health::ApiHealth::new();
+            let client = sources::k8s::client(config, &health).await?;
             info!(source = "kubernetes", "starting source");
             tasks.spawn_watched(
                 "the kubernetes source",
                 sources::k8s::run(
                     client,
+                    health,
                     config.source.clone(),
                     config.dns.pods == crate::config::PodsMode::Verified,
+                    index.clone(),
                     events,
                     tasks.stop.clone(),
                 ),
@@ -466,6 +489,7 @@ fn serve_dns(
     tcp: Vec<TcpListener>,
     forwarder: Option<&Arc<dns::forward::Forwarder>>,
     tasks: &Tasks,
+    drain_udp: Arc<AtomicBool>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>> {
     let udp_forward = forwarder.map(|f| {
         let (tx, rx) = mpsc::channel(config.forward.max_inflight);
@@ -487,6 +511,7 @@ fn serve_dns(
         rrl.map(Arc::new),
         &tasks.stop,
         &tasks.fault,
+        drain_udp,
     )?;
     let limits = dns::server::TcpLimits {
         max_connections: config.dns.tcp_max_connections,

@@ -182,6 +182,14 @@ pub struct IndexStats {
     pub publish_buckets: [AtomicU64; crate::histogram::BUCKETS],
     /// Sum of batch apply+publish durations, nanoseconds.
     pub publish_ns: AtomicU64,
+    /// Time from a batch's events entering the writer's queue to their
+    /// answers being published (buckets as `publish_buckets`); see
+    /// `sources::run_writer`.
+    pub answer_buckets: [AtomicU64; crate::histogram::BUCKETS],
+    /// Sum of those times, nanoseconds.
+    pub answer_ns: AtomicU64,
+    /// Failed list or watch requests of the Kubernetes source, by kind.
+    pub source_errors: [AtomicU64; 5],
 }
 
 /// The `type` label values of [`IndexStats::events_by`].

@@ -238,12 +238,8 @@ impl IndexWriter {
             self.apply(e);
         }
         self.publish();
-        let took = started.elapsed();
         let stats = &self.index.shared.stats;
-        stats.publish_buckets[histogram::bucket(took)].fetch_add(1, Ordering::Relaxed);
-        stats
-            .publish_ns
-            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        histogram::observe(&stats.publish_buckets, &stats.publish_ns, started.elapsed());
     }
 
     fn keys_of(&self, kind: Kind) -> Vec<ObjectKey> {

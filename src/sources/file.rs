@@ -187,6 +187,22 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<Object>, ManifestError> {
         .expect("reading from memory cannot fail")
 }
 
+/// Parses every document of one file's text, collecting each broken
+/// document's error instead of stopping at the first (`headless-dns check`).
+pub fn parse_all(path: &str, text: &str) -> (Vec<Object>, Vec<ManifestError>) {
+    let (mut out, mut errors, mut n) = (Vec::new(), Vec::new(), 0);
+    let mut digest = std::hash::DefaultHasher::new();
+    let read = for_each_document(text.as_bytes(), &mut digest, |first_line, doc| {
+        n += 1;
+        if let Err(e) = parse_document(path, n, first_line, doc, &mut out) {
+            errors.push(e);
+        }
+        Ok::<(), ManifestError>(())
+    });
+    debug_assert!(read.is_ok(), "reading from memory cannot fail");
+    (out, errors)
+}
+
 /// Parses a manifest read from `input` a document at a time, hashing what
 /// it reads into `digest`. The outer error is the input's (unreadable, not
 /// UTF-8), the inner one the manifest's.

@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -20,8 +21,6 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -29,12 +28,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::api_health::ApiHealth;
 use crate::config::{Config, PodsMode, SourceConfig};
 use crate::error::{Error, Result};
 use crate::index::record::RecordError;
 use crate::index::{
-    Kind, NamespaceRecord, Object, ObjectKey, PodRecord, ServiceRecord, SliceRecord, SourceEvent,
-    StatefulSetRecord,
+    Index, Kind, NamespaceRecord, Object, ObjectKey, PodRecord, ServiceRecord, SliceRecord,
+    SourceEvent, StatefulSetRecord,
 };
 
 /// Reconnect backoff for the watches: 0.1 s doubling to 5 s (with jitter),
@@ -44,8 +44,10 @@ use crate::index::{
 /// load for an API server. The previous state answers meanwhile.
 ///
 /// Resets come only from that timer: kube's watcher yields `Init` (a success)
-/// before every list attempt, and `StreamBackoff` resets on any success, which
-/// would pin the delay at its floor while the API server is down.
+/// before every list attempt, which would pin the delay at its floor while the
+/// API server is down. The watchers wait out each delay through
+/// [`ApiHealth::wait_retry`], which spreads their retries and ends the waits
+/// early once the server answers again.
 #[derive(Default)]
 pub struct QuickBackoff {
     attempt: u32,
@@ -75,11 +77,6 @@ impl Iterator for QuickBackoff {
     }
 }
 
-impl Backoff for QuickBackoff {
-    /// Ignored: see the type's docs; the 10 s timer in `next` resets instead.
-    fn reset(&mut self) {}
-}
-
 /// Objects per list page, for every kind (kube's default is 500): a page is
 /// decoded whole before it reaches the index, and every kind lists at once
 /// after a 410, so this bounds a re-list's memory peak (docs/performance.md).
@@ -100,8 +97,8 @@ pub fn kinds(config: &Config) -> Vec<Kind> {
 }
 
 /// A client from `--kubeconfig`/`--context`, else inferred (in-cluster, then
-/// `KUBECONFIG`, then `~/.kube/config`).
-pub async fn client(config: &Config) -> Result<Client> {
+/// `KUBECONFIG`, then `~/.kube/config`), reporting its responses to `health`.
+pub async fn client(config: &Config, health: &Arc<ApiHealth>) -> Result<Client> {
     let s = &config.source;
     let kube_config = match (&s.kubeconfig, &s.context) {
         (None, None) => kube::Config::infer()
@@ -124,15 +121,27 @@ pub async fn client(config: &Config) -> Result<Client> {
                 .map_err(|e| Error::KubeConfig(Box::new(e)))?
         }
     };
+    // kube's default retry layer re-sends a request answered 429, 503 or 504
+    // up to 15 times, from 5 ms doubling to minutes, hidden from the watchers:
+    // a 10 s outage then took ~10 s more to notice the server back. Our own
+    // backoff (capped at 5 s, see `ApiHealth`) does the retrying instead.
+    let mut kube_config = kube_config;
+    kube_config.default_retry = false;
     info!(cluster_url = %kube_config.cluster_url, "kubernetes client configured");
-    Ok(Client::try_from(kube_config)?)
+    Ok(kube::client::ClientBuilder::try_from(kube_config)?
+        .with_layer(&ApiHealth::layer(health))
+        .build())
 }
 
 /// Runs every watcher until `stop`; Pods only when `watch_pods` (`pods = "verified"`).
+/// Failed requests are counted in `index`'s stats; `health` is the one
+/// `client` reports to.
 pub async fn run(
     client: Client,
+    health: Arc<ApiHealth>,
     cfg: SourceConfig,
     watch_pods: bool,
+    index: Index,
     tx: mpsc::Sender<SourceEvent>,
     stop: CancellationToken,
 ) {
@@ -144,6 +153,8 @@ pub async fn run(
     let watchers = Watchers {
         client,
         namespaces: Arc::new(namespaces),
+        health,
+        index,
         tx,
         stop,
     };
@@ -190,16 +201,20 @@ pub async fn run(
                 .watch::<Pod, _>(Kind::Pod, pods, |o| PodRecord::try_from(o).map(Object::Pod)),
         );
     }
+    watchers.health.set_watchers(tasks.len());
     drop(watchers);
     while tasks.join_next().await.is_some() {}
 }
 
 /// What every watcher shares: the client, the namespaces to keep (all when
-/// empty), the index's queue and the stop token.
+/// empty), the index (its stats count failed requests), the index's queue
+/// and the stop token.
 #[derive(Clone)]
 struct Watchers {
     client: Client,
     namespaces: Arc<HashSet<String>>,
+    health: Arc<ApiHealth>,
+    index: Index,
     tx: mpsc::Sender<SourceEvent>,
     stop: CancellationToken,
 }
@@ -213,12 +228,12 @@ impl Watchers {
         F: Fn(&K) -> std::result::Result<Object, RecordError> + Send + 'static,
     {
         let api: Api<K> = Api::all(self.client.clone());
-        let start = || {
-            watcher(api.clone(), config.clone())
-                .backoff(QuickBackoff::default())
-                .boxed()
-        };
+        // No backoff inside the stream: after an error it retries on the next
+        // poll, which comes when `wait_retry` says.
+        let start = || watcher(api.clone(), config.clone()).boxed();
         let mut stream = start();
+        let mut backoff = QuickBackoff::default();
+        let place = self.health.join();
         loop {
             let next = tokio::select! {
                 _ = self.stop.cancelled() => return,
@@ -232,6 +247,7 @@ impl Watchers {
                     // but retries a watch *request* answered 410 with the same
                     // expired version forever. Start a fresh watcher: it re-lists
                     // (Init .. InitDone), and the index keeps answering until then.
+                    self.failed(kind);
                     warn!(kind = kind.as_str(), error = %e, "watch version expired; re-listing");
                     tokio::select! {
                         _ = self.stop.cancelled() => return,
@@ -243,7 +259,12 @@ impl Watchers {
                 Err(e) => {
                     // The stream recovers on the next poll (with backoff); the
                     // index keeps serving what it has.
+                    self.failed(kind);
                     warn!(kind = kind.as_str(), error = %e, "watch failed; retrying with backoff");
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    if !self.health.wait_retry(place, delay, &self.stop).await {
+                        return;
+                    }
                     continue;
                 }
             };
@@ -253,6 +274,11 @@ impl Watchers {
                 return;
             }
         }
+    }
+
+    /// Counts a failed list or watch request of `kind`.
+    fn failed(&self, kind: Kind) {
+        self.index.stats().source_errors[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The index's event for a watch event: `None` for an object outside the

@@ -9,6 +9,7 @@
 //! a cluster does. [`Differ`] turns "the full desired state now" into that
 //! language for the sources that think in whole states.
 
+pub mod api_health;
 pub mod file;
 pub mod k8s;
 pub mod sim;
@@ -76,9 +77,24 @@ pub const QUEUE: usize = 4096;
 
 /// Runs the index writer: applies events in batches and publishes once per
 /// batch, until every sender is gone.
+///
+/// It also times event to answer per batch, from the moment its first event
+/// can have entered the queue to the publication: a batch that found the
+/// writer waiting started when it arrived; one that queued behind the
+/// previous batch counts from when that batch was taken (which emptied the
+/// queue), an upper bound.
 pub async fn run_writer(mut writer: IndexWriter, mut rx: mpsc::Receiver<SourceEvent>) {
     let mut batch = Vec::with_capacity(QUEUE);
-    while rx.recv_many(&mut batch, QUEUE).await > 0 {
+    let index = writer.index();
+    let mut taken = std::time::Instant::now();
+    loop {
+        let idle = rx.is_empty();
+        if rx.recv_many(&mut batch, QUEUE).await == 0 {
+            break;
+        }
+        let now = std::time::Instant::now();
+        let entered = if idle { now } else { taken };
+        taken = now;
         debug!(events = batch.len(), "applying source events");
         if tracing::enabled!(tracing::Level::DEBUG) {
             for e in &batch {
@@ -93,5 +109,7 @@ pub async fn run_writer(mut writer: IndexWriter, mut rx: mpsc::Receiver<SourceEv
             }
         }
         writer.apply_all(batch.drain(..));
+        let s = index.stats();
+        crate::histogram::observe(&s.answer_buckets, &s.answer_ns, entered.elapsed());
     }
 }

@@ -19,7 +19,7 @@
 //! `127.0.0.1:<ephemeral>`, and writes a kubeconfig pointing at itself.
 //! Tests change the cluster through [`FakeApi`] (`apply`, `delete`) and break
 //! it on purpose (`drop_watches`, `close_watches`, `expire_history`,
-//! `pause_watches`, `hold_lists`, `fail_next`). The API is read-only over
+//! `pause_watches`, `hold_lists`, `fail_next`, `set_down`). The API is read-only over
 //! HTTP: nothing here is a real apiserver, only its wire behaviour.
 //!
 //! Layout: `resources` (the kinds served), `selector` (label and field
@@ -285,6 +285,16 @@ impl FakeApi {
     pub fn release_lists(&self) {
         self.inner.lock().held_lists.clear();
         self.inner.open_gate();
+    }
+
+    /// An outage (`true`): open watches break, and every list, get or watch
+    /// request answers 503 until `set_down(false)`.
+    pub fn set_down(&self, down: bool) {
+        let mut st = self.inner.lock();
+        st.down = down;
+        if down {
+            st.take_watchers(|| Frame::Abort);
+        }
     }
 
     /// The next `n` list, get or watch requests fail with HTTP 500.

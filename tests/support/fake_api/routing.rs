@@ -277,6 +277,9 @@ async fn resource(
 ) -> Response {
     {
         let mut st = inner.lock();
+        if st.down {
+            return status_response(503, "ServiceUnavailable", "injected outage (set_down)");
+        }
         if st.fail_next > 0 {
             st.fail_next -= 1;
             return status_response(500, "InternalError", "injected failure (fail_next)");

@@ -36,6 +36,8 @@ pub(super) struct ClusterState {
     pub watchers: Vec<Watcher>,
     pub requests: Vec<ApiRequest>,
     pub fail_next: u32,
+    /// Every resource request answers 503 (`FakeApi::set_down`).
+    pub down: bool,
     pub gone_as_http: bool,
     pub watches_paused: bool,
     pub held_lists: HashSet<&'static str>,
@@ -53,6 +55,7 @@ impl ClusterState {
             watchers: Vec::new(),
             requests: Vec::new(),
             fail_next: 0,
+            down: false,
             gone_as_http: false,
             watches_paused: false,
             held_lists: HashSet::new(),

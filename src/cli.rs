@@ -1,0 +1,243 @@
+//! The command line: clap's definitions and how flags and the environment
+//! land on the configuration (defaults < file < environment < flags).
+//!
+//! It lives in the library, not in `main.rs`, so that tests parse the
+//! container args of the manifests in `deploy/` with the very parser the
+//! binary uses, and `headless-dns check` loads a configuration exactly as a
+//! start would.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, SourceKind};
+
+/// What `--version` prints: the crate version, the git commit it was built
+/// from and the cargo profile (dist, release or debug); see `build.rs`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HEADLESS_DNS_COMMIT"),
+    ", profile ",
+    env!("HEADLESS_DNS_PROFILE"),
+    ")"
+);
+
+/// The whole command line.
+#[derive(Parser)]
+#[command(
+    name = "headless-dns",
+    version = VERSION,
+    about = "DNS for Kubernetes headless services and StatefulSets"
+)]
+pub struct Cli {
+    /// The subcommand; none serves the embedded demo.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve DNS (the default).
+    Serve(ServeArgs),
+    /// Print the served cluster zone as an RFC 1035 zone file (file source).
+    ExportZone(ServeArgs),
+    /// Check the configuration and manifests as a start would, without
+    /// binding a port or contacting an API server; exits 0 or 1.
+    Check(ServeArgs),
+    /// Drive the StatefulSet simulator of a running server.
+    Sim {
+        /// Admin address of the server (default: the configured one).
+        #[arg(long, env = "HEADLESS_DNS_ADMIN", global = true)]
+        admin: Option<SocketAddr>,
+        /// Config file to take the admin address from.
+        #[arg(long, env = "HEADLESS_DNS_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        op: SimOp,
+    },
+}
+
+/// `sim` operations.
+#[derive(Subcommand)]
+pub enum SimOp {
+    /// Set a StatefulSet's replicas: sim scale NAMESPACE NAME REPLICAS
+    Scale {
+        /// The StatefulSet's namespace.
+        namespace: String,
+        /// The StatefulSet.
+        name: String,
+        /// The new replica count.
+        replicas: u32,
+    },
+    /// Delete a pod; it comes back with the same name and a new IP.
+    DeletePod {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod.
+        name: String,
+    },
+    /// Set a pod's readiness: sim set-ready NAMESPACE NAME true|false
+    SetReady {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod.
+        name: String,
+        /// Ready or not.
+        #[arg(action = clap::ArgAction::Set)]
+        value: bool,
+    },
+}
+
+/// Flags of `serve`, `export-zone` and `check`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file (see config/headless-dns.toml).
+    #[arg(long, env = "HEADLESS_DNS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// DNS listen address, UDP and TCP (repeatable).
+    #[arg(long, env = "HEADLESS_DNS_LISTEN", value_delimiter = ',')]
+    listen: Vec<SocketAddr>,
+    /// Admin HTTP listen address ("none" to disable).
+    #[arg(long, env = "HEADLESS_DNS_ADMIN")]
+    admin: Option<String>,
+    /// Cluster domain.
+    #[arg(long, env = "HEADLESS_DNS_ZONE")]
+    zone: Option<String>,
+    /// Manifest file (repeatable); selects the file source with exactly these files.
+    #[arg(long, env = "HEADLESS_DNS_MANIFESTS", value_delimiter = ',')]
+    manifests: Vec<PathBuf>,
+    /// file or kubernetes.
+    #[arg(long, env = "HEADLESS_DNS_SOURCE")]
+    source: Option<SourceKind>,
+    /// Namespaces to serve (comma-separated, repeatable); none = all.
+    #[arg(long, env = "HEADLESS_DNS_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Kubeconfig for the kubernetes source.
+    #[arg(long, env = "KUBECONFIG_PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long)]
+    context: Option<String>,
+    /// UDP sockets (threads) per listen address; 0 = one per CPU.
+    #[arg(long, env = "HEADLESS_DNS_THREADS")]
+    threads: Option<usize>,
+    /// text or json.
+    #[arg(long, env = "HEADLESS_DNS_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+/// The configuration `args` describe, validated.
+pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+    let c = merge(args)?;
+    c.validate()?;
+    Ok(c)
+}
+
+/// The config file (or the defaults) with the environment and flags applied
+/// on top, not yet validated.
+pub fn merge(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut c = match &args.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() {
+        c.dns.listen = args.listen.clone();
+    }
+    if let Some(a) = &args.admin {
+        c.admin.listen = match a.as_str() {
+            "" | "none" => None,
+            a => Some(
+                a.parse()
+                    .with_context(|| format!("--admin: {a:?} is not an address:port"))?,
+            ),
+        };
+    }
+    if let Some(z) = &args.zone {
+        c.dns.zone = z.clone();
+    }
+    if !args.manifests.is_empty() {
+        c.source.kind = SourceKind::File;
+        c.source.manifests = args.manifests.clone();
+    }
+    if let Some(s) = args.source {
+        c.source.kind = s;
+    }
+    let namespaces: Vec<String> = args
+        .namespaces
+        .iter()
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .collect();
+    if !namespaces.is_empty() {
+        c.source.namespaces = namespaces;
+    }
+    if let Some(bad) = c.source.namespaces.iter().find(|n| !is_namespace(n)) {
+        bail!(
+            "source.namespaces: {bad:?} is not a namespace name (a DNS-1123 label; \
+             also --namespaces, HEADLESS_DNS_NAMESPACES)"
+        );
+    }
+    if args.kubeconfig.is_some() {
+        c.source.kubeconfig = args.kubeconfig.clone();
+    }
+    if args.context.is_some() {
+        c.source.context = args.context.clone();
+    }
+    if let Some(t) = args.threads {
+        c.dns.threads = t;
+    }
+    if let Some(f) = args.log_format {
+        c.log.format = f;
+    }
+    Ok(c)
+}
+
+/// A Kubernetes namespace name: a DNS-1123 label (lower-case letters, digits
+/// and '-', 1-63 long, starting and ending with a letter or digit). Catches
+/// an unexpanded `$(POD_NAMESPACE)` in a manifest, too.
+fn is_namespace(n: &str) -> bool {
+    let ok = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let b = n.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter().all(|&c| ok(c) || c == b'-')
+        && ok(b[0])
+        && ok(b[b.len() - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(std::iter::once("headless-dns").chain(args.iter().copied()))
+            .expect("parses");
+        match cli.command {
+            Some(Command::Serve(a)) => a,
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn namespaces_flag_lands_in_the_config() {
+        let c = load(&serve_args(&[
+            "serve",
+            "--namespaces",
+            "shop,db",
+            "--namespaces",
+            "ops",
+        ]))
+        .unwrap();
+        assert_eq!(c.source.namespaces, ["shop", "db", "ops"]);
+        let e = load(&serve_args(&["serve", "--namespaces", "$(POD_NAMESPACE)"])).unwrap_err();
+        assert!(format!("{e:#}").contains("$(POD_NAMESPACE)"), "{e:#}");
+        for bad in ["Shop", "-a", "a-", &"a".repeat(64)] {
+            assert!(!is_namespace(bad), "{bad}");
+        }
+        assert!(is_namespace("kube-system") && is_namespace("a") && is_namespace("0a"));
+    }
+}
