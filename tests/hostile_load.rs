@@ -136,10 +136,11 @@ async fn a_burst_from_many_clients_is_answered_each_to_its_sender() {
         for (c, sock) in socks.iter().enumerate() {
             let mut seen = BTreeSet::new();
             while seen.len() < EACH as usize {
-                let (len, from) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
-                    .await
-                    .unwrap_or_else(|_| panic!("client {c}: {} of {EACH} answered", seen.len()))
-                    .unwrap();
+                let (len, from) =
+                    tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+                        .await
+                        .unwrap_or_else(|_| panic!("client {c}: {} of {EACH} answered", seen.len()))
+                        .unwrap();
                 assert_eq!(from, s.dns);
                 let m = Message::from_vec(&buf[..len]).expect("reply parses");
                 let id = m.metadata.id;
@@ -178,10 +179,16 @@ async fn lone_queries_are_not_held_for_a_batch() {
                 .expect("answered")
                 .unwrap();
             let m = Message::from_vec(&buf[..len]).unwrap();
-            assert_eq!((m.metadata.id, ip_strings(&m)), (id, vec!["10.1.0.10".to_string()]));
+            assert_eq!(
+                (m.metadata.id, ip_strings(&m)),
+                (id, vec!["10.1.0.10".to_string()])
+            );
         }
         let took = started.elapsed();
-        assert!(took < Duration::from_secs(3), "30 lone queries took {took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "30 lone queries took {took:?}"
+        );
         s.stop().await;
     })
     .await;

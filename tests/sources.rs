@@ -161,12 +161,18 @@ async fn an_object_in_two_files_is_served_from_the_last_one() {
             last.clone(),
         ]))
         .await;
-        assert_eq!(ip_strings(&s.query(Proto::Udp, WEB0, A).await), ["10.0.2.1"]);
+        assert_eq!(
+            ip_strings(&s.query(Proto::Udp, WEB0, A).await),
+            ["10.0.2.1"]
+        );
 
         // The first file's copy changes: still shadowed by the last file's.
         rewrite(&first, &one_pod(true, Some("10.0.1.9")));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(ip_strings(&s.query(Proto::Udp, WEB0, A).await), ["10.0.2.1"]);
+        assert_eq!(
+            ip_strings(&s.query(Proto::Udp, WEB0, A).await),
+            ["10.0.2.1"]
+        );
 
         // The last file drops it: the first file's current copy is served.
         rewrite(&last, &one_pod(false, None));
@@ -183,9 +189,13 @@ async fn an_object_in_two_files_is_served_from_the_last_one() {
         // Gone from both: the name goes, the service stays.
         rewrite(&last, &one_pod(false, None));
         rewrite(&first, &one_pod(true, None));
-        s.wait_for(WEB0, A, "web-0 gone", |m| rcode(m) == ResponseCode::NXDomain)
+        s.wait_for(WEB0, A, "web-0 gone", |m| {
+            rcode(m) == ResponseCode::NXDomain
+        })
+        .await;
+        let m = s
+            .query(Proto::Udp, "nginx.default.svc.cluster.local", A)
             .await;
-        let m = s.query(Proto::Udp, "nginx.default.svc.cluster.local", A).await;
         assert_eq!(rcode(&m), ResponseCode::NoError);
         s.stop().await;
     })

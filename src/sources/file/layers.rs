@@ -182,7 +182,9 @@ mod tests {
         assert_eq!(fallout.refills, [(0, key("a"))]);
         // File 0 drops b: removed.
         let (_, fallout) = set(&mut l, 0, &[("a", 3)]);
-        assert!(matches!(&fallout.removes[..], [SourceEvent::Remove(Kind::Namespace, k)] if k.name() == "b"));
+        assert!(
+            matches!(&fallout.removes[..], [SourceEvent::Remove(Kind::Namespace, k)] if k.name() == "b")
+        );
     }
 
     #[test]
@@ -190,13 +192,20 @@ mod tests {
         let mut l = Layers::new(2);
         set(&mut l, 0, &[("a", 1)]);
         assert!(set(&mut l, 1, &[("a", 1)]).0.is_empty());
-        assert_eq!(set(&mut l, 1, &[("a", 1), ("a", 2)]).0, ["a"], "the later copy wins");
+        assert_eq!(
+            set(&mut l, 1, &[("a", 1), ("a", 2)]).0,
+            ["a"],
+            "the later copy wins"
+        );
         let mut change = l.begin(0);
         assert!(l.offer(&mut change, ns("a"), 9).is_none(), "shadowed");
         l.commit_partial(change);
         assert_eq!(l.digest(0, &key("a")), Some(9));
         let fallout = l.lost(0, key("a"));
-        assert!(fallout.refills.is_empty() && fallout.removes.is_empty(), "file 1 still wins");
+        assert!(
+            fallout.refills.is_empty() && fallout.removes.is_empty(),
+            "file 1 still wins"
+        );
         set(&mut l, 1, &[]);
         let fallout = l.lost(0, key("b"));
         assert_eq!(fallout.removes.len(), 1);

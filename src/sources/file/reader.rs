@@ -214,7 +214,11 @@ impl ManifestReader {
 
     /// Sends the removals of `fallout` and refills its keys from the layers
     /// below, file by file, until nothing is left to do.
-    async fn settle(&mut self, fallout: Fallout, tx: &mpsc::Sender<SourceEvent>) -> Result<(), Closed> {
+    async fn settle(
+        &mut self,
+        fallout: Fallout,
+        tx: &mpsc::Sender<SourceEvent>,
+    ) -> Result<(), Closed> {
         let mut pending = fallout;
         while !(pending.removes.is_empty() && pending.refills.is_empty()) {
             for e in pending.removes.drain(..) {
@@ -336,7 +340,10 @@ async fn send(tx: &mpsc::Sender<SourceEvent>, event: SourceEvent) -> Result<(), 
 }
 
 /// Sends `event` for every kind.
-async fn send_all(tx: &mpsc::Sender<SourceEvent>, event: fn(Kind) -> SourceEvent) -> Result<(), Closed> {
+async fn send_all(
+    tx: &mpsc::Sender<SourceEvent>,
+    event: fn(Kind) -> SourceEvent,
+) -> Result<(), Closed> {
     for k in Kind::ALL {
         send(tx, event(k)).await?;
     }
@@ -360,9 +367,15 @@ pub async fn run(
     let (mut first, mut force, mut changed) = (true, true, true);
     loop {
         let now = Instant::now();
-        if step(&mut reader, sim.as_ref().map(|s| &s.0), &tx, (first, force, changed), now)
-            .await
-            .is_err()
+        if step(
+            &mut reader,
+            sim.as_ref().map(|s| &s.0),
+            &tx,
+            (first, force, changed),
+            now,
+        )
+        .await
+        .is_err()
         {
             return;
         }
