@@ -3,8 +3,10 @@
 //! applied, the peak during a full re-list of all of them (as after a 410
 //! Gone), and the time each takes. Objects are made and applied a list page
 //! at a time, as the Kubernetes source delivers them, so the peak is the
-//! index's and not a bench-made copy of the cluster. Prints numbers; asserts
-//! nothing.
+//! index's and not a bench-made copy of the cluster. Then the record
+//! browser's history at its bound: the recorder installed and enough more
+//! re-lists, each moving every pod, that every name holds its current and
+//! `history_addresses` previous addresses. Prints numbers; asserts nothing.
 //!
 //! Run with `cargo bench --bench memory`.
 
@@ -13,6 +15,7 @@
 
 use std::time::Instant;
 
+use headless_dns::history::{History, Limits, recorder::Recorder};
 use headless_dns::index::{IndexWriter, Kind, Object, SourceEvent, ZoneSettings};
 
 mod common;
@@ -73,5 +76,35 @@ fn main() {
         "  full re-list with every IP changed: {:.2} s; RSS after: {after} kB; peak: {peak} kB ({:.2}x steady)",
         relist.as_secs_f64(),
         peak as f64 / steady as f64
+    );
+    history_at_its_bound(&mut w, services, pods);
+}
+
+/// Installs the history recorder with the default limits and moves every
+/// pod until each name's history is full; prints what it holds.
+fn history_at_its_bound(w: &mut IndexWriter, services: usize, pods: usize) {
+    let limits = Limits {
+        addresses: 5,
+        changes: 200,
+    };
+    let history = History::new(limits);
+    w.observe(Box::new(Recorder::new(history.clone(), w.index())));
+    let before = rss_kb("VmRSS");
+    let t = Instant::now();
+    for generation in 0..=limits.addresses as u8 {
+        list(w, common::objects(services, pods, 2 + generation % 2));
+    }
+    let took = t.elapsed();
+    let after = rss_kb("VmRSS");
+    let s = history.stats();
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "  history at its bound ({} re-lists moving every pod, {:.2} s): {} names, {} entries; RSS +{} kB ({} B per name)",
+        limits.addresses + 1,
+        took.as_secs_f64(),
+        get(&s.names),
+        get(&s.name_entries),
+        after.saturating_sub(before),
+        after.saturating_sub(before) * 1024 / (services * pods) as u64
     );
 }

@@ -1,5 +1,5 @@
-//! The admin HTTP side door: health, readiness, the record browser's JSON,
-//! and the simulator's controls.
+//! The admin HTTP side door: health, readiness, metrics, the record browser
+//! (the page at `/` and its JSON, `records`), and the simulator's controls.
 //!
 //! Built as `fn router(..) -> Router` apart from any socket, so tests can call
 //! it directly and the binary serves it on the admin listener (127.0.0.1 by
@@ -11,19 +11,25 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
 use crate::dns::Answerer;
 use crate::dns::forward::ForwardStats;
-use crate::index::{Index, ObjectKey, ServiceKind, ServiceView};
+use crate::history::History;
+use crate::index::{Index, ObjectKey};
 use crate::sources::sim::{SimCommand, SimError, SimHandle};
 use crate::telemetry::Metrics;
 
-/// The record browser: one table per headless service, pods in ordinal order,
-/// refreshed from `/records` every second.
+mod records;
+
+pub use records::{EndpointJson, OrdinalJson, ServiceJson, StatefulSetJson};
+
+/// The record browser: per headless service its StatefulSets' ordinals and
+/// every name's address history, the change timeline and a chart, refreshed
+/// from `/records` every second without reloading; no external assets.
 const PAGE: &str = include_str!("admin.html");
 
 /// What the admin handlers share.
@@ -31,6 +37,8 @@ const PAGE: &str = include_str!("admin.html");
 pub struct AdminState {
     /// The index (read side).
     pub index: Index,
+    /// The record browser's history.
+    pub history: Arc<History>,
     /// The simulator, when it runs.
     pub sim: Option<SimHandle>,
     /// The query path (for its counters).
@@ -43,6 +51,9 @@ pub struct AdminState {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Set when a serving thread or task died: health answers 503.
     pub fault: crate::fault::Fault,
+    /// API permissions the Kubernetes source is refused: readiness answers
+    /// 503 naming them while any is.
+    pub access: crate::sources::access::Access,
 }
 
 /// The admin routes.
@@ -51,7 +62,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/", get(|| async { axum::response::Html(PAGE) }))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/records", get(records))
+        .route("/records", get(records::records))
         .route("/metrics", get(metrics))
         .route("/sim/statefulsets/{ns}/{name}/scale", post(sim::<Scale>))
         .route("/sim/pods/{ns}/{name}/delete", post(sim::<DeletePod>))
@@ -60,6 +71,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    s.metrics.record_history(s.history.stats());
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -83,6 +95,11 @@ async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"ready": false, "reason": "shutting down"})),
         )
+    } else if let Some(reason) = s.access.problem() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "reason": reason})),
+        )
     } else if s.index.is_synced() {
         (StatusCode::OK, Json(serde_json::json!({"ready": true})))
     } else {
@@ -92,133 +109,6 @@ async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
                 serde_json::json!({"ready": false, "reason": "sources have not completed their first sync"}),
             ),
         )
-    }
-}
-
-/// `/records` filters.
-#[derive(Deserialize)]
-pub struct RecordsFilter {
-    namespace: Option<String>,
-    service: Option<String>,
-}
-
-/// One service in `/records`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ServiceJson {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// ClusterIP, Headless or ExternalName.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The DNS name.
-    pub fqdn: String,
-    /// Cluster IPs.
-    pub cluster_ips: Vec<String>,
-    /// ExternalName target.
-    pub external_name: Option<String>,
-    /// Ports as `name/proto:port`.
-    pub ports: Vec<String>,
-    /// Endpoints in ordinal order.
-    pub endpoints: Vec<EndpointJson>,
-}
-
-/// One endpoint in `/records`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct EndpointJson {
-    /// DNS label.
-    pub name: String,
-    /// Full DNS name.
-    pub fqdn: String,
-    /// Addresses.
-    pub addresses: Vec<String>,
-    /// Ready condition.
-    pub ready: bool,
-    /// Served in DNS.
-    pub served: bool,
-    /// Terminating condition.
-    pub terminating: bool,
-    /// Pod name.
-    pub pod: Option<String>,
-    /// Milliseconds since its addresses or readiness last changed.
-    pub changed_ms_ago: u64,
-}
-
-async fn records(
-    State(s): State<AdminState>,
-    Query(f): Query<RecordsFilter>,
-) -> Json<serde_json::Value> {
-    let zone = &s.index.settings().zone;
-    let now = crate::clock::unix_ms();
-    let services: Vec<ServiceJson> = s
-        .index
-        .services()
-        .iter()
-        .filter(|v| f.matches(&v.record.key))
-        .map(|v| service_json(v, zone, now))
-        .collect();
-    Json(
-        serde_json::json!({ "synced": s.index.is_synced(), "serial": s.index.serial(), "services": services }),
-    )
-}
-
-impl RecordsFilter {
-    /// Whether the service `key` passes the filter (names compare ignoring case).
-    fn matches(&self, key: &ObjectKey) -> bool {
-        let passes = |wanted: &Option<String>, name: &str| {
-            wanted
-                .as_deref()
-                .is_none_or(|w| w.eq_ignore_ascii_case(name))
-        };
-        passes(&self.namespace, key.namespace()) && passes(&self.service, key.name())
-    }
-}
-
-/// One service of `/records`, with its endpoints' ages relative to `now`
-/// (Unix milliseconds).
-fn service_json(v: &ServiceView, zone: &str, now: u64) -> ServiceJson {
-    let r = &v.record;
-    let fqdn = format!("{}.{}.svc.{zone}", r.key.name(), r.key.namespace());
-    let (kind, cluster_ips, external_name) = match &r.kind {
-        ServiceKind::ClusterIp(ips) => (
-            "ClusterIP",
-            ips.iter().map(|i| i.to_string()).collect(),
-            None,
-        ),
-        ServiceKind::Headless => ("Headless", Vec::new(), None),
-        ServiceKind::ExternalName(n) => ("ExternalName", Vec::new(), Some(n.clone())),
-    };
-    let ports = r
-        .ports
-        .iter()
-        .map(|p| {
-            let name = p.name.as_deref().unwrap_or("");
-            format!("{name}/{}:{}", p.protocol, p.port)
-        })
-        .collect();
-    let endpoints = v
-        .endpoints()
-        .map(|e| EndpointJson {
-            fqdn: format!("{}.{fqdn}", e.label),
-            name: e.label.to_string(),
-            addresses: e.addresses.iter().map(|a| a.to_string()).collect(),
-            ready: e.ready,
-            served: e.served,
-            terminating: e.terminating,
-            pod: e.pod.map(str::to_string),
-            changed_ms_ago: now.saturating_sub(e.changed_ms),
-        })
-        .collect();
-    ServiceJson {
-        namespace: r.key.namespace().to_string(),
-        name: r.key.name().to_string(),
-        kind: kind.into(),
-        fqdn,
-        cluster_ips,
-        external_name,
-        ports,
-        endpoints,
     }
 }
 

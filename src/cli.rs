@@ -117,6 +117,10 @@ pub struct ServeArgs {
     /// Namespaces to serve (comma-separated, repeatable); none = all.
     #[arg(long, env = "HEADLESS_DNS_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
+    /// Label selector (Kubernetes syntax) for every list and watch: Services,
+    /// their EndpointSlices, StatefulSets and Pods; "" = none.
+    #[arg(long, env = "HEADLESS_DNS_SELECTOR")]
+    selector: Option<String>,
     /// Kubeconfig for the kubernetes source.
     #[arg(long, env = "KUBECONFIG_PATH")]
     kubeconfig: Option<PathBuf>,
@@ -182,6 +186,9 @@ pub fn merge(args: &ServeArgs) -> anyhow::Result<Config> {
              also --namespaces, HEADLESS_DNS_NAMESPACES)"
         );
     }
+    if let Some(sel) = &args.selector {
+        c.source.selector = Some(sel.clone()).filter(|s| !s.trim().is_empty());
+    }
     if args.kubeconfig.is_some() {
         c.source.kubeconfig = args.kubeconfig.clone();
     }
@@ -239,5 +246,23 @@ mod tests {
             assert!(!is_namespace(bad), "{bad}");
         }
         assert!(is_namespace("kube-system") && is_namespace("a") && is_namespace("0a"));
+    }
+
+    #[test]
+    fn selector_flag_lands_in_the_config_and_is_checked() {
+        let c = load(&serve_args(&[
+            "serve",
+            "--selector",
+            "app in (db,cache),!canary",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.source.selector.as_deref(),
+            Some("app in (db,cache),!canary")
+        );
+        let c = load(&serve_args(&["serve", "--selector", ""])).unwrap();
+        assert_eq!(c.source.selector, None, "empty: no selector");
+        let e = load(&serve_args(&["serve", "--selector", "app=web,"])).unwrap_err();
+        assert!(format!("{e:#}").contains("source.selector"), "{e:#}");
     }
 }

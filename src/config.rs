@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+mod selector;
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -332,10 +334,16 @@ pub struct SourceConfig {
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context.
     pub context: Option<String>,
-    /// Namespaces to watch; empty = all.
+    /// Namespaces to watch; empty = all. When set, every API request is
+    /// made inside them (a namespaced Role suffices) and they are taken as
+    /// existing (no Namespace watch).
     pub namespaces: Vec<String>,
-    /// Label selector for Services.
+    /// Label selector (Kubernetes syntax) for Services only; see `selector`.
     pub service_selector: Option<String>,
+    /// Label selector (Kubernetes syntax) sent with every list and watch:
+    /// Services and their EndpointSlices (which carry their Service's
+    /// labels), StatefulSets and Pods on their own labels.
+    pub selector: Option<String>,
 }
 
 impl Default for SourceConfig {
@@ -348,6 +356,7 @@ impl Default for SourceConfig {
             context: None,
             namespaces: Vec::new(),
             service_selector: None,
+            selector: None,
         }
     }
 }
@@ -360,13 +369,25 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// On SIGTERM, how long `/ready` answers 503 before the server stops, milliseconds.
     pub lameduck_ms: u64,
+    /// Record browser: previous addresses (and readiness states) kept per name.
+    pub history_addresses: usize,
+    /// Record browser: index changes kept in the timeline.
+    pub history_changes: usize,
 }
+
+/// Upper bounds of the `[admin] history_*` settings: what keeps a typo from
+/// holding gigabytes of history.
+pub const MAX_HISTORY_ADDRESSES: usize = 100;
+/// See [`MAX_HISTORY_ADDRESSES`].
+pub const MAX_HISTORY_CHANGES: usize = 100_000;
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             lameduck_ms: 0,
+            history_addresses: 5,
+            history_changes: 200,
         }
     }
 }
@@ -503,6 +524,14 @@ impl Config {
         if self.forward.timeout_ms == 0 || self.forward.max_inflight == 0 {
             problems.push("forward.timeout_ms and forward.max_inflight must be at least 1".into());
         }
+        for (key, sel) in [
+            ("source.selector", &self.source.selector),
+            ("source.service_selector", &self.source.service_selector),
+        ] {
+            if let Some(p) = sel.as_deref().and_then(selector::problem) {
+                problems.push(format!("{key}: not a label selector: {p}"));
+            }
+        }
         if self.source.poll_interval_ms == 0 {
             problems.push("source.poll_interval_ms: must be at least 1".into());
         }
@@ -510,6 +539,18 @@ impl Config {
             problems.push(format!(
                 "sim.pod_cidr: {:?} is not an IPv4 CIDR with room for pods",
                 self.sim.pod_cidr
+            ));
+        }
+        if self.admin.history_addresses > MAX_HISTORY_ADDRESSES {
+            problems.push(format!(
+                "admin.history_addresses: {} is above {MAX_HISTORY_ADDRESSES}",
+                self.admin.history_addresses
+            ));
+        }
+        if self.admin.history_changes > MAX_HISTORY_CHANGES {
+            problems.push(format!(
+                "admin.history_changes: {} is above {MAX_HISTORY_CHANGES}",
+                self.admin.history_changes
             ));
         }
         problems.extend(self.transfer.problems());

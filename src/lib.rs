@@ -5,7 +5,7 @@
 //!                                   (bounded queue)    (one task)              |  (Index: cheap Clone)
 //!                                                                              v
 //!        UDP threads / TCP tasks --> dns::Answerer (parse, walk, copy pre-encoded sections)
-//!        admin (axum): /health /ready /records /sim/...
+//!        admin (axum): / (record browser) /health /ready /records /sim/...
 //! ```
 //!
 //! Layout, in layers: a module imports only from the layers below its own.
@@ -21,6 +21,9 @@
 //!    API. Neither imports the other. [`transfer`]: zone transfers to
 //!    secondaries (AXFR, IXFR from a journal the index writer keeps, NOTIFY,
 //!    TSIG), on top of `dns` (it reaches the listeners through `dns::handoff`).
+//!    [`history`]: the record browser's memory (names' past addresses and
+//!    readiness, a change timeline, queries per second), recorded on the
+//!    index writer's side; on top of `index` only.
 //! 4. [`telemetry`] (logging, metrics) and [`admin`] (the HTTP side door).
 //!    [`cli`]: the command line (flags and environment onto [`config`]);
 //!    [`check`]: `headless-dns check`, a start without binding or connecting.
@@ -41,6 +44,7 @@ pub mod engine;
 pub mod error;
 pub mod fault;
 pub mod histogram;
+pub mod history;
 pub mod index;
 pub mod reload;
 pub mod sources;

@@ -25,6 +25,7 @@ use crate::dns::forward::ForwardStats;
 use crate::dns::handoff::{REFUSAL_REASONS, TRANSFER_KINDS, TransferTotals};
 use crate::dns::stats::{PROTOS, QTYPES, RCODES, RRL_ACTIONS, Totals};
 use crate::histogram::BUCKETS_US;
+use crate::history::HistoryStats;
 use crate::index::{EVENT_TYPES, Index, IndexStats, Kind};
 
 /// Installs the global subscriber: `RUST_LOG` if set, else the configured level.
@@ -163,6 +164,16 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "gauge",
         "Bytes held by the IXFR journal (records and per-change overhead)",
     ),
+    (
+        "headless_dns_history_names",
+        "gauge",
+        "Names the record browser keeps a history of",
+    ),
+    (
+        "headless_dns_history_entries",
+        "gauge",
+        "Record browser history entries, by kind (name: address sets and readiness states; change: timeline entries), bounded by [admin] history_addresses and history_changes",
+    ),
 ];
 
 /// The `result` label of `headless_dns_transfer_notify_total`.
@@ -240,6 +251,16 @@ fn histogram(
 }
 
 impl Metrics {
+    /// Sets the record browser's history sizes, for the next render.
+    pub fn record_history(&self, h: &HistoryStats) {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+        metrics::with_local_recorder(&self.recorder, || {
+            gauge!("headless_dns_history_names").set(get(&h.names));
+            gauge!("headless_dns_history_entries", "kind" => "name").set(get(&h.name_entries));
+            gauge!("headless_dns_history_entries", "kind" => "change").set(get(&h.changes));
+        });
+    }
+
     /// The Prometheus text exposition of everything.
     pub fn render(&self, dns: &Answerer, index: &Index, forward: Option<&ForwardStats>) -> String {
         let t = dns.stats().totals();

@@ -8,11 +8,16 @@
 //! config file the rendered ConfigMap mounts, the role grants exactly list +
 //! watch on the kinds that configuration watches, bindings point at
 //! accounts that exist, DNS is served on 53/UDP and 53/TCP, probes hit
-//! `/ready` and `/health` on the admin port.
+//! `/ready` and `/health` on the admin port. And the sidecar's Role, granted
+//! to the fake API server (which then refuses anything else), suffices for
+//! the server started with the sidecar's args, and grants exactly what that
+//! server requests.
 //!
 //! kubectl comes from Debian's `kubernetes-client` (`.ci/test` installs it;
 //! its kustomize is 2.0.3, which the overlays are written for); without it
 //! these tests fail, they do not skip.
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -27,6 +32,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service, Service
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use serde::Deserialize;
 use serde_json::Value;
+use support::fake_api::FakeApi;
+use support::server::TestServer;
 
 /// Every object of one rendered overlay, typed.
 #[derive(Default)]
@@ -561,4 +568,60 @@ fn the_sidecar_starts_first_and_its_pod_resolves_through_it() {
         svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
         Some("None")
     );
+}
+
+/// The sidecar overlay's Role, rendered and typed, granted to the fake API
+/// server in the pod's namespace: the server started with the configuration
+/// the container's args describe syncs under it with no request refused,
+/// makes no request outside the namespace, and the (API group, resource,
+/// verb) triples it used are exactly those the Role grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_role_grants_exactly_the_requests_the_server_makes() {
+    support::within(support::k8s::TEST_TIMEOUT, async {
+        let r = render("sidecar");
+        let sts = &r.statefulsets[0];
+        let ns = sts.metadata.namespace.clone().expect("namespaced");
+        let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let mut config = server_config(&r, pod, &ns);
+        let role = &r.roles[0];
+        let mut objects = support::k8s::web_cluster(3, 3);
+        for o in &mut objects {
+            if o["metadata"].get("namespace").is_some() {
+                o["metadata"]["namespace"] = Value::from(ns.as_str());
+            }
+        }
+        objects.push(support::k8s::headless_service("elsewhere", "secret", false));
+        let api = FakeApi::with_objects(objects).await;
+        api.grant(&ns, role);
+        let test = support::k8s::k8s_config(&api);
+        config.source.kubeconfig = test.source.kubeconfig;
+        config.dns.listen = test.dns.listen;
+        config.admin.listen = test.admin.listen;
+        let server = TestServer::start(config).await;
+        let name = format!("web-0.nginx.{ns}.svc.cluster.local");
+        let want = support::dns::Answer::ips(&[support::k8s::web_ip(0)]);
+        server.wait_for_a(&name, want).await;
+        api.wait_for_watches(3).await;
+        let mut used = BTreeSet::new();
+        for q in api.requests().iter().filter(|q| q.plural.is_some()) {
+            assert_eq!(q.namespace.as_deref(), Some(ns.as_str()), "{q}");
+            assert_ne!(q.status, 403, "{q}");
+            let (group, plural) = (q.group.unwrap_or(""), q.plural.unwrap_or(""));
+            used.insert((group.to_string(), plural.to_string(), q.verb.to_string()));
+        }
+        let mut granted = BTreeSet::new();
+        for rule in role.rules.iter().flatten() {
+            for g in rule.api_groups.iter().flatten() {
+                for res in rule.resources.iter().flatten() {
+                    for v in &rule.verbs {
+                        granted.insert((g.clone(), res.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+        assert_eq!(used, granted, "requests made vs the Role's grants");
+        eprintln!("requests by (group, resource, verb): {used:?}");
+        server.stop().await;
+    })
+    .await;
 }

@@ -30,7 +30,7 @@ use crate::fault::Fault;
 use crate::index::{Index, IndexWriter, Kind, SourceEvent, ZoneSettings};
 use crate::sources::file::{ManifestReader, Manifests};
 use crate::sources::sim::{SharedSim, Sim, SimHandle};
-use crate::{admin, dns, sources, telemetry, transfer};
+use crate::{admin, dns, history, sources, telemetry, transfer};
 
 /// Runs the server on `listeners` until `shutdown` completes.
 pub async fn run(
@@ -277,8 +277,9 @@ async fn run_engine(
     // that cannot forward fails before it syncs, so a reload keeps the old one.
     let forwarder = forwarder(&config)?;
     let tasks = Tasks::default();
-    let (index, events, transfers) = start_index(&config, &tasks)?;
-    let sim_handle = start_source(&config, sim, &index, events, &tasks).await?;
+    let (index, events, transfers, history) = start_index(&config, &tasks)?;
+    let access = sources::access::Access::default();
+    let sim_handle = start_source(&config, sim, &index, events, access.clone(), &tasks).await?;
     announce_first_sync(index.clone(), synced, &tasks);
     let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
     if let Some(t) = transfers {
@@ -307,14 +308,20 @@ async fn run_engine(
     )?;
     let draining = Arc::new(AtomicBool::new(false));
     if let Some(l) = listeners.admin {
+        let dns_stats = Arc::clone(&answerer);
+        let total = move || dns_stats.stats().totals().requests.iter().flatten().sum();
+        let sampler = history::rates::run(Arc::clone(&history), total, tasks.stop.clone());
+        tasks.tracker.spawn(sampler);
         let state = admin::AdminState {
             index,
+            history,
             sim: sim_handle,
             dns: Arc::clone(&answerer),
             metrics: Arc::new(telemetry::Metrics::default()),
             forward: forwarder.as_ref().map(|f| f.stats()),
             draining: Arc::clone(&draining),
             fault: tasks.fault.clone(),
+            access,
         };
         serve_admin(l, state, &tasks)?;
     }
@@ -370,20 +377,35 @@ fn new_index_writer(config: &Config, expected: &[Kind]) -> IndexWriter {
 }
 
 /// The index for `config`'s source, with its writer task running: returns
-/// the read side, the queue the source feeds, and the zone transfer service
-/// when `[transfer]` allows any (its journal's recorder rides on the writer).
+/// the read side, the queue the source feeds, the zone transfer service
+/// when `[transfer]` allows any (its journal's recorder rides on the writer),
+/// and the record browser's history (its recorder rides there too, when
+/// there is an admin listener to show it).
 fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
     let kinds: Vec<Kind> = match config.source.kind {
         SourceKind::File => Kind::ALL.to_vec(),
         SourceKind::Kubernetes => sources::k8s::kinds(config),
     };
     let mut writer = new_index_writer(config, &kinds);
+    if config.source.kind == SourceKind::Kubernetes {
+        // Namespaced watches sync per namespace (empty: cluster-wide).
+        writer.expect_namespaces(&sources::k8s::namespaces(config));
+    }
     let settings = config.dns_settings();
     let transfers = transfer::start(config, &settings, &mut writer, &tasks.stop, &tasks.tracker)?;
     let index = writer.index();
+    let history = history::History::new(history::Limits {
+        addresses: config.admin.history_addresses,
+        changes: config.admin.history_changes,
+    });
+    // Only the admin side reads the history: without it, none is kept.
+    if config.admin.listen.is_some() {
+        let recorder = history::recorder::Recorder::new(Arc::clone(&history), index.clone());
+        writer.observe(Box::new(recorder));
+    }
     let (tx, rx) = mpsc::channel(sources::QUEUE);
     tasks.spawn_watched("the index writer", sources::run_writer(writer, rx));
-    Ok((index, tx, transfers))
+    Ok((index, tx, transfers, history))
 }
 
 /// What [`start_index`] returns.
@@ -391,6 +413,7 @@ type StartedIndex = (
     Index,
     mpsc::Sender<SourceEvent>,
     Option<Arc<transfer::Transfers>>,
+    Arc<history::History>,
 );
 
 /// Starts `config`'s source feeding `events`; returns the simulator's
@@ -400,6 +423,7 @@ async fn start_source(
     sim: Option<SharedSim>,
     index: &Index,
     events: mpsc::Sender<SourceEvent>,
+    access: sources::access::Access,
     tasks: &Tasks,
 ) -> Result<Option<SimHandle>> {
     match config.source.kind {
@@ -434,10 +458,10 @@ async fn start_source(
                 sources::k8s::run(
                     client,
                     health,
-                    config.source.clone(),
-                    config.dns.pods == crate::config::PodsMode::Verified,
+                    config.clone(),
                     index.clone(),
                     events,
+                    access,
                     tasks.stop.clone(),
                 ),
             );

@@ -2,7 +2,8 @@
 //!
 //! Sources speak [`SourceEvent`], which mirrors kube-runtime's watcher contract:
 //! `Reset(kind)` starts a re-list, `Upsert`s fill it, `Synced(kind)` ends it
-//! (whatever was not re-listed is gone). Deletions wait for that end, so a
+//! (whatever was not re-listed is gone); `ResetIn`/`SyncedIn` do the same
+//! for one namespace (a namespaced watch, one per namespace and kind). Deletions wait for that end, so a
 //! re-list cut short by a lost API connection never blanks a live name.
 //! Unlike kube-runtime's store, upserts are applied as they arrive rather than
 //! buffered for one swap: each is newer truth from the API, answers never
@@ -21,6 +22,7 @@
 //! allocates nothing.
 
 pub mod addrs;
+mod lists;
 pub mod observe;
 mod published;
 pub mod record;
@@ -41,7 +43,8 @@ pub use record::{
     ServiceKind, ServiceRecord, SliceRecord, StatefulSetRecord,
 };
 pub use view::{
-    EndpointView, PtrRecords, PtrSet, PtrTarget, SERVICE_ITSELF, ServiceView, Srv, SrvSection,
+    EndpointView, Governed, PtrRecords, PtrSet, PtrTarget, SERVICE_ITSELF, ServiceView, Srv,
+    SrvSection,
 };
 pub use writer::IndexWriter;
 
@@ -132,6 +135,12 @@ pub enum SourceEvent {
     Remove(Kind, ObjectKey),
     /// The (re-)list of this kind is complete: what it did not list is removed.
     Synced(Kind),
+    /// A (re-)list of this kind in one namespace starts: a namespaced watch's
+    /// `Reset`, which leaves the other namespaces' objects alone.
+    ResetIn(Kind, Arc<str>),
+    /// The (re-)list of this kind in this namespace is complete: what it did
+    /// not list *in that namespace* is removed.
+    SyncedIn(Kind, Arc<str>),
 }
 
 /// Zone-wide settings that the pre-encoded answers depend on.

@@ -1,9 +1,10 @@
 //! A hook on the writer's publications, for whoever keeps history of them.
 //!
 //! Zone transfers (`crate::transfer`) record each publication's changes in a
-//! journal for IXFR. They do it here, on the writer's side, when the writer
-//! swaps a service's view: the query path never pays for it, and the index
-//! knows nothing about records or transfers.
+//! journal for IXFR; the record browser's history (`crate::history`) keeps
+//! each name's past addresses and a change timeline. Both do it here, on the
+//! writer's side, when the writer swaps a service's view: the query path
+//! never pays for it, and the index knows nothing about either.
 
 use std::sync::Arc;
 
@@ -14,8 +15,9 @@ use super::ServiceView;
 /// [`service`](PublishObserver::service) per service whose view was replaced,
 /// then [`end`](PublishObserver::end) once the new serial is stored.
 pub trait PublishObserver: Send {
-    /// A publication starts; nothing of it is visible to readers yet.
-    fn begin(&mut self);
+    /// A publication starts; nothing of it is visible to readers yet. Its
+    /// first event reached the writer at `arrived_us` (Unix microseconds).
+    fn begin(&mut self, arrived_us: u64);
     /// A service's view went from `old` to `new` (`None`: it did not exist).
     fn service(&mut self, old: Option<&Arc<ServiceView>>, new: Option<&Arc<ServiceView>>);
     /// The publication is complete and readers see `serial`.

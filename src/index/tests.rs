@@ -122,6 +122,53 @@ fn relist_keeps_serving_until_synced_then_swaps_whole() {
     );
 }
 
+/// Namespaced watches (`--namespaces a,b`): each namespace's re-list removes
+/// only what it no longer lists in its own namespace, and the index is ready
+/// once every expected namespace has listed.
+#[test]
+fn a_namespaced_relist_removes_only_in_its_namespace() {
+    use SourceEvent::{ResetIn, SyncedIn, Upsert};
+    let mut w = IndexWriter::new(settings(), &[Kind::Service]);
+    w.expect_namespaces(&["a".into(), "b".into()]);
+    let index = w.index();
+    let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+    let has = |ns: &str, name: &str| index.service(&service_key(ns, name)).is_some();
+    let k = Kind::Service;
+    w.apply_all([
+        ResetIn(k, a.clone()),
+        Upsert(svc("a", "x")),
+        SyncedIn(k, a.clone()),
+    ]);
+    assert!(!index.is_synced(), "namespace b has not listed yet");
+    w.apply_all([
+        ResetIn(k, b.clone()),
+        Upsert(svc("b", "y")),
+        Upsert(svc("b", "z")),
+        SyncedIn(k, b.clone()),
+    ]);
+    assert!(index.is_synced());
+    w.apply_all([ResetIn(k, a.clone()), SyncedIn(k, a.clone())]);
+    assert!(!has("a", "x"), "not re-listed in a: gone");
+    assert!(has("b", "y") && has("b", "z"), "b's objects stay");
+    // Two re-lists at once, interleaved: each ends on its own namespace.
+    w.apply_all([
+        ResetIn(k, b.clone()),
+        ResetIn(k, a.clone()),
+        Upsert(svc("a", "x")),
+        Upsert(svc("b", "y")),
+        SyncedIn(k, a.clone()),
+    ]);
+    assert!(has("a", "x") && has("b", "z"), "b's re-list is still going");
+    w.apply_all([SyncedIn(k, b)]);
+    assert!(has("a", "x") && has("b", "y"));
+    assert!(!has("b", "z"), "not re-listed in b: gone");
+    assert_eq!(
+        index.stats().relists[k.index()].load(AtomicOrdering::Relaxed),
+        3,
+        "re-lists after each namespace's first"
+    );
+}
+
 #[test]
 fn deletes_remove_everything_an_object_contributed() {
     let (mut w, index) = web_with([

@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use dashmap::DashMap;
 
+use super::lists::{Lists, Scope};
 use super::published::Shared;
 use super::stored::StoredSlice;
 use super::view::{self, PtrTarget, ServiceView};
 use super::{
-    Index, IndexStats, Kind, Object, ObjectKey, PodRecord, PortRecord, ServiceRecord, SourceEvent,
-    ZoneSettings, service_key,
+    Governed, Index, IndexStats, Kind, Object, ObjectKey, PodManagement, PodRecord, PortRecord,
+    ServiceRecord, SourceEvent, ZoneSettings, service_key,
 };
 use crate::histogram;
 use crate::wire::name::push_label;
@@ -65,24 +66,19 @@ impl Names {
 }
 
 /// A StatefulSet as the writer keeps it: the service that governs it (its
-/// `spec.serviceName`) and its replicas.
+/// `spec.serviceName`), its replicas and policy.
 #[derive(Debug, PartialEq, Eq)]
 struct StatefulSetEntry {
     service: Box<str>,
     replicas: u32,
+    policy: PodManagement,
 }
 
 /// The single writer. Not `Clone`: exactly one task owns it.
 pub struct IndexWriter {
     index: Index,
-    expected: HashSet<Kind>,
-    synced: HashSet<Kind>,
-    /// Kinds whose first list has started: a later `Reset` is a re-list.
-    listed: HashSet<Kind>,
-    /// Keys seen so far by the re-list of each kind in progress, as 64-bit
-    /// hashes (8 bytes a key instead of a copy of it); a collision would only
-    /// keep one deleted object until the next re-list.
-    relist: HashMap<Kind, HashSet<u64>>,
+    /// The (re-)lists started, running and completed.
+    lists: Lists,
     /// Keys of `relist` hash with this (random per process).
     relist_hasher: std::hash::RandomState,
     /// Per service name: the Service and what points at it.
@@ -108,8 +104,12 @@ pub struct IndexWriter {
     touched_namespaces: BTreeSet<String>,
     touched_pod_ips: BTreeSet<IpAddr>,
     changed: bool,
-    /// Told about every publication (zone transfers' journal), if set.
-    observer: Option<Box<dyn super::observe::PublishObserver>>,
+    /// When the batch being applied reached the writer (Unix µs), for the
+    /// observers' event-to-answer latency.
+    arrived_us: Option<u64>,
+    /// Told about every publication (zone transfers' journal, the record
+    /// browser's history), in the order installed.
+    observers: Vec<Box<dyn super::observe::PublishObserver>>,
 }
 
 impl IndexWriter {
@@ -138,10 +138,7 @@ impl IndexWriter {
             index: Index {
                 shared: Arc::new(shared),
             },
-            expected: expected.iter().copied().collect(),
-            synced: HashSet::new(),
-            listed: HashSet::new(),
-            relist: HashMap::new(),
+            lists: Lists::new(expected),
             relist_hasher: std::hash::RandomState::new(),
             services: HashMap::new(),
             slices: HashMap::new(),
@@ -160,16 +157,23 @@ impl IndexWriter {
             touched_namespaces: BTreeSet::new(),
             touched_pod_ips: BTreeSet::new(),
             changed: false,
-            observer: None,
+            arrived_us: None,
+            observers: Vec::new(),
         }
     }
 
-    /// Installs `observer` for every later publication (see
+    /// Adds `observer` for every later publication (see
     /// [`super::observe::PublishObserver`]); the serial rises to its floor.
     pub fn observe(&mut self, observer: Box<dyn super::observe::PublishObserver>) {
         let floor = observer.serial_floor();
         self.index.shared.serial.fetch_max(floor, Ordering::Relaxed);
-        self.observer = Some(observer);
+        self.observers.push(observer);
+    }
+
+    /// With namespaced watches (`--namespaces`): an expected kind also counts
+    /// as synced once it has been `SyncedIn` every one of `namespaces`.
+    pub fn expect_namespaces(&mut self, namespaces: &[String]) {
+        self.lists.expect_namespaces(namespaces);
     }
 
     /// A reader handle.
@@ -182,58 +186,67 @@ impl IndexWriter {
         let stats = &self.index.shared.stats;
         stats.events.fetch_add(1, Ordering::Relaxed);
         let (kind, t) = match &event {
-            SourceEvent::Reset(k) => (*k, 0),
+            SourceEvent::Reset(k) | SourceEvent::ResetIn(k, _) => (*k, 0),
             SourceEvent::Upsert(o) => (o.kind(), 1),
             SourceEvent::Remove(k, _) => (*k, 2),
-            SourceEvent::Synced(k) => (*k, 3),
+            SourceEvent::Synced(k) | SourceEvent::SyncedIn(k, _) => (*k, 3),
         };
         stats.events_by[kind.index()][t].fetch_add(1, Ordering::Relaxed);
         if t == 3 {
             stats.last_sync_ms[kind.index()].store(crate::clock::unix_ms(), Ordering::Relaxed);
         }
         match event {
-            SourceEvent::Reset(kind) => {
-                if !self.listed.insert(kind) {
-                    stats.relists[kind.index()].fetch_add(1, Ordering::Relaxed);
-                }
-                self.relist.insert(kind, HashSet::new());
-            }
+            SourceEvent::Reset(kind) => self.reset((kind, None)),
+            SourceEvent::ResetIn(kind, ns) => self.reset((kind, Some(ns))),
             SourceEvent::Upsert(obj) => {
-                if let Some(seen) = self.relist.get_mut(&obj.kind()) {
-                    seen.insert(self.relist_hasher.hash_one(obj.key()));
-                }
+                let hash = self.relist_hasher.hash_one(obj.key());
+                self.lists.note(obj.kind(), obj.key(), hash, true);
                 self.upsert(obj);
             }
             SourceEvent::Remove(kind, key) => {
-                if let Some(seen) = self.relist.get_mut(&kind) {
-                    seen.remove(&self.relist_hasher.hash_one(&key));
-                }
+                let hash = self.relist_hasher.hash_one(&key);
+                self.lists.note(kind, &key, hash, false);
                 self.remove(kind, &key);
             }
-            SourceEvent::Synced(kind) => {
-                if let Some(seen) = self.relist.remove(&kind) {
-                    for key in self.keys_of(kind) {
-                        if !seen.contains(&self.relist_hasher.hash_one(&key)) {
-                            self.remove(kind, &key);
-                        }
-                    }
-                    // A re-list that moved many addresses leaves the PTR
-                    // tables full of tombstones, or doubled by them: rehash
-                    // to size (the old table goes back to the system).
-                    self.index.shared.reverse_v4.shrink_to_fit();
-                    self.index.shared.reverse_v6.shrink_to_fit();
-                    self.index.shared.reverse_many.shrink_to_fit();
-                    self.index.shared.reverse_prefixes.shrink_to_fit();
-                    self.index.shared.views.shrink_to_fit();
+            SourceEvent::Synced(kind) => self.synced((kind, None)),
+            SourceEvent::SyncedIn(kind, ns) => self.synced((kind, Some(ns))),
+        }
+    }
+
+    /// A (re-)list of `scope` starts (a new one replaces one in progress).
+    fn reset(&mut self, scope: Scope) {
+        let kind = scope.0;
+        if self.lists.start(scope) {
+            self.index.shared.stats.relists[kind.index()].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The (re-)list of `scope` is complete: what it did not see goes.
+    fn synced(&mut self, scope: Scope) {
+        if let Some(done) = self.lists.finish(scope.clone()) {
+            for key in self.keys_of(scope.0) {
+                if done.covers(scope.0, &key)
+                    && !done.seen.contains(&self.relist_hasher.hash_one(&key))
+                {
+                    self.remove(scope.0, &key);
                 }
-                self.synced.insert(kind);
             }
+            // A re-list that moved many addresses leaves the PTR tables full
+            // of tombstones, or doubled by them: rehash to size (the old
+            // table goes back to the system).
+            let shared = &self.index.shared;
+            shared.reverse_v4.shrink_to_fit();
+            shared.reverse_v6.shrink_to_fit();
+            shared.reverse_many.shrink_to_fit();
+            shared.reverse_prefixes.shrink_to_fit();
+            shared.views.shrink_to_fit();
         }
     }
 
     /// Applies many events and publishes once.
     pub fn apply_all(&mut self, events: impl IntoIterator<Item = SourceEvent>) {
         let started = std::time::Instant::now();
+        self.arrived_us = Some(crate::clock::unix_us());
         for e in events {
             self.apply(e);
         }
@@ -342,6 +355,7 @@ impl IndexWriter {
                 let g = StatefulSetEntry {
                     service: r.service_name.into(),
                     replicas: r.replicas,
+                    policy: r.pod_management,
                 };
                 if self.statefulsets.get(&r.key) == Some(&g) {
                     return;
@@ -445,8 +459,9 @@ impl IndexWriter {
     /// call. Each gets one new immutable view; untouched ones are not rebuilt.
     pub fn publish(&mut self) {
         let now = crate::clock::unix_ms();
-        if let Some(o) = self.observer.as_mut() {
-            o.begin();
+        let arrived = self.arrived_us.take().unwrap_or_else(crate::clock::unix_us);
+        for o in &mut self.observers {
+            o.begin(arrived);
         }
         for key in std::mem::take(&mut self.touched_services) {
             self.changed = true;
@@ -514,7 +529,7 @@ impl IndexWriter {
         let ((old_eps, old_names), (new_eps, new_names)) = (count(&old), count(&new));
         self.endpoint_count = self.endpoint_count + new_eps - old_eps;
         self.name_count = self.name_count + new_names - old_names;
-        if let Some(o) = self.observer.as_mut() {
+        for o in &mut self.observers {
             o.service(old.as_ref(), new.as_ref());
         }
         match &new {
@@ -538,8 +553,7 @@ impl IndexWriter {
     /// readers watch. The observer hears of the serial before the generation.
     fn announce(&mut self, now: u64) {
         let shared = &self.index.shared;
-        let newly_synced = !shared.synced.load(Ordering::Relaxed)
-            && self.expected.iter().all(|k| self.synced.contains(k));
+        let newly_synced = !shared.synced.load(Ordering::Relaxed) && self.lists.all_synced();
         if newly_synced {
             shared.synced.store(true, Ordering::Release);
         }
@@ -558,8 +572,9 @@ impl IndexWriter {
             stats.names.store(self.name_count, Ordering::Relaxed);
             stats.publishes.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(o) = self.observer.as_mut() {
-            o.end(shared.serial.load(Ordering::Relaxed));
+        let serial = shared.serial.load(Ordering::Relaxed);
+        for o in &mut self.observers {
+            o.end(serial);
         }
         if published {
             shared.generation.send_modify(|g| *g += 1);
@@ -628,7 +643,11 @@ impl IndexWriter {
                 let g = self
                     .statefulsets
                     .get(&ObjectKey::new(key.namespace(), name))?;
-                Some((name.into(), g.replicas))
+                Some(Governed {
+                    name: name.into(),
+                    replicas: g.replicas,
+                    policy: g.policy,
+                })
             })
             .collect();
         Some(view::build(view::Inputs {

@@ -1,7 +1,8 @@
 //! The Kubernetes source: kube-runtime watchers feeding the index.
 //!
 //! One watcher per kind (Services, EndpointSlices, Namespaces, StatefulSets,
-//! and Pods only for `pods = "verified"`), each list + watch with
+//! and Pods only for `pods = "verified"`) — per kind and namespace with
+//! `namespaces` set, and then no Namespace watch at all — each list + watch with
 //! resourceVersion tracking, bookmarks and exponential backoff on errors.
 //! kube's `Event::Init … InitDone` maps one-to-one onto our `Reset …
 //! Synced`: during a list (the first, or a re-list after 410 Gone) objects
@@ -10,24 +11,24 @@
 //! resourceVersion without re-listing. Objects are reduced to records right
 //! here; whole objects are never kept.
 
-use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use super::access::{self, Access};
 use super::api_health::ApiHealth;
 use crate::config::{Config, PodsMode, SourceConfig};
 use crate::error::{Error, Result};
@@ -36,6 +37,9 @@ use crate::index::{
     Index, Kind, NamespaceRecord, Object, ObjectKey, PodRecord, ServiceRecord, SliceRecord,
     SourceEvent, StatefulSetRecord,
 };
+
+/// The longest pause between two attempts of one watch.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Reconnect backoff for the watches: 0.1 s doubling to 5 s (with jitter),
 /// back to 0.1 s after 10 s without an error. kube's default (0.8 s to 30 s)
@@ -68,7 +72,7 @@ impl Iterator for QuickBackoff {
         self.last_error = Some(now);
         let base = Duration::from_millis(100)
             .saturating_mul(1 << self.attempt.min(6))
-            .min(Duration::from_secs(5));
+            .min(MAX_BACKOFF);
         self.attempt = self.attempt.saturating_add(1);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -133,202 +137,360 @@ pub async fn client(config: &Config, health: &Arc<ApiHealth>) -> Result<Client> 
         .build())
 }
 
-/// Runs every watcher until `stop`; Pods only when `watch_pods` (`pods = "verified"`).
+/// Runs every watcher of `config`'s source until `stop`; Pods only with `pods = "verified"`.
 /// Failed requests are counted in `index`'s stats; `health` is the one
 /// `client` reports to.
+///
+/// With `namespaces` configured every request is made inside them (one
+/// watcher per kind and namespace, each its own list + watch), nothing at
+/// cluster scope: the namespaces are taken as existing rather than watched,
+/// so a namespaced Role is all the server needs. A label `selector` goes to
+/// the API with every list and watch (see [`selectors`]). Refused requests
+/// (403) are recorded in `access`.
 pub async fn run(
     client: Client,
     health: Arc<ApiHealth>,
-    cfg: SourceConfig,
-    watch_pods: bool,
+    config: Config,
     index: Index,
     tx: mpsc::Sender<SourceEvent>,
+    access: Access,
     stop: CancellationToken,
 ) {
-    let namespaces = cfg
-        .namespaces
-        .iter()
-        .map(|n| n.to_ascii_lowercase())
-        .collect();
+    let watch_pods = config.dns.pods == PodsMode::Verified;
+    let cfg = config.source;
+    let scopes = scopes(&cfg);
+    let sel = selectors(&cfg);
     let watchers = Watchers {
         client,
-        namespaces: Arc::new(namespaces),
         health,
         index,
         tx,
+        access,
         stop,
     };
-    let page = || watcher::Config::default().page_size(LIST_PAGE);
-    let mut services = page();
-    if let Some(sel) = cfg.service_selector.as_deref().filter(|s| !s.is_empty()) {
-        services = services.labels(sel);
-    }
+    let page = |labels: &Option<String>| {
+        let c = watcher::Config::default().page_size(LIST_PAGE);
+        match labels {
+            Some(l) => c.labels(l),
+            None => c,
+        }
+    };
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(
-        watchers
-            .clone()
-            .watch::<Service, _>(Kind::Service, services, |o| {
-                ServiceRecord::try_from(o).map(Object::Service)
-            }),
-    );
-    let slices = page().labels(crate::index::record::SERVICE_NAME_LABEL);
-    tasks.spawn(
-        watchers
-            .clone()
-            .watch::<EndpointSlice, _>(Kind::EndpointSlice, slices, |o| {
-                SliceRecord::try_from(o).map(Object::EndpointSlice)
-            }),
-    );
-    tasks.spawn(
-        watchers
-            .clone()
-            .watch::<Namespace, _>(Kind::Namespace, page(), |o| {
+    for ns in &scopes {
+        let w = &watchers;
+        tasks.spawn(w.watch(
+            Kind::Service,
+            w.api::<Service>(ns),
+            ns,
+            page(&sel.services),
+            |o| ServiceRecord::try_from(o).map(Object::Service),
+        ));
+        tasks.spawn(w.watch(
+            Kind::EndpointSlice,
+            w.api::<EndpointSlice>(ns),
+            ns,
+            page(&sel.slices),
+            |o| SliceRecord::try_from(o).map(Object::EndpointSlice),
+        ));
+        tasks.spawn(w.watch(
+            Kind::StatefulSet,
+            w.api::<StatefulSet>(ns),
+            ns,
+            page(&sel.others),
+            |o| StatefulSetRecord::try_from(o).map(Object::StatefulSet),
+        ));
+        if watch_pods {
+            let pods = page(&sel.others).fields("status.phase!=Succeeded,status.phase!=Failed");
+            tasks.spawn(w.watch(Kind::Pod, w.api::<Pod>(ns), ns, pods, |o| {
+                PodRecord::try_from(o).map(Object::Pod)
+            }));
+        }
+    }
+    if scopes == [None] {
+        let api = Api::<Namespace>::all(watchers.client.clone());
+        tasks.spawn(
+            watchers.watch(Kind::Namespace, api, &None, page(&None), |o| {
                 NamespaceRecord::try_from(o).map(Object::Namespace)
             }),
-    );
-    tasks.spawn(
-        watchers
-            .clone()
-            .watch::<StatefulSet, _>(Kind::StatefulSet, page(), |o| {
-                StatefulSetRecord::try_from(o).map(Object::StatefulSet)
-            }),
-    );
-    if watch_pods {
-        let pods = page().fields("status.phase!=Succeeded,status.phase!=Failed");
-        tasks.spawn(
-            watchers
-                .clone()
-                .watch::<Pod, _>(Kind::Pod, pods, |o| PodRecord::try_from(o).map(Object::Pod)),
         );
+    } else if !watchers.assume_namespaces(&scopes).await {
+        return;
     }
     watchers.health.set_watchers(tasks.len());
     drop(watchers);
     while tasks.join_next().await.is_some() {}
 }
 
-/// What every watcher shares: the client, the namespaces to keep (all when
-/// empty), the index (its stats count failed requests), the index's queue
+/// Where requests go: `[None]` (cluster-wide) without `namespaces`, else one
+/// `Some` per namespace, lower-cased and without duplicates.
+fn scopes(cfg: &SourceConfig) -> Vec<Option<Arc<str>>> {
+    let names = namespaces_of(cfg);
+    if names.is_empty() {
+        return vec![None];
+    }
+    names.into_iter().map(|n| Some(n.into())).collect()
+}
+
+/// The namespaces `config` confines the source to, lower-cased, sorted,
+/// without duplicates; empty = cluster-wide.
+pub fn namespaces(config: &Config) -> Vec<String> {
+    namespaces_of(&config.source)
+}
+
+fn namespaces_of(cfg: &SourceConfig) -> Vec<String> {
+    let mut names: Vec<String> = cfg
+        .namespaces
+        .iter()
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The label selectors sent with each kind's requests.
+#[derive(Debug, PartialEq)]
+pub struct Selectors {
+    /// Services: `selector` and the older `service_selector`, both.
+    pub services: Option<String>,
+    /// EndpointSlices: those of a Service (`kubernetes.io/service-name`)
+    /// that match `selector`, which the EndpointSlice controller copies from
+    /// their Service's labels.
+    pub slices: Option<String>,
+    /// StatefulSets and Pods: `selector`, on their own labels.
+    pub others: Option<String>,
+}
+
+/// The label selectors of `cfg` (requirements joined by `,` are ANDed).
+pub fn selectors(cfg: &SourceConfig) -> Selectors {
+    fn nonempty(s: &Option<String>) -> Option<&str> {
+        s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+    let all = nonempty(&cfg.selector);
+    let join = |parts: &[Option<&str>]| {
+        let parts: Vec<&str> = parts.iter().flatten().copied().collect();
+        (!parts.is_empty()).then(|| parts.join(","))
+    };
+    Selectors {
+        services: join(&[all, nonempty(&cfg.service_selector)]),
+        slices: join(&[Some(crate::index::record::SERVICE_NAME_LABEL), all]),
+        others: all.map(str::to_string),
+    }
+}
+
+/// What every watcher shares: the client and its health, the index (its
+/// stats count failed requests), the index's queue, the refused permissions
 /// and the stop token.
 #[derive(Clone)]
 struct Watchers {
     client: Client,
-    namespaces: Arc<HashSet<String>>,
     health: Arc<ApiHealth>,
     index: Index,
     tx: mpsc::Sender<SourceEvent>,
+    access: Access,
     stop: CancellationToken,
 }
 
 impl Watchers {
-    /// Watches every `K` (list, then watch) and sends what it sees, reduced
-    /// by `convert`, until `stop` or the index's queue closes.
-    async fn watch<K, F>(self, kind: Kind, config: watcher::Config, convert: F)
+    /// The API of a namespaced kind in `ns`, or in all namespaces.
+    fn api<K>(&self, ns: &Option<Arc<str>>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        match ns {
+            Some(n) => Api::namespaced(self.client.clone(), n),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// Namespaced mode: the configured namespaces exist as far as DNS goes
+    /// (`<ns>.svc.<zone>` is NODATA, not NXDOMAIN), without a request for
+    /// Namespace objects, which a namespaced Role cannot grant. False when
+    /// the index's queue is closed.
+    async fn assume_namespaces(&self, scopes: &[Option<Arc<str>>]) -> bool {
+        let names = scopes.iter().flatten();
+        let events = std::iter::once(SourceEvent::Reset(Kind::Namespace))
+            .chain(names.map(|n| {
+                let key = ObjectKey::new("", n);
+                SourceEvent::Upsert(Object::Namespace(NamespaceRecord { key }))
+            }))
+            .chain([SourceEvent::Synced(Kind::Namespace)]);
+        for ev in events {
+            if self.tx.send(ev).await.is_err() {
+                return false;
+            }
+        }
+        info!(namespaces = ?scopes.iter().flatten().collect::<Vec<_>>(), "watching these namespaces only");
+        true
+    }
+
+    /// Watches `api`'s objects (list, then watch) and sends what it sees,
+    /// reduced by `convert`, until `stop` or the index's queue closes. `ns`
+    /// is the namespace `api` is confined to, if any.
+    fn watch<K, F>(
+        &self,
+        kind: Kind,
+        api: Api<K>,
+        ns: &Option<Arc<str>>,
+        config: watcher::Config,
+        convert: F,
+    ) -> impl Future<Output = ()> + Send + 'static
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
         F: Fn(&K) -> std::result::Result<Object, RecordError> + Send + 'static,
     {
-        let api: Api<K> = Api::all(self.client.clone());
-        // No backoff inside the stream: after an error it retries on the next
-        // poll, which comes when `wait_retry` says.
-        let start = || watcher(api.clone(), config.clone()).boxed();
-        let mut stream = start();
-        let mut backoff = QuickBackoff::default();
-        let place = self.health.join();
-        loop {
-            let next = tokio::select! {
-                _ = self.stop.cancelled() => return,
-                n = stream.try_next() => n,
-            };
-            let event = match next {
-                Ok(Some(e)) => e,
-                Ok(None) => return,
-                Err(e) if is_gone_at_watch_start(&e) => {
-                    // kube-runtime re-lists on a 410 sent inside the watch stream,
-                    // but retries a watch *request* answered 410 with the same
-                    // expired version forever. Start a fresh watcher: it re-lists
-                    // (Init .. InitDone), and the index keeps answering until then.
-                    self.failed(kind);
-                    warn!(kind = kind.as_str(), error = %e, "watch version expired; re-listing");
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return,
-                        _ = tokio::time::sleep(GONE_RELIST_DELAY) => {}
+        let (this, ns) = (self.clone(), ns.clone());
+        async move {
+            // No backoff inside the stream: after an error it retries on the
+            // next poll, which comes when `wait_retry` says.
+            let start = || watcher(api.clone(), config.clone()).boxed();
+            let mut stream = start();
+            let mut backoff = QuickBackoff::default();
+            let place = this.health.join();
+            // Whether the last error was a 403, to clear once events flow.
+            let mut refused = false;
+            loop {
+                let next = tokio::select! {
+                    _ = this.stop.cancelled() => return,
+                    n = stream.try_next() => n,
+                };
+                let event = match next {
+                    Ok(Some(e)) => e,
+                    Ok(None) => return,
+                    Err(e) if is_gone_at_watch_start(&e) => {
+                        // kube-runtime re-lists on a 410 sent inside the watch stream,
+                        // but retries a watch *request* answered 410 with the same
+                        // expired version forever. Start a fresh watcher: it re-lists
+                        // (Init .. InitDone), and the index keeps answering until then.
+                        this.count_failure(kind);
+                        warn!(kind = kind.as_str(), namespace = ns.as_deref(), error = %e, "watch version expired; re-listing");
+                        tokio::select! {
+                            _ = this.stop.cancelled() => return,
+                            _ = tokio::time::sleep(GONE_RELIST_DELAY) => {}
+                        }
+                        stream = start();
+                        continue;
                     }
-                    stream = start();
-                    continue;
-                }
-                Err(e) => {
-                    // The stream recovers on the next poll (with backoff); the
-                    // index keeps serving what it has.
-                    self.failed(kind);
-                    warn!(kind = kind.as_str(), error = %e, "watch failed; retrying with backoff");
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                    if !self.health.wait_retry(place, delay, &self.stop).await {
-                        return;
+                    Err(e) => {
+                        // The stream recovers on the next poll, after the
+                        // backoff; the index keeps serving what it has.
+                        refused = this.failed(kind, ns.as_ref(), &e);
+                        let delay = backoff.next().unwrap_or(MAX_BACKOFF);
+                        if !this.health.wait_retry(place, delay, &this.stop).await {
+                            return;
+                        }
+                        continue;
                     }
-                    continue;
+                };
+                if refused && !matches!(event, Event::Init) {
+                    refused = false;
+                    this.access.granted(kind, ns.as_ref());
+                    info!(
+                        kind = kind.as_str(),
+                        namespace = ns.as_deref(),
+                        "permission works again"
+                    );
                 }
-            };
-            if let Some(ev) = self.source_event(kind, event, &convert)
-                && self.tx.send(ev).await.is_err()
-            {
-                return;
+                if let Some(ev) = source_event(kind, ns.as_ref(), event, &convert)
+                    && this.tx.send(ev).await.is_err()
+                {
+                    return;
+                }
             }
         }
     }
 
     /// Counts a failed list or watch request of `kind`.
-    fn failed(&self, kind: Kind) {
+    fn count_failure(&self, kind: Kind) {
         self.index.stats().source_errors[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The index's event for a watch event: `None` for an object outside the
-    /// watched namespaces or one that does not convert (logged).
-    fn source_event<K: Resource>(
-        &self,
-        kind: Kind,
-        event: Event<K>,
-        convert: impl Fn(&K) -> std::result::Result<Object, RecordError>,
-    ) -> Option<SourceEvent> {
-        match event {
-            Event::Init => {
-                info!(kind = kind.as_str(), "listing");
-                Some(SourceEvent::Reset(kind))
-            }
-            Event::InitDone => {
-                info!(kind = kind.as_str(), "list complete");
-                Some(SourceEvent::Synced(kind))
-            }
-            Event::InitApply(o) | Event::Apply(o) => {
-                if !self.keeps(o.meta()) {
-                    return None;
-                }
-                match convert(&o) {
-                    Ok(obj) => Some(SourceEvent::Upsert(obj)),
-                    Err(e) => {
-                        warn!(kind = kind.as_str(), name = ?o.meta().name, namespace = ?o.meta().namespace, error = %e, "skipping object");
-                        None
-                    }
-                }
-            }
-            Event::Delete(o) => {
-                let m = o.meta();
-                let key = ObjectKey::new(
-                    m.namespace.as_deref().unwrap_or(""),
-                    m.name.as_deref().unwrap_or(""),
+    /// Logs a failed request (once per back-off step: the stream waits
+    /// before its next attempt); a 403 as an error naming the permission,
+    /// recorded in `access`. Returns whether it was a 403.
+    fn failed(&self, kind: Kind, ns: Option<&Arc<str>>, e: &watcher::Error) -> bool {
+        self.count_failure(kind);
+        match forbidden_verb(e) {
+            Some(verb) => {
+                self.access.refused(kind, ns, verb);
+                let (resource, group) = access::resource(kind);
+                error!(
+                    kind = kind.as_str(), verb, resource, api_group = group, namespace = ns.map(|n| &**n),
+                    error = %e,
+                    "permission denied: {}; retrying with backoff",
+                    access::describe(kind, ns.map(|n| &**n), verb),
                 );
-                debug!(kind = kind.as_str(), %key, "deleted");
-                Some(SourceEvent::Remove(kind, key))
+                true
+            }
+            None => {
+                warn!(kind = kind.as_str(), namespace = ns.map(|n| &**n), error = %e, "watch failed; retrying with backoff");
+                false
             }
         }
     }
+}
 
-    /// Whether an object of this namespace is watched.
-    fn keeps(&self, meta: &ObjectMeta) -> bool {
-        self.namespaces.is_empty()
-            || meta
-                .namespace
-                .as_deref()
-                .is_none_or(|n| self.namespaces.contains(&n.to_ascii_lowercase()))
+/// The index's event for a watch event (in namespace `ns` when confined to
+/// one): `None` for an object that does not convert (logged).
+fn source_event<K: Resource>(
+    kind: Kind,
+    ns: Option<&Arc<str>>,
+    event: Event<K>,
+    convert: impl Fn(&K) -> std::result::Result<Object, RecordError>,
+) -> Option<SourceEvent> {
+    match event {
+        Event::Init => {
+            info!(
+                kind = kind.as_str(),
+                namespace = ns.map(|n| &**n),
+                "listing"
+            );
+            Some(match ns {
+                Some(n) => SourceEvent::ResetIn(kind, Arc::clone(n)),
+                None => SourceEvent::Reset(kind),
+            })
+        }
+        Event::InitDone => {
+            info!(
+                kind = kind.as_str(),
+                namespace = ns.map(|n| &**n),
+                "list complete"
+            );
+            Some(match ns {
+                Some(n) => SourceEvent::SyncedIn(kind, Arc::clone(n)),
+                None => SourceEvent::Synced(kind),
+            })
+        }
+        Event::InitApply(o) | Event::Apply(o) => match convert(&o) {
+            Ok(obj) => Some(SourceEvent::Upsert(obj)),
+            Err(e) => {
+                warn!(kind = kind.as_str(), name = ?o.meta().name, namespace = ?o.meta().namespace, error = %e, "skipping object");
+                None
+            }
+        },
+        Event::Delete(o) => {
+            let m = o.meta();
+            let key = ObjectKey::new(
+                m.namespace.as_deref().unwrap_or(""),
+                m.name.as_deref().unwrap_or(""),
+            );
+            debug!(kind = kind.as_str(), %key, "deleted");
+            Some(SourceEvent::Remove(kind, key))
+        }
+    }
+}
+
+/// The verb of a request the API server refused with 403 Forbidden.
+fn forbidden_verb(e: &watcher::Error) -> Option<&'static str> {
+    let code = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 403);
+    match e {
+        watcher::Error::InitialListFailed(k) if code(k) => Some("list"),
+        watcher::Error::WatchStartFailed(k) | watcher::Error::WatchFailed(k) if code(k) => {
+            Some("watch")
+        }
+        watcher::Error::WatchError(s) if s.code == 403 => Some("watch"),
+        _ => None,
     }
 }
 

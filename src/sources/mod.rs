@@ -2,13 +2,15 @@
 //!
 //! - `file`: manifests on disk (or the embedded demo), re-read on change;
 //! - `sim`: a StatefulSet controller simulator on top of the file source;
-//! - `k8s`: a real API server through kube's watcher.
+//! - `k8s`: a real API server through kube's watcher (`access`: the
+//!   permissions it is refused).
 //!
 //! Every source speaks the same re-list language (`Reset`, `Upsert`, `Remove`,
 //! `Synced`), so the file source and the simulator exercise the very index path
 //! a cluster does. [`Differ`] turns "the full desired state now" into that
 //! language for the sources that think in whole states.
 
+pub mod access;
 pub mod api_health;
 pub mod file;
 pub mod k8s;
@@ -105,6 +107,12 @@ pub async fn run_writer(mut writer: IndexWriter, mut rx: mpsc::Receiver<SourceEv
                         debug!(kind = o.kind().as_str(), key = %o.key(), "upsert")
                     }
                     SourceEvent::Remove(k, key) => debug!(kind = k.as_str(), %key, "remove"),
+                    SourceEvent::ResetIn(k, ns) => {
+                        debug!(kind = k.as_str(), namespace = &**ns, "re-list started")
+                    }
+                    SourceEvent::SyncedIn(k, ns) => {
+                        debug!(kind = k.as_str(), namespace = &**ns, "re-list complete")
+                    }
                 }
             }
         }

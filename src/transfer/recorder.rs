@@ -63,7 +63,7 @@ impl Recorder {
 }
 
 impl PublishObserver for Recorder {
-    fn begin(&mut self) {
+    fn begin(&mut self, _arrived_us: u64) {
         // Odd while views change: AXFR snapshots taken now are retried.
         self.shared.publishing.fetch_add(1, Ordering::SeqCst);
         self.pending.clear();

@@ -23,7 +23,7 @@ pub(in crate::index) struct Inputs<'a> {
     pub settings: &'a ZoneSettings,
     pub record: Arc<ServiceRecord>,
     pub slices: Vec<&'a StoredSlice>,
-    pub statefulsets: Box<[(Box<str>, u32)]>,
+    pub statefulsets: Box<[super::Governed]>,
     pub id: u32,
     pub old: Option<&'a ServiceView>,
     pub now: u64,

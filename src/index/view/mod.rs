@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::addrs::{AddrSpan, AddrWord, Addrs};
-use super::record::{Ordinal, PortRecord, ServiceKind, ServiceRecord};
+use super::record::{Ordinal, PodManagement, PortRecord, ServiceKind, ServiceRecord};
 use super::strings::StrSpan;
 use crate::wire::RrSetRef;
 pub(super) use build::{Inputs, build};
@@ -85,6 +85,18 @@ pub struct EndpointView<'a> {
     pub changed_ms: u64,
 }
 
+/// A StatefulSet whose `spec.serviceName` is the service: its pods'
+/// names live below it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Governed {
+    /// The StatefulSet's name (its pods are `<name>-<ordinal>`).
+    pub name: Box<str>,
+    /// `spec.replicas`: the desired pod count.
+    pub replicas: u32,
+    /// `spec.podManagementPolicy` (the record browser shows it).
+    pub policy: PodManagement,
+}
+
 /// A service as published to readers; see the module docs.
 #[derive(Debug)]
 pub struct ServiceView {
@@ -92,8 +104,8 @@ pub struct ServiceView {
     pub record: Arc<ServiceRecord>,
     /// False for a headless service with no served endpoint: NXDOMAIN (spec §2.4.1).
     pub exists: bool,
-    /// StatefulSets governed by this service: (name, replicas).
-    pub statefulsets: Box<[(Box<str>, u32)]>,
+    /// StatefulSets governed by this service.
+    pub statefulsets: Box<[Governed]>,
     /// When this view was published (Unix ms).
     pub published_ms: u64,
     /// The service's number while it has a view (kept across its views,
@@ -214,7 +226,7 @@ impl ServiceView {
         let Some(n) = ord.number else { return false };
         self.statefulsets
             .iter()
-            .any(|(name, replicas)| **name == *ord.base && n < *replicas)
+            .any(|g| *g.name == *ord.base && n < g.replicas)
     }
 
     /// Whether endpoint `i` (or the service itself, [`SERVICE_ITSELF`]) has

@@ -22,11 +22,16 @@
 //! `pause_watches`, `hold_lists`, `fail_next`, `set_down`). The API is read-only over
 //! HTTP: nothing here is a real apiserver, only its wire behaviour.
 //!
+//! With [`FakeApi::grant`] it answers as under namespaced RBAC: 403 for what
+//! no granted Role allows. Every request is logged ([`FakeApi::requests`]),
+//! and what lists and watches sent is counted ([`FakeApi::traffic`]).
+//!
 //! Layout: `resources` (the kinds served), `selector` (label and field
-//! selectors), `store` (objects, history, open watches), `routing`
+//! selectors), `rbac` (Roles), `store` (objects, history, open watches), `routing`
 //! (discovery, get, list), `watch` (event streams), `table` (kubectl's
 //! server-side printing).
 
+pub mod rbac;
 mod resources;
 mod routing;
 mod selector;
@@ -40,6 +45,8 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use serde_json::{Value, json};
 
+use k8s_openapi::api::rbac::v1::Role;
+use rbac::Grant;
 use resources::ResourceType;
 pub use routing::ApiRequest;
 use store::{Change, ClusterState, Inner};
@@ -91,6 +98,7 @@ impl FakeApi {
             state: Mutex::new(ClusterState::new()),
             gate: tokio::sync::watch::channel(0).0,
             addr,
+            traffic: Default::default(),
         });
         let app = Router::new()
             .fallback(routing::handle)
@@ -339,6 +347,27 @@ impl FakeApi {
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<ApiRequest> {
         self.inner.lock().requests.clone()
+    }
+
+    /// Objects and bytes sent in list responses and watch streams so far.
+    pub fn traffic(&self) -> (u64, u64) {
+        self.inner.traffic.get()
+    }
+
+    /// Binds `role` in `namespace`: from the first grant on, requests no
+    /// granted rule allows get 403 (see `rbac`).
+    pub fn grant(&self, namespace: &str, role: &Role) {
+        let grant = Grant {
+            namespace: namespace.to_string(),
+            rules: role.rules.clone().unwrap_or_default(),
+        };
+        self.inner.lock().grants.get_or_insert_default().push(grant);
+    }
+
+    /// Replaces every grant with none: every resource request gets 403.
+    /// Later [`FakeApi::grant`]s add to that.
+    pub fn revoke_all(&self) {
+        self.inner.lock().grants = Some(Vec::new());
     }
 }
 

@@ -11,6 +11,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::rbac;
 use super::resources::{RESOURCES, ResourceType};
 use super::selector::Selector;
 use super::store::Inner;
@@ -30,6 +31,12 @@ pub struct ApiRequest {
     pub watch: bool,
     /// The resource type, if the path named one.
     pub plural: Option<&'static str>,
+    /// Its API group (`""`: core), if the path named a resource type.
+    pub group: Option<&'static str>,
+    /// `get`, `list` or `watch` for a resource request; `""` for discovery.
+    pub verb: &'static str,
+    /// The namespace in the path; `None` for cluster scope and discovery.
+    pub namespace: Option<String>,
     /// What the server answered: an HTTP status; a watch that got a 410 in
     /// its stream is recorded as 410 too.
     pub status: u16,
@@ -146,18 +153,40 @@ pub(super) async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Res
     let watch = query
         .iter()
         .any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
+    let (rt, verb, namespace) = match &target {
+        None => (None, "", None),
+        Some(Target::Collection { rt, namespace }) => (
+            Some(*rt),
+            if watch { "watch" } else { "list" },
+            namespace.clone(),
+        ),
+        Some(Target::Object { rt, namespace, .. }) => {
+            let ns = Some(namespace.clone()).filter(|n| !n.is_empty());
+            (Some(*rt), "get", ns)
+        }
+    };
     let mut log = ApiRequest {
         method: req.method().to_string(),
         path: path.clone(),
         query: query.clone(),
         watch,
-        plural: target.as_ref().map(|t| match t {
-            Target::Collection { rt, .. } | Target::Object { rt, .. } => rt.plural,
-        }),
+        plural: rt.map(|r| r.plural),
+        group: rt.map(|r| r.group),
+        verb,
+        namespace: namespace.clone(),
         status: 200,
     };
+    let refused = rt.filter(|rt| {
+        let st = inner.lock();
+        st.grants
+            .as_ref()
+            .is_some_and(|g| !rbac::allows(g, verb, rt, namespace.as_deref()))
+    });
     let response = match target {
         None => discovery(&inner, &segs),
+        Some(_) if refused.is_some() => {
+            rbac::forbidden(verb, refused.expect("checked"), namespace.as_deref())
+        }
         Some(_) if req.method() != Method::GET => status_response(
             405,
             "MethodNotAllowed",
@@ -308,6 +337,7 @@ async fn resource(
         fields,
         bookmarks: param(query, "allowWatchBookmarks") == Some("true"),
         tx: mpsc::unbounded_channel().0,
+        traffic: Arc::clone(&inner.traffic),
     };
     if watch {
         watch_response(inner, w, query, log).await
@@ -393,13 +423,17 @@ fn list_response(
     if accept.contains("as=Table") {
         return json_response(200, &table(w.rt, meta, &items));
     }
-    json_response(
-        200,
-        &json!({
-            "kind": format!("{}List", w.rt.kind),
-            "apiVersion": w.rt.api_version(),
-            "metadata": meta,
-            "items": items,
-        }),
-    )
+    let body = json!({
+        "kind": format!("{}List", w.rt.kind),
+        "apiVersion": w.rt.api_version(),
+        "metadata": meta,
+        "items": items,
+    })
+    .to_string();
+    inner.traffic.count(items.len(), body.len());
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("static parts always build a response")
 }

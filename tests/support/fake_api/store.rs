@@ -4,11 +4,13 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::rbac::Grant;
 use super::resources::ResourceType;
 use super::routing::ApiRequest;
 use super::watch::{Frame, Watcher};
@@ -42,6 +44,8 @@ pub(super) struct ClusterState {
     pub watches_paused: bool,
     pub held_lists: HashSet<&'static str>,
     pub next_uid: u64,
+    /// The Roles granted (see `rbac`); `None`: every request is allowed.
+    pub grants: Option<Vec<Grant>>,
 }
 
 impl ClusterState {
@@ -60,6 +64,7 @@ impl ClusterState {
             watches_paused: false,
             held_lists: HashSet::new(),
             next_uid: 1,
+            grants: None,
         }
     }
 
@@ -87,8 +92,32 @@ impl ClusterState {
     }
 }
 
+/// What the server sent in list responses and watch streams: objects
+/// (list items, watch events other than bookmarks and errors) and bytes.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    objects: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Traffic {
+    pub fn count(&self, objects: usize, bytes: usize) {
+        self.objects.fetch_add(objects as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// (objects, bytes) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.objects.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
 pub(super) struct Inner {
     pub state: Mutex<ClusterState>,
+    pub traffic: Arc<Traffic>,
     /// Bumped whenever a pause or hold is lifted, to wake waiting requests.
     pub gate: watch::Sender<u64>,
     pub addr: SocketAddr,

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::resources::ResourceType;
 use super::routing::{ApiRequest, param, status, status_response};
 use super::selector::Selector;
-use super::store::{Change, ClusterState, Inner};
+use super::store::{Change, ClusterState, Inner, Traffic};
 
 /// What a watch stream's body receives.
 pub(super) enum Frame {
@@ -36,6 +36,8 @@ pub(super) struct Watcher {
     pub fields: Selector,
     pub bookmarks: bool,
     pub tx: mpsc::UnboundedSender<Frame>,
+    /// Where what this watch sends is counted.
+    pub traffic: Arc<Traffic>,
 }
 
 impl Watcher {
@@ -65,7 +67,10 @@ impl Watcher {
     }
 
     pub fn send(&self, type_: &str, object: &Value) -> bool {
-        self.tx.send(Frame::Line(event_line(type_, object))).is_ok()
+        let line = event_line(type_, object);
+        let objects = usize::from(matches!(type_, "ADDED" | "MODIFIED" | "DELETED"));
+        self.traffic.count(objects, line.len());
+        self.tx.send(Frame::Line(line)).is_ok()
     }
 }
 
