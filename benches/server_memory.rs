@@ -32,7 +32,7 @@
 //! backoff, which grows when re-lists follow each other within 10 s.
 //!
 //! Run with `cargo bench --bench server_memory` (Cargo builds the release
-//! binary first). Without `--bench` (as `cargo test --all-targets` runs it)
+//! binary first; `-- --file-only` skips the Kubernetes source's part). Without `--bench` (as `cargo test --all-targets` runs it)
 //! it is a smoke run with 100 services that takes a few seconds, on the debug
 //! binary that profile builds: its numbers mean nothing.
 
@@ -239,7 +239,9 @@ impl Server {
         let admin = SocketAddr::from(([127, 0, 0, 1], support::process::free_port()));
         let log = dir.join("server.log");
         let stderr = std::fs::File::create(&log).expect("create the server's log file");
-        let mut cmd = Command::new(BIN);
+        // `HEADLESS_DNS_BENCH_BIN` measures another build (say, the commit before a change).
+        let bin = std::env::var_os("HEADLESS_DNS_BENCH_BIN").unwrap_or_else(|| BIN.into());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .args(source)
             .arg("--listen")
@@ -594,6 +596,11 @@ async fn bench(scale: &Scale) {
         assert_eq!(miss, Err(ResponseCode::NXDomain), "empty cluster");
         (rss_kb(server.pid()), breakdown(server.pid()))
     };
+    // `-- --file-only`: only the file source's part (after the empty server).
+    if std::env::args().any(|a| a == "--file-only") {
+        println!("  empty server: RSS {} kB ({})", empty.0, empty.1);
+        return bench_file(scale, empty.0).await;
+    }
 
     let api = FakeApi::start().await;
     for n in 0..NAMESPACES.min(services) {

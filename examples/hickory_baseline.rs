@@ -253,8 +253,7 @@ fn load(manifests: PathBuf, zone: &str) -> Index {
         },
         &[],
     );
-    let mut reader = ManifestReader::new(Manifests::Files(vec![manifests]));
-    reader.reload(true);
+    let reader = ManifestReader::new(Manifests::Files(vec![manifests]));
     writer.apply_all(Differ::default().diff(reader.merged()));
     writer.index()
 }

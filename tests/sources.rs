@@ -137,6 +137,71 @@ async fn manifest_edits_are_applied_and_broken_files_keep_the_last_good_state() 
     .await;
 }
 
+/// A Service `nginx` (if `service`) and its EndpointSlice `nginx-1` with
+/// web-0 at `ip` (if any).
+fn one_pod(service: bool, ip: Option<&str>) -> String {
+    let mut y = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n");
+    if service {
+        y.push_str("---\napiVersion: v1\nkind: Service\nmetadata: {name: nginx, namespace: default}\nspec: {clusterIP: None}\n");
+    }
+    if let Some(ip) = ip {
+        y.push_str(&format!("---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: nginx-1, namespace: default, labels: {{kubernetes.io/service-name: nginx}}}}\naddressType: IPv4\nendpoints:\n  - {{addresses: [{ip}], hostname: web-0}}\n"));
+    }
+    y
+}
+
+/// An object defined in two files: the file listed last wins; edits to the
+/// other one wait behind it, and take over when the last file drops it.
+#[tokio::test]
+async fn an_object_in_two_files_is_served_from_the_last_one() {
+    within(Duration::from_secs(60), async {
+        const WEB0: &str = "web-0.nginx.default.svc.cluster.local";
+        let dir = tempfile::tempdir().unwrap();
+        let (first, last) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+        std::fs::write(&first, one_pod(true, Some("10.0.1.1"))).unwrap();
+        std::fs::write(&last, one_pod(false, Some("10.0.2.1"))).unwrap();
+        let s = TestServer::start(support::server::test_config(vec![
+            first.clone(),
+            last.clone(),
+        ]))
+        .await;
+        assert_eq!(
+            ip_strings(&s.query(Proto::Udp, WEB0, A).await),
+            ["10.0.2.1"]
+        );
+
+        // The first file's copy changes: still shadowed by the last file's.
+        rewrite(&first, &one_pod(true, Some("10.0.1.9")));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            ip_strings(&s.query(Proto::Udp, WEB0, A).await),
+            ["10.0.2.1"]
+        );
+
+        // The last file drops it: the first file's current copy is served.
+        rewrite(&last, &one_pod(false, None));
+        s.wait_for(WEB0, A, "web-0 from the first file", |m| {
+            ip_strings(m) == ["10.0.1.9"]
+        })
+        .await;
+        // And back: the last file wins again.
+        rewrite(&last, &one_pod(false, Some("10.0.2.2")));
+        s.wait_for(WEB0, A, "web-0 from the last file", |m| {
+            ip_strings(m) == ["10.0.2.2"]
+        })
+        .await;
+        // Gone from both: the name goes.
+        rewrite(&last, &one_pod(false, None));
+        rewrite(&first, &one_pod(true, None));
+        s.wait_for(WEB0, A, "web-0 gone", |m| {
+            rcode(m) == ResponseCode::NXDomain
+        })
+        .await;
+        s.stop().await;
+    })
+    .await;
+}
+
 fn sim_manifests() -> String {
     let svc = |name: &str| {
         format!(

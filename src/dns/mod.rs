@@ -17,6 +17,7 @@ pub mod reverse;
 pub mod rrl;
 pub mod server;
 pub mod stats;
+mod udp;
 pub mod zonefile;
 
 use std::net::IpAddr;

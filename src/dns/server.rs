@@ -1,10 +1,8 @@
-//! Transport: UDP worker threads and TCP connection tasks around [`Answerer`].
+//! Transport: binding the DNS sockets, and TCP connection tasks around
+//! [`Answerer`] (UDP threads are in [`super::udp`]).
 //!
-//! UDP is served by one OS thread per socket doing blocking `recv_from` /
-//! `send_to` into buffers it reuses: the answer is synchronous, so a runtime
-//! would only add a wake-up per packet. Several sockets can share one address
-//! with `SO_REUSEPORT` (the kernel spreads clients across them), which is how
-//! `threads` scales over cores. TCP (RFC 7766) runs on tokio: length-prefixed
+//! Several UDP sockets can share one address with `SO_REUSEPORT` (the kernel
+//! spreads clients across them). TCP (RFC 7766) runs on tokio: length-prefixed
 //! messages, pipelined in order, an idle timeout, and a bound on connections.
 //! At the bound a new client is let in by closing the least recently active
 //! connection (RFC 7766 §6.2.3 lets servers close idle connections under
@@ -14,9 +12,8 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,24 +23,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
-use super::forward::{Forwarder, UdpForward};
-use super::rrl::Rrl;
+pub use super::udp::spawn_udp;
+
+use super::forward::Forwarder;
 use super::{Answerer, Outcome};
 use crate::error::{Error, Result};
-use crate::fault::Fault;
-
-/// How often a UDP thread looks at the shutdown token while idle.
-const UDP_POLL: Duration = Duration::from_millis(200);
-
-/// Test-only fault hook: with this set to N, each UDP thread panics once it
-/// has been idle for a poll N ms after it started (the tests of thread death
-/// use it). Read once per thread start; never looked at per query.
-const TEST_PANIC_ENV: &str = "HEADLESS_DNS_TEST_UDP_PANIC_AFTER_MS";
-
-fn test_fault_deadline() -> Option<std::time::Instant> {
-    let ms: u64 = std::env::var(TEST_PANIC_ENV).ok()?.parse().ok()?;
-    Some(std::time::Instant::now() + Duration::from_millis(ms))
-}
 
 /// Limits on TCP clients.
 #[derive(Clone, Copy, Debug)]
@@ -107,165 +91,6 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<StdTcpListener> {
         addr,
         source,
     })
-}
-
-/// Starts one thread per UDP socket; they stop when `stop` is cancelled.
-/// With `rrl`, every response goes through the rate limiter first, local,
-/// forwarded or the SERVFAIL of a full forward queue.
-pub fn spawn_udp(
-    answerer: &Arc<Answerer>,
-    sockets: Vec<UdpSocket>,
-    forward: Option<tokio::sync::mpsc::Sender<UdpForward>>,
-    rrl: Option<Arc<Rrl>>,
-    stop: &CancellationToken,
-    fault: &Fault,
-    drain: Arc<AtomicBool>,
-) -> Result<Vec<JoinHandle<()>>> {
-    let mut handles = Vec::with_capacity(sockets.len());
-    for (i, sock) in sockets.into_iter().enumerate() {
-        sock.set_nonblocking(false)?;
-        sock.set_read_timeout(Some(UDP_POLL))?;
-        let answerer = Arc::clone(answerer);
-        let rrl = rrl.clone();
-        let stop = stop.clone();
-        let forward = forward.clone();
-        let drain = Arc::clone(&drain);
-        let sock = Arc::new(sock);
-        let name = format!("dns-udp-{i}");
-        let watch = fault.watch_thread(format!("udp thread {name}"));
-        let fault_at = test_fault_deadline();
-        let handle = std::thread::Builder::new().name(name).spawn(move || {
-            let _watch = watch;
-            udp_loop(
-                &sock,
-                &answerer,
-                forward.as_ref(),
-                rrl.as_ref(),
-                &stop,
-                fault_at,
-            );
-            if drain.load(Ordering::Relaxed) {
-                drain_udp(&sock, &answerer, forward.as_ref(), rrl.as_ref());
-            }
-        })?;
-        handles.push(handle);
-    }
-    Ok(handles)
-}
-
-fn udp_loop(
-    sock: &Arc<UdpSocket>,
-    answerer: &Arc<Answerer>,
-    forward: Option<&tokio::sync::mpsc::Sender<UdpForward>>,
-    rrl: Option<&Arc<Rrl>>,
-    stop: &CancellationToken,
-    fault_at: Option<std::time::Instant>,
-) {
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
-    while !stop.is_cancelled() {
-        match sock.recv_from(&mut buf) {
-            Ok((n, src)) => handle_udp(sock, answerer, forward, rrl, &buf[..n], src, &mut out),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) =>
-            {
-                // Checked only when idle: the test fault never touches a query.
-                if fault_at.is_some_and(|t| std::time::Instant::now() >= t) {
-                    panic!("test fault: {TEST_PANIC_ENV} is set");
-                }
-            }
-            // ICMP errors from earlier sends surface here (ECONNREFUSED): not ours to act on.
-            Err(e) => trace!(error = %e, "udp receive error"),
-        }
-    }
-}
-
-/// Answers what a stopped thread's socket holds queued, without waiting for
-/// more: the socket closes next (shutdown, or a reload that bound new ones),
-/// and its queue would be lost. Only for sockets no successor reads: it
-/// makes the socket non-blocking.
-fn drain_udp(
-    sock: &Arc<UdpSocket>,
-    answerer: &Arc<Answerer>,
-    forward: Option<&tokio::sync::mpsc::Sender<UdpForward>>,
-    rrl: Option<&Arc<Rrl>>,
-) {
-    if sock.set_nonblocking(true).is_err() {
-        return;
-    }
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
-    for _ in 0..DRAIN_MAX {
-        let Ok((n, src)) = sock.recv_from(&mut buf) else {
-            break;
-        };
-        handle_udp(sock, answerer, forward, rrl, &buf[..n], src, &mut out);
-    }
-}
-
-/// At most this many queued queries are answered by a stopping UDP thread.
-const DRAIN_MAX: usize = 4096;
-
-/// Answers one UDP query `packet` from `src` (through `out`), or hands it to
-/// the forwarder or the zone-transfer responder.
-fn handle_udp(
-    sock: &Arc<UdpSocket>,
-    answerer: &Arc<Answerer>,
-    forward: Option<&tokio::sync::mpsc::Sender<UdpForward>>,
-    rrl: Option<&Arc<Rrl>>,
-    packet: &[u8],
-    src: SocketAddr,
-    out: &mut Vec<u8>,
-) {
-    match answerer.answer(packet, false, out) {
-        Outcome::Reply => {
-            if rrl.is_some_and(|r| !r.admit(src.ip(), out, answerer.stats())) {
-                return;
-            }
-            if let Err(e) = sock.send_to(out, src) {
-                trace!(error = %e, %src, "udp send failed");
-            }
-        }
-        Outcome::Drop => {}
-        Outcome::Transfer => {
-            // Zone transfers over UDP: one message (IXFR, signed queries).
-            let reply = answerer
-                .transfers()
-                .and_then(|t| t.respond(answerer, packet, src, false).next());
-            if let Some(reply) = reply {
-                let _ = sock.send_to(&reply, src);
-            }
-        }
-        outcome @ (Outcome::Forward | Outcome::Chase) => {
-            let received = std::time::Instant::now();
-            let req = UdpForward {
-                packet: packet.to_vec(),
-                chain: (outcome == Outcome::Chase).then(|| out.clone()),
-                src,
-                socket: Arc::clone(sock),
-                answerer: Arc::clone(answerer),
-                rrl: rrl.cloned(),
-                received,
-            };
-            // A full queue sheds load: SERVFAIL now rather than an unbounded backlog.
-            if forward.is_none_or(|f| f.try_send(req).is_err()) {
-                match super::forward::servfail(packet) {
-                    Some(mut bytes) => {
-                        answerer
-                            .stats()
-                            .response_packet(false, &bytes, received.elapsed());
-                        if rrl.is_none_or(|r| r.admit(src.ip(), &mut bytes, answerer.stats())) {
-                            let _ = sock.send_to(&bytes, src);
-                        }
-                    }
-                    None => answerer.stats().dropped(),
-                }
-            }
-        }
-    }
 }
 
 /// How long a new client waits for a closed connection's task to let go of

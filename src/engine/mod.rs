@@ -52,8 +52,7 @@ pub fn export_manifests(config: &Config) -> Result<String> {
 pub fn index_manifests(config: &Config) -> Result<crate::index::Index> {
     config.validate()?;
     let mut writer = new_index_writer(config, &[]);
-    let mut reader = ManifestReader::new(Manifests::of(&config.source));
-    reader.reload(true);
+    let reader = ManifestReader::new(Manifests::of(&config.source));
     let mut objects = reader.merged();
     if config.sim.enabled {
         objects = new_sim(config).run_to_completion(objects);

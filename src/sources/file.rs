@@ -3,28 +3,23 @@
 //! Files hold any number of documents (`---`), each an object or a `kind: List`.
 //! Objects are read into `k8s_openapi` types (the same types the API source
 //! gets) and reduced to index records. Files are polled for changes (size,
-//! mtime, then content) and re-read on SIGHUP; a change is applied as a diff.
+//! mtime, then content) and re-read on SIGHUP; a change is applied as a diff
+//! (`reader`), with a digest per object kept between reads, not the objects
+//! (`layers`, which also says which file wins an object defined in two).
 //! A broken file is reported with file, document and line, and its last good
 //! content keeps serving. Unknown kinds are skipped.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::Hasher;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
-use super::sim::{SharedSim, Sim, SimCommands};
-use super::{Differ, ObjectMap, SourceEvent};
 use crate::config::SourceConfig;
 use crate::index::record::RecordError;
 use crate::index::{
@@ -35,6 +30,10 @@ use crate::index::{
 pub const DEMO: &str = include_str!("../../config/demo-cluster.yaml");
 /// The name the embedded demo is reported under.
 pub const DEMO_NAME: &str = "<embedded config/demo-cluster.yaml>";
+
+mod layers;
+mod reader;
+pub use reader::{ManifestReader, run};
 
 /// A parse failure: where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,63 +73,112 @@ struct List {
     items: Vec<serde_yaml_ng::Value>,
 }
 
-/// Splits a YAML stream at `---` lines and hands each document with content
-/// to `doc`, with its first line number, one at a time: a big file is never
-/// held whole (it was, as read and again split into documents). Every byte
-/// read goes through `digest`, to the end of the input even after `doc`
-/// failed, so that an unchanged broken file can be told from a new one.
+/// Splits a YAML stream at `---` lines and hands out each document with
+/// content, with its first line number, one at a time: a big file is never
+/// held whole. Every byte read goes through the caller's digest.
+struct Documents<R> {
+    input: R,
+    /// The line just read.
+    raw: String,
+    /// The document being gathered, from line `start`.
+    cur: String,
+    start: usize,
+    /// The document handed out last.
+    out: String,
+    /// Lines read.
+    line: usize,
+}
+
+impl<R: BufRead> Documents<R> {
+    fn new(input: R) -> Self {
+        Self {
+            input,
+            raw: String::new(),
+            cur: String::new(),
+            start: 1,
+            out: String::new(),
+            line: 0,
+        }
+    }
+
+    /// The next document with content and its first line; `None` at the end.
+    fn next(&mut self, digest: &mut impl Hasher) -> std::io::Result<Option<(usize, &str)>> {
+        loop {
+            self.raw.clear();
+            if self.input.read_line(&mut self.raw)? == 0 {
+                let start = self.start;
+                return Ok(self.hand_out().then_some((start, self.out.as_str())));
+            }
+            digest.write(self.raw.as_bytes());
+            self.line += 1;
+            let line = self.raw.strip_suffix('\n').unwrap_or(&self.raw);
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            let is_marker =
+                line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
+            if !is_marker {
+                if line.trim() != "..." {
+                    self.cur.push_str(line);
+                    self.cur.push('\n');
+                }
+                continue;
+            }
+            let start = self.start;
+            // `--- {a: 1}` keeps content on the marker line.
+            let rest = line[3..].trim();
+            let rest_has_content = !rest.is_empty() && !rest.starts_with('#');
+            let had = self.hand_out();
+            self.start = self.line + usize::from(!rest_has_content);
+            if rest_has_content {
+                let rest = self.raw.trim_end()[3..].trim();
+                self.cur.push_str(rest);
+                self.cur.push('\n');
+            }
+            if had {
+                return Ok(Some((start, self.out.as_str())));
+            }
+        }
+    }
+
+    /// Moves the gathered document to `out` if it has content (not only
+    /// blank lines and comments); true if it had.
+    fn hand_out(&mut self) -> bool {
+        let has_content = self
+            .cur
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+        std::mem::swap(&mut self.cur, &mut self.out);
+        self.cur.clear();
+        has_content
+    }
+
+    /// Reads the rest of the input into `digest` (after a broken document,
+    /// so that an unchanged broken file can be told from a new one).
+    fn drain(&mut self, digest: &mut impl Hasher) -> std::io::Result<()> {
+        loop {
+            self.raw.clear();
+            if self.input.read_line(&mut self.raw)? == 0 {
+                return Ok(());
+            }
+            digest.write(self.raw.as_bytes());
+        }
+    }
+}
+
+/// Hands each document of `input` to `doc` (see [`Documents`]); after `doc`
+/// fails, the rest of the input still goes through `digest`.
 fn for_each_document<E>(
-    mut input: impl BufRead,
+    input: impl BufRead,
     digest: &mut impl Hasher,
     mut doc: impl FnMut(usize, &str) -> Result<(), E>,
 ) -> std::io::Result<Result<(), E>> {
-    let (mut raw, mut cur) = (String::new(), String::new());
-    // `start`: the current document's first line; `i`: the line just read.
-    let (mut start, mut i) = (1, 0);
-    let mut failed = None;
-    let mut emit = |start: usize, cur: &mut String, failed: &mut Option<E>| {
-        let has_content = cur
-            .lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
-        if failed.is_none()
-            && has_content
-            && let Err(e) = doc(start, cur)
-        {
-            *failed = Some(e);
-        }
-        cur.clear();
-    };
-    loop {
-        raw.clear();
-        if input.read_line(&mut raw)? == 0 {
-            break;
-        }
-        digest.write(raw.as_bytes());
-        i += 1;
-        if failed.is_some() {
-            continue;
-        }
-        let line = raw.strip_suffix('\n').unwrap_or(&raw);
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        let is_marker =
-            line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
-        if is_marker {
-            emit(start, &mut cur, &mut failed);
-            start = i + 1;
-            // `--- {a: 1}` keeps content on the marker line.
-            let rest = line[3..].trim();
-            if !rest.is_empty() && !rest.starts_with('#') {
-                cur.push_str(rest);
-                cur.push('\n');
-                start = i;
-            }
-        } else if line.trim() != "..." {
-            cur.push_str(line);
-            cur.push('\n');
+    let mut docs = Documents::new(input);
+    while let Some((line, text)) = docs.next(digest)? {
+        if let Err(e) = doc(line, text) {
+            docs.drain(digest)?;
+            return Ok(Err(e));
         }
     }
-    emit(start, &mut cur, &mut failed);
-    Ok(failed.map_or(Ok(()), Err))
+    Ok(Ok(()))
 }
 
 /// Parses one file's text into objects, in order.
@@ -305,231 +353,6 @@ impl Manifests {
             Manifests::Files(source.manifests.clone())
         }
     }
-}
-
-/// What tells a file changed without reading it.
-#[derive(Clone, PartialEq, Eq)]
-struct SizeAndMtime {
-    len: u64,
-    modified: Option<SystemTime>,
-}
-
-struct Loaded {
-    stamp: Option<SizeAndMtime>,
-    /// A hash of the content last read (the text itself is not kept: a big
-    /// manifest file would be held twice, as text and as objects).
-    digest: Option<u64>,
-    objects: Vec<Object>,
-}
-
-/// Reads and watches manifest files, keeping each file's last good objects.
-pub struct ManifestReader {
-    manifests: Manifests,
-    files: HashMap<PathBuf, Loaded>,
-    hasher: std::hash::RandomState,
-}
-
-impl ManifestReader {
-    /// A reader for `manifests`; nothing is read yet.
-    pub fn new(manifests: Manifests) -> Self {
-        Self {
-            manifests,
-            files: HashMap::new(),
-            hasher: std::hash::RandomState::new(),
-        }
-    }
-
-    /// Reads every file whose size or mtime changed (all of them if `force`).
-    /// Returns whether any file's objects changed ([`Self::merged`] has
-    /// them), and logs each broken file (its previous content keeps
-    /// serving).
-    pub fn reload(&mut self, force: bool) -> bool {
-        let paths = match &self.manifests {
-            Manifests::Demo => {
-                if !self.files.is_empty() {
-                    return false;
-                }
-                let mut objects = match parse(DEMO_NAME, DEMO) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        warn!(error = %e, "embedded demo does not parse");
-                        Vec::new()
-                    }
-                };
-                default_namespace(&mut objects);
-                self.files.insert(
-                    PathBuf::from(DEMO_NAME),
-                    Loaded {
-                        stamp: None,
-                        digest: None,
-                        objects,
-                    },
-                );
-                return true;
-            }
-            Manifests::Files(p) => p.clone(),
-        };
-        let mut changed = false;
-        for path in &paths {
-            changed |= self.reload_file(path, force);
-        }
-        changed
-    }
-
-    fn reload_file(&mut self, path: &Path, force: bool) -> bool {
-        let stamp = std::fs::metadata(path).ok().map(|m| SizeAndMtime {
-            len: m.len(),
-            modified: m.modified().ok(),
-        });
-        let prev = self.files.get(path);
-        if !force && prev.is_some_and(|p| p.stamp == stamp) {
-            return false;
-        }
-        // Parsed while read, a document at a time; if the content turns out
-        // unchanged (same digest), the parse is thrown away.
-        let mut digest = self.hasher.build_hasher();
-        let read = std::fs::File::open(path).and_then(|f| {
-            let input = std::io::BufReader::with_capacity(64 << 10, f);
-            parse_from(&path.display().to_string(), input, &mut digest)
-        });
-        let parsed = match read {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                if prev.is_none_or(|p| p.stamp.is_some()) {
-                    warn!(path = %path.display(), error = %e, "cannot read manifest file; keeping its last good content");
-                }
-                let entry = self.files.entry(path.to_path_buf()).or_insert(Loaded {
-                    stamp: None,
-                    digest: None,
-                    objects: Vec::new(),
-                });
-                entry.stamp = None;
-                return false;
-            }
-        };
-        let digest = Some(digest.finish());
-        if prev.is_some_and(|p| p.digest == digest) {
-            if let Some(p) = self.files.get_mut(path) {
-                p.stamp = stamp;
-            }
-            return false;
-        }
-        match parsed {
-            Ok(mut objects) => {
-                default_namespace(&mut objects);
-                info!(path = %path.display(), objects = objects.len(), "manifest file loaded");
-                self.files.insert(
-                    path.to_path_buf(),
-                    Loaded {
-                        stamp,
-                        digest,
-                        objects,
-                    },
-                );
-                true
-            }
-            Err(e) => {
-                warn!(error = %e, "manifest file is invalid; keeping its last good content");
-                let entry = self.files.entry(path.to_path_buf()).or_insert(Loaded {
-                    stamp: None,
-                    digest: None,
-                    objects: Vec::new(),
-                });
-                entry.stamp = stamp;
-                entry.digest = digest;
-                false
-            }
-        }
-    }
-
-    /// All files' objects; a key defined twice keeps the last file's object.
-    /// A copy, built on demand: the reader's per-file objects are the only
-    /// ones kept between reloads.
-    pub fn merged(&self) -> ObjectMap {
-        let order: Vec<PathBuf> = match &self.manifests {
-            Manifests::Demo => vec![PathBuf::from(DEMO_NAME)],
-            Manifests::Files(p) => p.clone(),
-        };
-        let mut map = ObjectMap::new();
-        for path in order {
-            for o in self
-                .files
-                .get(&path)
-                .map(|l| l.objects.as_slice())
-                .unwrap_or_default()
-            {
-                map.insert((o.kind(), o.key().clone()), o.clone());
-            }
-        }
-        map
-    }
-}
-
-/// Runs the file source (with the simulator on top, if given) until `stop`:
-/// initial full list, then diffs on every file change, SIGHUP, simulator step
-/// or simulator command.
-pub async fn run(
-    mut reader: ManifestReader,
-    poll: Duration,
-    mut sim: Option<(SharedSim, SimCommands)>,
-    tx: mpsc::Sender<SourceEvent>,
-    stop: CancellationToken,
-) {
-    let mut differ = Differ::default();
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let watch_files = matches!(reader.manifests, Manifests::Files(_));
-    // `changed`: the first pass, or a simulator command changed state.
-    let (mut force, mut changed) = (true, true);
-    loop {
-        let now = Instant::now();
-        let mut dirty = std::mem::take(&mut changed);
-        // The merged manifests are built only when needed and dropped after
-        // the diff: the reader's per-file objects are the one kept copy.
-        let mut manifests = None;
-        if reader.reload(std::mem::take(&mut force)) {
-            if let Some((s, _)) = &sim {
-                lock(s).sync_manifests(manifests.insert(reader.merged()), now);
-            }
-            dirty = true;
-        }
-        if let Some((s, _)) = &sim {
-            dirty |= lock(s).reconcile(now);
-        }
-        if dirty {
-            let manifests = manifests.unwrap_or_else(|| reader.merged());
-            let desired = match &sim {
-                Some((s, _)) => lock(s).overlay(manifests),
-                None => manifests,
-            };
-            for event in differ.diff(desired) {
-                if tx.send(event).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let deadline = sim.as_ref().and_then(|(s, _)| lock(s).next_deadline());
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(poll), if watch_files => {}
-            _ = async { tokio::time::sleep_until(deadline.unwrap_or(now)).await }, if deadline.is_some() => {}
-            Some(()) = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => {
-                info!("SIGHUP: re-reading manifests");
-                force = true;
-            }
-            Some((cmd, reply)) = async { sim.as_mut()?.1.recv().await }, if sim.is_some() => {
-                if let Some((s, _)) = &sim {
-                    let _ = reply.send(lock(s).command(cmd, Instant::now()));
-                    changed = true;
-                }
-            }
-        }
-    }
-}
-
-/// The simulator, even if a panic poisoned its lock: it is a demo aid, and a
-/// step left half-done beats a source that stops.
-fn lock(sim: &SharedSim) -> std::sync::MutexGuard<'_, Sim> {
-    sim.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

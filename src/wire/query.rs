@@ -166,6 +166,9 @@ impl Query {
     /// returns the offset after it.
     fn read_question(&mut self, p: &[u8]) -> Option<usize> {
         let mut at = 12;
+        // The label offsets first; then the name is copied and lower-cased
+        // whole (length bytes are below 64, so lower-casing leaves them be):
+        // a byte-at-a-time copy was a fifth of the query path's instructions.
         loop {
             let len = *p.get(at)? as usize;
             // A pointer in the only question can only point into the header.
@@ -173,22 +176,18 @@ impl Query {
                 return None;
             }
             if len == 0 {
-                self.lower[self.name_len] = 0;
-                self.name_len += 1;
-                at += 1;
                 break;
             }
-            let label = p.get(at + 1..at + 1 + len)?;
             self.label_at[self.labels] = self.name_len as u8;
             self.labels += 1;
-            self.lower[self.name_len] = len as u8;
-            let dst = &mut self.lower[self.name_len + 1..self.name_len + 1 + len];
-            for (d, s) in dst.iter_mut().zip(label) {
-                *d = s.to_ascii_lowercase();
-            }
             self.name_len += 1 + len;
             at += 1 + len;
         }
+        self.name_len += 1;
+        let lower = &mut self.lower[..self.name_len];
+        lower.copy_from_slice(&p[12..=at]);
+        lower.make_ascii_lowercase();
+        at += 1;
         self.qtype = u16_at(p, at)?;
         self.qclass = u16_at(p, at + 2)?;
         self.question_end = at + 4;
