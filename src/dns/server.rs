@@ -1,5 +1,5 @@
 //! Transport: binding the DNS sockets, and TCP connection tasks around
-//! [`Answerer`] (UDP threads are in [`super::udp`]).
+//! [`Answerer`] (UDP threads are in `dns::udp`).
 //!
 //! Several UDP sockets can share one address with `SO_REUSEPORT` (the kernel
 //! spreads clients across them). TCP (RFC 7766) runs on tokio: length-prefixed
