@@ -45,27 +45,31 @@ fn sim(admin: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[tokio::test]
-async fn readme_walkthrough_on_the_embedded_demo() {
-    let (dns, admin) = (free_port(), free_port());
-    let admin_addr = format!("127.0.0.1:{admin}");
+/// The real binary on the reference config (the README's), DNS on `dns`,
+/// admin on `admin_addr`; stopped when dropped.
+fn serve_reference(dns: u16, admin_addr: &str) -> Running {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/headless-dns.toml");
-    let _server = Running::spawn(
+    Running::spawn(
         Command::new(BIN)
+            .args(["serve", "--config", config])
             .args([
-                "serve",
-                "--config",
-                config,
                 "--listen",
                 &format!("127.0.0.1:{dns}"),
                 "--admin",
-                &admin_addr,
+                admin_addr,
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
         "headless-dns serve",
-    );
+    )
+}
+
+#[tokio::test]
+async fn readme_walkthrough_on_the_embedded_demo() {
+    let (dns, admin) = (free_port(), free_port());
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let _server = serve_reference(dns, &admin_addr);
 
     // dig @127.0.0.1 -p 5353 web-0.nginx.default.svc.cluster.local
     let web0 = wait_until("web-0 to resolve", || {
@@ -181,21 +185,7 @@ fn bad_config_names_the_file_line_and_key() {
 fn sim_scale_beyond_the_pod_cidr_fails() {
     let (dns, admin) = (free_port(), free_port());
     let admin_addr = format!("127.0.0.1:{admin}");
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/headless-dns.toml");
-    let child = Command::new(BIN)
-        .args(["serve", "--config", config])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{dns}"),
-            "--admin",
-            &admin_addr,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Running(child);
+    let _server = serve_reference(dns, &admin_addr);
     let mongo2 = "mongo-2.mongo.default.svc.cluster.local";
     wait_until_sync("mongo-2 to resolve", || dig_a(dns, mongo2));
     let out = sim(&admin_addr, &["scale", "default", "mongo", "4294967295"]);
