@@ -12,29 +12,36 @@ use dashmap::DashMap;
 use super::view::{PtrSet, PtrTarget, ServiceView};
 use super::{IndexStats, ZoneSettings};
 
+/// A published map. foldhash rather than the standard SipHash: every query
+/// hashes its service key (and reverse queries an address), and SipHash's
+/// ~100 instructions for a 20-byte key were a visible share of the query
+/// path; foldhash's per-process random seed still keeps an outsider from
+/// predicting buckets (the keys come from the cluster, not from queries).
+pub(super) type Map<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
+
 /// The published state; one per index, shared by the writer and every reader.
 pub(super) struct Shared {
     pub(super) settings: ZoneSettings,
     /// Views by service key (see [`super::service_key`]).
-    pub(super) services: DashMap<Box<[u8]>, Arc<ServiceView>>,
+    pub(super) services: Map<Box<[u8]>, Arc<ServiceView>>,
     /// Namespaces that exist, by wire label.
-    pub(super) namespaces: DashMap<Box<[u8]>, ()>,
+    pub(super) namespaces: Map<Box<[u8]>, ()>,
     /// Every published view by [`ServiceView::id`]: what the reverse maps
     /// point at.
-    pub(super) views: DashMap<u32, Arc<ServiceView>>,
+    pub(super) views: Map<u32, Arc<ServiceView>>,
     /// The name of each address, one map per family: a 4-byte key and an
     /// 8-byte [`PtrRef`] keep an IPv4 entry at 12 bytes, where an `Arc` to
     /// the view would double it.
-    pub(super) reverse_v4: DashMap<u32, PtrRef>,
-    pub(super) reverse_v6: DashMap<u128, PtrRef>,
+    pub(super) reverse_v4: Map<u32, PtrRef>,
+    pub(super) reverse_v6: Map<u128, PtrRef>,
     /// The names of the rare addresses that have several.
-    pub(super) reverse_many: DashMap<IpAddr, Arc<Box<[PtrTarget]>>>,
+    pub(super) reverse_many: Map<IpAddr, Arc<Box<[PtrTarget]>>>,
     /// How many named addresses lie below each partial reverse name (see
     /// [`reverse_prefixes`]): those names are empty non-terminals, NODATA
     /// rather than NXDOMAIN (RFC 8020).
-    pub(super) reverse_prefixes: DashMap<(u8, u128), u32>,
+    pub(super) reverse_prefixes: Map<(u8, u128), u32>,
     /// The namespaces (wire labels) of the running pods with each address.
-    pub(super) pod_ips: DashMap<IpAddr, Box<[Box<[u8]>]>>,
+    pub(super) pod_ips: Map<IpAddr, Box<[Box<[u8]>]>>,
     pub(super) serial: AtomicU32,
     pub(super) synced: AtomicBool,
     pub(super) generation: tokio::sync::watch::Sender<u64>,

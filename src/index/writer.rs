@@ -8,10 +8,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use dashmap::DashMap;
-
 use super::lists::{Lists, Scope};
-use super::published::Shared;
+use super::published::{Map, Shared};
 use super::stored::StoredSlice;
 use super::view::{self, PtrTarget, ServiceView};
 use super::{
@@ -119,14 +117,14 @@ impl IndexWriter {
         let (generation, _) = tokio::sync::watch::channel(0);
         let shared = Shared {
             settings,
-            services: DashMap::new(),
-            namespaces: DashMap::new(),
-            views: DashMap::new(),
-            reverse_v4: DashMap::new(),
-            reverse_v6: DashMap::new(),
-            reverse_many: DashMap::new(),
-            reverse_prefixes: DashMap::new(),
-            pod_ips: DashMap::new(),
+            services: Map::default(),
+            namespaces: Map::default(),
+            views: Map::default(),
+            reverse_v4: Map::default(),
+            reverse_v6: Map::default(),
+            reverse_many: Map::default(),
+            reverse_prefixes: Map::default(),
+            pod_ips: Map::default(),
             serial: AtomicU32::new(super::serial::initial(
                 crate::clock::unix_ms().div_euclid(1000) as u32,
             )),
