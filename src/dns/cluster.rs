@@ -81,6 +81,14 @@ pub(crate) fn walk<'a>(
             _ => missing,
         },
         3 if l(2) == b"svc" => match view(a, q.labels_wire(0, 2), keep) {
+            // SRV of the service name: its own set, written like an SRV name's.
+            Some(v) if v.exists && q.qtype == qtype::SRV && v.cname().is_none() => {
+                let srv = v.bare_srv();
+                Node::Srv {
+                    answer: srv.answer(),
+                    glue: srv.glue(),
+                }
+            }
             Some(v) if v.exists => Node::Service(v),
             _ => missing,
         },
@@ -184,11 +192,6 @@ pub(crate) fn records<'a>(a: &'a Answerer, node: &'a Node<'a>, t: u16) -> Option
             (Some(c), _) => non_empty(c),
             (None, qtype::A) => non_empty(v.a()),
             (None, qtype::AAAA) => non_empty(v.aaaa()),
-            (None, qtype::SRV) => {
-                let (srv, glue) = v.bare_srv();
-                let glue = (glue.count > 0).then_some(Part::Encoded(glue));
-                non_empty(srv).map(|(answer, _)| (answer, glue))
-            }
             (None, qtype::ANY) => a.hinfo(),
             _ => None,
         },

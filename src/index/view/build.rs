@@ -13,8 +13,8 @@ use super::super::stored::StoredSlice;
 use super::super::strings::StrSpan;
 use super::srv::SrvName;
 use super::{
-    EndpointEntry, EndpointView, IS_HOSTNAME, NAMED, READY, SERVED, SERVING, ServiceView,
-    TERMINATING, WireSpan,
+    EndpointEntry, EndpointView, IS_HOSTNAME, NAMED, NameKey, READY, SERVED, SERVING, ServiceView,
+    TERMINATING, WireSpan, label_hash,
 };
 use crate::wire::{name, rrset};
 
@@ -61,7 +61,7 @@ struct Sets<'r> {
     cname: Option<WireSpan>,
     /// SRV names: (ClusterIP port, port name, protocol).
     srv: Vec<(u16, &'r str, &'r str)>,
-    by_label: Vec<u32>,
+    names: Vec<NameKey>,
 }
 
 /// Builds a service's view: merges its slices' endpoints by label, orders them
@@ -94,7 +94,7 @@ pub(in crate::index) fn build(inp: Inputs<'_>) -> ServiceView {
         a,
         aaaa,
         cname,
-        by_label,
+        names,
         srv: _,
     } = sets;
     let cluster_ips = match &record.kind {
@@ -112,20 +112,27 @@ pub(in crate::index) fn build(inp: Inputs<'_>) -> ServiceView {
         text: text.into_boxed_str(),
         addrs: addrs.into_boxed_slice(),
         cluster_ips,
+        port_numbers: ports.iter().map(|l| port_numbers(l)).collect(),
         ports: ports.into_boxed_slice(),
         entries: entries.into_boxed_slice(),
-        by_label: by_label.into_boxed_slice(),
+        names: names.into_boxed_slice(),
         fqdn,
         a,
         aaaa,
         cname,
         srv,
-        bare_srv: WireSpan::default(),
-        bare_glue: WireSpan::default(),
+        bare_srv: SrvName::BARE,
     };
     view.measure_srv();
-    view.encode_bare_srv();
     view
+}
+
+/// A port list's numbers, ascending, each once.
+fn port_numbers(list: &[PortRecord]) -> Box<[u16]> {
+    let mut numbers: Vec<u16> = list.iter().map(|p| p.port).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    numbers.into_boxed_slice()
 }
 
 /// Orders the merged endpoints by ordinal and packs them; an endpoint whose
@@ -232,11 +239,11 @@ fn encode_sets<'r>(
 ) -> Sets<'r> {
     let mut sets = Sets {
         exists: true,
-        by_label: named_endpoints(entries, text, fqdn.len()),
+        names: named_endpoints(entries, text, fqdn.len()),
         ..Sets::default()
     };
-    for i in &sets.by_label {
-        entries[*i as usize].flags |= NAMED;
+    for k in &sets.names {
+        entries[k.entry as usize].flags |= NAMED;
     }
     sets.wire.extend_from_slice(&fqdn);
     sets.fqdn = span(&sets.wire, 0, 0);
@@ -284,19 +291,23 @@ fn encode_sets<'r>(
     sets
 }
 
-/// The positions of the served endpoints whose label makes a valid name
-/// below the service (`fqdn_len` bytes), sorted by label.
-fn named_endpoints(entries: &[EndpointEntry], text: &str, fqdn_len: usize) -> Vec<u32> {
-    let label_of = |i: u32| entries[i as usize].label.get(text).unwrap_or_default();
-    let mut by_label: Vec<u32> = (0..entries.len() as u32)
-        .filter(|i| {
-            let e = &entries[*i as usize];
+/// The served endpoints whose label makes a valid name below the service
+/// (`fqdn_len` bytes), sorted by label hash.
+fn named_endpoints(entries: &[EndpointEntry], text: &str, fqdn_len: usize) -> Vec<NameKey> {
+    let mut names: Vec<NameKey> = (0..entries.len() as u32)
+        .filter_map(|i| {
+            let e = &entries[i as usize];
             let l = e.label.byte_len();
-            e.flags & SERVED != 0 && (1..=63).contains(&l) && l + 1 + fqdn_len <= 255
+            let named = e.flags & SERVED != 0 && (1..=63).contains(&l) && l + 1 + fqdn_len <= 255;
+            let label = e.label.get(text).filter(|_| named)?;
+            Some(NameKey {
+                hash: label_hash(label.as_bytes()),
+                entry: i,
+            })
         })
         .collect();
-    by_label.sort_by(|a, b| label_of(*a).as_bytes().cmp(label_of(*b).as_bytes()));
-    by_label
+    names.sort_unstable();
+    names
 }
 
 /// Appends the CNAME of an ExternalName service to `target` to `wire`.

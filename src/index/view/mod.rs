@@ -7,12 +7,17 @@
 //! every name in one string, every address in one array, and a 32-byte entry
 //! per endpoint that points into them. Endpoint A/AAAA, SRV and PTR records
 //! are the same bytes around an address or a name, so they are written per
-//! query from these arrays (a dozen stores, see `srv` and `ptr`); only the
-//! service's own sets are pre-encoded (see `build`).
+//! query from these arrays (a dozen stores, see `srv` and `ptr`), the SRV
+//! set of the service name itself too; only the service name's A, AAAA and
+//! CNAME sets are pre-encoded (see `build`).
 //!
-//! Endpoint names are found by binary search over a label-sorted index
-//! (a 1,000-pod service: 10 comparisons); the endpoint list itself stays in
-//! ordinal order, the order the service's record sets are in.
+//! Endpoint names are found by binary search over the labels' hashes, one
+//! contiguous array of 12-byte [`NameKey`]s, and one label comparison at the
+//! end: a lookup touches that array, the entry and its label, rather than
+//! an entry and a label per step as a search over the labels themselves
+//! did (the cache misses of those steps were the query path's largest user
+//! cost, profile in issue #19). The endpoint list itself stays in ordinal
+//! order, the order the service's record sets are in.
 
 mod build;
 mod ptr;
@@ -58,6 +63,26 @@ struct EndpointEntry {
     /// Position in [`ServiceView::ports`].
     ports: u16,
     flags: u8,
+}
+
+/// One entry of a view's name lookup: an endpoint label's hash and the
+/// endpoint's position in [`ServiceView::entries`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C, packed(4))]
+struct NameKey {
+    hash: u64,
+    entry: u32,
+}
+
+/// The hash of an endpoint label in [`NameKey`]s: foldhash with one random
+/// seed per process (labels come from the cluster; the seed keeps anyone
+/// from lining up many labels on one hash, which would only slow lookups
+/// in their own service anyway, as equal hashes are compared one by one).
+fn label_hash(label: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    static STATE: std::sync::LazyLock<foldhash::fast::RandomState> =
+        std::sync::LazyLock::new(Default::default);
+    STATE.hash_one(label)
 }
 
 /// One endpoint of a service as DNS sees it, borrowed from its view.
@@ -119,17 +144,19 @@ pub struct ServiceView {
     cluster_ips: AddrSpan,
     ports: Box<[Arc<[PortRecord]>]>,
     entries: Box<[EndpointEntry]>,
-    /// Served endpoints with a valid DNS name, sorted by label.
-    by_label: Box<[u32]>,
+    /// Served endpoints with a valid DNS name, sorted by label hash.
+    names: Box<[NameKey]>,
     /// The service's own name in wire format (root label included).
     fqdn: WireSpan,
     a: WireSpan,
     aaaa: WireSpan,
     cname: Option<WireSpan>,
     srv: Box<[SrvName]>,
-    /// SRV of the service name itself, and its glue (pre-encoded).
-    bare_srv: WireSpan,
-    bare_glue: WireSpan,
+    /// SRV of the service name itself (every port), written on demand.
+    bare_srv: SrvName,
+    /// Per entry of `ports`: its port numbers, ascending, each once (the
+    /// service name's SRV set lists an endpoint's ports so).
+    port_numbers: Box<[Box<[u16]>]>,
 }
 
 impl ServiceView {
@@ -161,7 +188,7 @@ impl ServiceView {
 
     /// How many endpoint names DNS serves.
     pub fn name_count(&self) -> usize {
-        self.by_label.len()
+        self.names.len()
     }
 
     /// Endpoint `i` (ordinal order).
@@ -189,15 +216,14 @@ impl ServiceView {
     /// The addresses (IPv4 first) of the served endpoint named `label`
     /// (lower-case bytes).
     pub fn name(&self, label: &[u8]) -> Option<Addrs<'_>> {
-        let i = self
-            .by_label
-            .binary_search_by(|i| self.label_bytes(*i as usize).cmp(label))
-            .ok()?;
-        Some(
-            self.entries[self.by_label[i] as usize]
-                .addrs
-                .get(&self.addrs),
-        )
+        let hash = label_hash(label);
+        let from = self.names.partition_point(|k| { k.hash } < hash);
+        let entry = self.names[from..]
+            .iter()
+            .take_while(|k| { k.hash } == hash)
+            .map(|k| k.entry as usize)
+            .find(|i| self.label_bytes(*i) == label)?;
+        Some(self.entries[entry].addrs.get(&self.addrs))
     }
 
     /// The service name's A set (cluster IPs, or served endpoint addresses).
@@ -248,13 +274,14 @@ impl ServiceView {
         if self.fqdn.len == 0 {
             return Vec::new();
         }
-        let mut out = Vec::with_capacity(self.by_label.len());
+        let mut out = Vec::with_capacity(self.names.len());
         if let ServiceKind::ClusterIp(ips) = &self.record.kind {
             out.extend(ips.iter().map(|ip| (*ip, SERVICE_ITSELF)));
         }
-        for i in self.by_label.iter() {
-            for ip in self.entries[*i as usize].addrs.get(&self.addrs).iter() {
-                out.push((ip, *i));
+        for k in self.names.iter() {
+            let i = k.entry;
+            for ip in self.entries[i as usize].addrs.get(&self.addrs).iter() {
+                out.push((ip, i));
             }
         }
         out.sort_unstable();
