@@ -163,7 +163,20 @@ impl Answerer {
 
     /// Answers one query packet into `out` (cleared first).
     pub fn answer(&self, packet: &[u8], tcp: bool, out: &mut Vec<u8>) -> Outcome {
-        let started = std::time::Instant::now();
+        self.answer_received(packet, tcp, out, std::time::Instant::now())
+    }
+
+    /// [`Answerer::answer`] for a packet received at `started`: its duration
+    /// counts from then. The UDP threads read the clock once per batch, so a
+    /// query's duration includes its wait behind the batch's earlier ones
+    /// (its reply leaves with theirs), and a query costs one clock read.
+    pub fn answer_received(
+        &self,
+        packet: &[u8],
+        tcp: bool,
+        out: &mut Vec<u8>,
+        started: std::time::Instant,
+    ) -> Outcome {
         let q = match Query::parse(packet) {
             Ok(q) => q,
             Err((Reject::Drop, _)) => {

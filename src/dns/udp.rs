@@ -205,11 +205,12 @@ impl Worker {
 
     /// Answers every datagram of the batch, then sends the replies at once.
     fn answer_batch(&self, bufs: &mut Buffers) {
+        let received = Instant::now();
         let mut replies = 0;
         for i in 0..bufs.count {
             let Some(src) = bufs.src[i] else { continue };
             let packet = &bufs.recv[i * SLOT..i * SLOT + bufs.len[i]];
-            if self.answer_one(packet, src, &mut bufs.outs[i]) {
+            if self.answer_one(packet, src, received, &mut bufs.outs[i]) {
                 bufs.send[replies] = i;
                 bufs.dst[replies] = src.as_any();
                 replies += 1;
@@ -226,9 +227,15 @@ impl Worker {
 
     /// Answers one datagram into `out`; true if `out` is to be sent. The
     /// rare paths (zone transfers, forwarding) send or hand off on their own.
-    fn answer_one(&self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
+    fn answer_one(
+        &self,
+        packet: &[u8],
+        src: SocketAddr,
+        received: Instant,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let answerer = &self.answerer;
-        match answerer.answer(packet, false, out) {
+        match answerer.answer_received(packet, false, out, received) {
             Outcome::Reply => self
                 .rrl
                 .as_ref()
@@ -245,7 +252,8 @@ impl Worker {
                 false
             }
             outcome @ (Outcome::Forward | Outcome::Chase) => {
-                self.hand_off(packet, src, (outcome == Outcome::Chase).then_some(&out[..]));
+                let chain = (outcome == Outcome::Chase).then_some(&out[..]);
+                self.hand_off(packet, src, received, chain);
                 false
             }
         }
@@ -253,8 +261,7 @@ impl Worker {
 
     /// Queues a query for the forwarder; a full queue sheds load with a
     /// SERVFAIL now rather than an unbounded backlog.
-    fn hand_off(&self, packet: &[u8], src: SocketAddr, chain: Option<&[u8]>) {
-        let received = Instant::now();
+    fn hand_off(&self, packet: &[u8], src: SocketAddr, received: Instant, chain: Option<&[u8]>) {
         let req = UdpForward {
             packet: packet.to_vec(),
             chain: chain.map(<[u8]>::to_vec),
