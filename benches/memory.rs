@@ -80,11 +80,14 @@ fn main() {
     history_at_its_bound(&mut w, services, pods);
 }
 
-/// Installs the history recorder with the default limits and moves every
-/// pod until each name's history is full; prints what it holds.
+/// Installs the history recorder with the default per-name limits, every
+/// name allowed a past (the default `history_names` keeps 10,000), and moves
+/// every pod until each name's history is full; prints what it holds: the
+/// bytes per name at the per-name bound.
 fn history_at_its_bound(w: &mut IndexWriter, services: usize, pods: usize) {
     let limits = Limits {
         addresses: 5,
+        names: services * pods,
         changes: 200,
     };
     let history = History::new(limits);

@@ -371,6 +371,9 @@ pub struct AdminConfig {
     pub lameduck_ms: u64,
     /// Record browser: previous addresses (and readiness states) kept per name.
     pub history_addresses: usize,
+    /// Record browser: names with a past kept, across all services (those
+    /// changed longest ago are forgotten first).
+    pub history_names: usize,
     /// Record browser: index changes kept in the timeline.
     pub history_changes: usize,
 }
@@ -380,6 +383,27 @@ pub struct AdminConfig {
 pub const MAX_HISTORY_ADDRESSES: usize = 100;
 /// See [`MAX_HISTORY_ADDRESSES`].
 pub const MAX_HISTORY_CHANGES: usize = 100_000;
+/// See [`MAX_HISTORY_ADDRESSES`].
+pub const MAX_HISTORY_NAMES: usize = 1_000_000;
+
+impl AdminConfig {
+    /// What is wrong with the history bounds.
+    fn problems(&self) -> Vec<String> {
+        [
+            (
+                "history_addresses",
+                self.history_addresses,
+                MAX_HISTORY_ADDRESSES,
+            ),
+            ("history_names", self.history_names, MAX_HISTORY_NAMES),
+            ("history_changes", self.history_changes, MAX_HISTORY_CHANGES),
+        ]
+        .into_iter()
+        .filter(|(_, value, max)| value > max)
+        .map(|(name, value, max)| format!("admin.{name}: {value} is above {max}"))
+        .collect()
+    }
+}
 
 impl Default for AdminConfig {
     fn default() -> Self {
@@ -387,6 +411,7 @@ impl Default for AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             lameduck_ms: 0,
             history_addresses: 5,
+            history_names: 10_000,
             history_changes: 200,
         }
     }
@@ -541,18 +566,7 @@ impl Config {
                 self.sim.pod_cidr
             ));
         }
-        if self.admin.history_addresses > MAX_HISTORY_ADDRESSES {
-            problems.push(format!(
-                "admin.history_addresses: {} is above {MAX_HISTORY_ADDRESSES}",
-                self.admin.history_addresses
-            ));
-        }
-        if self.admin.history_changes > MAX_HISTORY_CHANGES {
-            problems.push(format!(
-                "admin.history_changes: {} is above {MAX_HISTORY_CHANGES}",
-                self.admin.history_changes
-            ));
-        }
+        problems.extend(self.admin.problems());
         problems.extend(self.transfer.problems());
         if problems.is_empty() {
             Ok(())

@@ -172,7 +172,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "headless_dns_history_entries",
         "gauge",
-        "Record browser history entries, by kind (name: address sets and readiness states; change: timeline entries), bounded by [admin] history_addresses and history_changes",
+        "Record browser history entries, by kind (name: address sets and readiness states; change: timeline entries), bounded by [admin] history_addresses, history_names and history_changes",
     ),
 ];
 

@@ -396,6 +396,7 @@ fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
     let index = writer.index();
     let history = history::History::new(history::Limits {
         addresses: config.admin.history_addresses,
+        names: config.admin.history_names,
         changes: config.admin.history_changes,
     });
     // Only the admin side reads the history: without it, none is kept.

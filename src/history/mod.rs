@@ -8,10 +8,12 @@
 //! read by the admin side. The query path never touches it.
 //!
 //! Memory is bounded by [`Limits`]: per name, `addresses` previous address
-//! sets and readiness states; `changes` timeline entries. Only names with a
-//! past are stored (after the initial sync of a quiet cluster, none): one
-//! that never changed is described by its view alone
-//! ([`NameHistory::present`]). Names are kept while their service's view has
+//! sets and readiness states; at most `names` names with a past (those whose
+//! past changed longest ago are forgotten first: a full rewrite of a
+//! 100,000-endpoint cluster would otherwise keep ~165 bytes for every name);
+//! `changes` timeline entries. Only names with a past are stored (after the
+//! initial sync of a quiet cluster, none): one that never changed is
+//! described by its view alone ([`NameHistory::present`]). Names are kept while their service's view has
 //! them, or while they are a pod a governing StatefulSet still wants (a
 //! deleted pod's past survives its recreation).
 //! Each service's history is an `Arc` replaced copy-on-write, so a reader
@@ -31,11 +33,14 @@ use serde::Serialize;
 
 use crate::index::{EndpointView, ObjectKey};
 
-/// How much history is kept (`[admin] history_addresses`, `history_changes`).
+/// How much history is kept (`[admin] history_addresses`, `history_names`,
+/// `history_changes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Limits {
     /// Previous address sets, and previous readiness states, per name.
     pub addresses: usize,
+    /// Names with a past, across all services.
+    pub names: usize,
     /// Timeline entries.
     pub changes: usize,
 }
@@ -156,6 +161,10 @@ pub struct NameHistory {
     /// Readiness states: the current one first, then up to
     /// [`Limits::addresses`] previous ones.
     pub states: Box<[Transition]>,
+    /// When its past last changed, in [`History`]'s own count (0: in this
+    /// update, not numbered yet); what the oldest-first forgetting goes by.
+    #[serde(skip)]
+    pub seq: u64,
 }
 
 impl NameHistory {
@@ -179,6 +188,7 @@ impl NameHistory {
                 state: State::of(e),
                 at_ms: e.changed_ms,
             }]),
+            seq: 0,
         }
     }
 
@@ -291,9 +301,18 @@ pub const MAX_ITEMS: usize = 20;
 /// The state shared by the recorder (writer side) and the admin readers.
 #[derive(Default)]
 struct Inner {
+    /// Only services with a name that has a past.
     services: HashMap<ObjectKey, Arc<ServiceHistory>>,
     /// Newest first.
     changes: VecDeque<Arc<Change>>,
+    /// Names as their past changed, oldest first: (service, label, seq).
+    /// An entry whose name changed again since (a later seq) or lost its
+    /// past is stale and skipped.
+    aging: VecDeque<(ObjectKey, Box<str>, u64)>,
+    /// The last seq handed out.
+    seq: u64,
+    /// Names with a past.
+    names: usize,
 }
 
 /// Sizes, for `/metrics`: kept current by the recorder.
@@ -362,20 +381,75 @@ impl History {
     /// Runs `f` on the history of service `key` (made if missing) and keeps
     /// the result. The lock is held meanwhile: `f` is one service's diff, and
     /// readers only clone `Arc`s under it. The history is copied first only
-    /// when a reader still holds it (copy-on-write).
+    /// when a reader still holds it (copy-on-write). Names `f` touched (seq
+    /// 0) are numbered; past [`Limits::names`], the oldest are forgotten.
     fn update(&self, key: &ObjectKey, f: impl FnOnce(&mut ServiceHistory)) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let h = inner.services.entry(key.clone()).or_default();
         let before = (h.names.len(), h.entries());
         let h = Arc::make_mut(h);
         f(h);
-        self.count(before, (h.names.len(), h.entries()));
+        for (label, n) in h.names.iter_mut().filter(|(_, n)| n.seq == 0) {
+            inner.seq += 1;
+            n.seq = inner.seq;
+            inner
+                .aging
+                .push_back((key.clone(), label.clone(), inner.seq));
+        }
+        let after = (h.names.len(), h.entries());
+        if h.names.is_empty() {
+            inner.services.remove(key);
+        }
+        inner.names = inner.names + after.0 - before.0;
+        self.count(before, after);
+        self.forget_oldest(inner);
+    }
+
+    /// Forgets the pasts changed longest ago while more than
+    /// [`Limits::names`] names have one; drops stale aging entries once they
+    /// outnumber the live ones.
+    fn forget_oldest(&self, inner: &mut Inner) {
+        while inner.names > self.limits.names {
+            let Some((key, label, seq)) = inner.aging.pop_front() else {
+                break;
+            };
+            let Some(h) = inner.services.get_mut(&key) else {
+                continue;
+            };
+            if h.names.get(&label).is_none_or(|n| n.seq != seq) {
+                continue;
+            }
+            let h = Arc::make_mut(h);
+            let before = (h.names.len(), h.entries());
+            h.names.remove(&label);
+            let after = (h.names.len(), h.entries());
+            if h.names.is_empty() {
+                inner.services.remove(&key);
+            }
+            inner.names -= 1;
+            self.count(before, after);
+        }
+        if inner.aging.len() > inner.names + inner.names / 4 + 256 {
+            let services = &inner.services;
+            inner.aging.retain(|(key, label, seq)| {
+                services
+                    .get(key)
+                    .and_then(|h| h.names.get(label))
+                    .is_some_and(|n| n.seq == *seq)
+            });
+            if inner.aging.capacity() > 2 * inner.aging.len() + 1024 {
+                inner.aging.shrink_to_fit();
+            }
+        }
     }
 
     /// Drops the history of service `key`.
     fn remove(&self, key: &ObjectKey) {
-        let old = self.lock().services.remove(key);
+        let mut inner = self.lock();
+        let old = inner.services.remove(key);
         if let Some(h) = old {
+            inner.names -= h.names.len();
             self.count((h.names.len(), h.entries()), (0, 0));
         }
     }

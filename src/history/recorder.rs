@@ -140,7 +140,7 @@ fn scaled(old: Option<&ServiceView>, new: &ServiceView, items: &mut Items) {
 /// Brings each name's history from `old` up to `view` at `now` (Unix ms),
 /// keeping at most `keep` address sets and states per name. A name without
 /// a stored past is compared with its endpoint in `old`, and stored only
-/// once it changes. Names `view` no longer has are kept only while a
+/// once it changes. A name whose past changes gets seq 0. Names `view` no longer has are kept only while a
 /// governing StatefulSet still wants them.
 fn update_names(
     h: &mut ServiceHistory,
@@ -173,10 +173,11 @@ fn update_names(
                 continue; // new: no past yet
             }
         };
-        if let Some(what) = readdress(n, &e, now, keep) {
-            items.push(e.label, what);
-        }
-        if let Some(what) = transition(n, state, now, keep) {
+        for what in [readdress(n, &e, now, keep), transition(n, state, now, keep)]
+            .into_iter()
+            .flatten()
+        {
+            n.seq = 0; // its past changed: numbered anew by `History::update`
             items.push(e.label, what);
         }
     }
@@ -193,6 +194,7 @@ fn update_names(
         if n.state() != State::Gone {
             close_current(n, now);
             transition(n, State::Gone, now, keep);
+            n.seq = 0;
             items.push(label, What::Removed);
         }
         view.is_pending_pod(label.as_bytes())

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::recorder::Recorder;
 use super::*;
 use crate::index::{
-    EndpointRecord, IndexWriter, Object, PodManagement, PortRecord, ServiceKind, ServiceRecord,
-    SliceRecord, SourceEvent, StatefulSetRecord, ZoneSettings,
+    EndpointRecord, IndexWriter, Kind, Object, PodManagement, PortRecord, ServiceKind,
+    ServiceRecord, SliceRecord, SourceEvent, StatefulSetRecord, ZoneSettings,
 };
 
 fn svc() -> Object {
@@ -56,7 +56,11 @@ fn slice(eps: &[(&str, &str, bool)]) -> Object {
 
 fn writer(addresses: usize, changes: usize) -> (IndexWriter, Arc<History>) {
     let mut w = IndexWriter::new(ZoneSettings::default(), &[]);
-    let h = History::new(Limits { addresses, changes });
+    let h = History::new(Limits {
+        addresses,
+        names: 10_000,
+        changes,
+    });
     w.observe(Box::new(Recorder::new(Arc::clone(&h), w.index())));
     (w, h)
 }
@@ -260,4 +264,74 @@ fn names_without_a_past_are_not_stored() {
         [State::NotReady, State::Ready]
     );
     assert!(n.states[1].at_ms <= n.states[0].at_ms);
+}
+
+#[test]
+fn past_the_name_bound_the_oldest_pasts_are_forgotten() {
+    let (mut w, h) = writer(5, 50);
+    let h2 = History::new(Limits {
+        addresses: 5,
+        names: 2,
+        changes: 50,
+    });
+    w.observe(Box::new(Recorder::new(Arc::clone(&h2), w.index())));
+    let pods = |last: &str| {
+        slice(&[
+            ("web-0", &format!("10.0.0.1{last}"), true),
+            ("web-1", &format!("10.0.1.1{last}"), true),
+            ("web-2", &format!("10.0.2.1{last}"), true),
+        ])
+    };
+    up(&mut w, [svc(), sts(3), pods("0")]);
+    // All three move in one update, then web-2 alone, then web-0 alone.
+    up(&mut w, [pods("1")]);
+    assert_eq!(
+        h.stats().names.load(Ordering::Relaxed),
+        3,
+        "unbounded: all three"
+    );
+    assert_eq!(h2.stats().names.load(Ordering::Relaxed), 2);
+    up(
+        &mut w,
+        [slice(&[
+            ("web-0", "10.0.0.11", true),
+            ("web-1", "10.0.1.11", true),
+            ("web-2", "10.0.2.12", true),
+        ])],
+    );
+    up(
+        &mut w,
+        [slice(&[
+            ("web-0", "10.0.0.12", true),
+            ("web-1", "10.0.1.11", true),
+            ("web-2", "10.0.2.12", true),
+        ])],
+    );
+    let kept = |label: &str| {
+        h2.service(&ObjectKey::new("d", "nginx"))
+            .is_some_and(|s| s.names.contains_key(label))
+    };
+    assert!(
+        kept("web-0") && kept("web-2"),
+        "the two changed last keep their past"
+    );
+    assert!(
+        !kept("web-1"),
+        "web-1's past changed longest ago: forgotten"
+    );
+    assert_eq!(h2.stats().names.load(Ordering::Relaxed), 2);
+    let web0 = h2.service(&ObjectKey::new("d", "nginx")).unwrap().names["web-0"].clone();
+    assert_eq!(
+        web0.addresses.len(),
+        2,
+        "a name that lost its past starts a new one"
+    );
+    assert_eq!(ips(&web0.addresses[0]), ["10.0.0.12"]);
+    // The service itself goes: nothing is left, the bound's count included.
+    w.apply_all([SourceEvent::Remove(
+        Kind::Service,
+        ObjectKey::new("d", "nginx"),
+    )]);
+    assert_eq!(h2.stats().names.load(Ordering::Relaxed), 0);
+    assert!(h2.service(&ObjectKey::new("d", "nginx")).is_none());
 }
