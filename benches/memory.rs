@@ -81,7 +81,7 @@ fn main() {
 }
 
 /// Installs the history recorder with the default per-name limits, every
-/// name allowed a past (the default `history_names` keeps 10,000), and moves
+/// name allowed a past (the default `history_names` keeps 2,000), and moves
 /// every pod until each name's history is full; prints what it holds: the
 /// bytes per name at the per-name bound.
 fn history_at_its_bound(w: &mut IndexWriter, services: usize, pods: usize) {

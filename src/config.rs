@@ -411,7 +411,7 @@ impl Default for AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             lameduck_ms: 0,
             history_addresses: 5,
-            history_names: 10_000,
+            history_names: 2_000,
             history_changes: 200,
         }
     }

@@ -386,9 +386,11 @@ impl History {
     fn update(&self, key: &ObjectKey, f: impl FnOnce(&mut ServiceHistory)) {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let h = inner.services.entry(key.clone()).or_default();
-        let before = (h.names.len(), h.entries());
-        let h = Arc::make_mut(h);
+        // Taken out and put back only with a name left: a service without
+        // a past (most, after the initial sync) costs no map entry.
+        let mut shared = inner.services.remove(key).unwrap_or_default();
+        let before = (shared.names.len(), shared.entries());
+        let h = Arc::make_mut(&mut shared);
         f(h);
         for (label, n) in h.names.iter_mut().filter(|(_, n)| n.seq == 0) {
             inner.seq += 1;
@@ -398,8 +400,8 @@ impl History {
                 .push_back((key.clone(), label.clone(), inner.seq));
         }
         let after = (h.names.len(), h.entries());
-        if h.names.is_empty() {
-            inner.services.remove(key);
+        if !h.names.is_empty() {
+            inner.services.insert(key.clone(), shared);
         }
         inner.names = inner.names + after.0 - before.0;
         self.count(before, after);
