@@ -5,7 +5,7 @@
 //! its records are (measured once, at build); the records themselves are
 //! written on demand, with the targets' addresses as glue. The SRV set of
 //! the service name itself (every port, named or not) is one more such name,
-//! [`SrvName::bare`]: pre-encoding it took ~420 bytes per headless service of
+//! [`SrvName::BARE`]: pre-encoding it took ~420 bytes per headless service of
 //! ten pods, a tenth of the index at 100,000 endpoints, for a rare query.
 
 use super::super::addrs::Addrs;
@@ -15,9 +15,11 @@ use super::ServiceView;
 use crate::wire::RecordWriter;
 use crate::wire::rrset::{push_address, push_srv};
 
-/// One `_<port>._<proto>` SRV name of a view.
+/// One `_<port>._<proto>` SRV name of a view, or the service name itself.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct SrvName {
+    /// The service name itself ([`SrvName::BARE`]): every port, no `port`/`proto`.
+    bare: bool,
     pub(super) port: StrSpan,
     pub(super) proto: StrSpan,
     /// ClusterIP services: the port (their one target is the service itself).
@@ -31,6 +33,7 @@ pub(super) struct SrvName {
 impl SrvName {
     /// The service name itself: every port, named or not (sizes still unmeasured).
     pub(super) const BARE: SrvName = SrvName {
+        bare: true,
         port: StrSpan::NONE,
         proto: StrSpan::NONE,
         cluster_port: 0,
@@ -40,13 +43,9 @@ impl SrvName {
         glue_len: 0,
     };
 
-    fn is_bare(&self) -> bool {
-        self.port == StrSpan::NONE
-    }
-
     /// Bytes of the question name before the service's own name: `_<port>._<proto>`.
     fn prefix_len(&self) -> usize {
-        if self.is_bare() {
+        if self.bare {
             0
         } else {
             (2 + self.port.byte_len()) + (2 + self.proto.byte_len())
@@ -214,36 +213,10 @@ impl ServiceView {
     /// service targeting the service name (two protocols on one port number
     /// make one record), at most `u16::MAX` in all.
     fn srv_targets<'s>(&'s self, s: &SrvName, mut f: impl FnMut(Option<&'s [u8]>, u16, Addrs<'s>)) {
-        let cluster = matches!(self.record.kind, ServiceKind::ClusterIp(_));
-        if s.is_bare() {
-            let mut left = u16::MAX;
-            let mut emit = |label, port, addrs| {
-                if left > 0 {
-                    left -= 1;
-                    f(label, port, addrs);
-                }
-            };
-            if cluster {
-                let ips = self.cluster_ips.get(&self.addrs);
-                let ports = &self.record.ports;
-                for (i, p) in ports.iter().enumerate() {
-                    if !ports[..i].iter().any(|q| q.port == p.port) {
-                        emit(None, p.port, ips);
-                    }
-                }
-                return;
-            }
-            for (i, e) in self.entries.iter().enumerate() {
-                if e.flags & super::NAMED != 0 {
-                    let (label, ips) = (self.label_bytes(i), e.addrs.get(&self.addrs));
-                    for port in self.port_numbers[e.ports as usize].iter() {
-                        emit(Some(label), *port, ips);
-                    }
-                }
-            }
-            return;
+        if s.bare {
+            return self.bare_srv_targets(f);
         }
-        if cluster {
+        if let ServiceKind::ClusterIp(_) = &self.record.kind {
             f(None, s.cluster_port, self.cluster_ips.get(&self.addrs));
             return;
         }
@@ -255,6 +228,35 @@ impl ServiceView {
             for p in self.ports[e.ports as usize].iter() {
                 if p.name.as_deref() == Some(port) && p.protocol == proto {
                     f(Some(self.label_bytes(i)), p.port, e.addrs.get(&self.addrs));
+                }
+            }
+        }
+    }
+
+    /// [`ServiceView::srv_targets`] of [`SrvName::BARE`].
+    fn bare_srv_targets<'s>(&'s self, mut f: impl FnMut(Option<&'s [u8]>, u16, Addrs<'s>)) {
+        let mut left = u16::MAX;
+        let mut emit = |label, port, addrs| {
+            if left > 0 {
+                left -= 1;
+                f(label, port, addrs);
+            }
+        };
+        if let ServiceKind::ClusterIp(_) = &self.record.kind {
+            let ips = self.cluster_ips.get(&self.addrs);
+            let ports = &self.record.ports;
+            for (i, p) in ports.iter().enumerate() {
+                if !ports[..i].iter().any(|q| q.port == p.port) {
+                    emit(None, p.port, ips);
+                }
+            }
+            return;
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.flags & super::NAMED != 0 {
+                let (label, ips) = (self.label_bytes(i), e.addrs.get(&self.addrs));
+                for port in self.port_numbers[e.ports as usize].iter() {
+                    emit(Some(label), *port, ips);
                 }
             }
         }
