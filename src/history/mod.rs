@@ -13,9 +13,9 @@
 //! 100,000-endpoint cluster would otherwise keep ~165 bytes for every name);
 //! `changes` timeline entries. Only names with a past are stored (after the
 //! initial sync of a quiet cluster, none): one that never changed is
-//! described by its view alone ([`NameHistory::present`]). Names are kept while their service's view has
-//! them, or while they are a pod a governing StatefulSet still wants (a
-//! deleted pod's past survives its recreation).
+//! described by its view alone ([`NameHistory::present`]). Names are kept
+//! while their service's view has them, or while they are a pod a governing
+//! StatefulSet still wants (a deleted pod's past survives its recreation).
 //! Each service's history is an `Arc` replaced copy-on-write, so a reader
 //! holds the lock only to clone a few `Arc`s, and the writer only for the
 //! services one publication touched.
@@ -311,8 +311,6 @@ struct Inner {
     aging: VecDeque<(ObjectKey, Box<str>, u64)>,
     /// The last seq handed out.
     seq: u64,
-    /// Names with a past.
-    names: usize,
 }
 
 /// Sizes, for `/metrics`: kept current by the recorder.
@@ -403,7 +401,6 @@ impl History {
         if !h.names.is_empty() {
             inner.services.insert(key.clone(), shared);
         }
-        inner.names = inner.names + after.0 - before.0;
         self.count(before, after);
         self.forget_oldest(inner);
     }
@@ -412,7 +409,9 @@ impl History {
     /// [`Limits::names`] names have one; drops stale aging entries once they
     /// outnumber the live ones.
     fn forget_oldest(&self, inner: &mut Inner) {
-        while inner.names > self.limits.names {
+        // The counter `count` keeps: only the recorder (one task) changes it.
+        let names = || self.stats.names.load(Ordering::Relaxed) as usize;
+        while names() > self.limits.names {
             let Some((key, label, seq)) = inner.aging.pop_front() else {
                 break;
             };
@@ -429,10 +428,9 @@ impl History {
             if h.names.is_empty() {
                 inner.services.remove(&key);
             }
-            inner.names -= 1;
             self.count(before, after);
         }
-        if inner.aging.len() > inner.names + inner.names / 4 + 256 {
+        if inner.aging.len() > names() + names() / 4 + 256 {
             let services = &inner.services;
             inner.aging.retain(|(key, label, seq)| {
                 services
@@ -448,10 +446,8 @@ impl History {
 
     /// Drops the history of service `key`.
     fn remove(&self, key: &ObjectKey) {
-        let mut inner = self.lock();
-        let old = inner.services.remove(key);
+        let old = self.lock().services.remove(key);
         if let Some(h) = old {
-            inner.names -= h.names.len();
             self.count((h.names.len(), h.entries()), (0, 0));
         }
     }

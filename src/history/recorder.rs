@@ -140,8 +140,8 @@ fn scaled(old: Option<&ServiceView>, new: &ServiceView, items: &mut Items) {
 /// Brings each name's history from `old` up to `view` at `now` (Unix ms),
 /// keeping at most `keep` address sets and states per name. A name without
 /// a stored past is compared with its endpoint in `old`, and stored only
-/// once it changes. A name whose past changes gets seq 0. Names `view` no longer has are kept only while a
-/// governing StatefulSet still wants them.
+/// once it changes. A name whose past changes gets seq 0. Names `view` no
+/// longer has are kept only while a governing StatefulSet still wants them.
 fn update_names(
     h: &mut ServiceHistory,
     old: Option<&ServiceView>,

@@ -275,38 +275,25 @@ fn past_the_name_bound_the_oldest_pasts_are_forgotten() {
         changes: 50,
     });
     w.observe(Box::new(Recorder::new(Arc::clone(&h2), w.index())));
-    let pods = |last: &str| {
+    // Each pod's address ends in the digit given for it.
+    let pods = |[a, b, c]: [&str; 3]| {
         slice(&[
-            ("web-0", &format!("10.0.0.1{last}"), true),
-            ("web-1", &format!("10.0.1.1{last}"), true),
-            ("web-2", &format!("10.0.2.1{last}"), true),
+            ("web-0", &format!("10.0.0.1{a}"), true),
+            ("web-1", &format!("10.0.1.1{b}"), true),
+            ("web-2", &format!("10.0.2.1{c}"), true),
         ])
     };
-    up(&mut w, [svc(), sts(3), pods("0")]);
+    up(&mut w, [svc(), sts(3), pods(["0"; 3])]);
     // All three move in one update, then web-2 alone, then web-0 alone.
-    up(&mut w, [pods("1")]);
+    up(&mut w, [pods(["1"; 3])]);
     assert_eq!(
         h.stats().names.load(Ordering::Relaxed),
         3,
         "unbounded: all three"
     );
     assert_eq!(h2.stats().names.load(Ordering::Relaxed), 2);
-    up(
-        &mut w,
-        [slice(&[
-            ("web-0", "10.0.0.11", true),
-            ("web-1", "10.0.1.11", true),
-            ("web-2", "10.0.2.12", true),
-        ])],
-    );
-    up(
-        &mut w,
-        [slice(&[
-            ("web-0", "10.0.0.12", true),
-            ("web-1", "10.0.1.11", true),
-            ("web-2", "10.0.2.12", true),
-        ])],
-    );
+    up(&mut w, [pods(["1", "1", "2"])]);
+    up(&mut w, [pods(["2", "1", "2"])]);
     let kept = |label: &str| {
         h2.service(&ObjectKey::new("d", "nginx"))
             .is_some_and(|s| s.names.contains_key(label))
