@@ -26,26 +26,10 @@ for tool in perf dnsperf dig knotd taskset; do
 done
 [ -s "$DIR/queries.txt" ] && [ -s "$DIR/cluster.yaml" ] && [ -s "$DIR/cluster.local.zone" ] ||
   { echo "cpu_split.sh: no peers.sh data in $DIR (run ../shared/bench/peers.sh once)" >&2; exit 2; }
+# bench_limit_cpu and bench_stop (the server in SERVER_PID, its cgroup in CGROUP).
+. bench/lib.sh
 WORK=$(mktemp -d)
-PID= CG=
-cleanup() {
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
-  [ -n "$CG" ] && rmdir "$CG" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# Puts every thread of $PID into a cgroup (v1 or v2) allowed QUOTA% of a core.
-limit() {
-  if [ -d /sys/fs/cgroup/cpu ]; then
-    CG=/sys/fs/cgroup/cpu/cpu-split-$$; mkdir -p "$CG"
-    echo 100000 >"$CG/cpu.cfs_period_us"; echo $((QUOTA * 1000)) >"$CG/cpu.cfs_quota_us"
-    for t in /proc/"$PID"/task/*; do echo "${t##*/}" >"$CG/tasks"; done
-  else
-    CG=/sys/fs/cgroup/cpu-split-$$; mkdir -p "$CG"
-    echo "$((QUOTA * 1000)) 100000" >"$CG/cpu.max"; echo "$PID" >"$CG/cgroup.procs"
-  fi
-}
+trap 'bench_stop; rm -rf "$WORK"' EXIT
 
 # measure NAME PORT: load, sample, print the split.
 measure() {
@@ -54,12 +38,12 @@ measure() {
     dig +short +time=1 +tries=1 -p "$port" @127.0.0.1 web-0.svc-0.ns-0.svc.cluster.local | grep -q . && break
     sleep 0.2
   done
-  limit
+  bench_limit_cpu "$QUOTA" || { echo "cpu_split.sh: needs a writable cpu cgroup (root)" >&2; exit 2; }
   timeout $((SECS + 30)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$DIR/queries.txt" \
     -l $((SECS + 4)) -c 10 -q 200 >"$WORK/$name.dnsperf" 2>&1 &
   local dp=$!
   sleep 2
-  timeout $((SECS + 20)) perf record -q -e cpu-clock -F 4000 -g -p "$PID" -o "$WORK/$name.data" -- sleep "$SECS" >/dev/null 2>&1
+  timeout $((SECS + 20)) perf record -q -e cpu-clock -F 4000 -g -p "$SERVER_PID" -o "$WORK/$name.data" -- sleep "$SECS" >/dev/null 2>&1
   wait "$dp" || true
   local qps; qps=$(awk '/Queries per second/ {print $4}' "$WORK/$name.dnsperf")
   # Share (percent) of the samples in user space, and under each kernel path (children).
@@ -79,8 +63,7 @@ measure() {
         us * share["__x64_sys_epoll_wait"] / 100, us * share["schedule"] / 100
       printf "    ceiling with no user space at all: %.0f qps\n", quota / 100 * 1e6 / (us * share["kernel"] / 100)
     }' "$WORK/$name.split"
-  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
-  rmdir "$CG" 2>/dev/null || true; CG=
+  bench_stop
 }
 
 echo "== cpu_split.sh $(git rev-parse --short HEAD 2>/dev/null) $BIN; $(date -u +%FT%TZ); $(uptime)"
@@ -108,9 +91,9 @@ zone:
     file: $DIR/cluster.local.zone
 EOF
 taskset -c 0 knotd -c "$WORK/knot/knot.conf" -s "$WORK/knot/knot.sock" >"$WORK/knot/log" 2>&1 &
-PID=$!
+SERVER_PID=$!
 measure knot "$KNOT_PORT"
 taskset -c 0 "$BIN" serve --manifests "$DIR/cluster.yaml" --listen "127.0.0.1:$PORT" --threads 1 \
   --admin none >"$WORK/server.log" 2>&1 &
-PID=$!
+SERVER_PID=$!
 measure headless-dns "$PORT"
