@@ -29,7 +29,9 @@ use headless_dns::config::{Config, SourceKind};
 use headless_dns::index::Kind;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use support::fake_api::FakeApi;
@@ -284,6 +286,33 @@ fn has_account(r: &Rendered, namespace: Option<&str>, name: &str) -> bool {
     })
 }
 
+/// A (Cluster)RoleBinding's `(roleRef, subjects)`: it names the `kind` role
+/// called `role`, and binds exactly the pod's ServiceAccount in `ns`, which
+/// the rendering creates there.
+fn assert_binds(
+    r: &Rendered,
+    (role_ref, subjects): (&RoleRef, Option<&[Subject]>),
+    kind: &str,
+    role: Option<&str>,
+    pod: &PodSpec,
+    ns: &str,
+) {
+    assert_eq!(role_ref.kind, kind);
+    assert_eq!(Some(role_ref.name.as_str()), role);
+    let sa = pod
+        .service_account_name
+        .as_deref()
+        .expect("serviceAccountName");
+    let subjects = subjects.unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(
+        (subjects[0].namespace.as_deref(), subjects[0].name.as_str()),
+        (Some(ns), sa)
+    );
+    assert!(has_account(r, Some(ns), sa), "{sa} exists in {ns}");
+}
+
 fn admin_port(config: &Config) -> String {
     config
         .admin
@@ -371,23 +400,14 @@ fn the_cluster_role_grants_exactly_what_the_deployment_watches() {
         wanted(headless_dns::sources::k8s::kinds(&config))
     );
     let b = &r.cluster_role_bindings[0];
-    assert_eq!(b.role_ref.kind, "ClusterRole");
-    assert_eq!(
-        Some(b.role_ref.name.as_str()),
-        role.metadata.name.as_deref()
+    assert_binds(
+        &r,
+        (&b.role_ref, b.subjects.as_deref()),
+        "ClusterRole",
+        role.metadata.name.as_deref(),
+        pod,
+        ns,
     );
-    let sa = pod
-        .service_account_name
-        .as_deref()
-        .expect("serviceAccountName");
-    let subjects = b.subjects.as_deref().unwrap_or_default();
-    assert_eq!(subjects.len(), 1);
-    assert_eq!(subjects[0].kind, "ServiceAccount");
-    assert_eq!(
-        (subjects[0].namespace.as_deref(), subjects[0].name.as_str()),
-        (Some(ns), sa)
-    );
-    assert!(has_account(&r, Some(ns), sa), "{sa} exists in {ns}");
 }
 
 #[test]
@@ -416,23 +436,14 @@ fn the_sidecar_role_grants_exactly_what_it_watches_in_its_namespace() {
     );
     let b = &r.role_bindings[0];
     assert_eq!(b.metadata.namespace.as_deref(), Some(ns));
-    assert_eq!(b.role_ref.kind, "Role");
-    assert_eq!(
-        Some(b.role_ref.name.as_str()),
-        role.metadata.name.as_deref()
+    assert_binds(
+        &r,
+        (&b.role_ref, b.subjects.as_deref()),
+        "Role",
+        role.metadata.name.as_deref(),
+        pod,
+        ns,
     );
-    let sa = pod
-        .service_account_name
-        .as_deref()
-        .expect("serviceAccountName");
-    let subjects = b.subjects.as_deref().unwrap_or_default();
-    assert_eq!(subjects.len(), 1);
-    assert_eq!(subjects[0].kind, "ServiceAccount");
-    assert_eq!(
-        (subjects[0].namespace.as_deref(), subjects[0].name.as_str()),
-        (Some(ns), sa)
-    );
-    assert!(has_account(&r, Some(ns), sa), "{sa} exists in {ns}");
 }
 
 #[test]
