@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 mod selector;
+mod validate;
 
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -386,25 +387,6 @@ pub const MAX_HISTORY_CHANGES: usize = 100_000;
 /// See [`MAX_HISTORY_ADDRESSES`].
 pub const MAX_HISTORY_NAMES: usize = 1_000_000;
 
-impl AdminConfig {
-    /// What is wrong with the history bounds.
-    fn problems(&self) -> Vec<String> {
-        [
-            (
-                "history_addresses",
-                self.history_addresses,
-                MAX_HISTORY_ADDRESSES,
-            ),
-            ("history_names", self.history_names, MAX_HISTORY_NAMES),
-            ("history_changes", self.history_changes, MAX_HISTORY_CHANGES),
-        ]
-        .into_iter()
-        .filter(|(_, value, max)| value > max)
-        .map(|(name, value, max)| format!("admin.{name}: {value} is above {max}"))
-        .collect()
-    }
-}
-
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
@@ -492,89 +474,6 @@ impl Config {
         })
     }
 
-    /// Checks every value; the error lists all problems, one per line.
-    pub fn validate(&self) -> Result<()> {
-        let mut problems = Vec::new();
-        let d = &self.dns;
-        if d.listen.is_empty() {
-            problems.push("dns.listen: at least one address is needed".to_string());
-        }
-        for (key, z) in std::iter::once(("dns.zone", &d.zone))
-            .chain(d.reverse_zones.iter().map(|z| ("dns.reverse_zones", z)))
-        {
-            if let Err(e) = check_zone(z) {
-                problems.push(format!("{key}: {z:?} {e}"));
-            }
-        }
-        for z in &d.reverse_zones {
-            let z = z.trim_end_matches('.').to_ascii_lowercase();
-            if !(z.ends_with("in-addr.arpa") || z.ends_with("ip6.arpa")) {
-                problems.push(format!(
-                    "dns.reverse_zones: {z:?} is not under in-addr.arpa or ip6.arpa"
-                ));
-            }
-        }
-        if d.ttl > 3600 {
-            problems.push(format!("dns.ttl: {} is above 3600", d.ttl));
-        }
-        if d.negative_ttl > 3600 {
-            problems.push(format!(
-                "dns.negative_ttl: {} is above 3600",
-                d.negative_ttl
-            ));
-        }
-        if d.pending_negative_ttl > d.negative_ttl {
-            problems.push(format!(
-                "dns.pending_negative_ttl: {} is above dns.negative_ttl ({})",
-                d.pending_negative_ttl, d.negative_ttl
-            ));
-        }
-        if d.max_udp_payload < 512 {
-            problems.push(format!(
-                "dns.max_udp_payload: {} is below 512",
-                d.max_udp_payload
-            ));
-        }
-        if d.tcp_max_connections == 0 {
-            problems.push("dns.tcp_max_connections: must be at least 1".into());
-        }
-        if d.tcp_idle_timeout_ms == 0 {
-            problems.push("dns.tcp_idle_timeout_ms: must be at least 1".into());
-        }
-        for e in self.forward.upstreams.iter() {
-            if let Err(e) = Upstream::parse(e) {
-                problems.push(e.to_string());
-            }
-        }
-        if self.forward.timeout_ms == 0 || self.forward.max_inflight == 0 {
-            problems.push("forward.timeout_ms and forward.max_inflight must be at least 1".into());
-        }
-        for (key, sel) in [
-            ("source.selector", &self.source.selector),
-            ("source.service_selector", &self.source.service_selector),
-        ] {
-            if let Some(p) = sel.as_deref().and_then(selector::problem) {
-                problems.push(format!("{key}: not a label selector: {p}"));
-            }
-        }
-        if self.source.poll_interval_ms == 0 {
-            problems.push("source.poll_interval_ms: must be at least 1".into());
-        }
-        if parse_cidr(&self.sim.pod_cidr).is_none() {
-            problems.push(format!(
-                "sim.pod_cidr: {:?} is not an IPv4 CIDR with room for pods",
-                self.sim.pod_cidr
-            ));
-        }
-        problems.extend(self.admin.problems());
-        problems.extend(self.transfer.problems());
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Config(problems.join("\n  ")))
-        }
-    }
-
     /// The answerer's settings.
     pub fn dns_settings(&self) -> DnsSettings {
         let d = &self.dns;
@@ -612,73 +511,6 @@ impl Config {
     pub fn tcp_idle_timeout(&self) -> Duration {
         Duration::from_millis(self.dns.tcp_idle_timeout_ms)
     }
-}
-
-impl TransferConfig {
-    /// What is wrong with `[transfer]`, one line per problem.
-    fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut names = std::collections::HashSet::new();
-        for k in &self.tsig {
-            if !names.insert(k.name.trim_end_matches('.').to_ascii_lowercase()) {
-                problems.push(format!("transfer.tsig: key {:?} is defined twice", k.name));
-            }
-            if check_zone(&k.name).is_err() {
-                problems.push(format!("transfer.tsig: {:?} is not a key name", k.name));
-            }
-            if !TSIG_ALGORITHMS.contains(&k.algorithm.as_str()) {
-                problems.push(format!(
-                    "transfer.tsig: key {:?}: algorithm {:?} is not one of {TSIG_ALGORITHMS:?}",
-                    k.name, k.algorithm
-                ));
-            }
-            match data_encoding::BASE64.decode(k.secret.trim().as_bytes()) {
-                Ok(s) if !s.is_empty() => {}
-                _ => problems.push(format!(
-                    "transfer.tsig: key {:?}: the secret is not base64",
-                    k.name
-                )),
-            }
-        }
-        let known = |n: &str| self.tsig.iter().any(|k| k.name == n);
-        if let Some(n) = self.notify_key.as_deref().filter(|n| !known(n)) {
-            problems.push(format!(
-                "transfer.notify_key: no [[transfer.tsig]] named {n:?}"
-            ));
-        }
-        if self.require_tsig && self.tsig.is_empty() {
-            problems.push("transfer.require_tsig: no [[transfer.tsig]] key is defined".into());
-        }
-        if self.journal_max_changes == 0 || self.max_concurrent == 0 {
-            problems.push(
-                "transfer.journal_max_changes and transfer.max_concurrent must be at least 1"
-                    .into(),
-            );
-        }
-        problems
-    }
-}
-
-fn check_zone(z: &str) -> std::result::Result<(), &'static str> {
-    let z = z.trim_end_matches('.');
-    if z.is_empty() {
-        return Err("is empty");
-    }
-    if z.len() > 200 {
-        return Err("is too long");
-    }
-    for label in z.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return Err("has an empty or over-long label");
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err("has characters outside letters, digits, '-' and '_'");
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -308,10 +308,6 @@ async fn run_engine(
     )?;
     let draining = Arc::new(AtomicBool::new(false));
     if let Some(l) = listeners.admin {
-        let dns_stats = Arc::clone(&answerer);
-        let total = move || dns_stats.stats().totals().requests.iter().flatten().sum();
-        let sampler = history::rates::run(Arc::clone(&history), total, tasks.stop.clone());
-        tasks.tracker.spawn(sampler);
         let state = admin::AdminState {
             index,
             history,
@@ -333,6 +329,12 @@ async fn run_engine(
         what = tasks.fault.died() => Some(what),
     };
     enter_lameduck(&config, &lameduck, &draining).await;
+    wind_down(&tasks, udp_threads).await;
+    died.map_or(Ok(()), |what| Err(Error::Died(what)))
+}
+
+/// Stops the engine's tasks (up to 5 s) and joins its UDP threads.
+async fn wind_down(tasks: &Tasks, udp_threads: Vec<std::thread::JoinHandle<()>>) {
     info!("shutting down");
     if !tasks.finish().await {
         warn!("tasks did not finish within 5 s; exiting anyway");
@@ -343,7 +345,6 @@ async fn run_engine(
         }
     })
     .await;
-    died.map_or(Ok(()), |what| Err(Error::Died(what)))
 }
 
 /// Whether `config` runs the StatefulSet simulator.
@@ -562,8 +563,13 @@ fn serve_dns(
     Ok(udp_threads)
 }
 
-/// Serves the admin side door on `listener` until the engine stops.
+/// Serves the admin side door on `listener` until the engine stops, with
+/// the sampler of the record browser's queries/s beside it.
 fn serve_admin(listener: TcpListener, state: admin::AdminState, tasks: &Tasks) -> Result<()> {
+    let dns_stats = Arc::clone(&state.dns);
+    let total = move || dns_stats.stats().totals().requests.iter().flatten().sum();
+    let sampler = history::rates::run(Arc::clone(&state.history), total, tasks.stop.clone());
+    tasks.tracker.spawn(sampler);
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() {
         warn!(%addr, "admin listener is bound beyond loopback: anyone who reaches it can drive the simulator");

@@ -8,17 +8,12 @@ use std::sync::Arc;
 use super::recorder::Recorder;
 use super::*;
 use crate::index::{
-    EndpointRecord, IndexWriter, Kind, Object, PodManagement, PortRecord, ServiceKind,
-    ServiceRecord, SliceRecord, SourceEvent, StatefulSetRecord, ZoneSettings,
+    IndexWriter, Kind, Object, PodManagement, SourceEvent, StatefulSetRecord, ZoneSettings,
+    fixtures,
 };
 
 fn svc() -> Object {
-    Object::Service(ServiceRecord {
-        key: ObjectKey::new("d", "nginx"),
-        kind: ServiceKind::Headless,
-        ports: Arc::from([]),
-        publish_not_ready: false,
-    })
+    fixtures::headless("d", "nginx")
 }
 
 fn sts(replicas: u32) -> Object {
@@ -32,26 +27,7 @@ fn sts(replicas: u32) -> Object {
 
 /// The slice of `nginx` with endpoints (hostname, address, ready).
 fn slice(eps: &[(&str, &str, bool)]) -> Object {
-    Object::EndpointSlice(SliceRecord {
-        key: ObjectKey::new("d", "web-sim"),
-        service: "nginx".into(),
-        ports: vec![PortRecord {
-            name: None,
-            protocol: "tcp".into(),
-            port: 80,
-        }],
-        endpoints: eps
-            .iter()
-            .map(|(h, ip, ready)| EndpointRecord {
-                hostname: Some(h.to_string()),
-                addresses: vec![ip.parse().unwrap()],
-                ready: *ready,
-                serving: *ready,
-                terminating: false,
-                pod: Some(h.to_string()),
-            })
-            .collect(),
-    })
+    fixtures::slice(("d", "web-sim", "nginx"), None, eps, true)
 }
 
 fn writer(addresses: usize, changes: usize) -> (IndexWriter, Arc<History>) {
@@ -67,6 +43,20 @@ fn writer(addresses: usize, changes: usize) -> (IndexWriter, Arc<History>) {
 
 fn up(w: &mut IndexWriter, objs: impl IntoIterator<Item = Object>) {
     w.apply_all(objs.into_iter().map(SourceEvent::Upsert));
+}
+
+/// A writer (5 addresses, 50 changes) with `web` (2 replicas) and its pods
+/// web-0 10.0.0.1 and web-1 10.0.0.2, both ready.
+fn two_ready_pods() -> (IndexWriter, Arc<History>) {
+    let (mut w, h) = writer(5, 50);
+    let eps = [("web-0", "10.0.0.1", true), ("web-1", "10.0.0.2", true)];
+    up(&mut w, [svc(), sts(2), slice(&eps)]);
+    (w, h)
+}
+
+/// Sets the endpoints of `nginx`'s one slice.
+fn set(w: &mut IndexWriter, eps: &[(&str, &str, bool)]) {
+    up(w, [slice(eps)]);
 }
 
 fn ips(s: &Spell) -> Vec<String> {
@@ -90,21 +80,10 @@ fn name(h: &History, label: &str) -> Option<NameHistory> {
 
 #[test]
 fn a_moved_pod_keeps_its_previous_address_and_states() {
-    let (mut w, h) = writer(5, 50);
-    up(
+    let (mut w, h) = two_ready_pods();
+    set(
         &mut w,
-        [
-            svc(),
-            sts(2),
-            slice(&[("web-0", "10.0.0.1", true), ("web-1", "10.0.0.2", true)]),
-        ],
-    );
-    up(
-        &mut w,
-        [slice(&[
-            ("web-0", "10.0.0.1", true),
-            ("web-1", "10.0.0.9", false),
-        ])],
+        &[("web-0", "10.0.0.1", true), ("web-1", "10.0.0.9", false)],
     );
     let n = name(&h, "web-1").unwrap();
     assert_eq!(n.addresses.len(), 2);
@@ -146,25 +125,14 @@ fn a_moved_pod_keeps_its_previous_address_and_states() {
 
 #[test]
 fn a_deleted_pod_is_kept_while_wanted_and_remembered_when_it_returns() {
-    let (mut w, h) = writer(5, 50);
-    up(
-        &mut w,
-        [
-            svc(),
-            sts(2),
-            slice(&[("web-0", "10.0.0.1", true), ("web-1", "10.0.0.2", true)]),
-        ],
-    );
-    up(&mut w, [slice(&[("web-0", "10.0.0.1", true)])]);
+    let (mut w, h) = two_ready_pods();
+    set(&mut w, &[("web-0", "10.0.0.1", true)]);
     let n = name(&h, "web-1").expect("web-1 is still wanted: kept");
     assert_eq!(n.state(), State::Gone);
     assert!(n.addresses[0].until_ms.is_some());
-    up(
+    set(
         &mut w,
-        [slice(&[
-            ("web-0", "10.0.0.1", true),
-            ("web-1", "10.0.0.3", true),
-        ])],
+        &[("web-0", "10.0.0.1", true), ("web-1", "10.0.0.3", true)],
     );
     let n = name(&h, "web-1").unwrap();
     assert_eq!(ips(&n.addresses[0]), ["10.0.0.3"]);
@@ -198,7 +166,7 @@ fn history_and_timeline_stay_within_their_limits() {
     let (mut w, h) = writer(2, 3);
     up(&mut w, [svc(), sts(1)]);
     for i in 1..=10 {
-        up(&mut w, [slice(&[("web-0", &format!("10.0.0.{i}"), true)])]);
+        set(&mut w, &[("web-0", &format!("10.0.0.{i}"), true)]);
     }
     let n = name(&h, "web-0").unwrap();
     assert_eq!(n.addresses.len(), 3, "current + 2 previous");
@@ -255,7 +223,7 @@ fn names_without_a_past_are_not_stored() {
     );
     assert_eq!(stats.name_entries.load(Relaxed), 0);
     // One name changes: only it is stored, its first spell from when it appeared.
-    up(&mut w, [slice(&[eps[0], ("web-1", "10.0.0.2", false)])]);
+    set(&mut w, &[eps[0], ("web-1", "10.0.0.2", false)]);
     assert_eq!(stats.names.load(Relaxed), 1);
     let n = name(&h, "web-1").unwrap();
     assert_eq!(n.addresses.len(), 1, "same address: one spell");

@@ -12,35 +12,11 @@ fn settings() -> ZoneSettings {
 }
 
 fn svc(ns: &str, name: &str) -> Object {
-    Object::Service(ServiceRecord {
-        key: ObjectKey::new(ns, name),
-        kind: ServiceKind::Headless,
-        ports: Arc::from([]),
-        publish_not_ready: false,
-    })
+    fixtures::headless(ns, name)
 }
 
 fn slice(ns: &str, name: &str, service: &str, eps: &[(&str, &str, bool)]) -> Object {
-    Object::EndpointSlice(SliceRecord {
-        key: ObjectKey::new(ns, name),
-        service: service.into(),
-        ports: vec![PortRecord {
-            name: Some("web".into()),
-            protocol: "tcp".into(),
-            port: 80,
-        }],
-        endpoints: eps
-            .iter()
-            .map(|(h, ip, ready)| EndpointRecord {
-                hostname: Some(h.to_string()),
-                addresses: vec![ip.parse().unwrap()],
-                ready: *ready,
-                serving: *ready,
-                terminating: false,
-                pod: None,
-            })
-            .collect(),
-    })
+    fixtures::slice((ns, name, service), Some("web"), eps, false)
 }
 
 fn labels(index: &Index, ns: &str, name: &str) -> Vec<String> {
