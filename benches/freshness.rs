@@ -338,6 +338,181 @@ fn publish_counts(index: &headless_dns::index::Index) -> (Vec<u64>, u64, u64) {
     )
 }
 
+/// The server under test, wired as `headless_dns::run` wires it: the index
+/// writer task on a one-thread runtime and one UDP thread.
+struct Server {
+    runtime: tokio::runtime::Runtime,
+    tx: mpsc::Sender<SourceEvent>,
+    writer_task: tokio::task::JoinHandle<()>,
+    index: headless_dns::index::Index,
+    stop: CancellationToken,
+    udp_threads: Vec<std::thread::JoinHandle<()>>,
+    addr: SocketAddr,
+    /// How long the initial full list took to be served.
+    sync: Duration,
+}
+
+impl Server {
+    /// Starts the writer, syncs it with `ips`, then starts the UDP thread.
+    fn start(ips: &[Vec<Ipv4Addr>]) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("index-writer")
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let writer = IndexWriter::new(ZoneSettings::default(), &Kind::ALL);
+        let index = writer.index();
+        let (tx, rx) = mpsc::channel(sources::QUEUE);
+        let writer_task = runtime.spawn(sources::run_writer(writer, rx));
+        let t = Instant::now();
+        for e in cluster(ips) {
+            tx.blocking_send(e).expect("the writer is running");
+        }
+        runtime
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(60), index.wait_synced()).await
+            })
+            .expect("initial sync within 60 s");
+        let sync = t.elapsed();
+
+        // The real UDP query path: one socket, one thread.
+        let mut settings = Config::default().dns_settings();
+        settings.dns.ttl = 5;
+        let answerer = Arc::new(Answerer::new(index.clone(), settings));
+        let sockets = server::bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)), 1, 256 * 1024)
+            .expect("bind 127.0.0.1:0");
+        let addr = sockets[0].local_addr().expect("bound address");
+        let stop = CancellationToken::new();
+        let udp_threads = server::spawn_udp(
+            &answerer,
+            sockets,
+            None,
+            None,
+            &stop,
+            &Default::default(),
+            Default::default(),
+        )
+        .expect("start the UDP thread");
+        Self {
+            runtime,
+            tx,
+            writer_task,
+            index,
+            stop,
+            udp_threads,
+            addr,
+            sync,
+        }
+    }
+
+    fn shut_down(self) {
+        self.stop.cancel();
+        for t in self.udp_threads {
+            let _ = t.join();
+        }
+        drop(self.tx);
+        let writer_task = self.writer_task;
+        let _ = self
+            .runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), writer_task).await });
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+/// CPU of the UDP thread, the writer thread and the whole process.
+fn cpu_now() -> (Duration, Duration, Duration) {
+    (
+        thread_cpu("dns-udp"),
+        thread_cpu("index-writer"),
+        process_cpu(),
+    )
+}
+
+/// What the changing phase measured.
+struct Changes {
+    /// Change sent -> new address received, sorted.
+    samples: Vec<Duration>,
+    timeouts: u64,
+    /// How long the changes ran.
+    elapsed: Duration,
+    /// CPU (UDP thread, writer thread, process) used meanwhile.
+    cpu: (Duration, Duration, Duration),
+    /// Publish-latency bucket counts, publishes and their total ns meanwhile.
+    publish: (Vec<u64>, u64, u64),
+}
+
+/// One change per tick for `run`: a random pod moves to a fresh address and
+/// the prober waits for an answer carrying it.
+fn run_changes(
+    server: &Server,
+    prober: &mut Prober,
+    ips: &mut [Vec<Ipv4Addr>],
+    run: Duration,
+) -> Changes {
+    let services = ips.len();
+    let cpu_before = cpu_now();
+    let publish_before = publish_counts(&server.index);
+    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    let mut fresh = u32::from(Ipv4Addr::new(100, 64, 0, 0));
+    let max_changes = run.as_millis() as usize;
+    let mut samples = Vec::with_capacity(max_changes);
+    let mut timeouts = 0u64;
+    let start = Instant::now();
+    let mut tick = start;
+    for _ in 0..max_changes {
+        if start.elapsed() > run {
+            break;
+        }
+        let (s, i) = (rng.below(services), rng.below(PODS));
+        fresh += 1;
+        let ip = Ipv4Addr::from(fresh);
+        ips[s][i] = ip;
+        let event = SourceEvent::Upsert(common::slice(s, &ips[s]));
+        let name = pod_name(s, i);
+        let t0 = Instant::now();
+        server
+            .tx
+            .blocking_send(event)
+            .expect("the writer is running");
+        match prober.wait_for(&name, ip, t0) {
+            Some(t1) => samples.push(t1 - t0),
+            None => timeouts += 1,
+        }
+        tick += TICK;
+        let now = Instant::now();
+        if tick > now {
+            std::thread::sleep(tick - now);
+        } else {
+            tick = now; // late: go on, no catch-up burst
+        }
+    }
+    let elapsed = start.elapsed();
+    let cpu_after = cpu_now();
+    let publish_after = publish_counts(&server.index);
+    samples.sort();
+    Changes {
+        samples,
+        timeouts,
+        elapsed,
+        cpu: (
+            cpu_after.0.saturating_sub(cpu_before.0),
+            cpu_after.1.saturating_sub(cpu_before.1),
+            cpu_after.2.saturating_sub(cpu_before.2),
+        ),
+        publish: (
+            publish_after
+                .0
+                .iter()
+                .zip(&publish_before.0)
+                .map(|(a, b)| a - b)
+                .collect(),
+            publish_after.1 - publish_before.1,
+            publish_after.2 - publish_before.2,
+        ),
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -350,48 +525,9 @@ fn main() {
     } else {
         (100, Duration::from_secs(1))
     };
-
-    // The index and its writer task, wired as `headless_dns::run` wires them.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("index-writer")
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let writer = IndexWriter::new(ZoneSettings::default(), &Kind::ALL);
-    let index = writer.index();
-    let (tx, rx) = mpsc::channel(sources::QUEUE);
-    let writer_task = runtime.spawn(sources::run_writer(writer, rx));
     let mut ips: Vec<Vec<Ipv4Addr>> = (0..services).map(|s| common::ips(s, PODS, 0)).collect();
-    let t = Instant::now();
-    for e in cluster(&ips) {
-        tx.blocking_send(e).expect("the writer is running");
-    }
-    runtime
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(60), index.wait_synced()).await
-        })
-        .expect("initial sync within 60 s");
-    let sync = t.elapsed();
-
-    // The real UDP query path: one socket, one thread.
-    let mut settings = Config::default().dns_settings();
-    settings.dns.ttl = 5;
-    let answerer = Arc::new(Answerer::new(index.clone(), settings));
-    let sockets = server::bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)), 1, 256 * 1024)
-        .expect("bind 127.0.0.1:0");
-    let addr = sockets[0].local_addr().expect("bound address");
-    let stop = CancellationToken::new();
-    let udp_threads = server::spawn_udp(
-        &answerer,
-        sockets,
-        None,
-        None,
-        &stop,
-        &Default::default(),
-        Default::default(),
-    )
-    .expect("start the UDP thread");
+    let server = Server::start(&ips);
+    let addr = server.addr;
 
     let mut prober = Prober {
         sock: UdpSocket::bind("127.0.0.1:0").expect("bind the probe socket"),
@@ -422,66 +558,19 @@ fn main() {
     };
     // Let the load reach its rate before changes start.
     std::thread::sleep(Duration::from_millis(200));
-
-    let cpu_before = (
-        thread_cpu("dns-udp"),
-        thread_cpu("index-writer"),
-        process_cpu(),
-    );
-    let publish_before = publish_counts(&index);
-    let mut rng = Rng(0x0123_4567_89ab_cdef);
-    let mut fresh = u32::from(Ipv4Addr::new(100, 64, 0, 0));
-    let max_changes = run.as_millis() as usize;
-    let mut samples = Vec::with_capacity(max_changes);
-    let mut timeouts = 0u64;
-    let start = Instant::now();
-    let mut tick = start;
-    for _ in 0..max_changes {
-        if start.elapsed() > run {
-            break;
-        }
-        let (s, i) = (rng.below(services), rng.below(PODS));
-        fresh += 1;
-        let ip = Ipv4Addr::from(fresh);
-        ips[s][i] = ip;
-        let event = SourceEvent::Upsert(common::slice(s, &ips[s]));
-        let name = pod_name(s, i);
-        let t0 = Instant::now();
-        tx.blocking_send(event).expect("the writer is running");
-        match prober.wait_for(&name, ip, t0) {
-            Some(t1) => samples.push(t1 - t0),
-            None => timeouts += 1,
-        }
-        tick += TICK;
-        let now = Instant::now();
-        if tick > now {
-            std::thread::sleep(tick - now);
-        } else {
-            tick = now; // late: go on, no catch-up burst
-        }
-    }
-    let changing = start.elapsed();
-    let cpu_after = (
-        thread_cpu("dns-udp"),
-        thread_cpu("index-writer"),
-        process_cpu(),
-    );
-    let publish_after = publish_counts(&index);
+    let changes = run_changes(&server, &mut prober, &mut ips, run);
     load_stop.store(true, Ordering::Relaxed);
     let bg = load_thread.join().expect("the load thread");
+    let sync = server.sync;
+    server.shut_down();
+    report(services, full, sync, &bg, &prober, &changes);
+}
 
-    stop.cancel();
-    for t in udp_threads {
-        let _ = t.join();
-    }
-    drop(tx);
-    let _ =
-        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), writer_task).await });
-    runtime.shutdown_timeout(Duration::from_secs(1));
-
-    samples.sort();
+fn report(services: usize, full: bool, sync: Duration, bg: &Load, prober: &Prober, c: &Changes) {
+    let samples = &c.samples;
+    let timeouts = c.timeouts;
     let changes = samples.len() as u64 + timeouts;
-    let secs = changing.as_secs_f64();
+    let secs = c.elapsed.as_secs_f64();
     println!(
         "freshness: {services} headless services x {PODS} pods ({} endpoints), initial sync {:.0} ms, {} run",
         services * PODS,
@@ -507,30 +596,24 @@ fn main() {
     );
     println!(
         "  freshness (send to index -> reply with the new IP received), µs: p50 {} p90 {} p99 {} p99.9 {} max {}; timeouts (> {} s) {timeouts}",
-        quantile(&samples, 0.5),
-        quantile(&samples, 0.9),
-        quantile(&samples, 0.99),
-        quantile(&samples, 0.999),
+        quantile(samples, 0.5),
+        quantile(samples, 0.9),
+        quantile(samples, 0.99),
+        quantile(samples, 0.999),
         samples.last().map_or(0, Duration::as_micros),
         CHANGE_TIMEOUT.as_secs()
     );
     let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
     println!(
         "  CPU during the changes: UDP thread {:.0}%, writer thread {:.0}%, whole process (incl. load and prober) {:.0}%",
-        pct(cpu_after.0.saturating_sub(cpu_before.0)),
-        pct(cpu_after.1.saturating_sub(cpu_before.1)),
-        pct(cpu_after.2.saturating_sub(cpu_before.2))
+        pct(c.cpu.0),
+        pct(c.cpu.1),
+        pct(c.cpu.2)
     );
-    let delta: Vec<u64> = publish_after
-        .0
-        .iter()
-        .zip(&publish_before.0)
-        .map(|(a, b)| a - b)
-        .collect();
-    let publishes = publish_after.1 - publish_before.1;
+    let (delta, publishes, ns) = &c.publish;
     println!(
         "  index publishes: {publishes}, mean {:.0} µs, p99 {} (index.stats() buckets)",
-        (publish_after.2 - publish_before.2) as f64 / publishes.max(1) as f64 / 1000.0,
-        bucket_quantile(&delta, 0.99)
+        *ns as f64 / (*publishes).max(1) as f64 / 1000.0,
+        bucket_quantile(delta, 0.99)
     );
 }

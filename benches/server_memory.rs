@@ -582,20 +582,23 @@ fn breakdown(pid: u32) -> String {
 
 // ------------------------------------------------------------------ bench
 
+/// The baseline: the same binary against an empty cluster, its RSS in kB
+/// and where it lies.
+async fn empty_server(scale: &Scale) -> (u64, String) {
+    let api = FakeApi::start().await;
+    let server = Server::spawn(&api);
+    server.wait_ready(scale.wait).await;
+    tokio::time::sleep(scale.idle).await;
+    let miss = server.a(Proto::Udp, &pod_name(0, 0)).await;
+    assert_eq!(miss, Err(ResponseCode::NXDomain), "empty cluster");
+    (rss_kb(server.pid()), breakdown(server.pid()))
+}
+
 async fn bench(scale: &Scale) {
     let services = scale.services;
     let endpoints = services * PODS;
 
-    // Baseline: the same binary against an empty cluster.
-    let empty = {
-        let api = FakeApi::start().await;
-        let server = Server::spawn(&api);
-        server.wait_ready(scale.wait).await;
-        tokio::time::sleep(scale.idle).await;
-        let miss = server.a(Proto::Udp, &pod_name(0, 0)).await;
-        assert_eq!(miss, Err(ResponseCode::NXDomain), "empty cluster");
-        (rss_kb(server.pid()), breakdown(server.pid()))
-    };
+    let empty = empty_server(scale).await;
     // `-- --file-only`: only the file source's part (after the empty server).
     if std::env::args().any(|a| a == "--file-only") {
         println!("  empty server: RSS {} kB ({})", empty.0, empty.1);
@@ -649,32 +652,71 @@ async fn bench(scale: &Scale) {
     let relist_same = relist_after_410(&server, &api, scale, bump).await;
     server.check_answers(services, 2).await;
 
-    let (empty_rss, empty_breakdown) = empty;
+    let sync = SyncFigures {
+        wall: sync,
+        user: sync_user,
+        system: sync_sys,
+        rss: synced_rss,
+        peak: sync_peak,
+    };
+    let steady = (steady, steady_breakdown);
+    let phases = [
+        (
+            "every slice's addresses changed, delivered by the watches",
+            watched,
+        ),
+        (
+            "410 Gone, full re-list of every kind, every address changed",
+            relist_changed,
+        ),
+        (
+            "410 Gone, full re-list of every kind, nothing changed",
+            relist_same,
+        ),
+    ];
+    report_kubernetes(scale, &empty, &sync, &steady, &phases);
+    drop(server);
+    bench_file(scale, empty.0).await;
+}
+
+/// The initial sync of the Kubernetes source.
+struct SyncFigures {
+    wall: Duration,
+    user: f64,
+    system: f64,
+    /// RSS right after it, kB.
+    rss: u64,
+    /// VmHWM during it, kB.
+    peak: u64,
+}
+
+fn report_kubernetes(
+    scale: &Scale,
+    (empty_rss, empty_breakdown): &(u64, String),
+    sync: &SyncFigures,
+    (steady, steady_breakdown): &(u64, String),
+    phases: &[(&str, Phase)],
+) {
+    let services = scale.services;
+    let endpoints = services * PODS;
     println!(
         "headless-dns process, kubernetes source (fake API), {endpoints} endpoints in {services} headless services, {} namespaces:",
         NAMESPACES.min(services)
     );
     println!("  empty server: RSS {empty_rss} kB ({empty_breakdown})");
     println!(
-        "  initial sync (spawn to /ready): {:.2} s, server CPU {:.2} s (user {sync_user:.2}, system {sync_sys:.2}); RSS then {synced_rss} kB, peak during it (VmHWM) {sync_peak} kB",
-        sync.as_secs_f64(),
-        sync_user + sync_sys,
+        "  initial sync (spawn to /ready): {:.2} s, server CPU {:.2} s (user {:.2}, system {:.2}); RSS then {} kB, peak during it (VmHWM) {} kB",
+        sync.wall.as_secs_f64(),
+        sync.user + sync.system,
+        sync.user,
+        sync.system,
+        sync.rss,
+        sync.peak,
     );
-    print_steady(scale, steady, &steady_breakdown, empty_rss, endpoints);
-    watched.print(
-        "every slice's addresses changed, delivered by the watches",
-        steady,
-    );
-    relist_changed.print(
-        "410 Gone, full re-list of every kind, every address changed",
-        steady,
-    );
-    relist_same.print(
-        "410 Gone, full re-list of every kind, nothing changed",
-        steady,
-    );
-    drop(server);
-    bench_file(scale, empty_rss).await;
+    print_steady(scale, *steady, steady_breakdown, *empty_rss, endpoints);
+    for (what, phase) in phases {
+        phase.print(what, *steady);
+    }
 }
 
 /// Applies `change` while no watch is connected and then forgets the
