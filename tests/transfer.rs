@@ -214,29 +214,7 @@ async fn ixfr_sends_differences_or_the_whole_zone() {
             tcp(s.dns, request(ZONE, RecordType::IXFR, Some(before)), None).await,
             udp(s.dns, request(ZONE, RecordType::IXFR, Some(before)), None).await,
         ] {
-            // SOA(now) SOA(before) removed... SOA(now) added... SOA(now)
-            let r = t.records();
-            assert_eq!(t.rcode(), ResponseCode::NoError);
-            let serials: Vec<_> = r.iter().map(soa_serial).collect();
-            assert_eq!(serials[0], Some(now));
-            assert_eq!(serials[1], Some(before));
-            let second = serials
-                .iter()
-                .skip(2)
-                .position(|s| *s == Some(now))
-                .unwrap()
-                + 2;
-            assert_eq!(*serials.last().unwrap(), Some(now));
-            let text = |rs: &[hickory_proto::rr::Record]| -> Vec<String> {
-                let mut v: Vec<_> = rs
-                    .iter()
-                    .map(|r| r.to_string().to_ascii_lowercase())
-                    .collect();
-                v.sort();
-                v
-            };
-            assert_eq!(text(&r[2..second]), gone);
-            assert_eq!(text(&r[second + 1..r.len() - 1]), came);
+            assert_differences(&t, (before, now), &gone, &came);
         }
         // The reverse zone changed too: one PTR out, one in.
         let t = tcp(
@@ -274,24 +252,64 @@ async fn ixfr_sends_differences_or_the_whole_zone() {
         assert_eq!(u.records().len(), 1);
         assert_eq!(soa_serial(&u.records()[0]), Some(now));
 
-        let (_, page) = http::request(s.admin, "GET", "/metrics").await.unwrap();
-        for (name, _, _) in headless_dns::telemetry::METRICS {
-            let forwarding = name.starts_with("headless_dns_forward_"); // off here
-            assert!(
-                forwarding || page.contains(name),
-                "metric {name} missing from /metrics"
-            );
-        }
-        let m = |k: &str| format!("headless_dns_transfer_requests_total{{kind=\"{k}\"}}");
-        assert!(metric(&s, &m("ixfr")).await >= 3.0);
-        assert!(metric(&s, &m("ixfr_current")).await >= 2.0);
-        assert!(metric(&s, &m("ixfr_full")).await >= 2.0);
-        assert!(metric(&s, "headless_dns_transfer_journal_changes").await >= 1.0);
-        assert!(metric(&s, "headless_dns_transfer_journal_bytes").await > 100.0);
+        assert_transfer_metrics(&s).await;
         s.stop().await;
     })
     .await
     .unwrap();
+}
+
+/// An IXFR reply from `from` to `to`: SOA(to), SOA(from), the removed
+/// records, SOA(to), the added ones, SOA(to); removed and added as `gone`
+/// and `came` (sorted presentation lines).
+fn assert_differences(
+    t: &transfer_support::Transfer,
+    (before, now): (u32, u32),
+    gone: &[String],
+    came: &[String],
+) {
+    // SOA(now) SOA(before) removed... SOA(now) added... SOA(now)
+    let r = t.records();
+    assert_eq!(t.rcode(), ResponseCode::NoError);
+    let serials: Vec<_> = r.iter().map(soa_serial).collect();
+    assert_eq!(serials[0], Some(now));
+    assert_eq!(serials[1], Some(before));
+    let second = serials
+        .iter()
+        .skip(2)
+        .position(|s| *s == Some(now))
+        .unwrap()
+        + 2;
+    assert_eq!(*serials.last().unwrap(), Some(now));
+    let text = |rs: &[hickory_proto::rr::Record]| -> Vec<String> {
+        let mut v: Vec<_> = rs
+            .iter()
+            .map(|r| r.to_string().to_ascii_lowercase())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(text(&r[2..second]), gone);
+    assert_eq!(text(&r[second + 1..r.len() - 1]), came);
+}
+
+/// Every metric is exported (forwarding's are off here) and the transfer
+/// counters moved as the IXFR test's requests should have moved them.
+async fn assert_transfer_metrics(s: &TestServer) {
+    let (_, page) = http::request(s.admin, "GET", "/metrics").await.unwrap();
+    for (name, _, _) in headless_dns::telemetry::METRICS {
+        let forwarding = name.starts_with("headless_dns_forward_"); // off here
+        assert!(
+            forwarding || page.contains(name),
+            "metric {name} missing from /metrics"
+        );
+    }
+    let m = |k: &str| format!("headless_dns_transfer_requests_total{{kind=\"{k}\"}}");
+    assert!(metric(s, &m("ixfr")).await >= 3.0);
+    assert!(metric(s, &m("ixfr_current")).await >= 2.0);
+    assert!(metric(s, &m("ixfr_full")).await >= 2.0);
+    assert!(metric(s, "headless_dns_transfer_journal_changes").await >= 1.0);
+    assert!(metric(s, "headless_dns_transfer_journal_bytes").await > 100.0);
 }
 
 /// AXFR from 127.0.0.2 (the whole 127/8 is loopback).
