@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use headless_dns::Config;
 use hickory_proto::rr::RecordType;
 use support::dns::{Proto, exchange_raw, message};
+use support::eventually_within;
 use support::http;
+use support::process::free_port;
 use support::server::TestServer;
-use transfer_support::secondary::{Key, Kind, Secondary, eventually, free_port};
+use transfer_support::secondary::{Key, Kind, Secondary};
 use transfer_support::{SECRET, WRONG_SECRET, soa_serial};
 
 const ZONE: &str = "cluster.local";
@@ -63,18 +65,22 @@ fn demo(notify: &[u16], key: Key, ready_ms: u64) -> Config {
 
 /// Waits (bounded) until `sec` serves what the primary serves for web-1.
 async fn converged(primary: SocketAddr, sec: &mut Secondary, within: Duration) {
-    let ok = eventually(within, || async {
+    sec.assert_running();
+    let secondary = &*sec;
+    let what = format!("{:?} to serve web-1 as the primary does", sec.kind);
+    eventually_within(within, &what, || async move {
         let want = ips_at(primary, WEB_1).await;
-        want.as_ref().is_some_and(|w| !w.is_empty()) && ips_at(sec.addr, WEB_1).await == want
+        let got = ips_at(secondary.addr, WEB_1).await;
+        if want.as_ref().is_some_and(|w| !w.is_empty()) && got == want {
+            Ok(())
+        } else {
+            Err(format!(
+                "primary {want:?}, secondary {got:?}; log:\n{}",
+                secondary.log()
+            ))
+        }
     })
     .await;
-    sec.assert_running();
-    assert!(
-        ok,
-        "{:?} did not converge within {within:?}; log:\n{}",
-        sec.kind,
-        sec.log()
-    );
 }
 
 /// Deletes web-1 (the simulator recreates it with a new address); returns
@@ -289,12 +295,14 @@ async fn journal_overflow_and_a_restart_fall_back_to_the_whole_zone() {
         c.transfer.serial_file = Some(serial_file.clone());
         let s = TestServer::start(c).await;
         // Without NOTIFY Knot takes the zone once: let the simulator start web-1 first.
-        let up = eventually(Duration::from_secs(10), || async {
-            ips_at(s.dns, WEB_1)
-                .await
-                .is_some_and(|ips| !ips.is_empty())
-        });
-        assert!(up.await, "web-1 never came up");
+        eventually_within(Duration::from_secs(10), "web-1 to come up", || async {
+            let ips = ips_at(s.dns, WEB_1).await;
+            ips.as_ref()
+                .filter(|ips| !ips.is_empty())
+                .map(|_| ())
+                .ok_or(format!("{ips:?}"))
+        })
+        .await;
         let mut knot = Secondary::start(Kind::Knot, port, s.dns, ZONE, None);
         converged(s.dns, &mut knot, Duration::from_secs(30)).await;
         recreate_web_1(&s).await;
@@ -325,11 +333,17 @@ async fn journal_overflow_and_a_restart_fall_back_to_the_whole_zone() {
             .unwrap();
         assert!(floor > new_serial);
         converged(s.dns, &mut knot, Duration::from_secs(10)).await;
-        let ok = eventually(Duration::from_secs(5), || async {
-            serial_at(knot.addr).await == serial_at(s.dns).await
-        })
+        eventually_within(
+            Duration::from_secs(5),
+            "Knot's serial to be ours",
+            || async {
+                let (theirs, ours) = (serial_at(knot.addr).await, serial_at(s.dns).await);
+                (theirs == ours)
+                    .then_some(())
+                    .ok_or(format!("Knot {theirs:?}, ours {ours:?}"))
+            },
+        )
         .await;
-        assert!(ok, "Knot's serial differs from ours");
         assert_eq!(knot.transfers().fallbacks, 2, "{}", knot.log());
         // From there on, IXFR again.
         follow_recreates(&s, std::slice::from_ref(&knot), 1).await;

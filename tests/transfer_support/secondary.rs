@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// Which server plays the secondary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,18 +27,6 @@ impl Drop for Secondary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A loopback port free for UDP and TCP now (the secondary binds it itself).
-pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
 }
 
 fn binary(kind: Kind) -> &'static str {
@@ -189,22 +176,4 @@ pub struct Transfers {
     pub full: usize,
     /// IXFR requests answered with the whole zone.
     pub fallbacks: usize,
-}
-
-/// Polls `f` every 20 ms until it holds or `within` passes.
-pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if f().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
