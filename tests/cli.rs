@@ -241,15 +241,15 @@ fn a_dead_udp_thread_fails_health_and_the_exit_code() {
         .enable_all()
         .build()
         .unwrap();
-    let health = || {
-        rt.block_on(support::http::request(admin_addr, "GET", "/health"))
-            .ok()
+    let health = |want: u16| async move {
+        match support::http::request(admin_addr, "GET", "/health").await {
+            Ok((status, body)) if status == want => Ok(body),
+            other => Err(format!("{other:?}")),
+        }
     };
-    wait_until_sync("/health 200 first", || {
-        health().filter(|(s, _)| *s == 200).map(|(_, b)| b)
-    });
-    let body = wait_until_sync("/health 503 after the thread died", || {
-        health().filter(|(s, _)| *s == 503).map(|(_, b)| b)
+    let body = rt.block_on(async {
+        eventually("/health 200 first", || health(200)).await;
+        eventually("/health 503 after the thread died", || health(503)).await
     });
     assert!(body.contains("udp thread dns-udp-"), "{body}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -270,17 +270,11 @@ fn a_dead_udp_thread_fails_health_and_the_exit_code() {
     assert!(err.contains("udp thread dns-udp-"), "{err}");
 }
 
-/// Polls `f` every 100 ms until it returns a value; panics after 20 s.
-fn wait_until_sync(what: &str, mut f: impl FnMut() -> Option<String>) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+/// [`wait_until`] from a test without a runtime of its own.
+fn wait_until_sync(what: &str, f: impl FnMut() -> Option<String>) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime to poll on")
+        .block_on(wait_until(what, f))
 }
