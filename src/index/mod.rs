@@ -251,7 +251,7 @@ impl Index {
     /// name `prefix` (as `reverse_prefixes` numbers them: 1..=3 IPv4 octets,
     /// 101..=131 IPv6 nibbles, with the leading digits' value).
     pub fn has_reverse_below(&self, prefix: (u8, u128)) -> bool {
-        self.shared.reverse_prefixes.contains_key(&prefix)
+        self.shared.has_reverse_below(prefix)
     }
 
     /// True when a running pod in namespace `ns_label` (wire label) has `ip`.

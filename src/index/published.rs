@@ -38,8 +38,10 @@ pub(super) struct Shared {
     pub(super) reverse_many: Map<IpAddr, Arc<Box<[PtrTarget]>>>,
     /// How many named addresses lie below each partial reverse name (see
     /// [`reverse_prefixes`]): those names are empty non-terminals, NODATA
-    /// rather than NXDOMAIN (RFC 8020).
-    pub(super) reverse_prefixes: Map<(u8, u128), u32>,
+    /// rather than NXDOMAIN (RFC 8020). IPv4 prefixes by [`v4_prefix_key`]
+    /// (8-byte entries; a `(u8, u128)` key makes them 48).
+    pub(super) prefixes_v4: Map<u32, u32>,
+    pub(super) prefixes_v6: Map<(u8, u128), u32>,
     /// The namespaces (wire labels) of the running pods with each address.
     pub(super) pod_ips: Map<IpAddr, Box<[Box<[u8]>]>>,
     pub(super) serial: AtomicU32,
@@ -150,16 +152,38 @@ impl Shared {
     /// Counts `ip` in (`add`) or out of every partial reverse name above it.
     fn count_prefixes(&self, ip: IpAddr, add: bool) {
         for key in reverse_prefixes(ip) {
-            if add {
-                *self.reverse_prefixes.entry(key).or_insert(0) += 1;
-            } else {
-                self.reverse_prefixes.remove_if_mut(&key, |_, n| {
-                    *n = n.saturating_sub(1);
-                    *n == 0
-                });
+            match v4_prefix_key(key) {
+                Some(k) => count(&self.prefixes_v4, k, add),
+                None => count(&self.prefixes_v6, key, add),
             }
         }
     }
+
+    /// Whether a named address lies below the partial reverse name `prefix`.
+    pub(super) fn has_reverse_below(&self, prefix: (u8, u128)) -> bool {
+        match v4_prefix_key(prefix) {
+            Some(k) => self.prefixes_v4.contains_key(&k),
+            None => self.prefixes_v6.contains_key(&prefix),
+        }
+    }
+}
+
+/// Counts one in or out of `map[key]`, removing the entry at zero.
+fn count<K: Eq + std::hash::Hash>(map: &Map<K, u32>, key: K, add: bool) {
+    if add {
+        *map.entry(key).or_insert(0) += 1;
+    } else {
+        map.remove_if_mut(&key, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+}
+
+/// An IPv4 partial reverse name (1..=3 octets, at most 24 bits) as one
+/// word: the octet count above the octets; `None` for IPv6.
+fn v4_prefix_key((digits, prefix): (u8, u128)) -> Option<u32> {
+    (digits <= 3).then(|| (u32::from(digits) << 24) | prefix as u32)
 }
 
 /// The partial reverse names above an address, as (digits, masked address):

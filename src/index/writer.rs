@@ -123,7 +123,8 @@ impl IndexWriter {
             reverse_v4: Map::default(),
             reverse_v6: Map::default(),
             reverse_many: Map::default(),
-            reverse_prefixes: Map::default(),
+            prefixes_v4: Map::default(),
+            prefixes_v6: Map::default(),
             pod_ips: Map::default(),
             serial: AtomicU32::new(super::serial::initial(
                 crate::clock::unix_ms().div_euclid(1000) as u32,
@@ -236,7 +237,8 @@ impl IndexWriter {
             shared.reverse_v4.shrink_to_fit();
             shared.reverse_v6.shrink_to_fit();
             shared.reverse_many.shrink_to_fit();
-            shared.reverse_prefixes.shrink_to_fit();
+            shared.prefixes_v4.shrink_to_fit();
+            shared.prefixes_v6.shrink_to_fit();
             shared.views.shrink_to_fit();
         }
     }

@@ -77,6 +77,9 @@ impl Differ {
 /// makes the source wait (back-pressure), so a burst cannot grow memory.
 pub const QUEUE: usize = 4096;
 
+/// Events the writer's batch buffer keeps room for between batches.
+const IDLE_BATCH: usize = 64;
+
 /// Runs the index writer: applies events in batches and publishes once per
 /// batch, until every sender is gone.
 ///
@@ -86,7 +89,9 @@ pub const QUEUE: usize = 4096;
 /// previous batch counts from when that batch was taken (which emptied the
 /// queue), an upper bound.
 pub async fn run_writer(mut writer: IndexWriter, mut rx: mpsc::Receiver<SourceEvent>) {
-    let mut batch = Vec::with_capacity(QUEUE);
+    // Grows to the largest batch (up to QUEUE events of ~100 bytes) and is
+    // cut back after each, so a sync's burst is not kept for good.
+    let mut batch = Vec::new();
     let index = writer.index();
     let mut taken = std::time::Instant::now();
     loop {
@@ -117,6 +122,7 @@ pub async fn run_writer(mut writer: IndexWriter, mut rx: mpsc::Receiver<SourceEv
             }
         }
         writer.apply_all(batch.drain(..));
+        batch.shrink_to(IDLE_BATCH);
         let s = index.stats();
         crate::histogram::observe(&s.answer_buckets, &s.answer_ns, entered.elapsed());
     }

@@ -112,7 +112,6 @@ pub(in crate::index) fn build(inp: Inputs<'_>) -> ServiceView {
         text: text.into_boxed_str(),
         addrs: addrs.into_boxed_slice(),
         cluster_ips,
-        port_numbers: ports.iter().map(|l| port_numbers(l)).collect(),
         ports: ports.into_boxed_slice(),
         entries: entries.into_boxed_slice(),
         names: names.into_boxed_slice(),
@@ -125,14 +124,6 @@ pub(in crate::index) fn build(inp: Inputs<'_>) -> ServiceView {
     };
     view.measure_srv();
     view
-}
-
-/// A port list's numbers, ascending, each once.
-fn port_numbers(list: &[PortRecord]) -> Box<[u16]> {
-    let mut numbers: Vec<u16> = list.iter().map(|p| p.port).collect();
-    numbers.sort_unstable();
-    numbers.dedup();
-    numbers.into_boxed_slice()
 }
 
 /// Orders the merged endpoints by ordinal and packs them; an endpoint whose

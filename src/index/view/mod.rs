@@ -154,9 +154,6 @@ pub struct ServiceView {
     srv: Box<[SrvName]>,
     /// SRV of the service name itself (every port), written on demand.
     bare_srv: SrvName,
-    /// Per entry of `ports`: its port numbers, ascending, each once (the
-    /// service name's SRV set lists an endpoint's ports so).
-    port_numbers: Box<[Box<[u16]>]>,
 }
 
 impl ServiceView {

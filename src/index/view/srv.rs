@@ -255,8 +255,18 @@ impl ServiceView {
         for (i, e) in self.entries.iter().enumerate() {
             if e.flags & super::NAMED != 0 {
                 let (label, ips) = (self.label_bytes(i), e.addrs.get(&self.addrs));
-                for port in self.port_numbers[e.ports as usize].iter() {
-                    emit(Some(label), *port, ips);
+                // The endpoint's port numbers ascending, each once (no
+                // allocation: port lists are a few entries long).
+                let list = &self.ports[e.ports as usize];
+                let mut last = None;
+                while let Some(port) = list
+                    .iter()
+                    .map(|p| p.port)
+                    .filter(|p| last.is_none_or(|l| *p > l))
+                    .min()
+                {
+                    emit(Some(label), port, ips);
+                    last = Some(port);
                 }
             }
         }

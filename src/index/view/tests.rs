@@ -122,3 +122,17 @@ fn an_endpoint_entry_and_a_ptr_set_stay_small() {
     assert_eq!(std::mem::size_of::<EndpointEntry>(), 32);
     assert_eq!(std::mem::size_of::<PtrSet>(), 16);
 }
+
+#[test]
+fn print_sizes_tmp() {
+    eprintln!(
+        "SIZES ServiceView {} EndpointEntry {} SrvName {} Governed {} WireSpan {} SourceEvent {} Object {}",
+        std::mem::size_of::<ServiceView>(),
+        std::mem::size_of::<EndpointEntry>(),
+        std::mem::size_of::<SrvName>(),
+        std::mem::size_of::<Governed>(),
+        std::mem::size_of::<WireSpan>(),
+        std::mem::size_of::<crate::index::SourceEvent>(),
+        std::mem::size_of::<crate::index::Object>(),
+    );
+}
