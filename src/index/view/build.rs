@@ -163,7 +163,7 @@ fn pack(merged: BTreeMap<Cow<'_, str>, Merged<'_>>, old: Option<&ServiceView>, n
             | (m.terminating as u8 * TERMINATING)
             | (m.served as u8 * SERVED);
         packed.entries.push(EndpointEntry {
-            changed_ms,
+            changed: EndpointEntry::pack_ms(changed_ms),
             label: label_text,
             pod,
             addrs: AddrSpan::push(&mut packed.addrs, m.addresses.iter()),
