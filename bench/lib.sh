@@ -78,10 +78,12 @@ bench_queries() {
 }
 
 # Starts the server on the manifests with $1 UDP threads on CPUs $2 and
-# waits (10 s at most) until the last pod answers.
+# waits (10 s at most) until the last pod answers. BENCH_SERVER_ARGS: more
+# arguments for `serve` (say, `--config FILE`).
 bench_start() {
+  # shellcheck disable=SC2086 # BENCH_SERVER_ARGS is a list of words
   RUST_LOG=warn taskset -c "$2" "$BIN" serve --manifests "$WORK/manifests.yaml" \
-    --listen "127.0.0.1:$PORT" --threads "$1" --admin none >"$WORK/server.log" 2>&1 &
+    --listen "127.0.0.1:$PORT" --threads "$1" --admin none ${BENCH_SERVER_ARGS:-} >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   local last="web-$((PODS - 1)).svc-$((SERVICES - 1)).default.svc.cluster.local"
   local want="10.20.$((SERVICES - 1)).$PODS"
