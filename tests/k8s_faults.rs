@@ -419,3 +419,39 @@ async fn after_an_outage_the_final_state_is_served_within_two_seconds() {
     })
     .await;
 }
+
+/// API Priority and Fairness sheds load with 429 and a `Retry-After`: every
+/// watcher waits it out however short its backoff, and once requests go
+/// through again the final state is served.
+#[tokio::test]
+async fn load_shedding_429s_are_retried_after_their_retry_after() {
+    within(TEST_TIMEOUT, async {
+        let (api, server) = start_synced(web_cluster_and(("churn", "c-0", ip("10.245.0.0")))).await;
+        let before = api.requests().len();
+        api.set_throttled(Some(2));
+        let moved = ip("10.245.0.9");
+        api.apply(endpoint_slice(NS, "churn", &[ready("c-0", moved)]));
+        let shed = Duration::from_secs(5);
+        tokio::time::sleep(shed).await;
+        let tries = api.requests().len() - before;
+        api.set_throttled(None);
+        let back = std::time::Instant::now();
+        server
+            .wait_for_a(&fqdn("c-0.churn.default.svc"), Answer::ips(&[moved]))
+            .await;
+        let took = back.elapsed();
+        // Each kind: one try when its watch breaks, then one per 2 s. The
+        // backoff alone (0.1 s doubling) would have tried six times.
+        let per_kind = 1 + (shed.as_secs() / 2) as usize;
+        eprintln!(
+            "429 with Retry-After 2 for {shed:?}: {tries} requests ({WATCHED_KINDS} kinds, at \
+             most {per_kind} each); the change served {took:?} after"
+        );
+        assert!(
+            (WATCHED_KINDS..=per_kind * WATCHED_KINDS).contains(&tries),
+            "{tries} requests while shedding: Retry-After not honoured (or no retry at all)"
+        );
+        server.stop().await;
+    })
+    .await;
+}

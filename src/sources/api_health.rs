@@ -15,6 +15,9 @@
 //!   instead of bunching: while the server is down one of them asks every
 //!   5 s / watchers (each still at most once per 5 s), and the first to get
 //!   through wakes the rest.
+//! - `Retry-After`: a 429 or 503 that carries one (in seconds, as the API
+//!   server's priority and fairness sends with its 429s) holds every retry
+//!   until then, however short the backoff, capped at [`RETRY_AFTER_MAX`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +30,10 @@ use tower::util::MapResultLayer;
 
 /// The longest backoff of a watcher (`k8s::QuickBackoff`'s cap).
 pub const CAP: Duration = Duration::from_secs(5);
+
+/// The longest `Retry-After` honoured: a larger one (or a misconfigured
+/// proxy's) still lets a watcher try once a minute.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// What [`ApiHealth::layer`] wraps the client's results in: it passes them
 /// through, having looked.
@@ -51,6 +58,8 @@ pub struct ApiHealth {
     watchers: AtomicUsize,
     /// Watchers that have [`ApiHealth::join`]ed so far.
     joined: AtomicUsize,
+    /// No retry before this: the latest `Retry-After` the server sent.
+    not_before: std::sync::Mutex<Option<Instant>>,
 }
 
 impl ApiHealth {
@@ -61,6 +70,7 @@ impl ApiHealth {
             start: Instant::now(),
             watchers: AtomicUsize::new(1),
             joined: AtomicUsize::new(0),
+            not_before: std::sync::Mutex::new(None),
         })
     }
 
@@ -70,7 +80,13 @@ impl ApiHealth {
         let health = Arc::clone(health);
         MapResultLayer::new(move |r: Result<http::Response<B>, E>| {
             match &r {
-                Ok(resp) => health.response(resp.status().as_u16()),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    health.response(status);
+                    if status == 429 || status == 503 {
+                        health.retry_after(resp.headers().get(http::header::RETRY_AFTER));
+                    }
+                }
                 Err(_) => health.set_down(true),
             }
             r
@@ -81,6 +97,20 @@ impl ApiHealth {
     /// down (or shedding load), anything else that it answers.
     pub fn response(&self, status: u16) {
         self.set_down(status >= 500 || status == 429);
+    }
+
+    /// Holds every retry until `Retry-After` (delay-seconds; an HTTP date,
+    /// which the API server does not send, is ignored) has passed.
+    pub fn retry_after(&self, value: Option<&http::HeaderValue>) {
+        let Some(secs) = value
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        else {
+            return;
+        };
+        let until = Instant::now() + Duration::from_secs(secs).min(RETRY_AFTER_MAX);
+        let mut not_before = self.not_before.lock().unwrap_or_else(|e| e.into_inner());
+        *not_before = Some(not_before.map_or(until, |t| t.max(until)));
     }
 
     /// True while the server is known to be down.
@@ -152,10 +182,19 @@ impl ApiHealth {
             // Err only if the sender is gone, which `self` outlives.
             let _ = rx.wait_for(|n| n % 2 == 0).await;
         };
-        tokio::select! {
+        let woke = tokio::select! {
             _ = stop.cancelled() => false,
             _ = tokio::time::sleep_until(slot) => true,
             _ = back_up => true,
+        };
+        // Whatever woke it, not before the server's Retry-After.
+        let not_before = *self.not_before.lock().unwrap_or_else(|e| e.into_inner());
+        match not_before.filter(|t| woke && *t > Instant::now()) {
+            Some(t) => tokio::select! {
+                _ = stop.cancelled() => false,
+                _ = tokio::time::sleep_until(t) => true,
+            },
+            None => woke,
         }
     }
 }
@@ -214,6 +253,36 @@ mod tests {
         h.response(200);
         assert!(waiter.await.unwrap());
         assert_eq!((Instant::now() - t0).as_millis(), 700);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_holds_every_retry_until_then() {
+        let h = ApiHealth::new();
+        let stop = CancellationToken::new();
+        h.response(429);
+        h.retry_after(Some(&http::HeaderValue::from_static("3")));
+        h.retry_after(Some(&http::HeaderValue::from_static("1"))); // the later one stays
+        h.retry_after(Some(&http::HeaderValue::from_static(
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+        )));
+        let t0 = Instant::now();
+        assert!(h.wait_retry(0, Duration::from_millis(100), &stop).await);
+        assert_eq!((Instant::now() - t0).as_millis(), 3000);
+        // Seen up again: the wait still ends no sooner than Retry-After.
+        h.retry_after(Some(&http::HeaderValue::from_static("2")));
+        let waiter = {
+            let (h, stop) = (Arc::clone(&h), stop.clone());
+            tokio::spawn(async move { h.wait_retry(0, Duration::from_secs(5), &stop).await })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        h.response(200);
+        assert!(waiter.await.unwrap());
+        assert_eq!((Instant::now() - t0).as_millis(), 5000);
+        // Capped: a day's Retry-After holds a minute.
+        h.retry_after(Some(&http::HeaderValue::from_static("86400")));
+        let t1 = Instant::now();
+        assert!(h.wait_retry(0, Duration::from_millis(100), &stop).await);
+        assert_eq!(Instant::now() - t1, RETRY_AFTER_MAX);
     }
 
     #[tokio::test(start_paused = true)]

@@ -305,6 +305,17 @@ impl FakeApi {
         }
     }
 
+    /// Load shedding (`Some(seconds)`): open watches break, and every list,
+    /// get or watch request answers 429 Too Many Requests with that
+    /// `Retry-After`, until `set_throttled(None)`.
+    pub fn set_throttled(&self, retry_after: Option<u32>) {
+        let mut st = self.inner.lock();
+        st.throttled = retry_after;
+        if retry_after.is_some() {
+            st.take_watchers(|| Frame::Abort);
+        }
+    }
+
     /// The next `n` list, get or watch requests fail with HTTP 500.
     pub fn fail_next(&self, n: u32) {
         self.inner.lock().fail_next = n;

@@ -309,6 +309,12 @@ async fn resource(
         if st.down {
             return status_response(503, "ServiceUnavailable", "injected outage (set_down)");
         }
+        if let Some(secs) = st.throttled {
+            let mut r = status_response(429, "TooManyRequests", "injected load shedding");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            return r;
+        }
         if st.fail_next > 0 {
             st.fail_next -= 1;
             return status_response(500, "InternalError", "injected failure (fail_next)");

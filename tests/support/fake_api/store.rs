@@ -40,6 +40,10 @@ pub(super) struct ClusterState {
     pub fail_next: u32,
     /// Every resource request answers 503 (`FakeApi::set_down`).
     pub down: bool,
+    /// Every resource request answers 429 with this `Retry-After` (seconds),
+    /// as API Priority and Fairness does when it sheds load
+    /// (`FakeApi::set_throttled`).
+    pub throttled: Option<u32>,
     pub gone_as_http: bool,
     pub watches_paused: bool,
     pub held_lists: HashSet<&'static str>,
@@ -60,6 +64,7 @@ impl ClusterState {
             requests: Vec::new(),
             fail_next: 0,
             down: false,
+            throttled: None,
             gone_as_http: false,
             watches_paused: false,
             held_lists: HashSet::new(),
