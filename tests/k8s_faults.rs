@@ -369,20 +369,20 @@ async fn relists_total_counts_lists_after_the_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_outage_the_final_state_is_served_within_two_seconds() {
     within(TEST_TIMEOUT, async {
-        let (api, server) = start_synced(web_cluster_and(("churn", "c-0", ip("10.245.0.0")))).await;
-        let before = api.requests().len();
-        api.set_down(true);
-        let moved = ip("10.245.0.9");
-        api.apply(endpoint_slice(NS, "churn", &[ready("c-0", moved)]));
-        api.apply(headless_service(NS, "late", false));
-        api.apply(endpoint_slice(
-            NS,
-            "late",
-            &[ready("l-0", ip("10.245.2.1"))],
-        ));
         let outage = Duration::from_secs(10);
-        tokio::time::sleep(outage).await;
-        let tries = api.requests().len() - before;
+        let (api, server, tries, moved) = through_a_fault(
+            |api| api.set_down(true),
+            outage,
+            |api| {
+                api.apply(headless_service(NS, "late", false));
+                api.apply(endpoint_slice(
+                    NS,
+                    "late",
+                    &[ready("l-0", ip("10.245.2.1"))],
+                ));
+            },
+        )
+        .await;
         api.set_down(false);
         let healed = std::time::Instant::now();
         server
@@ -426,14 +426,9 @@ async fn after_an_outage_the_final_state_is_served_within_two_seconds() {
 #[tokio::test]
 async fn load_shedding_429s_are_retried_after_their_retry_after() {
     within(TEST_TIMEOUT, async {
-        let (api, server) = start_synced(web_cluster_and(("churn", "c-0", ip("10.245.0.0")))).await;
-        let before = api.requests().len();
-        api.set_throttled(Some(2));
-        let moved = ip("10.245.0.9");
-        api.apply(endpoint_slice(NS, "churn", &[ready("c-0", moved)]));
         let shed = Duration::from_secs(5);
-        tokio::time::sleep(shed).await;
-        let tries = api.requests().len() - before;
+        let (api, server, tries, moved) =
+            through_a_fault(|api| api.set_throttled(Some(2)), shed, |_| {}).await;
         api.set_throttled(None);
         let back = std::time::Instant::now();
         server
@@ -454,4 +449,24 @@ async fn load_shedding_429s_are_retried_after_their_retry_after() {
         server.stop().await;
     })
     .await;
+}
+
+/// Starts a synced server on the web cluster plus `churn` (c-0), breaks the
+/// API with `fault`, moves c-0 (and applies `also`) while it is broken, and
+/// waits `span`. Returns the API (still broken), the server, the requests
+/// the server made meanwhile and c-0's new address.
+async fn through_a_fault(
+    fault: impl FnOnce(&FakeApi),
+    span: Duration,
+    also: impl FnOnce(&FakeApi),
+) -> (FakeApi, TestServer, usize, IpAddr) {
+    let (api, server) = start_synced(web_cluster_and(("churn", "c-0", ip("10.245.0.0")))).await;
+    let before = api.requests().len();
+    fault(&api);
+    let moved = ip("10.245.0.9");
+    api.apply(endpoint_slice(NS, "churn", &[ready("c-0", moved)]));
+    also(&api);
+    tokio::time::sleep(span).await;
+    let tries = api.requests().len() - before;
+    (api, server, tries, moved)
 }

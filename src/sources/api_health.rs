@@ -203,6 +203,16 @@ impl ApiHealth {
 mod tests {
     use super::*;
 
+    /// Watcher 0's `wait_retry(backoff)` as a task.
+    fn spawn_wait(
+        h: &Arc<ApiHealth>,
+        backoff: Duration,
+        stop: &CancellationToken,
+    ) -> tokio::task::JoinHandle<bool> {
+        let (h, stop) = (Arc::clone(h), stop.clone());
+        tokio::spawn(async move { h.wait_retry(0, backoff, &stop).await })
+    }
+
     #[test]
     fn responses_flip_the_state_only_on_a_change() {
         let h = ApiHealth::new();
@@ -245,10 +255,7 @@ mod tests {
         let stop = CancellationToken::new();
         h.response(503);
         let t0 = Instant::now();
-        let waiter = {
-            let (h, stop) = (Arc::clone(&h), stop.clone());
-            tokio::spawn(async move { h.wait_retry(0, Duration::from_secs(5), &stop).await })
-        };
+        let waiter = spawn_wait(&h, Duration::from_secs(5), &stop);
         tokio::time::sleep(Duration::from_millis(700)).await;
         h.response(200);
         assert!(waiter.await.unwrap());
@@ -270,10 +277,7 @@ mod tests {
         assert_eq!((Instant::now() - t0).as_millis(), 3000);
         // Seen up again: the wait still ends no sooner than Retry-After.
         h.retry_after(Some(&http::HeaderValue::from_static("2")));
-        let waiter = {
-            let (h, stop) = (Arc::clone(&h), stop.clone());
-            tokio::spawn(async move { h.wait_retry(0, Duration::from_secs(5), &stop).await })
-        };
+        let waiter = spawn_wait(&h, Duration::from_secs(5), &stop);
         tokio::time::sleep(Duration::from_millis(500)).await;
         h.response(200);
         assert!(waiter.await.unwrap());
@@ -292,19 +296,13 @@ mod tests {
         let h = ApiHealth::new();
         let stop = CancellationToken::new();
         let t0 = Instant::now();
-        let waiter = {
-            let (h, stop) = (Arc::clone(&h), stop.clone());
-            tokio::spawn(async move { h.wait_retry(0, Duration::from_secs(2), &stop).await })
-        };
+        let waiter = spawn_wait(&h, Duration::from_secs(2), &stop);
         tokio::time::sleep(Duration::from_millis(100)).await;
         h.response(503);
         h.response(200);
         assert!(waiter.await.unwrap());
         assert_eq!((Instant::now() - t0).as_millis(), 2000);
-        let stopped = {
-            let (h, stop) = (Arc::clone(&h), stop.clone());
-            tokio::spawn(async move { h.wait_retry(0, Duration::from_secs(2), &stop).await })
-        };
+        let stopped = spawn_wait(&h, Duration::from_secs(2), &stop);
         stop.cancel();
         assert!(!stopped.await.unwrap());
     }
