@@ -57,6 +57,21 @@ impl AddrSpan {
         Self { start, v4, v6 }
     }
 
+    /// The span as 6 bytes, for buffers that pack spans among other data.
+    pub fn to_bytes(self) -> [u8; 6] {
+        let [a, b, c, d] = self.start.to_le_bytes();
+        [a, b, c, d, self.v4, self.v6]
+    }
+
+    /// The span [`AddrSpan::to_bytes`] wrote.
+    pub fn from_bytes([a, b, c, d, v4, v6]: [u8; 6]) -> Self {
+        AddrSpan {
+            start: u32::from_le_bytes([a, b, c, d]),
+            v4,
+            v6,
+        }
+    }
+
     /// The addresses this span locates in `words`.
     pub fn get(self, words: &[AddrWord]) -> Addrs<'_> {
         let start = self.start as usize;

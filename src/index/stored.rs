@@ -3,11 +3,14 @@
 //! The writer must keep every slice it has seen: when one slice of a service
 //! changes, the service's view is rebuilt from all of its slices. A
 //! [`SliceRecord`] spends three heap blocks on each endpoint (hostname, pod,
-//! addresses); [`StoredSlice`] keeps the same facts in three blocks per slice:
-//! one string holding every name (see `strings`), one packed address
-//! array (see [`super::addrs`]) and one endpoint array. The port list is
-//! shared with every slice that has the same ports (the writer interns them),
-//! and a StatefulSet endpoint, whose hostname is its pod name, stores it once.
+//! addresses); [`StoredSlice`] keeps the same facts in one block per slice:
+//! the endpoints (19 bytes each), then the packed addresses (see
+//! [`super::addrs`]), then one string holding every name (see `strings`).
+//! The port list is shared with every slice that has the same ports (the
+//! writer interns them), and a StatefulSet endpoint, whose hostname is its
+//! pod name, stores it once. One block rather than three: 10,000 slices
+//! (100,000 endpoints) take ~0.5 MB less, in the map's entries and in the
+//! allocator's rounding.
 
 use std::sync::Arc;
 
@@ -15,26 +18,23 @@ use super::addrs::{AddrSpan, AddrWord, Addrs};
 use super::record::{PortRecord, SliceRecord};
 use super::strings::StrSpan;
 
-/// One endpoint, pointing into its slice's arrays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct StoredEndpoint {
-    hostname: StrSpan,
-    pod: StrSpan,
-    addrs: AddrSpan,
-    /// bit 0 ready, 1 serving, 2 terminating.
-    flags: u8,
-}
+/// Bytes of one endpoint in [`StoredSlice`]'s block: hostname and pod
+/// ([`StrSpan`]s), addresses ([`AddrSpan`]), flags (bit 0 ready, 1 serving,
+/// 2 terminating).
+const ENDPOINT_BYTES: usize = 19;
 
 /// An EndpointSlice as the writer keeps it; see the module docs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredSlice {
     /// The slice's ports.
     pub ports: Arc<[PortRecord]>,
-    /// The Service it belongs to, in `text`.
+    /// The Service it belongs to, in the text.
     service: StrSpan,
-    text: Box<str>,
-    addrs: Box<[AddrWord]>,
-    endpoints: Box<[StoredEndpoint]>,
+    /// How many endpoints the block starts with.
+    endpoints: u32,
+    /// Where the text starts in the block (the addresses end there).
+    text_at: u32,
+    block: Box<[u8]>,
 }
 
 /// One endpoint of a [`StoredSlice`], borrowed.
@@ -59,14 +59,14 @@ impl StoredSlice {
     /// list, interned by the caller.
     pub fn new(r: &SliceRecord, ports: Arc<[PortRecord]>) -> Self {
         let mut text = String::with_capacity(r.service.len());
-        let mut addrs = Vec::with_capacity(
+        let mut addrs: Vec<AddrWord> = Vec::with_capacity(
             r.endpoints
                 .iter()
                 .flat_map(|e| &e.addresses)
                 .map(|ip| if ip.is_ipv4() { 1 } else { 4 })
                 .sum(),
         );
-        let mut endpoints = Vec::with_capacity(r.endpoints.len());
+        let mut endpoints = Vec::with_capacity(r.endpoints.len() * ENDPOINT_BYTES);
         let push = StrSpan::push;
         let service = push(&mut text, Some(&r.service));
         for e in &r.endpoints {
@@ -76,19 +76,24 @@ impl StoredSlice {
             } else {
                 push(&mut text, e.pod.as_deref())
             };
-            endpoints.push(StoredEndpoint {
-                hostname,
-                pod,
-                addrs: AddrSpan::push(&mut addrs, e.addresses.iter()),
-                flags: e.ready as u8 | (e.serving as u8) << 1 | (e.terminating as u8) << 2,
-            });
+            let addrs = AddrSpan::push(&mut addrs, e.addresses.iter());
+            let flags = e.ready as u8 | (e.serving as u8) << 1 | (e.terminating as u8) << 2;
+            endpoints.extend(hostname.to_bytes());
+            endpoints.extend(pod.to_bytes());
+            endpoints.extend(addrs.to_bytes());
+            endpoints.push(flags);
         }
+        let text_at = endpoints.len() + addrs.len() * 4;
+        let mut block = endpoints;
+        block.reserve_exact(text_at - block.len() + text.len());
+        block.extend(addrs.iter().flatten());
+        block.extend(text.as_bytes());
         Self {
             service,
             ports,
-            text: text.into_boxed_str(),
-            addrs: addrs.into_boxed_slice(),
-            endpoints: endpoints.into_boxed_slice(),
+            endpoints: r.endpoints.len() as u32,
+            text_at: text_at as u32,
+            block: block.into_boxed_slice(),
         }
     }
 
@@ -98,19 +103,34 @@ impl StoredSlice {
     }
 
     fn text(&self, s: StrSpan) -> Option<&str> {
-        s.get(&self.text)
+        s.get_utf8(&self.block[self.text_at as usize..])
     }
 
     /// The slice's endpoints, in the order the source gave them.
     pub fn endpoints(&self) -> impl Iterator<Item = EndpointRef<'_>> {
-        self.endpoints.iter().map(|e| EndpointRef {
-            hostname: self.text(e.hostname),
-            pod: self.text(e.pod),
-            addresses: e.addrs.get(&self.addrs),
-            ready: e.flags & 1 != 0,
-            serving: e.flags & 2 != 0,
-            terminating: e.flags & 4 != 0,
-        })
+        let (entries, rest) = self
+            .block
+            .split_at(self.endpoints as usize * ENDPOINT_BYTES);
+        let words = rest[..self.text_at as usize - entries.len()]
+            .as_chunks::<4>()
+            .0;
+        entries
+            .as_chunks::<ENDPOINT_BYTES>()
+            .0
+            .iter()
+            .map(move |e| {
+                let span =
+                    |at: usize| [e[at], e[at + 1], e[at + 2], e[at + 3], e[at + 4], e[at + 5]];
+                let flags = e[18];
+                EndpointRef {
+                    hostname: self.text(StrSpan::from_bytes(span(0))),
+                    pod: self.text(StrSpan::from_bytes(span(6))),
+                    addresses: AddrSpan::from_bytes(span(12)).get(words),
+                    ready: flags & 1 != 0,
+                    serving: flags & 2 != 0,
+                    terminating: flags & 4 != 0,
+                }
+            })
     }
 }
 
@@ -150,9 +170,11 @@ mod tests {
         };
         let s = StoredSlice::new(&r, r.ports.as_slice().into());
         assert_eq!(
-            &*s.text, "webweb-0other",
+            &s.block[s.text_at as usize..],
+            b"webweb-0other",
             "a pod named like its hostname is stored once"
         );
+        assert_eq!(s.block.len(), 2 * ENDPOINT_BYTES + 5 * 4 + 13);
         let back: Vec<EndpointRecord> = s
             .endpoints()
             .map(|e| EndpointRecord {
@@ -167,7 +189,7 @@ mod tests {
         assert_eq!(back, r.endpoints);
         assert_eq!(s.service(), "web");
         assert_eq!(&*s.ports, &r.ports[..]);
-        assert_eq!(std::mem::size_of::<StoredEndpoint>(), 20);
+        assert_eq!(std::mem::size_of::<StoredSlice>(), 48);
         assert_eq!(s, StoredSlice::new(&r.clone(), r.ports.as_slice().into()));
     }
 }

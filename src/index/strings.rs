@@ -42,6 +42,32 @@ impl StrSpan {
         buf.get(start..start + self.len as usize)
     }
 
+    /// The span as 6 bytes, for buffers that pack spans among other data.
+    pub fn to_bytes(self) -> [u8; 6] {
+        let [a, b, c, d] = self.off.to_le_bytes();
+        let [e, f] = self.len.to_le_bytes();
+        [a, b, c, d, e, f]
+    }
+
+    /// The span [`StrSpan::to_bytes`] wrote.
+    pub fn from_bytes([a, b, c, d, e, f]: [u8; 6]) -> Self {
+        StrSpan {
+            off: u32::from_le_bytes([a, b, c, d]),
+            len: u16::from_le_bytes([e, f]),
+        }
+    }
+
+    /// [`StrSpan::get`] in a byte buffer that holds UTF-8 text written by
+    /// [`StrSpan::push`] (a span never splits a character).
+    pub fn get_utf8(self, buf: &[u8]) -> Option<&str> {
+        if self == Self::NONE {
+            return None;
+        }
+        let start = self.off as usize;
+        let bytes = buf.get(start..start + self.len as usize)?;
+        std::str::from_utf8(bytes).ok()
+    }
+
     /// The string's length in bytes (0 for [`StrSpan::NONE`]).
     pub fn byte_len(self) -> usize {
         if self == Self::NONE {
