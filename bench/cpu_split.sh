@@ -45,7 +45,7 @@ measure() {
   sleep 2
   timeout $((SECS + 20)) perf record -q -e cpu-clock -F 4000 -g -p "$SERVER_PID" -o "$WORK/$name.data" -- sleep "$SECS" >/dev/null 2>&1
   wait "$dp" || true
-  local qps; qps=$(awk '/Queries per second/ {print $4}' "$WORK/$name.dnsperf")
+  local qps; qps=$(bench_field "Queries per second" "$WORK/$name.dnsperf")
   # Share (percent) of the samples in user space, and under each kernel path (children).
   perf report -i "$WORK/$name.data" --no-children --sort dso -g none 2>/dev/null |
     awk '$1 ~ /%$/ {sub("%", "", $1); if ($2 == "[kernel.kallsyms]") k += $1; else u += $1}

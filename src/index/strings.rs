@@ -33,13 +33,15 @@ impl StrSpan {
         }
     }
 
+    /// Where the string is in its buffer, `None` for [`StrSpan::NONE`].
+    fn range(self) -> Option<std::ops::Range<usize>> {
+        let start = self.off as usize;
+        (self != Self::NONE).then(|| start..start + self.len as usize)
+    }
+
     /// The string in `buf`, `None` for [`StrSpan::NONE`].
     pub fn get(self, buf: &str) -> Option<&str> {
-        if self == Self::NONE {
-            return None;
-        }
-        let start = self.off as usize;
-        buf.get(start..start + self.len as usize)
+        buf.get(self.range()?)
     }
 
     /// The span as 6 bytes, for buffers that pack spans among other data.
@@ -60,20 +62,11 @@ impl StrSpan {
     /// [`StrSpan::get`] in a byte buffer that holds UTF-8 text written by
     /// [`StrSpan::push`] (a span never splits a character).
     pub fn get_utf8(self, buf: &[u8]) -> Option<&str> {
-        if self == Self::NONE {
-            return None;
-        }
-        let start = self.off as usize;
-        let bytes = buf.get(start..start + self.len as usize)?;
-        std::str::from_utf8(bytes).ok()
+        std::str::from_utf8(buf.get(self.range()?)?).ok()
     }
 
     /// The string's length in bytes (0 for [`StrSpan::NONE`]).
     pub fn byte_len(self) -> usize {
-        if self == Self::NONE {
-            0
-        } else {
-            self.len as usize
-        }
+        self.range().map_or(0, |r| r.len())
     }
 }

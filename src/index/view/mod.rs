@@ -4,7 +4,7 @@
 //! of each endpoint name and of each SRV name, and the reverse names of its
 //! addresses. Rather than a heap block per name, a [`ServiceView`] keeps a
 //! handful of arrays per service: every pre-encoded RRset in one byte buffer,
-//! every name in one string, every address in one array, and a 32-byte entry
+//! every name in one string, every address in one array, and a 28-byte entry
 //! per endpoint that points into them. Endpoint A/AAAA, SRV and PTR records
 //! are the same bytes around an address or a name, so they are written per
 //! query from these arrays (a dozen stores, see `srv` and `ptr`), the SRV
@@ -49,7 +49,7 @@ const READY: u8 = 2;
 const SERVING: u8 = 4;
 const TERMINATING: u8 = 8;
 const SERVED: u8 = 16;
-/// Served and has a valid DNS name: in `by_label`, an SRV target.
+/// Served and has a valid DNS name: in `names`, an SRV target.
 const NAMED: u8 = 64;
 
 /// One endpoint inside a view (28 bytes, 2-aligned; a test keeps it so:
