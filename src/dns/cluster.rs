@@ -89,7 +89,11 @@ pub(crate) fn walk<'a>(
                     glue: srv.glue(),
                 }
             }
-            Some(v) if v.exists => Node::Service(v),
+            Some(v) if v.exists => Node::Service {
+                view: v,
+                v4: v.a(),
+                v6: v.aaaa(),
+            },
             _ => missing,
         },
         3 if l(2) == b"pod" => pod_address(a, q).unwrap_or(missing),
@@ -188,10 +192,10 @@ pub(crate) fn records<'a>(a: &'a Answerer, node: &'a Node<'a>, t: u16) -> Option
             qtype::ANY if !v4.is_empty() || !v6.is_empty() => a.hinfo(),
             _ => None,
         },
-        Node::Service(v) => match (v.cname(), t) {
+        Node::Service { view, v4, v6 } => match (view.cname(), t) {
             (Some(c), _) => non_empty(c),
-            (None, qtype::A) => non_empty(v.a()),
-            (None, qtype::AAAA) => non_empty(v.aaaa()),
+            (None, qtype::A) if !v4.is_empty() => Some((Part::Written(v4), None)),
+            (None, qtype::AAAA) if !v6.is_empty() => Some((Part::Written(v6), None)),
             (None, qtype::ANY) => a.hinfo(),
             _ => None,
         },

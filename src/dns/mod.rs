@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use crate::config::{AnyMode, DnsSettings, PodsMode};
-use crate::index::{AddrRecords, Index, PtrRecords, PtrSet, ServiceView, SrvSection};
+use crate::index::{AddrRecords, Index, PtrRecords, PtrSet, ServiceAddrs, ServiceView, SrvSection};
 use crate::wire::{self, Part, Query, Rcode, Reject, Response, RrSet, Soa, SoaTemplate};
 use catalog::Catalog;
 use cluster::ClusterZone;
@@ -74,7 +74,14 @@ pub(crate) enum Node<'a> {
     /// `dns-version.<zone>`.
     Version,
     /// A service name.
-    Service(&'a ServiceView),
+    Service {
+        /// Its view.
+        view: &'a ServiceView,
+        /// Its A records.
+        v4: ServiceAddrs<'a>,
+        /// Its AAAA records.
+        v6: ServiceAddrs<'a>,
+    },
     /// An SRV name: its records and their glue.
     Srv {
         /// The SRV records.
@@ -208,7 +215,7 @@ impl Answerer {
         let found = self.find(&q, &mut keep);
         // An ExternalName (a CNAME) is followed on the rare chain path.
         if let Ok(Found {
-            node: Node::Service(v),
+            node: Node::Service { view: v, .. },
             ..
         }) = &found
             && v.cname().is_some()

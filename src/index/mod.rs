@@ -43,8 +43,8 @@ pub use record::{
     ServiceKind, ServiceRecord, SliceRecord, StatefulSetRecord,
 };
 pub use view::{
-    EndpointView, Governed, PtrRecords, PtrSet, PtrTarget, SERVICE_ITSELF, ServiceView, Srv,
-    SrvSection,
+    EndpointView, Governed, PtrRecords, PtrSet, PtrTarget, SERVICE_ITSELF, ServiceAddrs,
+    ServiceView, Srv, SrvSection,
 };
 pub use writer::IndexWriter;
 

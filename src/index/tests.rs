@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 
 use super::published::PtrRef;
 use super::*;
+use crate::wire::RecordWriter;
 
 fn settings() -> ZoneSettings {
     ZoneSettings::default()
@@ -200,7 +201,7 @@ fn ordinal_order_across_slices_and_readiness() {
         ["web-0", "web-2", "web-10", "other"]
     );
     let view = index.service(&service_key("d", "web")).unwrap();
-    assert_eq!(view.a().count, 4);
+    assert_eq!(view.a().count(), 4);
     assert!(
         !view.is_pending_pod(b"web-1"),
         "no StatefulSet governs this service"
@@ -244,12 +245,14 @@ fn whole_generation(v: &ServiceView) -> u32 {
     assert_eq!(eps.len() as u32, 1 + g % 4, "endpoints of generation {g}");
     let a = v.a();
     assert_eq!(
-        usize::from(a.count),
+        usize::from(a.count()),
         eps.len(),
         "A records of generation {g}"
     );
+    let mut bytes = Vec::new();
+    a.write(&mut bytes);
     // One A record is 16 bytes: owner pointer, type, class, TTL, length, address.
-    let records: Vec<&[u8]> = a.bytes.chunks(16).collect();
+    let records: Vec<&[u8]> = bytes.chunks(16).collect();
     assert_eq!(records.len(), eps.len(), "A set bytes of generation {g}");
     for (i, e) in eps.iter().enumerate() {
         let ip = generation_ip(g, i as u32);

@@ -13,8 +13,8 @@ use super::super::stored::StoredSlice;
 use super::super::strings::StrSpan;
 use super::srv::SrvName;
 use super::{
-    EndpointEntry, EndpointView, IS_HOSTNAME, NAMED, NameKey, READY, SERVED, SERVING, ServiceView,
-    TERMINATING, WireSpan, label_hash,
+    AddressSet, EndpointEntry, EndpointView, IS_HOSTNAME, NAMED, NameKey, READY, SERVED, SERVING,
+    ServiceView, TERMINATING, WireSpan, label_hash,
 };
 use crate::wire::{name, rrset};
 
@@ -56,8 +56,8 @@ struct Sets<'r> {
     exists: bool,
     wire: Vec<u8>,
     fqdn: WireSpan,
-    a: WireSpan,
-    aaaa: WireSpan,
+    a: AddressSet,
+    aaaa: AddressSet,
     cname: Option<WireSpan>,
     /// SRV names: (ClusterIP port, port name, protocol).
     srv: Vec<(u16, &'r str, &'r str)>,
@@ -242,7 +242,7 @@ fn encode_sets<'r>(
     let address_set = |wire: &mut Vec<u8>, v4: bool, ips: &mut dyn Iterator<Item = IpAddr>| {
         let off = wire.len();
         let count = rrset::push_address_set(wire, ttl, v4, ips);
-        span(wire, off, count)
+        AddressSet::Encoded(span(wire, off, count))
     };
     match &record.kind {
         ServiceKind::ClusterIp(ips) => {
@@ -263,8 +263,12 @@ fn encode_sets<'r>(
                     .filter(served)
                     .flat_map(|e| e.addrs.get(addrs).iter())
             };
-            sets.a = address_set(&mut sets.wire, true, &mut all());
-            sets.aaaa = address_set(&mut sets.wire, false, &mut all());
+            for (v4, set) in [(true, &mut sets.a), (false, &mut sets.aaaa)] {
+                *set = match distinct(v4, all()) {
+                    Some(n) => AddressSet::Served(n),
+                    None => address_set(&mut sets.wire, v4, &mut all()),
+                };
+            }
             let mut names: Vec<(u16, &str, &str)> = entries
                 .iter()
                 .filter(served)
@@ -280,6 +284,16 @@ fn encode_sets<'r>(
         }
     }
     sets
+}
+
+/// How many addresses of one family (IPv4 when `v4`) `ips` has, if no two
+/// are alike and they fit a record count.
+fn distinct(v4: bool, ips: impl Iterator<Item = IpAddr>) -> Option<u16> {
+    let mut family: Vec<IpAddr> = ips.filter(|ip| ip.is_ipv4() == v4).collect();
+    let n = family.len();
+    family.sort_unstable();
+    family.dedup();
+    (family.len() == n).then(|| u16::try_from(n).ok()).flatten()
 }
 
 /// The served endpoints whose label makes a valid name below the service

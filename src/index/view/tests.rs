@@ -12,8 +12,29 @@ use crate::wire::name;
 use hickory_proto::op::{Message, OpCode, Query};
 use hickory_proto::rr::{RData, RecordType};
 
+/// Endpoint `web-<i>` with these addresses.
+fn endpoint(i: usize, addresses: &[&str], ready: bool) -> EndpointRecord {
+    EndpointRecord {
+        hostname: Some(format!("web-{i}")),
+        addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+        ready,
+        serving: ready,
+        terminating: false,
+        pod: Some(format!("web-{i}")),
+    }
+}
+
 /// A headless service `web` in `d` with `n` ready endpoints web-0..
 fn view(n: usize) -> ServiceView {
+    view_of(
+        (0..n)
+            .map(|i| endpoint(i, &[&format!("10.0.{}.{}", i >> 8, i as u8)], true))
+            .collect(),
+    )
+}
+
+/// A headless service `web` in `d` with these endpoints in one slice.
+fn view_of(endpoints: Vec<EndpointRecord>) -> ServiceView {
     let port = PortRecord {
         name: Some("http".into()),
         protocol: "tcp".into(),
@@ -23,16 +44,7 @@ fn view(n: usize) -> ServiceView {
         key: ObjectKey::new("d", "web-abc"),
         service: "web".into(),
         ports: vec![port.clone()],
-        endpoints: (0..n)
-            .map(|i| EndpointRecord {
-                hostname: Some(format!("web-{i}")),
-                addresses: vec![IpAddr::from([10, 0, (i >> 8) as u8, i as u8])],
-                ready: true,
-                serving: true,
-                terminating: false,
-                pod: Some(format!("web-{i}")),
-            })
-            .collect(),
+        endpoints,
     };
     let slice = StoredSlice::new(&record, record.ports.as_slice().into());
     let settings = ZoneSettings::default();
@@ -115,6 +127,73 @@ fn glue_beyond_pointer_reach_spells_its_owner() {
         Some(vec![IpAddr::from([10, 0, 3, 231])])
     );
     assert_eq!(v.name(b"web-1000"), None);
+}
+
+/// The service name's answer of type `t` in `v`, parsed back by hickory,
+/// checking the count and size the writer gave before writing.
+fn address_answer(v: &ServiceView, t: RecordType) -> Vec<IpAddr> {
+    let set = if t == RecordType::A { v.a() } else { v.aaaa() };
+    let owner = name::fqdn("web.d.svc.cluster.local").unwrap();
+    let mut q = Message::response(7, OpCode::Query);
+    q.add_query(Query::query(owner.clone(), t));
+    let mut wire = q.to_vec().unwrap();
+    wire[6..8].copy_from_slice(&set.count().to_be_bytes());
+    let start = wire.len();
+    set.write(&mut wire);
+    assert_eq!(wire.len() - start, set.len(), "{t}");
+    let m = Message::from_vec(&wire).unwrap();
+    m.answers
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                (&r.name, r.ttl),
+                (&owner, ZoneSettings::default().ttl),
+                "{t}"
+            );
+            match &r.data {
+                RData::A(a) => IpAddr::V4(a.0),
+                RData::AAAA(a) => IpAddr::V6(a.0),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect()
+}
+
+fn ips(s: &[&str]) -> Vec<IpAddr> {
+    s.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+#[test]
+fn service_address_sets_hold_each_served_address_once_in_ordinal_order() {
+    // Written per query: served endpoints only, ordinal order, both families.
+    let v = view_of(vec![
+        endpoint(2, &["10.0.0.2", "fd00::2"], true),
+        endpoint(0, &["10.0.0.9"], true),
+        endpoint(1, &["10.0.0.1", "fd00::1"], false),
+        endpoint(10, &["fd00::a"], true),
+    ]);
+    assert!(matches!(v.a, AddressSet::Served(2)), "{:?}", v.a);
+    assert_eq!(
+        address_answer(&v, RecordType::A),
+        ips(&["10.0.0.9", "10.0.0.2"])
+    );
+    assert_eq!(
+        address_answer(&v, RecordType::AAAA),
+        ips(&["fd00::2", "fd00::a"])
+    );
+    // Two endpoints sharing an address: encoded once, each address once.
+    let v = view_of(vec![
+        endpoint(0, &["10.0.0.5", "fd00::5"], true),
+        endpoint(1, &["10.0.0.7", "fd00::5"], true),
+        endpoint(2, &["10.0.0.5"], true),
+    ]);
+    assert!(matches!(v.a, AddressSet::Encoded(_)), "{:?}", v.a);
+    assert_eq!(
+        address_answer(&v, RecordType::A),
+        ips(&["10.0.0.5", "10.0.0.7"])
+    );
+    assert_eq!(address_answer(&v, RecordType::AAAA), ips(&["fd00::5"]));
+    assert_eq!(v.a().count(), 2);
 }
 
 #[test]
