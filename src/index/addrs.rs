@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::wire::rrset::push_record;
+use crate::wire::rrset::push_records;
 use crate::wire::{RecordWriter, qtype};
 
 /// One 4-byte word of a packed address array: an IPv4 address, or a quarter
@@ -72,15 +72,30 @@ impl AddrSpan {
         }
     }
 
+    /// Where its IPv4 addresses are in the packed array (one word each).
+    pub fn v4_words(self) -> std::ops::Range<usize> {
+        let start = self.start as usize;
+        start..start + self.v4 as usize
+    }
+
+    /// Where its IPv6 addresses are in the packed array (four words each).
+    pub fn v6_words(self) -> std::ops::Range<usize> {
+        let start = self.v4_words().end;
+        start..start + 4 * self.v6 as usize
+    }
+
     /// The addresses this span locates in `words`.
     pub fn get(self, words: &[AddrWord]) -> Addrs<'_> {
-        let start = self.start as usize;
-        let v4_end = start + self.v4 as usize;
         Addrs {
-            v4: &words[start..v4_end],
-            v6: &words[v4_end..v4_end + 4 * self.v6 as usize],
+            v4: &words[self.v4_words()],
+            v6: &words[self.v6_words()],
         }
     }
+}
+
+/// Packed IPv6 addresses (four words each) as 16-byte arrays.
+pub fn v6_arrays(words: &[AddrWord]) -> &[[u8; 16]] {
+    words.as_flattened().as_chunks::<16>().0
 }
 
 /// One endpoint's addresses, borrowed: IPv4 first.
@@ -159,12 +174,13 @@ impl<'a> Addrs<'a> {
     /// Appends the addresses as A and AAAA records owned by the name at
     /// message offset `owner` (a compression pointer), IPv4 first.
     pub fn write_records(self, out: &mut Vec<u8>, owner: u16, ttl: u32) {
-        for o in self.v4_octets() {
-            push_record(out, owner, qtype::A, ttl, o);
-        }
-        for o in self.v6_octets() {
-            push_record(out, owner, qtype::AAAA, ttl, o);
-        }
+        push_records(out, owner, qtype::A, ttl, self.v4);
+        push_records(out, owner, qtype::AAAA, ttl, self.v6_arrays());
+    }
+
+    /// The IPv6 addresses as 16-byte arrays.
+    pub fn v6_arrays(self) -> &'a [[u8; 16]] {
+        v6_arrays(self.v6)
     }
 
     /// Bytes [`Addrs::write_records`] appends.

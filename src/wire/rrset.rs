@@ -198,6 +198,30 @@ pub fn push_record(out: &mut Vec<u8>, owner: u16, rtype: u16, ttl: u32, data: &[
     out.extend_from_slice(data);
 }
 
+/// Appends one record of type `rtype` and class IN per item of `data` (`N`
+/// bytes each: an A or AAAA address), owned by the name at message offset
+/// `owner`: the fixed part is laid out once, and each record goes in with
+/// one copy of constant length.
+pub fn push_records<const N: usize>(
+    out: &mut Vec<u8>,
+    owner: u16,
+    rtype: u16,
+    ttl: u32,
+    data: &[[u8; N]],
+) {
+    const { assert!(N <= 16) };
+    let mut rec = [0u8; 28];
+    rec[..2].copy_from_slice(&(0xC000 | owner).to_be_bytes());
+    rec[2..4].copy_from_slice(&rtype.to_be_bytes());
+    rec[4..6].copy_from_slice(&1u16.to_be_bytes());
+    rec[6..10].copy_from_slice(&ttl.to_be_bytes());
+    rec[10..12].copy_from_slice(&(N as u16).to_be_bytes());
+    for d in data {
+        rec[12..12 + N].copy_from_slice(d);
+        out.extend_from_slice(&rec[..12 + N]);
+    }
+}
+
 /// Appends an RRset of addresses owned by the question name: one record per
 /// distinct address of one family (IPv4 when `v4`), in the given order. Returns the count.
 pub fn push_address_set(

@@ -265,7 +265,7 @@ fn encode_sets<'r>(
             };
             for (v4, set) in [(true, &mut sets.a), (false, &mut sets.aaaa)] {
                 *set = match distinct(v4, all()) {
-                    Some(n) => AddressSet::Served(n),
+                    Some(n) => served_run(entries, v4).unwrap_or(AddressSet::Served(n)),
                     None => address_set(&mut sets.wire, v4, &mut all()),
                 };
             }
@@ -294,6 +294,30 @@ fn distinct(v4: bool, ips: impl Iterator<Item = IpAddr>) -> Option<u16> {
     family.sort_unstable();
     family.dedup();
     (family.len() == n).then(|| u16::try_from(n).ok()).flatten()
+}
+
+/// [`AddressSet::Run`] when the served endpoints' addresses of one family
+/// (IPv4 when `v4`) follow each other in the packed array.
+fn served_run(entries: &[EndpointEntry], v4: bool) -> Option<AddressSet> {
+    let mut run: Option<std::ops::Range<usize>> = None;
+    for e in entries.iter().filter(|e| e.flags & SERVED != 0) {
+        let words = if v4 {
+            e.addrs.v4_words()
+        } else {
+            e.addrs.v6_words()
+        };
+        match &mut run {
+            _ if words.is_empty() => {}
+            None => run = Some(words),
+            Some(r) if r.end == words.start => r.end = words.end,
+            Some(_) => return None,
+        }
+    }
+    let run = run.unwrap_or_default();
+    Some(AddressSet::Run {
+        start: u32::try_from(run.start).ok()?,
+        words: u16::try_from(run.len()).ok()?,
+    })
 }
 
 /// The served endpoints whose label makes a valid name below the service

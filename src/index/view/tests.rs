@@ -172,7 +172,13 @@ fn service_address_sets_hold_each_served_address_once_in_ordinal_order() {
         endpoint(1, &["10.0.0.1", "fd00::1"], false),
         endpoint(10, &["fd00::a"], true),
     ]);
+    // IPv4: web-1's words lie between web-0's and web-2's; IPv6: one run.
     assert!(matches!(v.a, AddressSet::Served(2)), "{:?}", v.a);
+    assert!(
+        matches!(v.aaaa, AddressSet::Run { words: 8, .. }),
+        "{:?}",
+        v.aaaa
+    );
     assert_eq!(
         address_answer(&v, RecordType::A),
         ips(&["10.0.0.9", "10.0.0.2"])
@@ -181,6 +187,14 @@ fn service_address_sets_hold_each_served_address_once_in_ordinal_order() {
         address_answer(&v, RecordType::AAAA),
         ips(&["fd00::2", "fd00::a"])
     );
+    // Every endpoint served, one family: one run of the packed array.
+    let v = view(3);
+    assert!(matches!(v.a, AddressSet::Run { words: 3, .. }), "{:?}", v.a);
+    assert_eq!(
+        address_answer(&v, RecordType::A),
+        ips(&["10.0.0.0", "10.0.0.1", "10.0.0.2"])
+    );
+    assert!(address_answer(&v, RecordType::AAAA).is_empty());
     // Two endpoints sharing an address: encoded once, each address once.
     let v = view_of(vec![
         endpoint(0, &["10.0.0.5", "fd00::5"], true),
