@@ -38,7 +38,9 @@ pub use srv::{Srv, SrvSection};
 
 /// A range of [`ServiceView`]'s byte buffer: `count` records, or (count 0)
 /// the service's name.
+/// Packed to 10 bytes, so that the views that hold five stay small.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C, packed(2))]
 struct WireSpan {
     off: u32,
     len: u32,

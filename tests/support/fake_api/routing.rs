@@ -2,6 +2,7 @@
 //! `limit`/`continue` paging), get, and the hand-off to watch streams; every
 //! request is logged for tests to assert on.
 
+use std::ops::Bound;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -402,13 +403,17 @@ fn list_response(
     let rv = list_rv.unwrap_or(st.rv);
     let mut items = Vec::new();
     let mut next = None;
-    for ((plural, ns, name), obj) in &st.objects {
-        if *plural != w.rt.plural || !w.selects(obj) {
-            continue;
+    // A page starts after the last key served, as the real server's range
+    // read from etcd does (not a scan from the first object per page).
+    let from = match after {
+        Some((ns, name)) => Bound::Excluded((w.rt.plural, ns, name)),
+        None => Bound::Included((w.rt.plural, String::new(), String::new())),
+    };
+    for ((plural, _, _), obj) in st.objects.range((from, Bound::Unbounded)) {
+        if *plural != w.rt.plural {
+            break;
         }
-        if let Some((ans, aname)) = &after
-            && (ns, name) <= (ans, aname)
-        {
+        if !w.selects(obj) {
             continue;
         }
         if limit.is_some_and(|l| items.len() >= l) {
