@@ -4,7 +4,7 @@
 //! sources::{k8s | file (+ sim)} --SourceEvent--> IndexWriter --publish--> Arc<ServiceView> per service
 //!                                   (bounded queue)    (one task)              |  (Index: cheap Clone)
 //!                                                                              v
-//!        UDP threads / TCP tasks --> dns::Answerer (parse, walk, copy pre-encoded sections)
+//!        UDP threads / TCP tasks --> dns::Answerer (parse, walk, write the view's records)
 //!        admin (axum): / (record browser) /health /ready /records /sim/...
 //! ```
 //!
@@ -13,8 +13,8 @@
 //!    and their checks (no I/O). [`wire`]: DNS on the wire without policy
 //!    (names, query parsing, response writing, record-set encoding).
 //! 2. [`index`]: the ordinal-name index; the only writer applies source events
-//!    and publishes immutable per-service views with answers pre-encoded by
-//!    `wire`.
+//!    and publishes immutable per-service views laid out so that `wire` writes
+//!    their records with a few copies per query (irregular sets pre-encoded).
 //! 3. [`dns`]: the query path (`catalog` routes to a zone; `cluster` and
 //!    `reverse` answer in it), forwarding, RRL, and the listeners (`server`).
 //!    [`sources`]: manifest files, the StatefulSet simulator, the Kubernetes

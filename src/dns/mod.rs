@@ -4,8 +4,8 @@
 //! server has: parse (`wire`), admit and route to a zone (`catalog`), then the
 //! zone's own answerer walks the name to a `Node` (`cluster` for the cluster
 //! domain, `reverse` for the reverse zones) and picks its records for the
-//! query type; the response is assembled from pre-encoded sections into a
-//! reused buffer. It allocates nothing, takes no lock a writer holds for
+//! query type; the response is assembled from pre-encoded sections and
+//! records written from the view's packed arrays into a reused buffer. It allocates nothing, takes no lock a writer holds for
 //! longer than a pointer swap, and logs nothing above trace.
 
 mod catalog;

@@ -236,7 +236,7 @@ fn generation_ip(g: u32, i: u32) -> std::net::Ipv4Addr {
 }
 
 /// Checks that `v` is one whole [`generation`]: endpoints, names and the
-/// pre-encoded A set all of the same one. Returns it.
+/// service's A set all of the same one. Returns it.
 fn whole_generation(v: &ServiceView) -> u32 {
     let eps: Vec<EndpointView<'_>> = v.endpoints().collect();
     let first = eps.first().expect("a view of web has endpoints").addresses;

@@ -1,5 +1,6 @@
 //! Building a service's view: merge the endpoints of its slices by label,
-//! order them by ordinal, pack them, and pre-encode the service's own sets.
+//! order them by ordinal, pack them, and lay out (or, where irregular,
+//! pre-encode) the service's own sets.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -50,7 +51,7 @@ struct Packed {
     entries: Vec<EndpointEntry>,
 }
 
-/// A service's pre-encoded sets, and what its name makes valid.
+/// A service's own sets (where they are, or pre-encoded), and what its name makes valid.
 #[derive(Default)]
 struct Sets<'r> {
     exists: bool,
@@ -65,7 +66,7 @@ struct Sets<'r> {
 }
 
 /// Builds a service's view: merges its slices' endpoints by label, orders them
-/// by ordinal and pre-encodes the record sets that span endpoints.
+/// by ordinal and lays out the record sets that span endpoints.
 pub(in crate::index) fn build(inp: Inputs<'_>) -> ServiceView {
     let (settings, record, now) = (inp.settings, inp.record, inp.now);
     let merged = merge(&record, &inp.slices, settings.endpoint_pod_names);

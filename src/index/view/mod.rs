@@ -8,8 +8,9 @@
 //! per endpoint that points into them. Endpoint A/AAAA, SRV and PTR records
 //! are the same bytes around an address or a name, so they are written per
 //! query from these arrays (a dozen stores, see `srv` and `ptr`), the SRV
-//! set of the service name itself too; only the service name's A, AAAA and
-//! CNAME sets are pre-encoded (see `build`).
+//! set and the A/AAAA sets of the service name itself too ([`ServiceAddrs`]);
+//! only a ClusterIP service's addresses, an A/AAAA set in which endpoints
+//! share an address, and an ExternalName's CNAME are pre-encoded (see `build`).
 //!
 //! Endpoint names are found by binary search over the labels' hashes, one
 //! contiguous array of 8-byte [`NameKey`]s, and one label comparison at the
