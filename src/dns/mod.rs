@@ -4,9 +4,10 @@
 //! server has: parse (`wire`), admit and route to a zone (`catalog`), then the
 //! zone's own answerer walks the name to a `Node` (`cluster` for the cluster
 //! domain, `reverse` for the reverse zones) and picks its records for the
-//! query type; the response is assembled from pre-encoded sections and
-//! records written from the view's packed arrays into a reused buffer. It allocates nothing, takes no lock a writer holds for
-//! longer than a pointer swap, and logs nothing above trace.
+//! query type; the response is assembled into a reused buffer from
+//! pre-encoded sections and records written from the view's packed arrays.
+//! It allocates nothing, takes no lock a writer holds for longer than a
+//! pointer swap, and logs nothing above trace.
 
 mod catalog;
 mod chain;

@@ -38,8 +38,7 @@ use srv::SrvName;
 pub use srv::{Srv, SrvSection};
 
 /// A range of [`ServiceView`]'s byte buffer: `count` records, or (count 0)
-/// the service's name.
-/// Packed to 10 bytes, so that the views that hold five stay small.
+/// the service's name. Packed to 10 bytes, as the views hold five.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, packed(2))]
 struct WireSpan {
