@@ -15,7 +15,10 @@
 # Env:   PORT (5398), DURATION (10 s), QUOTA (30), SERVICES (250, at most 256) x PODS (10),
 #        RCVBUF_KB (1024: each UDP socket's receive buffer, `[dns] udp_receive_buffer_kb`;
 #        the quota stops the server for most of each 100 ms period, and the default
-#        256 kB queue overflows meanwhile: ~2% lost, which moved the ratio by several %)
+#        256 kB queue overflows meanwhile: ~2% lost, which moved the ratio by several %),
+#        SERVER_CPUS (0,1: the cores the server may use), DNSPERF_CPUS (unpinned when
+#        empty; SERVER_CPUS=0 DNSPERF_CPUS=1 keeps dnsperf off the server's core, both
+#        threads then share core 0: what is left of the ratio is the server's own)
 # Bounded: about 2 x (DURATION + 5) s plus the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +29,8 @@ QUOTA=${QUOTA:-30}
 SERVICES=${SERVICES:-250}
 PODS=${PODS:-10}
 RCVBUF_KB=${RCVBUF_KB:-1024}
+SERVER_CPUS=${SERVER_CPUS:-0,1}
+DNSPERF_CPUS=${DNSPERF_CPUS:-}
 . bench/lib.sh
 bench_prepare scaling.sh
 printf '[dns]\nudp_receive_buffer_kb = %s\n' "$RCVBUF_KB" >"$WORK/scaling.toml"
@@ -39,13 +44,15 @@ udp_ticks() {
 }
 
 declare -A QPS
-echo "== $((SERVICES * PODS)) pods; $DURATION s per run; dnsperf unpinned, 16 sockets; receive buffer $RCVBUF_KB kB per socket"
+pin=()
+[ -n "$DNSPERF_CPUS" ] && pin=(taskset -c "$DNSPERF_CPUS")
+echo "== $((SERVICES * PODS)) pods; $DURATION s per run; server on CPUs $SERVER_CPUS, dnsperf ${DNSPERF_CPUS:+on CPUs }${DNSPERF_CPUS:-unpinned}, 16 sockets; receive buffer $RCVBUF_KB kB per socket"
 for threads in 1 2; do
-  bench_start "$threads" 0,1
+  bench_start "$threads" "$SERVER_CPUS"
   budget=$((QUOTA * threads))
   bench_limit_cpu "$budget" || { echo "scaling.sh: needs a writable cpu cgroup (root)" >&2; exit 2; }
   before=$(udp_ticks | tr '\n' ' ')
-  timeout $((DURATION + 30)) dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/queries.txt" \
+  timeout $((DURATION + 30)) "${pin[@]}" dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/queries.txt" \
     -l "$DURATION" -c 16 -q 2000 -t 1 >"$WORK/run-$threads.txt" 2>&1 || true
   after=$(udp_ticks | tr '\n' ' ')
   qps=$(bench_field "Queries per second" "$WORK/run-$threads.txt")
