@@ -18,7 +18,9 @@
 #        256 kB queue overflows meanwhile: ~2% lost, which moved the ratio by several %),
 #        SERVER_CPUS (0,1: the cores the server may use), DNSPERF_CPUS (unpinned when
 #        empty; SERVER_CPUS=0 DNSPERF_CPUS=1 keeps dnsperf off the server's core, both
-#        threads then share core 0: what is left of the ratio is the server's own)
+#        threads then share core 0: what is left of the ratio is the server's own),
+#        COUNT (empty; 1: count the server's recvmmsg, sendmmsg, epoll_wait calls and
+#        context switches per answered query with `perf stat`, tracepoints, no ptrace)
 # Bounded: about 2 x (DURATION + 5) s plus the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,8 @@ PODS=${PODS:-10}
 RCVBUF_KB=${RCVBUF_KB:-1024}
 SERVER_CPUS=${SERVER_CPUS:-0,1}
 DNSPERF_CPUS=${DNSPERF_CPUS:-}
+COUNT=${COUNT:-}
+EVENTS=syscalls:sys_enter_recvmmsg,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_epoll_wait,context-switches
 . bench/lib.sh
 bench_prepare scaling.sh
 printf '[dns]\nudp_receive_buffer_kb = %s\n' "$RCVBUF_KB" >"$WORK/scaling.toml"
@@ -52,6 +56,10 @@ for threads in 1 2; do
   budget=$((QUOTA * threads))
   bench_limit_cpu "$budget" || { echo "scaling.sh: needs a writable cpu cgroup (root)" >&2; exit 2; }
   before=$(udp_ticks | tr '\n' ' ')
+  if [ -n "$COUNT" ]; then
+    perf stat -x, -e "$EVENTS" -p "$SERVER_PID" -o "$WORK/count-$threads.txt" -- sleep "$DURATION" &
+    COUNTER=$!
+  fi
   timeout $((DURATION + 30)) "${pin[@]}" dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/queries.txt" \
     -l "$DURATION" -c 16 -q 2000 -t 1 >"$WORK/run-$threads.txt" 2>&1 || true
   after=$(udp_ticks | tr '\n' ' ')
@@ -63,6 +71,13 @@ for threads in 1 2; do
   echo "$threads UDP thread(s), budget $budget% of a core ($THROTTLE): ${QPS[$threads]} qps," \
     "lost $(bench_field "Queries lost" "$WORK/run-$threads.txt"), avg latency $(bench_field "Average Latency" "$WORK/run-$threads.txt") s;" \
     "UDP thread CPU: $split"
+  if [ -n "$COUNT" ]; then
+    wait "$COUNTER"
+    answered=$(bench_field "Queries completed" "$WORK/run-$threads.txt" | awk '{gsub(",", "", $1); print $1}')
+    awk -F, -v n="$answered" '$1 ~ /^[0-9]+$/ {sub("syscalls:sys_enter_", "", $3);
+      printf "%s%s %.3f", (k++ ? ", " : "   per answered query: "), $3, $1 / n} END {print ""}' \
+      "$WORK/count-$threads.txt"
+  fi
   bench_stop
 done
 awk -v a="${QPS[1]}" -v b="${QPS[2]}" 'BEGIN { printf "2 threads / 1 thread: %.2fx the answers for 2x the CPU budget\n", b / a }'
