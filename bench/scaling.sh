@@ -20,7 +20,9 @@
 #        empty; SERVER_CPUS=0 DNSPERF_CPUS=1 keeps dnsperf off the server's core, both
 #        threads then share core 0: what is left of the ratio is the server's own),
 #        COUNT (empty; 1: count the server's recvmmsg, sendmmsg, epoll_wait calls and
-#        context switches per answered query with `perf stat`, tracepoints, no ptrace)
+#        context switches per answered query with `perf stat`, tracepoints, no ptrace),
+#        CLIENTS (16: dnsperf's sockets, i.e. flows for SO_REUSEPORT to spread),
+#        OUTSTANDING (2000: dnsperf's queries in flight, -q)
 # Bounded: about 2 x (DURATION + 5) s plus the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +36,8 @@ RCVBUF_KB=${RCVBUF_KB:-1024}
 SERVER_CPUS=${SERVER_CPUS:-0,1}
 DNSPERF_CPUS=${DNSPERF_CPUS:-}
 COUNT=${COUNT:-}
+CLIENTS=${CLIENTS:-16}
+OUTSTANDING=${OUTSTANDING:-2000}
 EVENTS=syscalls:sys_enter_recvmmsg,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_epoll_wait,context-switches
 . bench/lib.sh
 bench_prepare scaling.sh
@@ -50,7 +54,7 @@ udp_ticks() {
 declare -A QPS
 pin=()
 [ -n "$DNSPERF_CPUS" ] && pin=(taskset -c "$DNSPERF_CPUS")
-echo "== $((SERVICES * PODS)) pods; $DURATION s per run; server on CPUs $SERVER_CPUS, dnsperf ${DNSPERF_CPUS:+on CPUs }${DNSPERF_CPUS:-unpinned}, 16 sockets; receive buffer $RCVBUF_KB kB per socket"
+echo "== $((SERVICES * PODS)) pods; $DURATION s per run; server on CPUs $SERVER_CPUS, dnsperf ${DNSPERF_CPUS:+on CPUs }${DNSPERF_CPUS:-unpinned}, $CLIENTS sockets; receive buffer $RCVBUF_KB kB per socket"
 for threads in 1 2; do
   bench_start "$threads" "$SERVER_CPUS"
   budget=$((QUOTA * threads))
@@ -61,7 +65,7 @@ for threads in 1 2; do
     COUNTER=$!
   fi
   timeout $((DURATION + 30)) "${pin[@]}" dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/queries.txt" \
-    -l "$DURATION" -c 16 -q 2000 -t 1 >"$WORK/run-$threads.txt" 2>&1 || true
+    -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" -t 1 >"$WORK/run-$threads.txt" 2>&1 || true
   after=$(udp_ticks | tr '\n' ' ')
   qps=$(bench_field "Queries per second" "$WORK/run-$threads.txt")
   QPS[$threads]=${qps%.*}
