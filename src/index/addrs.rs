@@ -113,21 +113,7 @@ impl<'a> Addrs<'a> {
 
     /// The IPv6 addresses.
     pub fn v6(self) -> impl ExactSizeIterator<Item = Ipv6Addr> + Clone + 'a {
-        self.v6_octets().map(|c| {
-            let mut o = [0u8; 16];
-            o.copy_from_slice(c);
-            Ipv6Addr::from(o)
-        })
-    }
-
-    /// The IPv4 addresses' octets (what an A record holds).
-    pub fn v4_octets(self) -> &'a [AddrWord] {
-        self.v4
-    }
-
-    /// The IPv6 addresses' octets, 16 each (what an AAAA record holds).
-    pub fn v6_octets(self) -> std::slice::ChunksExact<'a, u8> {
-        self.v6.as_flattened().chunks_exact(16)
+        self.v6_arrays().iter().map(|o| Ipv6Addr::from(*o))
     }
 
     /// Only the IPv4 addresses.
@@ -178,7 +164,7 @@ impl<'a> Addrs<'a> {
         push_records(out, owner, qtype::AAAA, ttl, self.v6_arrays());
     }
 
-    /// The IPv6 addresses as 16-byte arrays.
+    /// The IPv6 addresses as 16-byte arrays (what an AAAA record holds).
     pub fn v6_arrays(self) -> &'a [[u8; 16]] {
         v6_arrays(self.v6)
     }

@@ -182,26 +182,15 @@ pub fn address_len(ip: &IpAddr) -> usize {
 /// (a compression pointer; `12` is the question name).
 pub fn push_address(out: &mut Vec<u8>, owner: u16, ttl: u32, ip: &IpAddr) {
     match ip {
-        IpAddr::V4(a) => push_record(out, owner, qtype::A, ttl, &a.octets()),
-        IpAddr::V6(a) => push_record(out, owner, qtype::AAAA, ttl, &a.octets()),
+        IpAddr::V4(a) => push_records(out, owner, qtype::A, ttl, &[a.octets()]),
+        IpAddr::V6(a) => push_records(out, owner, qtype::AAAA, ttl, &[a.octets()]),
     }
-}
-
-/// Appends a record of type `rtype` and class IN owned by the name at message
-/// offset `owner`.
-pub fn push_record(out: &mut Vec<u8>, owner: u16, rtype: u16, ttl: u32, data: &[u8]) {
-    out.extend_from_slice(&(0xC000 | owner).to_be_bytes());
-    out.extend_from_slice(&rtype.to_be_bytes());
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&ttl.to_be_bytes());
-    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-    out.extend_from_slice(data);
 }
 
 /// Appends one record of type `rtype` and class IN per item of `data` (`N`
 /// bytes each: an A or AAAA address), owned by the name at message offset
 /// `owner`: the fixed part is laid out once, and each record goes in with
-/// one copy of constant length.
+/// one copy of constant length. The one writer of address records.
 pub fn push_records<const N: usize>(
     out: &mut Vec<u8>,
     owner: u16,
