@@ -41,7 +41,36 @@ impl Drop for Running {
 
 /// A loopback port free for both UDP and TCP right now, for servers started
 /// as a separate process (which must be told a port rather than bind 0).
+///
+/// It is taken below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`): a port from that range, released here,
+/// could be handed to any socket bound to port 0 or any client's source port
+/// before the child binds it (BIND then exits "unable to listen on any
+/// configured interfaces", which a transfer test once hit). Calls in one
+/// process walk the range from a random start, so they never repeat a port.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u32 = 10_000;
+    let span = ephemeral.saturating_sub(LOWEST);
+    let seed = {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
+    };
+    let _ = NEXT.compare_exchange(0, seed | 1, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..if span >= 1000 { 200 } else { 0 } {
+        let port = (LOWEST + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    // No room below the ephemeral range (or all taken): one from the kernel.
     for _ in 0..50 {
         let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a loopback UDP port");
         let port = u.local_addr().expect("bound").port();
@@ -49,7 +78,7 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
-    panic!("no loopback port free for both UDP and TCP in 50 tries");
+    panic!("no loopback port free for both UDP and TCP");
 }
 
 /// `127.0.0.1:port`.
