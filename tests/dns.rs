@@ -9,7 +9,8 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use support::dns::{
-    BOTH, NegativeTtl, Proto, authority_soa, exchange, exchange_raw, ips, message, rcode,
+    BOTH, NegativeTtl, Proto, authority_soa, exchange, exchange_raw, ip_strings, ips, message,
+    rcode,
 };
 use support::fixtures::FIXTURES;
 use support::server::TestServer;
@@ -406,14 +407,20 @@ async fn truncation_edns_and_tcp_retry() {
         let manifests = format!("{}{chain}", big_service(200));
         let s = TestServer::with_manifests(&manifests, |_| {}).await;
         let name = "big.default.svc.cluster.local";
-        // No EDNS: 512 bytes; 200 A records do not fit, so TC and no answers.
+        // After the header and question (47 bytes), 16 bytes per A record.
+        let fit = |payload: usize| (payload - 47) / 16;
+        let first = |n: usize| (1..=n).map(|i| format!("10.2.0.{i}")).collect::<Vec<_>>();
+        // No EDNS: 512 bytes; 200 A records do not fit, so TC with the
+        // first 29, whole (RFC 2181 §9; musl never retries over TCP).
         let m = exchange(Proto::Udp, s.dns, &message(name, A, None)).await;
         assert!(m.metadata.truncation, "TC without EDNS");
-        assert!(m.answers.is_empty());
+        assert_eq!(ip_strings(&m), first(fit(512)));
         assert!(m.edns.is_none(), "no OPT when the query had none");
-        // EDNS 1232: still too big (200 x 16 bytes), TC, OPT echoed with our size.
+        // EDNS 1232: still too big (200 x 16 bytes), TC with the first 73
+        // (room kept for OPT), OPT echoed with our size.
         let m = exchange(Proto::Udp, s.dns, &message(name, A, Some(4096))).await;
         assert!(m.metadata.truncation);
+        assert_eq!(ip_strings(&m), first(fit(1232 - 11)));
         assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(1232));
         // A client retries over TCP and gets everything, in ordinal order.
         let m = exchange(Proto::Tcp, s.dns, &message(name, A, None)).await;
@@ -441,17 +448,37 @@ async fn truncation_edns_and_tcp_retry() {
         .await;
         assert_eq!(m.answers.len(), 200);
         assert_eq!(m.additionals.len(), 200);
-        // The bare service name's SRV set, likewise: TC over UDP, whole over TCP.
+        // The bare service name's SRV set, likewise: over UDP TC with the
+        // first SRV records that fit and no glue, whole over TCP.
         let bare = message("big.default.svc.cluster.local", SRV, None);
         let m = exchange(Proto::Udp, s.dns, &bare).await;
-        assert!(m.metadata.truncation && m.answers.is_empty());
+        assert!(m.metadata.truncation && m.additionals.is_empty(), "{m:?}");
+        let targets: Vec<String> = m
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::SRV(srv) => srv.target.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let expect: Vec<String> = (0..targets.len())
+            .map(|i| format!("big-{i}.big.default.svc.cluster.local."))
+            .collect();
+        // Each record: 18 bytes and a target of 36 or 37 (an 11-byte label).
+        assert!(targets.len() >= (512 - 47) / 55, "{targets:?}");
+        assert_eq!(targets, expect);
         let m = exchange(Proto::Tcp, s.dns, &bare).await;
         assert_eq!((m.answers.len(), m.additionals.len()), (200, 200));
-        // A chain to it: TC over UDP (with EDNS too), CNAME + 200 A over TCP.
+        // A chain to it: over UDP (with EDNS too) TC with the CNAME and the
+        // first A records that fit; CNAME + 200 A over TCP.
         let via = "tobig.default.svc.cluster.local";
         for edns in [None, Some(1232)] {
             let m = exchange(Proto::Udp, s.dns, &message(via, A, edns)).await;
-            assert!(m.metadata.truncation && m.answers.is_empty(), "{m:?}");
+            assert!(m.metadata.truncation, "{m:?}");
+            assert_eq!(m.answers[0].record_type(), CNAME);
+            let got = ip_strings(&m);
+            assert!(got.len() >= 20, "{got:?}");
+            assert_eq!(got, first(got.len()));
             assert_eq!(m.edns.is_some(), edns.is_some());
         }
         let m = exchange(Proto::Tcp, s.dns, &message(via, A, None)).await;

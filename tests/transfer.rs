@@ -468,3 +468,121 @@ async fn a_stalled_reader_is_cut_off_and_transfers_are_bounded() {
     .await
     .unwrap();
 }
+
+/// Sends `q` over UDP signed with `key`; the reply's bytes and the reply
+/// checked against the signature.
+async fn signed_udp(
+    s: &TestServer,
+    mut q: hickory_proto::op::Message,
+    key: &hickory_proto::rr::TSigner,
+) -> (Vec<u8>, hickory_proto::op::Message) {
+    let mut verifier = q.finalize(key, transfer_support::now()).unwrap().unwrap();
+    let bytes = support::dns::exchange_raw(Proto::Udp, s.dns, &q.to_vec().unwrap())
+        .await
+        .expect("a UDP reply");
+    let m = verifier
+        .verify(&bytes)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", hickory_proto::op::Message::from_vec(&bytes)));
+    (bytes, m.into())
+}
+
+/// A signed reply over UDP fits the client's payload with its TSIG record:
+/// cut to the whole records that fit, with TC, before it is signed. Signed
+/// replies and UDP transfers are counted as every UDP reply is.
+#[tokio::test]
+async fn signed_udp_replies_fit_the_payload_and_are_counted() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let manifests = format!("{FIXTURES}\n---\n{}", big_service(60));
+        let s = TestServer::with_manifests(&manifests, |c| {
+            allow_loopback(c);
+            key(c, false);
+        })
+        .await;
+        let good = signer("xfr-key", SECRET);
+        let name = "big.default.svc.cluster.local";
+        // 60 A records and a TSIG record do not fit in 512 bytes.
+        let (bytes, m) = signed_udp(&s, message(name, RecordType::A, None), &good).await;
+        assert!(bytes.len() <= 512, "{} bytes", bytes.len());
+        assert!(m.metadata.truncation);
+        let got = support::dns::ip_strings(&m);
+        let first: Vec<String> = (1..=got.len()).map(|i| format!("10.2.0.{i}")).collect();
+        // 47 bytes of header and question, 80 of TSIG, 16 per record.
+        assert_eq!(got.len(), (512 - 47 - 80) / 16, "{got:?}");
+        assert_eq!(got, first, "the first records, in order");
+        // With EDNS 1232 everything fits, signed.
+        let (bytes, m) = signed_udp(&s, message(name, RecordType::A, Some(1232)), &good).await;
+        assert!(bytes.len() <= 1232 && !m.metadata.truncation);
+        assert_eq!(m.answers.len(), 60);
+        // Each signed query and UDP transfer counts once, request and response.
+        let requests =
+            |t: &str| format!("headless_dns_dns_requests_total{{proto=\"udp\",type=\"{t}\"}}");
+        let noerror = "headless_dns_dns_responses_total{proto=\"udp\",rcode=\"NOERROR\"}";
+        let truncated = "headless_dns_dns_responses_truncated_total{proto=\"udp\"}";
+        let before = [
+            metric(&s, &requests("SOA")).await,
+            metric(&s, &requests("other")).await,
+            metric(&s, noerror).await,
+            metric(&s, truncated).await,
+        ];
+        assert_eq!(before[3], 1.0, "the signed TC reply above");
+        signed_udp(&s, message(ZONE, RecordType::SOA, None), &good).await;
+        let now = serial(&s).await;
+        let u = udp(s.dns, request(ZONE, RecordType::IXFR, Some(now)), None).await;
+        assert_eq!(u.records().len(), 1);
+        let after = [
+            metric(&s, &requests("SOA")).await,
+            metric(&s, &requests("other")).await,
+            metric(&s, noerror).await,
+            metric(&s, truncated).await,
+        ];
+        // The SOA query of `serial` counts too: two SOA, one IXFR, three replies.
+        assert_eq!(
+            after,
+            [before[0] + 2.0, before[1] + 1.0, before[2] + 3.0, before[3]]
+        );
+        s.stop().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// Response-rate limiting covers signed replies and UDP transfers too: a
+/// burst of them from one client is cut to the budget, every response over
+/// it slipped (TC, no records, `rrl_slip = 1`).
+#[tokio::test]
+async fn signed_udp_replies_and_transfers_are_rate_limited() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let s = TestServer::with_manifests(FIXTURES, |c| {
+            allow_loopback(c);
+            key(c, false);
+            c.dns.rrl_responses_per_second = 5;
+            c.dns.rrl_slip = 1;
+        })
+        .await;
+        let good = signer("xfr-key", SECRET);
+        let slip = "headless_dns_dns_rate_limited_total{action=\"slip\"}";
+        let before = metric(&s, slip).await;
+        let mut slipped = 0;
+        for i in 0..30 {
+            let mut q = if i % 2 == 0 {
+                message(ZONE, RecordType::SOA, None)
+            } else {
+                request(ZONE, RecordType::IXFR, Some(1))
+            };
+            let _ = q.finalize(&good, transfer_support::now()).unwrap();
+            let bytes = support::dns::exchange_raw(Proto::Udp, s.dns, &q.to_vec().unwrap())
+                .await
+                .expect("a reply: slipped, not dropped");
+            let m = hickory_proto::op::Message::from_vec(&bytes).unwrap();
+            if m.metadata.truncation && m.answers.is_empty() && m.signature().is_none() {
+                slipped += 1;
+            }
+        }
+        // 30 in well under the 6 s a budget of 5 a second would take.
+        assert!(slipped >= 10, "{slipped} of 30 slipped");
+        assert!(metric(&s, slip).await - before >= f64::from(slipped));
+        s.stop().await;
+    })
+    .await
+    .unwrap();
+}

@@ -153,7 +153,20 @@ fn check_reply(
         }
     }
     if reply.metadata.truncation {
-        assert!(reply.answers.is_empty(), "{proto}: TC with answers");
+        // What fit, within the payload limit checked above: whole records
+        // only (the header counts exactly the records that parsed), and no
+        // additional section (dropped before any answer is).
+        let counts = [6, 8, 10].map(|i| usize::from(u16::from_be_bytes([out[i], out[i + 1]])));
+        let parsed = [
+            reply.answers.len(),
+            reply.authorities.len(),
+            reply.additionals.len() + usize::from(reply.edns.is_some()),
+        ];
+        assert_eq!(counts, parsed, "{proto}: TC reply counts other records");
+        assert!(
+            reply.additionals.is_empty(),
+            "{proto}: TC with additional records"
+        );
     }
     // What response-rate limiting sends instead ("slip"): still a valid reply.
     let mut slip = out.to_vec();

@@ -15,7 +15,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query as HQuery, Res
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use super::{Answerer, Outcome};
-use crate::wire::{Query, Rcode, truncate_response};
+use crate::wire::{Query, Rcode, fit_response};
 
 /// How many CNAMEs one answer follows at most.
 pub const MAX_LINKS: usize = 8;
@@ -36,14 +36,15 @@ pub(super) fn chases(qtype: u16) -> bool {
 
 /// Answers `packet`, whose name is an ExternalName service, with the chain
 /// into `out`; [`Outcome::Chase`] when `out` holds a chain the forwarder must
-/// complete (its last CNAME points outside our zones).
+/// complete (its last CNAME points outside our zones). Counted in `stats`,
+/// when given, from `started`.
 pub(super) fn answer(
     a: &Answerer,
     packet: &[u8],
     q: &Query,
     tcp: bool,
     out: &mut Vec<u8>,
-    started: std::time::Instant,
+    (started, stats): (std::time::Instant, Option<&super::stats::DnsStats>),
 ) -> Outcome {
     out.clear();
     let Ok(req) = Message::from_vec(packet) else {
@@ -74,12 +75,12 @@ pub(super) fn answer(
     out.extend_from_slice(&bytes);
     if chase {
         // Counted here; its response where the forwarder's answer is sent.
-        a.stats.request(tcp, Some(q.qtype));
+        if let Some(s) = stats {
+            s.request(tcp, Some(q.qtype));
+        }
         return Outcome::Chase;
     }
-    if out.len() > q.max_response(tcp, max_udp) {
-        truncate_response(out);
-    }
+    fit_response(out, q.max_response(tcp, max_udp));
     let truncated = out.get(2).is_some_and(|f| f & 0x02 != 0);
     let rcode = match chain.rcode {
         ResponseCode::NXDomain => Rcode::NxDomain,
@@ -87,8 +88,9 @@ pub(super) fn answer(
         ResponseCode::Refused => Rcode::Refused,
         _ => Rcode::NoError,
     };
-    a.stats
-        .record(tcp, Some(q.qtype), rcode, truncated, started.elapsed());
+    if let Some(s) = stats {
+        s.record(tcp, Some(q.qtype), rcode, truncated, started.elapsed());
+    }
     Outcome::Reply
 }
 

@@ -201,12 +201,8 @@ impl Forwarder {
             }
         }
         let mut bytes = resp.to_vec().ok()?;
-        if bytes.len() > limit {
-            resp.answers.clear();
-            resp.authorities.clear();
-            resp.metadata.truncation = true;
-            bytes = resp.to_vec().ok()?;
-        }
+        // What fits, whole records in order, with TC (as our own answers).
+        crate::wire::fit_response(&mut bytes, limit);
         Some(bytes)
     }
 

@@ -178,6 +178,7 @@ impl Answerer {
     /// counts from then. The UDP threads read the clock once per batch, so a
     /// query's duration includes its wait behind the batch's earlier ones
     /// (its reply leaves with theirs), and a query costs one clock read.
+    #[inline]
     pub fn answer_received(
         &self,
         packet: &[u8],
@@ -185,10 +186,32 @@ impl Answerer {
         out: &mut Vec<u8>,
         started: std::time::Instant,
     ) -> Outcome {
+        self.answer_counted(packet, tcp, out, started, true)
+    }
+
+    /// [`Answerer::answer`] without counting the query in the stats: for a
+    /// signed query the transfer service answers through this and then
+    /// signs, while the listener counts the signed reply it sends.
+    pub fn answer_uncounted(&self, packet: &[u8], tcp: bool, out: &mut Vec<u8>) -> Outcome {
+        self.answer_counted(packet, tcp, out, std::time::Instant::now(), false)
+    }
+
+    #[inline(always)]
+    fn answer_counted(
+        &self,
+        packet: &[u8],
+        tcp: bool,
+        out: &mut Vec<u8>,
+        started: std::time::Instant,
+        count: bool,
+    ) -> Outcome {
+        let stats = count.then_some(&self.stats);
         let q = match Query::parse(packet) {
             Ok(q) => q,
             Err((Reject::Drop, _)) => {
-                self.stats.dropped();
+                if let Some(s) = stats {
+                    s.dropped();
+                }
                 return Outcome::Drop;
             }
             Err((reject, id)) => {
@@ -198,18 +221,25 @@ impl Answerer {
                     Rcode::FormErr
                 };
                 wire::write_error_header(out, packet, id, rcode);
-                self.stats
-                    .record(tcp, None, rcode, false, started.elapsed());
+                if let Some(s) = stats {
+                    s.record(tcp, None, rcode, false, started.elapsed());
+                }
                 return Outcome::Reply;
             }
         };
         let transfer = matches!(q.qtype, wire::qtype::AXFR | wire::qtype::IXFR);
         if self.transfers.is_some() && (q.signed || transfer) {
+            // Counted here; its response where the listener sends it.
+            if let Some(s) = stats {
+                s.request(tcp, Some(q.qtype));
+            }
             return Outcome::Transfer;
         }
         if self.settings.forward && q.qclass == 1 && self.catalog.find(&q).is_none() {
             // Counted here; its response where the forwarder's answer is sent.
-            self.stats.request(tcp, Some(q.qtype));
+            if let Some(s) = stats {
+                s.request(tcp, Some(q.qtype));
+            }
             return Outcome::Forward;
         }
         let mut keep = KeepAlive::Nothing;
@@ -222,7 +252,7 @@ impl Answerer {
             && v.cname().is_some()
             && chain::chases(q.qtype)
         {
-            return chain::answer(self, packet, &q, tcp, out, started);
+            return chain::answer(self, packet, &q, tcp, out, (started, stats));
         }
         let limit = q.max_response(tcp, self.settings.dns.max_udp_payload);
         let rcode = self.write_found(packet, &q, &found, limit, out);
@@ -234,8 +264,9 @@ impl Answerer {
             tcp,
             "answered"
         );
-        self.stats
-            .record(tcp, Some(q.qtype), rcode, truncated, started.elapsed());
+        if let Some(s) = stats {
+            s.record(tcp, Some(q.qtype), rcode, truncated, started.elapsed());
+        }
         Outcome::Reply
     }
 

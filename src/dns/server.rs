@@ -312,16 +312,29 @@ async fn transfer(
     idle: Duration,
 ) -> std::io::Result<()> {
     let (Some(service), Ok(peer)) = (answerer.transfers(), stream.peer_addr()) else {
+        answerer.stats().dropped();
         return Ok(());
     };
+    let started = std::time::Instant::now();
     let mut framed = Vec::new();
+    let mut first = true;
     for message in service.respond(answerer, packet, peer, true) {
+        // One response per request in the stats (its first message), as
+        // the request was counted when it was handed over.
+        if std::mem::take(&mut first) {
+            answerer
+                .stats()
+                .response_packet(true, &message, started.elapsed());
+        }
         framed.clear();
         framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
         framed.extend_from_slice(&message);
         tokio::time::timeout(idle, stream.write_all(&framed))
             .await
             .map_err(|_| std::io::Error::new(ErrorKind::TimedOut, "write timed out"))??;
+    }
+    if first {
+        answerer.stats().dropped();
     }
     Ok(())
 }

@@ -242,12 +242,14 @@ impl Worker {
                 .is_none_or(|r| r.admit(src.ip(), out, answerer.stats())),
             Outcome::Drop => false,
             Outcome::Transfer => {
-                // Zone transfers over UDP: one message (IXFR, signed queries).
+                // Zone transfers over UDP: one message (IXFR, signed queries),
+                // counted and rate-limited as every other reply.
                 let reply = answerer
                     .transfers()
                     .and_then(|t| t.respond(answerer, packet, src, false).next());
-                if let Some(reply) = reply {
-                    let _ = self.sock.send_to(&reply, src);
+                match reply {
+                    Some(mut reply) => self.send_one(&mut reply, src, received),
+                    None => answerer.stats().dropped(),
                 }
                 false
             }
@@ -279,20 +281,23 @@ impl Worker {
             return;
         }
         match super::forward::servfail(packet) {
-            Some(mut bytes) => {
-                self.answerer
-                    .stats()
-                    .response_packet(false, &bytes, received.elapsed());
-                let stats = self.answerer.stats();
-                if self
-                    .rrl
-                    .as_ref()
-                    .is_none_or(|r| r.admit(src.ip(), &mut bytes, stats))
-                {
-                    let _ = self.sock.send_to(&bytes, src);
-                }
-            }
+            Some(mut bytes) => self.send_one(&mut bytes, src, received),
             None => self.answerer.stats().dropped(),
+        }
+    }
+
+    /// Counts a reply written off the batch path (a transfer service's, the
+    /// SERVFAIL of a full forward queue), passes it through the rate
+    /// limiter, and sends it now.
+    fn send_one(&self, reply: &mut Vec<u8>, src: SocketAddr, received: Instant) {
+        let stats = self.answerer.stats();
+        stats.response_packet(false, reply, received.elapsed());
+        if self
+            .rrl
+            .as_ref()
+            .is_none_or(|r| r.admit(src.ip(), reply, stats))
+        {
+            let _ = self.sock.send_to(reply, src);
         }
     }
 

@@ -21,7 +21,7 @@ use super::{Shared, unix_now};
 use crate::dns::handoff::Messages;
 use crate::dns::{Answerer, Outcome};
 use crate::index::ServiceView;
-use crate::wire::{Rcode, skip_name};
+use crate::wire::{MIN_UDP, Query, Rcode, fit_response, skip_name};
 
 /// What was transferred: indices into `TRANSFER_KINDS` (`dns::handoff`).
 #[derive(Clone, Copy)]
@@ -215,14 +215,33 @@ fn signed_query(
     let ar = u16::from_be_bytes([stripped[10], stripped[11]]).saturating_sub(1);
     stripped[10..12].copy_from_slice(&ar.to_be_bytes());
     let mut out = Vec::new();
-    if answerer.answer(&stripped, tcp, &mut out) != Outcome::Reply {
+    // The listener counts the signed reply it sends, as any other.
+    if answerer.answer_uncounted(&stripped, tcp, &mut out) != Outcome::Reply {
         return one(head, Rcode::Refused as u8, &[], chain);
     }
     shared.stats.served[Served::SignedQuery as usize].fetch_add(1, Ordering::Relaxed);
-    if let Some(mut c) = chain {
-        c.sign(&mut out, unix_now(), None);
+    if let Some(c) = chain {
+        let max_udp = shared.settings.dns.max_udp_payload;
+        let limit = Query::parse(&stripped).map_or(MIN_UDP, |q| q.max_response(tcp, max_udp));
+        sign_within(&mut out, c, limit);
     }
     Box::new(std::iter::once(out))
+}
+
+/// Signs the reply `out` so that it fits in `limit` bytes with its TSIG
+/// record: when it would not, the reply is first cut to leave the TSIG's
+/// room, as UDP replies are cut (whole records, TC set), then signed.
+fn sign_within(out: &mut Vec<u8>, mut chain: Chain, limit: usize) {
+    let now = unix_now();
+    // A TSIG record's length depends on the key, not on the message.
+    let mut signed = out.clone();
+    if !chain.clone().sign(&mut signed, now, None) || signed.len() <= limit {
+        *out = signed;
+        return;
+    }
+    let tsig = signed.len() - out.len();
+    fit_response(out, limit.saturating_sub(tsig));
+    chain.sign(out, now, None);
 }
 
 /// An accepted transfer request.

@@ -88,6 +88,7 @@ pub(crate) enum Bad {
 }
 
 /// Signs the messages of one response, each chained to the one before.
+#[derive(Clone)]
 pub(crate) struct Chain {
     signer: TSigner,
     /// The request's MAC, then each signed message's.

@@ -16,7 +16,8 @@ pub mod rrset;
 
 pub use query::{Edns, Query, Reject};
 pub use response::{
-    Part, Response, Soa, SoaTemplate, truncate_response, write_error_header, write_response,
+    Part, Response, Soa, SoaTemplate, fit_response, records_within, truncate_response,
+    write_error_header, write_response,
 };
 pub use rrset::{RecordWriter, RrSet, RrSetRef, Sections};
 

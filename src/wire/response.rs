@@ -115,6 +115,21 @@ impl Part<'_> {
             Part::Written(w) => w.write(out),
         }
     }
+
+    /// Writes as many whole records as fit in `room` bytes, in order; returns
+    /// how many.
+    fn write_within(&self, out: &mut Vec<u8>, room: usize) -> u16 {
+        match self {
+            Part::Encoded(s) => {
+                let (count, len) = records_within(s.bytes, room);
+                out.extend_from_slice(&s.bytes[..len]);
+                count.min(s.count)
+            }
+            // One record, which did not fit.
+            Part::Soa(_) | Part::Address(..) => 0,
+            Part::Written(w) => w.write_within(out, room),
+        }
+    }
 }
 
 /// Everything a response holds besides the echoed question.
@@ -166,10 +181,12 @@ impl Response<'_> {
 }
 
 /// Assembles the response to `q` (from `packet`) into `out`, within `limit`
-/// bytes: if answer and authority do not fit, the response is the question
-/// with TC set (RFC 2181 §9); if only the additional section does not fit it
-/// is left out, without TC. `advertise` is the UDP payload size our OPT
-/// record offers.
+/// bytes. What does not fit is cut as RFC 1035 §4.2.1 and RFC 2181 §9 allow:
+/// the additional section first, whole and without TC; then the answer and
+/// authority keep as many whole records as fit, in order, with TC set (a
+/// stub resolver that never retries over TCP, as musl's, still gets those).
+/// Never a partial record. `advertise` is the UDP payload size our OPT record
+/// offers.
 pub fn write_response(
     out: &mut Vec<u8>,
     packet: &[u8],
@@ -180,37 +197,37 @@ pub fn write_response(
 ) {
     out.clear();
     let question = &packet[12..q.question_end];
-    let opt = if q.edns.is_some() { OPT_LEN } else { 0 };
-    let len_of = |p: &Option<Part<'_>>| p.as_ref().map_or(0, Part::len);
-    let base = 12 + question.len() + opt;
-    let needed = base + len_of(&response.answer) + len_of(&response.authority);
-    let truncated = needed > limit;
-    let with_additional = !truncated && needed + len_of(&response.additional) <= limit;
-    let count = |p: &Option<Part<'_>>, on: bool| match p {
-        Some(p) if on => p.count(),
-        _ => 0,
-    };
-    let an = count(&response.answer, !truncated);
-    let ns = count(&response.authority, !truncated);
-    let ar = count(&response.additional, with_additional) + (opt > 0) as u16;
     out.extend_from_slice(&q.id.to_be_bytes());
-    out.extend_from_slice(&response.flags(q, truncated).to_be_bytes());
-    for n in [1, an, ns, ar] {
-        out.extend_from_slice(&u16::to_be_bytes(n));
-    }
+    out.extend_from_slice(&[0; 2]);
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&[0; 6]);
     out.extend_from_slice(question);
-    if !truncated {
-        for p in [&response.answer, &response.authority]
-            .into_iter()
-            .flatten()
-        {
+    let room = limit.saturating_sub(if q.edns.is_some() { OPT_LEN } else { 0 });
+    let mut counts = [0u16; 3];
+    let mut truncated = false;
+    for (i, part) in [&response.answer, &response.authority]
+        .into_iter()
+        .enumerate()
+    {
+        let Some(p) = part else { continue };
+        if out.len() + p.len() <= room {
             p.write(out);
+            counts[i] = p.count();
+        } else {
+            counts[i] = p.write_within(out, room.saturating_sub(out.len()));
+            truncated = true;
+            break;
         }
-        if with_additional && let Some(p) = &response.additional {
-            p.write(out);
-        }
+    }
+    if !truncated
+        && let Some(p) = &response.additional
+        && out.len() + p.len() <= room
+    {
+        p.write(out);
+        counts[2] = p.count();
     }
     if q.edns.is_some() {
+        counts[2] += 1;
         // Root owner, type OPT, our UDP payload size, extended rcode, version 0,
         // no flags (we sign nothing, so DO stays clear), no options.
         out.push(0);
@@ -218,6 +235,80 @@ pub fn write_response(
         out.extend_from_slice(&advertise.max(MIN_UDP as u16).to_be_bytes());
         out.push((response.rcode.code() >> 4) as u8);
         out.extend_from_slice(&[0, 0, 0, 0, 0]);
+    }
+    out[2..4].copy_from_slice(&response.flags(q, truncated).to_be_bytes());
+    for (i, n) in counts.into_iter().enumerate() {
+        out[6 + 2 * i..8 + 2 * i].copy_from_slice(&n.to_be_bytes());
+    }
+}
+
+/// How many whole records from the start of `records` (wire format, owner
+/// names compressed or not) fit in `room` bytes, and their length. A record
+/// that cannot be walked ends the count.
+pub fn records_within(records: &[u8], room: usize) -> (u16, usize) {
+    let (mut count, mut at) = (0u16, 0);
+    while count < u16::MAX {
+        let Some(end) = record_end(records, at) else {
+            break;
+        };
+        if end > room {
+            break;
+        }
+        (count, at) = (count + 1, end);
+    }
+    (count, at)
+}
+
+/// The offset just past the record starting at `at`, if it is whole.
+fn record_end(p: &[u8], at: usize) -> Option<usize> {
+    let rdata = skip_name(p, at)? + 10;
+    let end = rdata + usize::from(u16_at(p, rdata - 2)?);
+    (end <= p.len()).then_some(end)
+}
+
+/// Cuts the response in `out` to at most `limit` bytes, as [`write_response`]
+/// cuts what it writes: records of the additional section (other than OPT)
+/// go first, without TC; then the answer and authority sections keep as many
+/// whole records as fit, in order, and TC is set. For responses assembled
+/// elsewhere (CNAME chains, forwarded answers, signed replies before their
+/// TSIG is added): a TSIG record already in `out` would be dropped. A
+/// response that cannot be walked becomes the empty TC reply of
+/// [`truncate_response`].
+pub fn fit_response(out: &mut Vec<u8>, limit: usize) {
+    if out.len() <= limit {
+        return;
+    }
+    let Some((question_end, opt)) = response_layout(out) else {
+        return truncate_response(out);
+    };
+    let opt_len = opt.map_or(0, |(start, end)| end - start);
+    let room = limit.saturating_sub(opt_len);
+    let mut at = question_end;
+    let mut kept = [0u16; 2];
+    let mut truncated = false;
+    'sections: for (i, header_at) in [6, 8].into_iter().enumerate() {
+        for _ in 0..u16_at(out, header_at).unwrap_or(0) {
+            match record_end(out, at) {
+                Some(end) if end <= room => (at, kept[i]) = (end, kept[i] + 1),
+                _ => {
+                    truncated = true;
+                    break 'sections;
+                }
+            }
+        }
+    }
+    if truncated {
+        out[2] |= 0x02;
+    }
+    out[6..8].copy_from_slice(&kept[0].to_be_bytes());
+    out[8..10].copy_from_slice(&kept[1].to_be_bytes());
+    out[10..12].copy_from_slice(&u16::from(opt.is_some()).to_be_bytes());
+    match opt {
+        Some((start, end)) => {
+            out.copy_within(start..end, at);
+            out.truncate(at + (end - start));
+        }
+        None => out.truncate(at),
     }
 }
 
@@ -293,28 +384,110 @@ mod tests {
     use super::*;
     use crate::wire::query::tests::{OPT_1232, query};
 
+    /// `n` A records owned by the question name: 10.0.0.1, 10.0.0.2, ...
+    fn a_records(n: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 1..=n {
+            rrset::push_address(&mut out, 12, 5, &IpAddr::from([10, 0, 0, i]));
+        }
+        out
+    }
+
+    fn counts(out: &[u8]) -> [u16; 3] {
+        [6, 8, 10].map(|i| u16_at(out, i).unwrap())
+    }
+
     #[test]
-    fn truncates_when_the_answer_does_not_fit() {
+    fn a_truncated_answer_keeps_the_whole_records_that_fit() {
         let p = query(&["a"], qtype::A, &[], 0);
         let q = Query::parse(&p).unwrap();
-        let big = vec![0u8; 600];
+        let records = a_records(40);
+        let glue = a_records(1);
         let response = Response {
             answer: Some(Part::Encoded(RrSetRef {
-                count: 30,
-                bytes: &big,
+                count: 40,
+                bytes: &records,
+            })),
+            additional: Some(Part::Encoded(RrSetRef {
+                count: 1,
+                bytes: &glue,
             })),
             aa: true,
             ..Response::code(Rcode::NoError)
         };
         let mut out = Vec::new();
+        // 512 bytes: header and question (19), then 30 records of 16.
         write_response(&mut out, &p, &q, &response, 512, 1232);
-        assert_eq!(out.len(), 12 + 7);
         assert_eq!(out[2] & 0x02, 0x02, "TC set");
-        assert_eq!(&out[6..8], &[0, 0]);
+        assert_eq!(counts(&out), [30, 0, 0], "no glue");
+        assert_eq!(out.len(), 19 + 30 * 16);
+        assert_eq!(&out[19..], &records[..30 * 16], "the first 30, in order");
+        // One byte short of a record: one record less.
+        write_response(&mut out, &p, &q, &response, 19 + 16 * 7 - 1, 1232);
+        assert_eq!((counts(&out), out.len()), ([6, 0, 0], 19 + 6 * 16));
+        // Room for everything: no TC, the glue too.
         write_response(&mut out, &p, &q, &response, 65535, 1232);
-        assert_eq!(out.len(), 12 + 7 + 600);
         assert_eq!(out[2] & 0x02, 0);
-        assert_eq!(&out[6..8], &[0, 30]);
+        assert_eq!(counts(&out), [40, 0, 1]);
+        // Room for the answer, not the glue: the glue goes, without TC.
+        write_response(&mut out, &p, &q, &response, 19 + 40 * 16, 1232);
+        assert_eq!(out[2] & 0x02, 0);
+        assert_eq!(counts(&out), [40, 0, 0]);
+        // With EDNS the OPT record's 11 bytes are kept free, and it is last.
+        let p = query(&["a"], qtype::A, &OPT_1232, 1);
+        let q = Query::parse(&p).unwrap();
+        write_response(&mut out, &p, &q, &response, 512, 1232);
+        assert_eq!(counts(&out), [30, 0, 1]);
+        assert_eq!(out.len(), 19 + 30 * 16 + 11);
+        assert_eq!(&out[out.len() - 11..out.len() - 8], &[0, 0, 41]);
+    }
+
+    #[test]
+    fn fitting_a_response_cuts_glue_then_answers_and_keeps_opt() {
+        let p = query(&["a"], qtype::A, &OPT_1232, 1);
+        let q = Query::parse(&p).unwrap();
+        let records = a_records(10);
+        let response = Response {
+            answer: Some(Part::Encoded(RrSetRef {
+                count: 10,
+                bytes: &records,
+            })),
+            additional: Some(Part::Encoded(RrSetRef {
+                count: 10,
+                bytes: &records,
+            })),
+            aa: true,
+            ..Response::code(Rcode::NoError)
+        };
+        let mut whole = Vec::new();
+        write_response(&mut whole, &p, &q, &response, 65535, 1232);
+        assert_eq!(counts(&whole), [10, 0, 11]);
+        let opt = whole[whole.len() - 11..].to_vec();
+        // Room for the answer and OPT: the glue goes, without TC.
+        let mut out = whole.clone();
+        fit_response(&mut out, 19 + 160 + 11);
+        assert_eq!(out[2] & 0x02, 0);
+        assert_eq!(counts(&out), [10, 0, 1]);
+        assert_eq!(&out[19..179], &records[..]);
+        assert_eq!(&out[179..], &opt[..]);
+        // Less: the answers that fit, TC, OPT last.
+        let mut out = whole.clone();
+        fit_response(&mut out, 19 + 100 + 11);
+        assert_eq!(out[2] & 0x02, 0x02);
+        assert_eq!(counts(&out), [6, 0, 1]);
+        assert_eq!(&out[19..115], &records[..96]);
+        assert_eq!(&out[115..], &opt[..]);
+        // As write_response cuts it.
+        let mut written = Vec::new();
+        write_response(&mut written, &p, &q, &response, 19 + 100 + 11, 1232);
+        assert_eq!(written, out);
+        // What fits is left alone; garbage becomes the empty TC reply.
+        let mut same = whole.clone();
+        fit_response(&mut same, whole.len());
+        assert_eq!(same, whole);
+        let mut junk = vec![0xFF; 40];
+        fit_response(&mut junk, 20);
+        assert_eq!(junk.len(), 12);
     }
 
     #[test]

@@ -65,10 +65,27 @@ pub trait RecordWriter {
     fn len(&self) -> usize;
     /// Appends the records.
     fn write(&self, out: &mut Vec<u8>);
+    /// Appends as many whole records as fit in `room` bytes, in the order of
+    /// [`RecordWriter::write`] (a truncated UDP answer); returns how many.
+    /// This default writes them all and cuts the rest off again: writers of
+    /// large sets do better.
+    fn write_within(&self, out: &mut Vec<u8>, room: usize) -> u16 {
+        write_and_cut(self, out, room)
+    }
     /// True when there is no record to write.
     fn is_empty(&self) -> bool {
         self.count() == 0
     }
+}
+
+/// [`RecordWriter::write_within`] for writers without a cheaper way: writes
+/// all of `w`'s records, then cuts off those beyond `room` bytes.
+pub fn write_and_cut<W: RecordWriter + ?Sized>(w: &W, out: &mut Vec<u8>, room: usize) -> u16 {
+    let start = out.len();
+    w.write(out);
+    let (count, len) = super::response::records_within(&out[start..], room);
+    out.truncate(start + len);
+    count.min(w.count())
 }
 
 /// Answer and additional sections for one (name, type).

@@ -132,12 +132,6 @@ pub struct ServiceAddrs<'a> {
     v4: bool,
 }
 
-impl ServiceAddrs<'_> {
-    fn set(&self) -> AddressSet {
-        if self.v4 { self.view.a } else { self.view.aaaa }
-    }
-}
-
 impl RecordWriter for ServiceAddrs<'_> {
     fn count(&self) -> u16 {
         match self.set() {
@@ -155,7 +149,34 @@ impl RecordWriter for ServiceAddrs<'_> {
     }
 
     fn write(&self, out: &mut Vec<u8>) {
+        self.write_first(out, usize::MAX);
+    }
+
+    fn write_within(&self, out: &mut Vec<u8>, room: usize) -> u16 {
+        if let AddressSet::Encoded(s) = self.set() {
+            let bytes = self.view.bytes(s).bytes;
+            let (count, len) = crate::wire::records_within(bytes, room);
+            out.extend_from_slice(&bytes[..len]);
+            return count;
+        }
+        // Written records are all one size: the first `room / size` fit.
+        let n = (room / if self.v4 { 16 } else { 28 }).min(usize::from(self.count()));
+        self.write_first(out, n);
+        n as u16
+    }
+}
+
+impl ServiceAddrs<'_> {
+    fn set(&self) -> AddressSet {
+        if self.v4 { self.view.a } else { self.view.aaaa }
+    }
+
+    /// Writes the first `n` records of the set (all of a pre-encoded one).
+    fn write_first(&self, out: &mut Vec<u8>, n: usize) {
         let v = self.view;
+        let n = n.min(usize::from(self.count()));
+        // Words per address.
+        let per = if self.v4 { 1 } else { 4 };
         let write = |out: &mut Vec<u8>, words: &[AddrWord]| {
             if self.v4 {
                 push_records(out, 12, qtype::A, v.ttl, words);
@@ -167,17 +188,25 @@ impl RecordWriter for ServiceAddrs<'_> {
             AddressSet::Encoded(s) => out.extend_from_slice(v.bytes(s).bytes),
             AddressSet::Run { start, words } => {
                 let start = start as usize;
-                write(out, &v.addrs[start..start + usize::from(words)]);
+                let words = usize::from(words).min(n * per);
+                write(out, &v.addrs[start..start + words]);
             }
             AddressSet::Served(_) => {
-                out.reserve(self.len());
+                out.reserve(n * if self.v4 { 16 } else { 28 });
+                let mut left = n * per;
                 for e in v.entries.iter().filter(|e| e.flags & SERVED != 0) {
+                    if left == 0 {
+                        break;
+                    }
                     let span = if self.v4 {
                         e.addrs.v4_words()
                     } else {
                         e.addrs.v6_words()
                     };
-                    write(out, &v.addrs[span]);
+                    let words = &v.addrs[span];
+                    let words = &words[..words.len().min(left)];
+                    left -= words.len();
+                    write(out, words);
                 }
             }
         }

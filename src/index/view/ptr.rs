@@ -108,9 +108,20 @@ impl RecordWriter for PtrRecords<'_> {
     }
 
     fn write(&self, out: &mut Vec<u8>) {
+        self.write_within(out, usize::MAX);
+    }
+
+    fn write_within(&self, out: &mut Vec<u8>, room: usize) -> u16 {
+        let mut left = room;
+        let mut written = 0;
         for t in self.written() {
             let (label, service) = t.name();
+            let Some(rest) = left.checked_sub(ptr_len(label, service)) else {
+                break;
+            };
             push_ptr(out, self.ttl, label, service);
+            (left, written) = (rest, written + 1);
         }
+        written
     }
 }

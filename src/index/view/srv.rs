@@ -118,12 +118,28 @@ impl<'a> Srv<'a> {
     /// Appends the SRV records as they follow the question
     /// `_<port>._<proto>.<service>` (or `<service>`), in ordinal order of their targets.
     pub fn write_answer(&self, out: &mut Vec<u8>) {
+        self.write_answer_within(out, usize::MAX);
+    }
+
+    /// Appends the first SRV records of [`Srv::write_answer`] that fit in
+    /// `room` bytes, all of them whole; returns how many.
+    pub fn write_answer_within(&self, out: &mut Vec<u8>, room: usize) -> u16 {
         let v = self.view;
         let n = self.name.count as usize;
         let weight = 100usize.checked_div(n).map_or(0, |w| w.max(1) as u16);
+        let (end, fqdn) = (out.len().saturating_add(room), v.fqdn_wire());
+        let mut written = 0u16;
+        let mut full = false;
         v.srv_targets(self.name, |label, port, _| {
-            push_srv(out, v.ttl, weight, port, label, v.fqdn_wire());
+            // An SRV record: owner pointer, fixed fields, then the target.
+            let len = 18 + label.map_or(0, |l| 1 + l.len()) + fqdn.len();
+            full = full || out.len() + len > end;
+            if !full {
+                push_srv(out, v.ttl, weight, port, label, fqdn);
+                written = written.saturating_add(1);
+            }
         });
+        written
     }
 
     /// Appends the glue: each target's addresses, owned by a pointer to the
@@ -183,6 +199,13 @@ impl RecordWriter for SrvSection<'_> {
             true => {
                 self.srv.write_glue(out);
             }
+        }
+    }
+
+    fn write_within(&self, out: &mut Vec<u8>, room: usize) -> u16 {
+        match self.glue {
+            false => self.srv.write_answer_within(out, room),
+            true => crate::wire::rrset::write_and_cut(self, out, room),
         }
     }
 }
