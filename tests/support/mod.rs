@@ -3,7 +3,8 @@
 //! ([`process`]), a small DNS client over real UDP/TCP sockets ([`dns`]), a
 //! small HTTP client for the admin API ([`http`]), a fake Kubernetes API
 //! server ([`fake_api`]) with cluster fixtures ([`k8s`]), the file-source
-//! fixtures ([`fixtures`]), hand-built packets ([`packets`]), and one
+//! fixtures ([`fixtures`]), hand-built packets ([`packets`]), a pod-like
+//! network namespace for real stub resolvers ([`namespace`]), and one
 //! bounded poll-until ([`eventually`]).
 //!
 //! Each test crate does `mod support;` and uses what it needs, so items
@@ -15,6 +16,7 @@ pub mod fake_api;
 pub mod fixtures;
 pub mod http;
 pub mod k8s;
+pub mod namespace;
 pub mod packets;
 pub mod process;
 pub mod server;
