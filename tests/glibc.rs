@@ -7,45 +7,7 @@
 
 mod support;
 
-use support::namespace::{PodNamespace, available};
-
-const MANIFESTS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: default}
----
-apiVersion: v1
-kind: Service
-metadata: {name: nginx, namespace: default}
-spec: {clusterIP: None, ports: [{name: web, protocol: TCP, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: nginx-1, namespace: default, labels: {kubernetes.io/service-name: nginx}}
-addressType: IPv4
-ports: [{name: web, protocol: TCP, port: 80}]
-endpoints:
-  - {addresses: ["10.1.0.10"], hostname: web-0}
-  - {addresses: ["10.1.0.11"], hostname: web-1}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: nginx-2, namespace: default, labels: {kubernetes.io/service-name: nginx}}
-addressType: IPv6
-ports: [{name: web, protocol: TCP, port: 80}]
-endpoints:
-  - {addresses: ["fd00::10"], hostname: web-0}
----
-apiVersion: v1
-kind: Service
-metadata: {name: upstream, namespace: default}
-spec: {type: ExternalName, externalName: db.example.com}
----
-apiVersion: v1
-kind: Service
-metadata: {name: alias, namespace: default}
-spec: {type: ExternalName, externalName: web-0.nginx.default.svc.cluster.local}
-"#;
+use support::namespace::{MANIFESTS, PodNamespace, available};
 
 /// Asks getaddrinfo (flags 0) for each name and family, one line each:
 /// `<name> <family> <sorted addresses>` or `<name> <family> ERR <error>`.

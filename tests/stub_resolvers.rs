@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use support::namespace::{PodNamespace, available, many_upstream, require};
+use support::namespace::{MANIFESTS, PodNamespace, available, many_upstream, require};
 
 /// Endpoints of `big`.
 const BIG: usize = 60;
@@ -31,9 +31,8 @@ fn big_v6() -> Vec<String> {
     (1..=BIG).map(|i| format!("fd00::3:{i:x}")).collect()
 }
 
-/// `nginx` (two pods, web-0 dual stack), `big`, and ExternalNames to a pod
-/// (`alias`), to an upstream name (`upstream`) and to the upstream's
-/// 60-address name (`manyup`).
+/// The namespace's `MANIFESTS` (`nginx`, `alias`, `upstream`), `big`, and
+/// an ExternalName to the upstream's 60-address name (`manyup`).
 fn manifests() -> String {
     let slice = |family: &str, ips: Vec<String>| {
         let endpoints: String = ips
@@ -45,49 +44,15 @@ fn manifests() -> String {
             "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: big-{family}, namespace: default, labels: {{kubernetes.io/service-name: big}}}}\naddressType: {family}\nports: [{{name: web, protocol: TCP, port: 80}}]\nendpoints:\n{endpoints}"
         )
     };
-    let external = |name: &str, target: &str| {
-        format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{type: ExternalName, externalName: {target}}}\n"
-        )
-    };
     [
-        NGINX.to_string(),
+        MANIFESTS.to_string(),
         "---\napiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: default}\nspec: {clusterIP: None, ports: [{name: web, protocol: TCP, port: 80}]}\n".into(),
         slice("IPv4", big_v4()),
         slice("IPv6", big_v6()),
-        external("alias", "web-0.nginx.default.svc.cluster.local"),
-        external("upstream", "db.example.com"),
-        external("manyup", "many.example.com"),
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: manyup, namespace: default}\nspec: {type: ExternalName, externalName: many.example.com}\n".into(),
     ]
     .concat()
 }
-
-const NGINX: &str = r#"apiVersion: v1
-kind: Namespace
-metadata: {name: default}
----
-apiVersion: v1
-kind: Service
-metadata: {name: nginx, namespace: default}
-spec: {clusterIP: None, ports: [{name: web, protocol: TCP, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: nginx-1, namespace: default, labels: {kubernetes.io/service-name: nginx}}
-addressType: IPv4
-ports: [{name: web, protocol: TCP, port: 80}]
-endpoints:
-  - {addresses: ["10.1.0.10"], hostname: web-0}
-  - {addresses: ["10.1.0.11"], hostname: web-1}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: nginx-2, namespace: default, labels: {kubernetes.io/service-name: nginx}}
-addressType: IPv6
-ports: [{name: web, protocol: TCP, port: 80}]
-endpoints:
-  - {addresses: ["fd00::10"], hostname: web-0}
-"#;
 
 /// A probe's lines, `<lookup>\t<JSON>`: what each lookup resolved, or its error.
 struct Results {

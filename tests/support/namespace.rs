@@ -15,6 +15,46 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The pod's world: headless `nginx` (web-0 at 10.1.0.10 and fd00::10,
+/// web-1 at 10.1.0.11) and two ExternalNames in namespace `default`,
+/// `upstream` to `db.example.com` (upstream) and `alias` to web-0.
+pub const MANIFESTS: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: default}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nginx, namespace: default}
+spec: {clusterIP: None, ports: [{name: web, protocol: TCP, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: nginx-1, namespace: default, labels: {kubernetes.io/service-name: nginx}}
+addressType: IPv4
+ports: [{name: web, protocol: TCP, port: 80}]
+endpoints:
+  - {addresses: ["10.1.0.10"], hostname: web-0}
+  - {addresses: ["10.1.0.11"], hostname: web-1}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: nginx-2, namespace: default, labels: {kubernetes.io/service-name: nginx}}
+addressType: IPv6
+ports: [{name: web, protocol: TCP, port: 80}]
+endpoints:
+  - {addresses: ["fd00::10"], hostname: web-0}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: upstream, namespace: default}
+spec: {type: ExternalName, externalName: db.example.com}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: alias, namespace: default}
+spec: {type: ExternalName, externalName: web-0.nginx.default.svc.cluster.local}
+"#;
+
 /// The search list and options of a pod in namespace `default`.
 pub const RESOLV_CONF: &str = "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 127.0.0.1\noptions ndots:5\n";
 
