@@ -27,7 +27,7 @@ use crate::dns::handoff::{REFUSAL_REASONS, TRANSFER_KINDS, TransferTotals};
 use crate::dns::stats::{PROTOS, QTYPES, RCODES, RRL_ACTIONS, Totals};
 use crate::histogram::BUCKETS_US;
 use crate::history::HistoryStats;
-use crate::index::{EVENT_TYPES, Index, IndexStats, Kind};
+use crate::index::{EVENT_TYPES, Index, IndexStats, Kind, MANIFEST_READ_RESULTS};
 
 /// Installs the global subscriber: `RUST_LOG` if set, else the configured level.
 pub fn init(log: &LogConfig) {
@@ -114,6 +114,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "headless_dns_source_last_sync_age_seconds",
         "gauge",
         "Seconds since each kind last completed a (re-)list (-1: never)",
+    ),
+    (
+        "headless_dns_source_manifest_reads_total",
+        "counter",
+        "Manifest files read after a change (file source), by result: loaded, invalid (its last good content keeps serving), unreadable",
     ),
     (
         "headless_dns_source_errors_total",
@@ -405,6 +410,10 @@ fn record_sources(s: &IndexStats, now: u64) {
             now.saturating_sub(last) as f64 / 1000.0
         };
         gauge!("headless_dns_source_last_sync_age_seconds", "kind" => k).set(age);
+    }
+    for (result, v) in MANIFEST_READ_RESULTS.iter().zip(&s.manifest_reads) {
+        counter!("headless_dns_source_manifest_reads_total", "result" => *result)
+            .absolute(v.load(Ordering::Relaxed));
     }
 }
 

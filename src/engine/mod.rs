@@ -502,7 +502,7 @@ async fn start_source(
             tasks.spawn_watched(
                 "the file source",
                 sources::file::run(
-                    ManifestReader::new(manifests),
+                    ManifestReader::new(manifests).counting(index.clone()),
                     Duration::from_millis(config.source.poll_interval_ms),
                     sim,
                     events,
