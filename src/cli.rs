@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// UDP sockets (threads) per listen address; 0 = one per CPU.
     #[arg(long, env = "HEADLESS_DNS_THREADS")]
     threads: Option<usize>,
+    /// On a reload, how long the new configuration may take to sync before
+    /// the reload fails and the running one stays (milliseconds).
+    #[arg(long, env = "HEADLESS_DNS_RELOAD_SYNC_TIMEOUT_MS")]
+    reload_sync_timeout_ms: Option<u64>,
     /// text or json.
     #[arg(long, env = "HEADLESS_DNS_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -198,6 +202,9 @@ pub fn merge(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(t) = args.threads {
         c.dns.threads = t;
     }
+    if let Some(ms) = args.reload_sync_timeout_ms {
+        c.source.reload_sync_timeout_ms = ms;
+    }
     if let Some(f) = args.log_format {
         c.log.format = f;
     }
@@ -246,6 +253,27 @@ mod tests {
             assert!(!is_namespace(bad), "{bad}");
         }
         assert!(is_namespace("kube-system") && is_namespace("a") && is_namespace("0a"));
+    }
+
+    #[test]
+    fn reload_sync_timeout_flag_lands_in_the_config_and_is_checked() {
+        assert_eq!(
+            load(&serve_args(&["serve"]))
+                .unwrap()
+                .source
+                .reload_sync_timeout_ms,
+            30_000
+        );
+        let c = load(&serve_args(&["serve", "--reload-sync-timeout-ms", "1500"])).unwrap();
+        assert_eq!(
+            c.reload_sync_timeout(),
+            std::time::Duration::from_millis(1500)
+        );
+        let e = load(&serve_args(&["serve", "--reload-sync-timeout-ms", "0"])).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("source.reload_sync_timeout_ms"),
+            "{e:#}"
+        );
     }
 
     #[test]

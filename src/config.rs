@@ -331,6 +331,10 @@ pub struct SourceConfig {
     pub manifests: Vec<PathBuf>,
     /// How often manifest files are checked for changes, milliseconds.
     pub poll_interval_ms: u64,
+    /// On a reload, how long the new configuration's sources may take to
+    /// complete their first sync, milliseconds; past it the reload fails
+    /// and the running configuration keeps serving.
+    pub reload_sync_timeout_ms: u64,
     /// Kubeconfig file (kubernetes source); unset = in-cluster or `KUBECONFIG`.
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context.
@@ -353,6 +357,7 @@ impl Default for SourceConfig {
             kind: SourceKind::File,
             manifests: Vec::new(),
             poll_interval_ms: 250,
+            reload_sync_timeout_ms: 30_000,
             kubeconfig: None,
             context: None,
             namespaces: Vec::new(),
@@ -510,6 +515,11 @@ impl Config {
     /// The TCP idle timeout.
     pub fn tcp_idle_timeout(&self) -> Duration {
         Duration::from_millis(self.dns.tcp_idle_timeout_ms)
+    }
+
+    /// How long a reload to this configuration waits for its first sync.
+    pub fn reload_sync_timeout(&self) -> Duration {
+        Duration::from_millis(self.source.reload_sync_timeout_ms)
     }
 }
 

@@ -5,31 +5,34 @@
 //! A reload starts a new `Engine` on the same sockets (rebinding only the
 //! listeners whose settings changed), waits for its first sync, lets it go
 //! live, then stops the old one without its lameduck delay. A configuration
-//! that does not load or bind is reported and the running one stays.
+//! that does not load, bind or sync within `[source] reload_sync_timeout_ms`
+//! is reported (log, `headless_dns_reload_total{result="failed"}`), its
+//! engine is dropped and the running one stays: a reload never leaves names
+//! unanswered. A shutdown during the wait is honoured at once.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::config::Config;
 use crate::engine::{Engine, FirstSync, Listeners};
 use crate::error::Result;
+use crate::telemetry::{ReloadResult, ReloadStats};
 
 /// How often the config file's modification time is checked.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long a reload waits for the new engine's first sync before it
-/// switches anyway.
-const SYNC_LIMIT: Duration = Duration::from_secs(30);
-
 /// Serves `load()`'s configuration until `shutdown`, reloading it on SIGHUP
 /// and when `watch` (the config file) changes. A reload starts a new engine on
 /// the same sockets (rebinding only listeners whose addresses changed), waits
-/// for its first sync, then stops the old one, so answers never pause; a bad
-/// configuration is reported and the running one stays.
+/// for its first sync, then stops the old one, so answers never pause; a
+/// configuration that does not load, bind or sync in time is reported and the
+/// running one stays. `shutdown` is honoured during a reload's wait too.
 pub async fn serve(
     load: impl Fn() -> Result<Config>,
     watch: Option<PathBuf>,
@@ -37,11 +40,18 @@ pub async fn serve(
 ) -> Result<()> {
     let config = load()?;
     let listeners = Listeners::bind(&config)?;
-    let engine = Engine::start(config.clone(), listeners.try_clone()?, None);
+    let reloads = Arc::new(ReloadStats::default());
+    let engine = Engine::start(
+        config.clone(),
+        listeners.try_clone()?,
+        None,
+        Arc::clone(&reloads),
+    );
     let mut running = Running {
         config,
         listeners,
         engine,
+        reloads,
     };
     let mut hangup = signal(SignalKind::hangup())?;
     let mut last_modified = modified(watch.as_deref());
@@ -59,7 +69,14 @@ pub async fn serve(
             }
         }
         last_modified = modified(watch.as_deref());
-        running.reload(&load).await?;
+        match running.reload(&load, shutdown.as_mut()).await? {
+            Reloaded::Done => {}
+            Reloaded::ShutDown => {
+                info!("shutting down the running configuration");
+                return running.engine.stop().await;
+            }
+            Reloaded::Exited(r) => return r,
+        }
     }
 }
 
@@ -89,47 +106,88 @@ struct Running {
     config: Config,
     listeners: Listeners,
     engine: Engine,
+    /// Reloads by result, for every engine's metrics page.
+    reloads: Arc<ReloadStats>,
+}
+
+/// How a reload ended for the supervisor.
+enum Reloaded {
+    /// Applied, or failed with the running configuration kept: serve on.
+    Done,
+    /// Shutdown came during the wait: the new engine is gone, stop the
+    /// running one.
+    ShutDown,
+    /// The running engine ended by itself during the wait (its result).
+    Exited(Result<()>),
 }
 
 impl Running {
     /// Loads the configuration again and, if it changed, switches to an
-    /// engine for it. A configuration that does not load or bind is logged
-    /// and skipped; an error here (sockets that cannot be duplicated, an old
+    /// engine for it once that engine has synced. A configuration that does
+    /// not load, bind or sync within its `reload_sync_timeout_ms` is logged
+    /// and dropped; an error here (sockets that cannot be duplicated, an old
     /// engine that failed) ends the server.
-    async fn reload(&mut self, load: &impl Fn() -> Result<Config>) -> Result<()> {
+    async fn reload(
+        &mut self,
+        load: &impl Fn() -> Result<Config>,
+        shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Reloaded> {
         let next = match load() {
             Ok(c) => c,
             Err(e) => {
-                error!(error = %e, "reload failed; the running configuration stays");
-                return Ok(());
+                self.failed(&e.to_string());
+                return Ok(Reloaded::Done);
             }
         };
         if next == self.config {
             info!("configuration unchanged");
-            return Ok(());
+            self.reloads.count(ReloadResult::Unchanged);
+            return Ok(Reloaded::Done);
         }
         let mut listeners = self.listeners.try_clone()?;
         let rebound = match listeners.rebind_changed(&self.config, &next) {
             Ok(rebound) => rebound,
             Err(e) => {
-                error!(error = %e, "reload failed: cannot bind; the running configuration stays");
-                return Ok(());
+                self.failed(&format!("cannot bind: {e}"));
+                return Ok(Reloaded::Done);
             }
         };
+        let limit = next.reload_sync_timeout();
         let mut started = Engine::start(
             next.clone(),
             listeners.try_clone()?,
             Some((&self.engine, &self.config)),
+            Arc::clone(&self.reloads),
         );
-        match started.wait_synced(SYNC_LIMIT).await {
+        // The running engine serves on while the new one syncs; only a
+        // synced engine ever answers.
+        let synced = tokio::select! {
+            s = started.wait_synced(limit) => s,
+            _ = shutdown => {
+                info!("shutdown during a reload: the new configuration is dropped");
+                started.discard().await;
+                return Ok(Reloaded::ShutDown);
+            }
+            r = self.engine.exited() => {
+                started.discard().await;
+                return Ok(Reloaded::Exited(r));
+            }
+        };
+        match synced {
             FirstSync::Synced => {}
             FirstSync::Stopped => {
                 let e = started.failure().await;
-                error!(error = %e, "reload failed; the running configuration stays");
-                return Ok(());
+                self.failed(&e);
+                return Ok(Reloaded::Done);
             }
             FirstSync::TimedOut => {
-                warn!("the new configuration has not synced within 30 s; switching anyway")
+                let why = started.unsynced_reason();
+                self.failed(&format!(
+                    "the new configuration has not synced within {limit:?} \
+                     ([source] reload_sync_timeout_ms): {why}"
+                ));
+                started.discard().await;
+                return Ok(Reloaded::Done);
             }
         }
         started.go_live();
@@ -142,7 +200,14 @@ impl Running {
             .retire(shares_udp)
             .await?;
         self.config = next;
+        self.reloads.count(ReloadResult::Applied);
         info!(rebound, "configuration reloaded");
-        Ok(())
+        Ok(Reloaded::Done)
+    }
+
+    /// Reports a reload that failed: the running configuration stays.
+    fn failed(&self, reason: &str) {
+        self.reloads.count(ReloadResult::Failed);
+        error!(reason = %reason, "reload failed; the running configuration stays");
     }
 }

@@ -13,7 +13,8 @@
 //! dashboards translate directly. No label ever holds a query name.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -26,7 +27,7 @@ use crate::dns::handoff::{REFUSAL_REASONS, TRANSFER_KINDS, TransferTotals};
 use crate::dns::stats::{PROTOS, QTYPES, RCODES, RRL_ACTIONS, Totals};
 use crate::histogram::BUCKETS_US;
 use crate::history::HistoryStats;
-use crate::index::{EVENT_TYPES, Index, IndexStats, Kind};
+use crate::index::{EVENT_TYPES, Index, IndexStats, Kind, MANIFEST_READ_RESULTS};
 
 /// Installs the global subscriber: `RUST_LOG` if set, else the configured level.
 pub fn init(log: &LogConfig) {
@@ -115,6 +116,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Seconds since each kind last completed a (re-)list (-1: never)",
     ),
     (
+        "headless_dns_source_manifest_reads_total",
+        "counter",
+        "Manifest files read after a change (file source), by result: loaded, invalid (its last good content keeps serving), unreadable",
+    ),
+    (
         "headless_dns_source_errors_total",
         "counter",
         "Failed list or watch requests to the API server, by kind (the last state keeps serving)",
@@ -165,6 +171,16 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Bytes held by the IXFR journal (records and per-change overhead)",
     ),
     (
+        "headless_dns_reload_total",
+        "counter",
+        "Configuration reloads (SIGHUP or a changed config file) by result: applied, unchanged, failed (the running configuration stayed)",
+    ),
+    (
+        "headless_dns_reload_last_successful",
+        "gauge",
+        "0 while the last reload failed (the configuration served is not the file's), else 1",
+    ),
+    (
         "headless_dns_history_names",
         "gauge",
         "Names the record browser keeps a history of",
@@ -194,14 +210,68 @@ fn transfer_metrics(t: &TransferTotals) {
     gauge!("headless_dns_transfer_journal_bytes").set(t.journal_bytes as f64);
 }
 
+/// The `result` label of `headless_dns_reload_total`.
+pub const RELOAD_RESULTS: [&str; 3] = ["applied", "unchanged", "failed"];
+
+/// How a reload ended: an index into [`RELOAD_RESULTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// A new engine took over.
+    Applied,
+    /// The configuration loaded was the running one.
+    Unchanged,
+    /// It did not load, bind or sync: the running configuration stays.
+    Failed,
+}
+
+/// Reloads by result. The reload supervisor keeps one for the life of the
+/// process and hands it to every engine, whose metrics page shows it (an
+/// engine's own counters start afresh with it).
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    results: [AtomicU64; RELOAD_RESULTS.len()],
+    last_failed: AtomicBool,
+}
+
+impl ReloadStats {
+    /// Counts one reload that ended so.
+    pub fn count(&self, result: ReloadResult) {
+        self.results[result as usize].fetch_add(1, Ordering::Relaxed);
+        self.last_failed
+            .store(result == ReloadResult::Failed, Ordering::Relaxed);
+    }
+
+    /// Reloads so far that ended with `result`.
+    pub fn total(&self, result: ReloadResult) -> u64 {
+        self.results[result as usize].load(Ordering::Relaxed)
+    }
+
+    fn record(&self) {
+        for (result, v) in RELOAD_RESULTS.iter().zip(&self.results) {
+            counter!("headless_dns_reload_total", "result" => *result)
+                .absolute(v.load(Ordering::Relaxed));
+        }
+        let ok = !self.last_failed.load(Ordering::Relaxed);
+        gauge!("headless_dns_reload_last_successful").set(if ok { 1.0 } else { 0.0 });
+    }
+}
+
 /// One server's metrics registry.
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    reloads: Arc<ReloadStats>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(Arc::default())
+    }
+}
+
+impl Metrics {
+    /// A registry whose page includes the process's `reloads`.
+    pub fn new(reloads: Arc<ReloadStats>) -> Self {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
@@ -213,7 +283,11 @@ impl Default for Metrics {
                 }
             }
         });
-        Self { recorder, handle }
+        Self {
+            recorder,
+            handle,
+            reloads,
+        }
     }
 }
 
@@ -270,6 +344,7 @@ impl Metrics {
             record_queries(&t);
             record_index(index, s);
             record_sources(s, now);
+            self.reloads.record();
             if let Some(t) = dns.transfers() {
                 transfer_metrics(&t.totals());
             }
@@ -335,6 +410,10 @@ fn record_sources(s: &IndexStats, now: u64) {
             now.saturating_sub(last) as f64 / 1000.0
         };
         gauge!("headless_dns_source_last_sync_age_seconds", "kind" => k).set(age);
+    }
+    for (result, v) in MANIFEST_READ_RESULTS.iter().zip(&s.manifest_reads) {
+        counter!("headless_dns_source_manifest_reads_total", "result" => *result)
+            .absolute(v.load(Ordering::Relaxed));
     }
 }
 

@@ -1,7 +1,10 @@
 //! Reload and shutdown of the real binary: a changed config file (or SIGHUP)
 //! is applied without a gap, a broken one is refused while the running config
 //! stays, a new listen address is bound, and SIGTERM drains (readiness 503
-//! first) and exits 0, answering every query sent before it stopped.
+//! first) and exits 0, answering every query sent before it stopped. A
+//! reload that cannot sync (namespaces the fake API's RBAC refuses) fails
+//! after `reload_sync_timeout_ms` while the running config answers all
+//! along, and SIGTERM during such a reload is honoured at once.
 
 mod support;
 
@@ -13,6 +16,9 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType::A;
 use support::dns::{self, Proto, framed, message, read_framed};
+use support::fake_api::FakeApi;
+use support::fake_api::rbac::role;
+use support::k8s;
 use support::process::{BIN, Running, free_port, loopback};
 use support::{eventually, eventually_within, http, within};
 use tokio::io::AsyncWriteExt;
@@ -349,11 +355,21 @@ async fn reload_changes_the_udp_thread_count_without_a_gap() {
                     let proto = if i % 4 == 3 { Proto::Tcp } else { Proto::Udp };
                     let bytes = support::dns::message(name, A, None).to_vec().unwrap();
                     let sent = std::time::Instant::now();
-                    match support::dns::try_exchange_raw(proto, dns_addr, &bytes).await {
-                        Ok(_) => ok += 1,
-                        Err(e) => {
-                            lost.push(format!("#{i} {proto:?} after {:?}: {e}", sent.elapsed()))
+                    // Right means NOERROR with web-0's address, not any reply.
+                    let got = support::dns::try_exchange_raw(proto, dns_addr, &bytes)
+                        .await
+                        .map(|r| Message::from_vec(&r).map_err(|e| e.to_string()));
+                    match got {
+                        Ok(Ok(m))
+                            if m.metadata.response_code == ResponseCode::NoError
+                                && dns::ip_strings(&m) == ["10.0.0.1"] =>
+                        {
+                            ok += 1
                         }
+                        other => lost.push(format!(
+                            "#{i} {proto:?} after {:?}: {other:?}",
+                            sent.elapsed()
+                        )),
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -383,11 +399,224 @@ async fn reload_changes_the_udp_thread_count_without_a_gap() {
         assert!(ok >= 50, "only {ok} queries ran");
         assert!(
             lost.is_empty(),
-            "{} of {} queries unanswered: {lost:?}",
+            "{} of {} queries unanswered or wrong: {lost:?}",
             lost.len(),
             ok + lost.len()
         );
     })
     .await
     .expect("test timed out");
+}
+
+/// The namespace the server may read (a Role there), and one it may not.
+const SHOP: &str = "shop";
+const OTHER: &str = "other";
+/// `db-0.db.shop.svc.cluster.local`, at [`DB_0`].
+const DB_0_NAME: &str = "db-0.db.shop.svc.cluster.local";
+const DB_0: &str = "10.1.0.1";
+
+/// A fake API holding a headless service `db` with one pod in each of
+/// [`SHOP`] and [`OTHER`], and a Role granted in [`SHOP`] only: every
+/// request in [`OTHER`] gets 403.
+async fn rbac_cluster() -> FakeApi {
+    let mut objects = Vec::new();
+    for (ns, addr) in [(SHOP, DB_0), (OTHER, "10.2.0.1")] {
+        objects.extend([
+            k8s::headless_service(ns, "db", false),
+            k8s::statefulset(ns, "db", "db", 1),
+            k8s::endpoint_slice(ns, "db", &[k8s::ready("db-0", k8s::ip(addr))]),
+        ]);
+    }
+    let api = FakeApi::with_objects(objects).await;
+    let role = role(&[
+        ("", "services", &["list", "watch"]),
+        ("discovery.k8s.io", "endpointslices", &["list", "watch"]),
+        ("apps", "statefulsets", &["list", "watch"]),
+    ]);
+    api.grant(SHOP, &role);
+    api
+}
+
+/// A Kubernetes-source config reading `namespace` through `api`.
+fn k8s_config(dns: u16, admin: u16, api: &FakeApi, namespace: &str, sync_ms: u64) -> String {
+    format!(
+        "[dns]\nlisten = [\"127.0.0.1:{dns}\"]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:{admin}\"\nlameduck_ms = {}\n[source]\nkind = \"kubernetes\"\nkubeconfig = \"{}\"\nnamespaces = [\"{namespace}\"]\nreload_sync_timeout_ms = {sync_ms}\n",
+        LAMEDUCK.as_millis(),
+        api.kubeconfig().display()
+    )
+}
+
+/// Queries [`DB_0_NAME`] back to back (UDP, every 4th over TCP) until told
+/// to stop; returns how many were right (NOERROR, [`DB_0`]) and the wrong ones.
+fn db_0_checker(
+    dns: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    tokio::spawn(async move {
+        let (mut right, mut wrong) = (0usize, Vec::new());
+        let mut i = 0usize;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 200_000 {
+            let proto = if i % 4 == 3 { Proto::Tcp } else { Proto::Udp };
+            match dns::try_query(proto, dns, DB_0_NAME, A).await {
+                Ok(m)
+                    if m.metadata.response_code == ResponseCode::NoError
+                        && dns::ip_strings(&m) == [DB_0] =>
+                {
+                    right += 1
+                }
+                other => wrong.push(format!("#{i} over {proto:?}: {other:?}")),
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (right, wrong)
+    })
+}
+
+/// Resource requests the fake API got in `namespace`.
+fn requests_in(api: &FakeApi, namespace: &str) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| r.plural.is_some() && r.namespace.as_deref() == Some(namespace))
+        .count()
+}
+
+/// One value of the metrics page (`name{labels}`); `None` if absent.
+async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    let (_, body) = http::get(admin, "/metrics").await.ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A reload to namespaces the Role cannot read never syncs: after
+/// `reload_sync_timeout_ms` it fails with the reason in the log and the
+/// metric, the running configuration answers all along (never SERVFAIL),
+/// `/ready` stays 200 and the new engine stops asking the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_cannot_sync_fails_and_the_running_config_serves_on() {
+    within(Duration::from_secs(90), async {
+        let api = rbac_cluster().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        let (dns, admin) = (free_port(), free_port());
+        let (dns_addr, admin_addr) = (loopback(dns), loopback(admin));
+        std::fs::write(&cfg, k8s_config(dns, admin, &api, SHOP, 1500)).unwrap();
+        let mut server = serve(dir.path(), &cfg, Some("info"));
+        wait_answer(dns_addr, DB_0_NAME, "db-0 in shop", |m| {
+            dns::ip_strings(m) == [DB_0]
+        })
+        .await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checker = db_0_checker(dns_addr, std::sync::Arc::clone(&stop));
+
+        // To a namespace the Role does not cover: the new engine's lists
+        // get 403 and it never syncs.
+        std::fs::write(&cfg, k8s_config(dns, admin, &api, OTHER, 1500)).unwrap();
+        let log = reload_failure(dir.path()).await;
+        assert!(
+            log.contains("has not synced within 1.5s")
+                && log.contains("forbidden (403)")
+                && log.contains("in namespace \"other\""),
+            "the log names the timeout and the refusal:\n{log}"
+        );
+        assert!(requests_in(&api, OTHER) > 0, "the new engine asked");
+        assert_eq!(
+            metric(admin_addr, "headless_dns_reload_total{result=\"failed\"}").await,
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(admin_addr, "headless_dns_reload_last_successful").await,
+            Some(0.0)
+        );
+        let (status, body) = http::get(admin_addr, "/ready").await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "{\"ready\":true}"));
+
+        // The half-built engine is gone: no request in `other` for longer
+        // than its watchers' backoff (at most 1.6 s this early) would allow.
+        let asked = requests_in(&api, OTHER);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            requests_in(&api, OTHER),
+            asked,
+            "the dropped engine asks on"
+        );
+
+        // A reload that syncs still applies, and counts.
+        let good =
+            k8s_config(dns, admin, &api, SHOP, 1500).replace("threads = 1", "threads = 1\nttl = 9");
+        std::fs::write(&cfg, good).unwrap();
+        wait_answer(dns_addr, DB_0_NAME, "TTL 9 after a good reload", |m| {
+            m.answers.first().is_some_and(|r| r.ttl == 9)
+        })
+        .await;
+        assert_eq!(
+            metric(admin_addr, "headless_dns_reload_total{result=\"applied\"}").await,
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(admin_addr, "headless_dns_reload_last_successful").await,
+            Some(1.0)
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (right, wrong) = checker.await.unwrap();
+        assert!(right >= 100, "only {right} queries ran");
+        assert!(
+            wrong.is_empty(),
+            "{} of {} answers were wrong: {wrong:?}",
+            wrong.len(),
+            right + wrong.len()
+        );
+        server.signal("-TERM");
+        let status = eventually_within(Duration::from_secs(10), "the server to exit", || {
+            let exited = server.exited();
+            async move { exited.ok_or_else(|| "still running".to_string()) }
+        })
+        .await;
+        assert!(status.success(), "exit status {status:?}");
+    })
+    .await;
+}
+
+/// SIGTERM while a reload waits for a sync that will not come is honoured
+/// at once: the process exits 0 well within a pod's 30 s grace period
+/// instead of after the reload's wait (here 120 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_reload_exits_at_once() {
+    within(Duration::from_secs(90), async {
+        let api = rbac_cluster().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        let (dns, admin) = (free_port(), free_port());
+        let dns_addr = loopback(dns);
+        std::fs::write(&cfg, k8s_config(dns, admin, &api, SHOP, 120_000)).unwrap();
+        let mut server = serve(dir.path(), &cfg, Some("info"));
+        wait_answer(dns_addr, DB_0_NAME, "db-0 in shop", |m| {
+            dns::ip_strings(m) == [DB_0]
+        })
+        .await;
+        std::fs::write(&cfg, k8s_config(dns, admin, &api, OTHER, 120_000)).unwrap();
+        // The reload is under way once the new engine is refused in `other`.
+        eventually("the new engine to ask in `other`", || async {
+            match requests_in(&api, OTHER) {
+                0 => Err("no request yet".to_string()),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        let term = Instant::now();
+        server.signal("-TERM");
+        let status = eventually_within(Duration::from_secs(10), "the server to exit", || {
+            let exited = server.exited();
+            async move { exited.ok_or_else(|| "still running".to_string()) }
+        })
+        .await;
+        assert!(status.success(), "exit status {status:?}");
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        assert!(
+            log.contains("shutdown during a reload"),
+            "the shutdown cut the reload short:\n{log}"
+        );
+        eprintln!("exited {:?} after SIGTERM", term.elapsed());
+    })
+    .await;
 }

@@ -45,6 +45,27 @@ fn records_state(json: &str) -> serde_json::Value {
     v
 }
 
+/// `headless_dns_source_manifest_reads_total{result="<result>"}`.
+async fn manifest_reads(s: &TestServer, result: &str) -> u64 {
+    let (_, page) = http::get(s.admin, "/metrics").await.unwrap();
+    let series = format!("headless_dns_source_manifest_reads_total{{result=\"{result}\"}}");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
+}
+
+/// Waits until the file source has read a changed file `n` more times
+/// with `result` than `before`: the sign that it saw the change.
+async fn wait_for_reads(s: &TestServer, result: &str, before: u64, n: u64) {
+    support::eventually(&format!("{n} more {result} manifest reads"), || async {
+        match manifest_reads(s, result).await {
+            now if now >= before + n => Ok(()),
+            now => Err(format!("{} so far", now - before)),
+        }
+    })
+    .await
+}
+
 /// A broken file: bad YAML, then a bad field type. The last good state
 /// serves on (web-1 at 10.0.0.22), and the index does not change.
 async fn broken_files_change_nothing(s: &TestServer, path: &Path) {
@@ -53,9 +74,14 @@ async fn broken_files_change_nothing(s: &TestServer, path: &Path) {
         "apiVersion: v1\nkind: Service\nmetadata: [oops\n",
         &manifests("not-an-ip", false, false),
     ] {
+        let (invalid, loaded) = (
+            manifest_reads(s, "invalid").await,
+            manifest_reads(s, "loaded").await,
+        );
         rewrite(path, broken);
-        // Give the poller (50 ms) several rounds, then check nothing moved.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Once the source has read it (and found it broken), nothing moved.
+        wait_for_reads(s, "invalid", invalid, 1).await;
+        assert_eq!(manifest_reads(s, "loaded").await, loaded);
         assert_eq!(
             ip_strings(&s.query(Proto::Udp, WEB1, A).await),
             ["10.0.0.22"]
@@ -170,9 +196,11 @@ async fn an_object_in_two_files_is_served_from_the_last_one() {
             ["10.0.2.1"]
         );
 
-        // The first file's copy changes: still shadowed by the last file's.
+        // The first file's copy changes: still shadowed by the last file's
+        // once the source has loaded the change.
+        let loaded = manifest_reads(&s, "loaded").await;
         rewrite(&first, &one_pod(true, Some("10.0.1.9")));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_for_reads(&s, "loaded", loaded, 1).await;
         assert_eq!(
             ip_strings(&s.query(Proto::Udp, WEB0, A).await),
             ["10.0.2.1"]

@@ -1,9 +1,12 @@
 //! Zone transfers against the real server on loopback: AXFR of every zone
-//! (the records `export-zone` prints, SOA first and last, many messages for
-//! a big zone), IXFR from the journal (differences, one SOA, the whole zone
+//! (the records of a record list written by hand from the DNS spec, which
+//! `export-zone` prints too, SOA first and last, many messages for a big
+//! zone), IXFR from the journal (differences, one SOA, the whole zone
 //! for an unknown serial; over TCP and UDP), the access list, TSIG (bad
 //! keys get NOTAUTH and no records, good ones get every message signed),
-//! the bound on concurrent transfers and the cut-off of a stalled reader.
+//! the bound on concurrent transfers (IXFR differences included), the
+//! cut-off of a stalled reader, a long transfer at the connection bound
+//! (active while it progresses), and NOTIFY given up after five tries.
 //! Real secondaries (Knot, BIND) are in `transfer_secondaries.rs`.
 
 mod support;
@@ -86,8 +89,71 @@ fn exported_lines(config: &headless_dns::Config) -> Vec<String> {
     v
 }
 
+/// The cluster zone of `fixtures.yaml` without its SOA, written by hand
+/// from the Kubernetes DNS specification (schema 1.1.0), not by the code
+/// under test: what AXFR and `export-zone` must both give.
+const FIXTURES_ZONE: &[&str] = &[
+    // The zone's own records; the nameserver is the listen address.
+    "cluster.local. 5 IN NS ns.dns.cluster.local.",
+    "ns.dns.cluster.local. 5 IN A 127.0.0.1",
+    "dns-version.cluster.local. 28800 IN TXT 1.1.0",
+    // ClusterIP services: their addresses, an SRV per named port.
+    "api.default.svc.cluster.local. 5 IN A 10.96.0.10",
+    "api.default.svc.cluster.local. 5 IN AAAA fd00:96::10",
+    "_http._tcp.api.default.svc.cluster.local. 5 IN SRV 0 100 80 api.default.svc.cluster.local.",
+    "_dns._udp.api.default.svc.cluster.local. 5 IN SRV 0 100 53 api.default.svc.cluster.local.",
+    "multi.default.svc.cluster.local. 5 IN A 10.96.0.20",
+    "_pg._tcp.multi.default.svc.cluster.local. 5 IN SRV 0 100 5432 multi.default.svc.cluster.local.",
+    "_metrics._tcp.multi.default.svc.cluster.local. 5 IN SRV 0 100 9187 multi.default.svc.cluster.local.",
+    // Headless nginx: ready endpoints only (web-2 is not ready, web-3 is
+    // terminating), each by hostname, or by dashed address without one;
+    // an SRV per endpoint for the named port, none for the unnamed 8080.
+    "nginx.default.svc.cluster.local. 5 IN A 10.1.0.10",
+    "nginx.default.svc.cluster.local. 5 IN A 10.1.0.11",
+    "nginx.default.svc.cluster.local. 5 IN A 10.1.0.50",
+    "nginx.default.svc.cluster.local. 5 IN AAAA fd00::10",
+    "web-0.nginx.default.svc.cluster.local. 5 IN A 10.1.0.10",
+    "web-0.nginx.default.svc.cluster.local. 5 IN AAAA fd00::10",
+    "web-1.nginx.default.svc.cluster.local. 5 IN A 10.1.0.11",
+    "10-1-0-50.nginx.default.svc.cluster.local. 5 IN A 10.1.0.50",
+    "_web._tcp.nginx.default.svc.cluster.local. 5 IN SRV 0 33 80 web-0.nginx.default.svc.cluster.local.",
+    "_web._tcp.nginx.default.svc.cluster.local. 5 IN SRV 0 33 80 web-1.nginx.default.svc.cluster.local.",
+    "_web._tcp.nginx.default.svc.cluster.local. 5 IN SRV 0 33 80 10-1-0-50.nginx.default.svc.cluster.local.",
+    // publishNotReadyAddresses: the not-ready p-0 too, never the
+    // terminating p-1; no ports, no SRV. `empty` (no ready endpoint) has none.
+    "peers.default.svc.cluster.local. 5 IN A 10.1.2.1",
+    "p-0.peers.default.svc.cluster.local. 5 IN A 10.1.2.1",
+    // ExternalName services: a CNAME each, in-zone targets, dangling
+    // and looping ones included.
+    "ext.default.svc.cluster.local. 5 IN CNAME example.com.",
+    "alias.default.svc.cluster.local. 5 IN CNAME web-0.nginx.default.svc.cluster.local.",
+    "alias2.default.svc.cluster.local. 5 IN CNAME alias.default.svc.cluster.local.",
+    "toapi.default.svc.cluster.local. 5 IN CNAME api.default.svc.cluster.local.",
+    "dangling.default.svc.cluster.local. 5 IN CNAME gone.default.svc.cluster.local.",
+    "loop-a.default.svc.cluster.local. 5 IN CNAME loop-b.default.svc.cluster.local.",
+    "loop-b.default.svc.cluster.local. 5 IN CNAME loop-a.default.svc.cluster.local.",
+];
+
+/// The IPv4 reverse zone of `fixtures.yaml` without its SOA and NS: a PTR
+/// for each address a name above has, to that name (by hand too).
+const FIXTURES_IN_ADDR: &[&str] = &[
+    "10.0.1.10.in-addr.arpa. 5 IN PTR web-0.nginx.default.svc.cluster.local.",
+    "11.0.1.10.in-addr.arpa. 5 IN PTR web-1.nginx.default.svc.cluster.local.",
+    "50.0.1.10.in-addr.arpa. 5 IN PTR 10-1-0-50.nginx.default.svc.cluster.local.",
+    "1.2.1.10.in-addr.arpa. 5 IN PTR p-0.peers.default.svc.cluster.local.",
+    "10.0.96.10.in-addr.arpa. 5 IN PTR api.default.svc.cluster.local.",
+    "20.0.96.10.in-addr.arpa. 5 IN PTR multi.default.svc.cluster.local.",
+];
+
+/// `lines`, sorted, as `lines_without_soa` gives records.
+fn sorted(lines: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = lines.iter().map(|l| l.to_ascii_lowercase()).collect();
+    v.sort();
+    v
+}
+
 #[tokio::test]
-async fn axfr_of_every_zone_is_what_export_zone_prints() {
+async fn axfr_of_every_zone_is_the_zone_written_by_hand() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let s = TestServer::with_manifests(FIXTURES, allow_loopback).await;
         let t = tcp(s.dns, request(ZONE, RecordType::AXFR, None), None).await;
@@ -99,14 +165,21 @@ async fn axfr_of_every_zone_is_what_export_zone_prints() {
         assert_eq!(soa_serial(first), Some(serial(&s).await));
         assert_eq!(soa_serial(first), soa_serial(last));
         assert!(t.messages.iter().all(|m| m.metadata.authoritative));
+        // The records, against a list written by hand; `export-zone`
+        // prints the same.
+        assert_eq!(t.lines_without_soa(), sorted(FIXTURES_ZONE));
         let mut config = support::server::test_config(vec![s.manifest_path()]);
         allow_loopback(&mut config);
-        let exported = exported_lines(&config);
-        assert!(exported.len() > 20, "{exported:?}");
-        assert_eq!(t.lines_without_soa(), exported);
+        assert_eq!(exported_lines(&config), sorted(FIXTURES_ZONE));
 
         // The reverse zones: every address the query path answers a PTR for.
         let v4 = tcp(s.dns, request("in-addr.arpa", RecordType::AXFR, None), None).await;
+        let v4_ptrs: Vec<String> = v4
+            .lines_without_soa()
+            .into_iter()
+            .filter(|l| l.contains(" ptr "))
+            .collect();
+        assert_eq!(v4_ptrs, sorted(FIXTURES_IN_ADDR));
         let v6 = tcp(s.dns, request("ip6.arpa", RecordType::AXFR, None), None).await;
         let ptrs: Vec<_> = v4
             .records()
@@ -462,6 +535,283 @@ async fn a_stalled_reader_is_cut_off_and_transfers_are_bounded() {
             Some(RecordType::SOA),
             "the stalled reader got the whole zone ({} bytes)",
             rest.len()
+        );
+        s.stop().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// The whole length-prefixed messages in `bytes` (a TCP stream as read).
+fn framed_messages(bytes: &[u8]) -> Vec<hickory_proto::op::Message> {
+    let (mut at, mut out) = (0, Vec::new());
+    while let Some(len) = bytes
+        .get(at..at + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    {
+        let Some(m) = bytes.get(at + 2..at + 2 + len) else {
+            break;
+        };
+        out.push(hickory_proto::op::Message::from_vec(m).unwrap());
+        at += 2 + len;
+    }
+    out
+}
+
+/// A TCP connection with a 4 KiB receive buffer that has asked for the
+/// zone: what the server writes beyond the kernel's buffers waits for it.
+async fn slow_axfr(server: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut c = sock.connect(server).await.unwrap();
+    let bytes = request(ZONE, RecordType::AXFR, None).to_vec().unwrap();
+    c.write_all(&support::dns::framed(&bytes)).await.unwrap();
+    c
+}
+
+/// Waits until the metrics page shows `series` at `want`.
+async fn wait_metric(s: &TestServer, series: &str, want: f64) {
+    support::eventually(&format!("{series} at {want}"), || async {
+        match metric(s, series).await {
+            v if v == want => Ok(()),
+            v => Err(format!("{v}")),
+        }
+    })
+    .await
+}
+
+/// A server on the manifest files `files` (name, text), with `tweak`
+/// applied, once ready: big zones take a while to load in a debug build
+/// beside the other tests, so the wait is longer than [`support::WAIT`].
+async fn big_server(
+    files: &[(&str, &str)],
+    tweak: impl FnOnce(&mut headless_dns::Config),
+) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<_> = files
+        .iter()
+        .map(|(name, text)| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let mut c = support::server::test_config(paths);
+    tweak(&mut c);
+    let s = TestServer::spawn(c);
+    support::eventually_within(Duration::from_secs(60), "/ready to be 200", || async {
+        match http::get(s.admin, "/ready").await {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    (s, dir)
+}
+
+/// IXFR differences take one of the `max_concurrent` slots as AXFR does:
+/// with the only slot held by a transfer, an IXFR that would send
+/// differences is REFUSED over TCP and UDP (counted as busy), one that
+/// needs only the SOA is answered, and once the slot is free the
+/// differences come.
+#[tokio::test]
+async fn ixfr_beyond_max_concurrent_is_refused_like_axfr() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        // The big zone in a file of its own: the change below re-reads
+        // only the small one.
+        let big = big_service(40_000);
+        let files = [("big.yaml", big.as_str()), ("fixtures.yaml", FIXTURES)];
+        let (s, dir) = big_server(&files, |c| {
+            allow_loopback(c);
+            c.transfer.max_concurrent = 1;
+        })
+        .await;
+        let before = serial(&s).await;
+        rewrite(
+            &dir.path().join("fixtures.yaml"),
+            &FIXTURES.replace("10.1.0.11", "10.1.0.99"),
+        );
+        s.wait_for(
+            "web-1.nginx.default.svc.cluster.local",
+            RecordType::A,
+            "web-1 at its new address",
+            |m| support::dns::ip_strings(m) == ["10.1.0.99"],
+        )
+        .await;
+        let now = serial(&s).await;
+
+        // A reader that takes nothing holds the only slot.
+        let stalled = slow_axfr(s.dns).await;
+        let axfr = "headless_dns_transfer_requests_total{kind=\"axfr\"}";
+        wait_metric(&s, axfr, 1.0).await;
+        for t in [
+            tcp(s.dns, request(ZONE, RecordType::IXFR, Some(before)), None).await,
+            udp(s.dns, request(ZONE, RecordType::IXFR, Some(before)), None).await,
+        ] {
+            assert_eq!(t.rcode(), ResponseCode::Refused);
+            assert!(t.records().is_empty(), "{:?}", t.records());
+        }
+        let busy = "headless_dns_transfer_refused_total{reason=\"busy\"}";
+        assert_eq!(metric(&s, busy).await, 2.0);
+        // Already current: one SOA, no slot needed.
+        let t = tcp(s.dns, request(ZONE, RecordType::IXFR, Some(now)), None).await;
+        assert_eq!(t.rcode(), ResponseCode::NoError);
+        assert_eq!(t.records().len(), 1);
+        assert_eq!(soa_serial(&t.records()[0]), Some(now));
+
+        // The slot comes free with the reader gone: the differences come.
+        drop(stalled);
+        let t = support::eventually("the slot to come free", || async {
+            let t = tcp(s.dns, request(ZONE, RecordType::IXFR, Some(before)), None).await;
+            match t.rcode() {
+                ResponseCode::NoError => Ok(t),
+                rcode => Err(format!("{rcode:?}")),
+            }
+        })
+        .await;
+        let r = t.records();
+        let serials: Vec<_> = r.iter().map(soa_serial).collect();
+        assert_eq!(serials[..2], [Some(now), Some(before)]);
+        assert_eq!(r.len(), 8, "SOA, SOA, 2 removed, SOA, 2 added, SOA: {r:?}");
+        s.stop().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// The most a kernel send buffer holds here (`tcp_wmem`'s maximum): a
+/// reader that has taken more than this since some moment knows the server
+/// wrote after it.
+fn max_send_buffer() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
+/// At `tcp_max_connections` a new client takes the place of the least
+/// recently active connection: a long AXFR to a slow reader is active with
+/// every message it takes, so a connection idle since before then goes
+/// instead and the transfer completes.
+#[tokio::test]
+async fn a_long_transfer_that_progresses_is_not_closed_first_at_the_connection_bound() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // ~160 bytes each: a zone of ~11 MB, more than twice what the kernel
+        // buffers, so the transfer is still being written when it matters.
+        const PODS: usize = 70_000;
+        let big = big_service(PODS);
+        let (s, _dir) = big_server(&[("big.yaml", big.as_str())], |c| {
+            allow_loopback(c);
+            c.dns.tcp_max_connections = 2;
+        })
+        .await;
+        let mut slow = slow_axfr(s.dns).await;
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        // The transfer is under way.
+        while got.len() < 64 << 10 {
+            let n = slow.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed after {} bytes", got.len());
+            got.extend_from_slice(&chunk[..n]);
+        }
+        // Another client asks once, then idles.
+        let mut idle = tokio::net::TcpStream::connect(s.dns).await.unwrap();
+        let q = message(ZONE, RecordType::SOA, None).to_vec().unwrap();
+        idle.write_all(&support::dns::framed(&q)).await.unwrap();
+        assert!(support::dns::read_framed(&mut idle).await.is_some());
+        // The transfer goes on past that query: more than the kernel can
+        // have held for it, so the server has written since.
+        let mark = got.len() + max_send_buffer() + (64 << 10);
+        while got.len() < mark {
+            let n = slow.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed after {} bytes", got.len());
+            got.extend_from_slice(&chunk[..n]);
+        }
+        // A third client: the idle connection makes room, not the transfer.
+        let m = exchange(Proto::Tcp, s.dns, &message(ZONE, RecordType::SOA, None)).await;
+        assert_eq!(m.answers.len(), 1);
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0))),
+            "the idle connection was closed: {closed:?}"
+        );
+        let at_third = got.len();
+        slow.read_to_end(&mut got).await.unwrap();
+        eprintln!(
+            "{} bytes, {at_third} read when the third client came",
+            got.len()
+        );
+        // Still being written then (the kernel could not hold the rest), and
+        // complete now.
+        assert!(
+            got.len() - at_third > max_send_buffer(),
+            "the zone is too small to tell"
+        );
+        let messages = framed_messages(&got);
+        let last = messages.last().unwrap().answers.last().unwrap();
+        assert_eq!(
+            last.record_type(),
+            RecordType::SOA,
+            "the transfer completed"
+        );
+        let count = |rt| {
+            let of_type = |m: &hickory_proto::op::Message| {
+                m.answers.iter().filter(|r| r.record_type() == rt).count()
+            };
+            messages.iter().map(of_type).sum::<usize>()
+        };
+        assert_eq!(count(RecordType::SOA), 2);
+        // The service's addresses, each endpoint's, ns.dns's; an SRV each.
+        assert_eq!(count(RecordType::A), 2 * PODS + 1);
+        assert_eq!(count(RecordType::SRV), PODS);
+        s.stop().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// A secondary that never answers gets each NOTIFY five times (waits of
+/// 0.5 s doubling, ~15 s in all), then it is given up and counted as
+/// failed: its SOA refresh is the backstop, as with BIND and Knot.
+#[tokio::test]
+async fn a_notify_nobody_answers_is_sent_five_times_then_given_up() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target = silent.local_addr().unwrap();
+        // The first synced serial is announced for every zone.
+        let s = TestServer::with_manifests(FIXTURES, |c| {
+            allow_loopback(c);
+            c.transfer.notify = vec![target];
+        })
+        .await;
+        let zones = ["cluster.local.", "in-addr.arpa.", "ip6.arpa."];
+        let failed = "headless_dns_transfer_notify_total{result=\"failed\"}";
+        support::eventually_within(Duration::from_secs(45), "every NOTIFY given up", || async {
+            match metric(&s, failed).await {
+                n if n == zones.len() as f64 => Ok(()),
+                n => Err(format!("{n} given up")),
+            }
+        })
+        .await;
+        silent.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut sent: Vec<String> = Vec::new();
+        while let Ok(n) = silent.recv(&mut buf) {
+            let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+            assert_eq!(m.op_code, hickory_proto::op::OpCode::Notify);
+            sent.push(m.queries[0].name().to_ascii());
+        }
+        for zone in zones {
+            let tries = sent.iter().filter(|z| *z == zone).count();
+            assert_eq!(tries, 5, "NOTIFYs for {zone}: {sent:?}");
+        }
+        assert_eq!(
+            metric(&s, "headless_dns_transfer_notify_total{result=\"sent\"}").await,
+            15.0
         );
         s.stop().await;
     })

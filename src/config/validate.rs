@@ -109,6 +109,9 @@ impl SourceConfig {
         if self.poll_interval_ms == 0 {
             problems.push("source.poll_interval_ms: must be at least 1".into());
         }
+        if self.reload_sync_timeout_ms == 0 {
+            problems.push("source.reload_sync_timeout_ms: must be at least 1".into());
+        }
         problems
     }
 }

@@ -264,8 +264,7 @@ async fn tcp_connection(
             Outcome::Reply => {}
             Outcome::Drop => continue,
             Outcome::Transfer => {
-                transfer(&mut stream, answerer, &buf, idle).await?;
-                conn.last_active.store(conns.now(), Ordering::Relaxed);
+                transfer(&mut stream, answerer, &buf, idle, (conns, conn)).await?;
                 continue;
             }
             outcome @ (Outcome::Forward | Outcome::Chase) => {
@@ -304,12 +303,15 @@ async fn tcp_connection(
 
 /// Writes every message of a zone transfer (or a signed reply) handed over by
 /// the answerer. Each message must be taken within the idle timeout, so a
-/// reader that stalls mid-transfer is cut off like any stalled client.
+/// reader that stalls mid-transfer is cut off like any stalled client; each
+/// one taken counts as activity, so a long transfer that progresses is not
+/// the first closed at the connection bound.
 async fn transfer(
     stream: &mut TcpStream,
     answerer: &Answerer,
     packet: &[u8],
     idle: Duration,
+    (conns, conn): (&Conns, &Conn),
 ) -> std::io::Result<()> {
     let (Some(service), Ok(peer)) = (answerer.transfers(), stream.peer_addr()) else {
         answerer.stats().dropped();
@@ -332,6 +334,7 @@ async fn transfer(
         tokio::time::timeout(idle, stream.write_all(&framed))
             .await
             .map_err(|_| std::io::Error::new(ErrorKind::TimedOut, "write timed out"))??;
+        conn.last_active.store(conns.now(), Ordering::Relaxed);
     }
     if first {
         answerer.stats().dropped();

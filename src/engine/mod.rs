@@ -11,8 +11,8 @@ mod listeners;
 
 use std::future::Future;
 use std::net::{TcpListener, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -30,6 +30,7 @@ use crate::fault::Fault;
 use crate::index::{Index, IndexWriter, Kind, SourceEvent, ZoneSettings};
 use crate::sources::file::{ManifestReader, Manifests};
 use crate::sources::sim::{SharedSim, Sim, SimHandle};
+use crate::telemetry::ReloadStats;
 use crate::{admin, dns, history, sources, telemetry, transfer};
 
 /// Runs the server on `listeners` until `shutdown` completes.
@@ -76,6 +77,10 @@ pub(crate) struct Engine {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
     synced: oneshot::Receiver<()>,
+    /// The API permissions its Kubernetes source is refused.
+    access: sources::access::Access,
+    /// Its index, once built: what a reload that timed out reports.
+    index: Arc<OnceLock<Index>>,
 }
 
 /// How a new engine's wait for its first sync ended.
@@ -92,11 +97,13 @@ impl Engine {
     /// Starts `config` on `listeners`. With `previous` (the running engine and
     /// its configuration) the simulated cluster carries over when the
     /// simulator's own settings did not change, so a reload keeps every
-    /// simulated pod's name, IP and readiness.
+    /// simulated pod's name, IP and readiness. Its metrics page shows
+    /// `reloads`, the process's.
     pub(crate) fn start(
         config: Config,
         listeners: Listeners,
         previous: Option<(&Engine, &Config)>,
+        reloads: Arc<ReloadStats>,
     ) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let (synced_tx, synced) = oneshot::channel();
@@ -115,11 +122,16 @@ impl Engine {
         }
         let lameduck = Arc::new(AtomicBool::new(true));
         let drain_udp = Arc::new(AtomicBool::new(true));
+        let access = sources::access::Access::default();
+        let index = Arc::new(OnceLock::new());
         let handover = Handover {
             synced: Some(synced_tx),
             go_live: go_live.clone(),
             lameduck: Arc::clone(&lameduck),
             drain_udp: Arc::clone(&drain_udp),
+            access: access.clone(),
+            index: Arc::clone(&index),
+            reloads,
         };
         let shutdown = async {
             let _ = stopped.await;
@@ -139,6 +151,8 @@ impl Engine {
             stop: Some(stop),
             task,
             synced,
+            access,
+            index,
         }
     }
 
@@ -156,6 +170,32 @@ impl Engine {
         match self.task.await {
             Ok(Err(e)) => e.to_string(),
             _ => "the new engine stopped".into(),
+        }
+    }
+
+    /// Why the engine has not synced yet, as well as it can tell: the API
+    /// permissions refused, else failed requests to the API server.
+    pub(crate) fn unsynced_reason(&self) -> String {
+        if let Some(refused) = self.access.problem() {
+            return refused;
+        }
+        let failed: u64 = self.index.get().map_or(0, |i| {
+            let errors = &i.stats().source_errors;
+            errors.iter().map(|e| e.load(Ordering::Relaxed)).sum()
+        });
+        if failed > 0 {
+            format!("{failed} requests to the API server failed (unreachable or failing)")
+        } else {
+            "its sources have not completed their first list".into()
+        }
+    }
+
+    /// Stops an engine that never went live (a reload that failed or was
+    /// overtaken by a shutdown): no lameduck delay, and an error of its
+    /// own is only logged, as it served nobody.
+    pub(crate) async fn discard(self) {
+        if let Err(e) = self.retire(true).await {
+            warn!(error = %e, "the discarded configuration's engine stopped with an error");
         }
     }
 
@@ -207,6 +247,12 @@ struct Handover {
     /// Whether stopping UDP threads answer what their sockets hold queued
     /// (see [`Engine::retire`]).
     drain_udp: Arc<AtomicBool>,
+    /// Where the Kubernetes source records refused permissions.
+    access: sources::access::Access,
+    /// Set to the engine's index once it is built.
+    index: Arc<OnceLock<Index>>,
+    /// The process's reload counters, for the metrics page.
+    reloads: Arc<ReloadStats>,
 }
 
 impl Default for Handover {
@@ -219,6 +265,9 @@ impl Default for Handover {
             go_live,
             lameduck: Arc::new(AtomicBool::new(true)),
             drain_udp: Arc::new(AtomicBool::new(true)),
+            access: sources::access::Access::default(),
+            index: Arc::default(),
+            reloads: Arc::default(),
         }
     }
 }
@@ -271,6 +320,9 @@ async fn run_engine(
         go_live,
         lameduck,
         drain_udp,
+        access,
+        index: built,
+        reloads,
     } = handover;
     config.validate()?;
     // Built first (it reads a resolv.conf named in the config): an engine
@@ -278,15 +330,23 @@ async fn run_engine(
     let forwarder = forwarder(&config)?;
     let tasks = Tasks::default();
     let (index, events, transfers, history) = start_index(&config, &tasks)?;
-    let access = sources::access::Access::default();
-    let sim_handle = start_source(&config, sim, &index, events, access.clone(), &tasks).await?;
+    let _ = built.set(index.clone());
+    let mut shutdown = std::pin::pin!(shutdown);
+    // A shutdown while the source starts (a reload given up) stops at once.
+    let started = tokio::select! {
+        r = start_source(&config, sim, &index, events, access.clone(), &tasks) => r,
+        _ = &mut shutdown => {
+            tasks.finish().await;
+            return Ok(());
+        }
+    };
+    let sim_handle = started?;
     announce_first_sync(index.clone(), synced, &tasks);
     let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
     if let Some(t) = transfers {
         answerer = answerer.with_transfers(t);
     }
     let answerer = Arc::new(answerer);
-    let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         _ = go_live.cancelled() => {}
         _ = &mut shutdown => {
@@ -313,7 +373,7 @@ async fn run_engine(
             history,
             sim: sim_handle,
             dns: Arc::clone(&answerer),
-            metrics: Arc::new(telemetry::Metrics::default()),
+            metrics: Arc::new(telemetry::Metrics::new(reloads)),
             forward: forwarder.as_ref().map(|f| f.stats()),
             draining: Arc::clone(&draining),
             fault: tasks.fault.clone(),
@@ -442,7 +502,7 @@ async fn start_source(
             tasks.spawn_watched(
                 "the file source",
                 sources::file::run(
-                    ManifestReader::new(manifests),
+                    ManifestReader::new(manifests).counting(index.clone()),
                     Duration::from_millis(config.source.poll_interval_ms),
                     sim,
                     events,

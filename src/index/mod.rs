@@ -199,7 +199,14 @@ pub struct IndexStats {
     pub answer_ns: AtomicU64,
     /// Failed list or watch requests of the Kubernetes source, by kind.
     pub source_errors: [AtomicU64; 5],
+    /// Manifest files read after a change, by result (see
+    /// [`MANIFEST_READ_RESULTS`]).
+    pub manifest_reads: [AtomicU64; 3],
 }
+
+/// The `result` label values of [`IndexStats::manifest_reads`]: applied,
+/// broken (its last good content keeps serving), could not be read.
+pub const MANIFEST_READ_RESULTS: [&str; 3] = ["loaded", "invalid", "unreadable"];
 
 /// The `type` label values of [`IndexStats::events_by`].
 pub const EVENT_TYPES: [&str; 4] = ["reset", "upsert", "remove", "synced"];

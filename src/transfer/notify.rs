@@ -3,10 +3,14 @@
 //!
 //! The recorder marks changed zones; this task sends at most one round per
 //! 200 ms (changes inside that window share one NOTIFY per zone and
-//! secondary), each NOTIFY retried with a growing timeout until the secondary
-//! answers. A newer NOTIFY for the same zone and secondary replaces one still
-//! being retried. Signed with `notify_key` when set, and the answer's
-//! signature checked.
+//! secondary), each NOTIFY sent up to `ATTEMPTS` times with a growing
+//! timeout until the secondary answers, then given up (counted as failed).
+//! Giving up is what BIND and Knot do too: NOTIFY only hastens a transfer,
+//! the secondary's SOA refresh timer is what guarantees one, and a
+//! secondary that is gone for good would otherwise be asked forever. A
+//! newer NOTIFY for the same zone and secondary replaces one still being
+//! retried. Signed with `notify_key` when set, and the answer's signature
+//! checked.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

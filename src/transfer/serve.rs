@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::{DNSClass, RData, RecordType};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use super::journal::Since;
@@ -267,12 +268,22 @@ impl Request<'_> {
         debug!(peer = %self.peer, zone, kind = crate::dns::handoff::TRANSFER_KINDS[kind], serial, "zone transfer");
     }
 
+    /// One of the `max_concurrent` transfer slots, if one is free.
+    fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.shared.slots).try_acquire_owned().ok()
+    }
+
+    /// REFUSED: every transfer slot is taken (the secondary retries).
+    fn busy(self) -> Messages {
+        self.shared.stats.refused[Refusal::Busy as usize].fetch_add(1, Ordering::Relaxed);
+        debug!(peer = %self.peer, "zone transfer refused: max_concurrent reached");
+        one(&self.head, Rcode::Refused as u8, &[], self.chain)
+    }
+
     /// The whole zone (AXFR, or an AXFR-style IXFR answer).
     fn axfr(self, kind: usize) -> Messages {
-        let Ok(permit) = Arc::clone(&self.shared.slots).try_acquire_owned() else {
-            self.shared.stats.refused[Refusal::Busy as usize].fetch_add(1, Ordering::Relaxed);
-            debug!(peer = %self.peer, "zone transfer refused: max_concurrent reached");
-            return one(&self.head, Rcode::Refused as u8, &[], self.chain);
+        let Some(permit) = self.slot() else {
+            return self.busy();
         };
         let Some((serial, views)) = snapshot(self.shared) else {
             debug!(peer = %self.peer, "no consistent snapshot of the zone: SERVFAIL");
@@ -299,8 +310,13 @@ impl Request<'_> {
     /// RFC 1995 §4: the differences since `client`, one SOA when it is
     /// current, the whole zone when the journal does not reach back to it.
     /// Over UDP, what does not fit in `payload` becomes the current SOA alone
-    /// (the client then asks over TCP).
+    /// (the client then asks over TCP). Differences and the whole zone take
+    /// a transfer slot like an AXFR (REFUSED when none is free); one SOA
+    /// does not.
     fn ixfr(self, client: u32, payload: u16) -> Messages {
+        // Taken before the journal is read, so a refused IXFR copies nothing
+        // out of it; given back at once when the answer is one SOA.
+        let slot = self.slot();
         let since = {
             let journal = self
                 .shared
@@ -319,7 +335,10 @@ impl Request<'_> {
                 self.count(Served::IxfrFull as usize, current);
                 return one(&self.head, 0, &[self.soa(current)], self.chain);
             }
-            (Since::Unknown, _) => return self.axfr(Served::IxfrFull as usize),
+            (Since::Unknown, _) => {
+                drop(slot);
+                return self.axfr(Served::IxfrFull as usize);
+            }
             (
                 Since::Diff {
                     current,
@@ -328,6 +347,9 @@ impl Request<'_> {
                 },
                 _,
             ) => (removed, added, current),
+        };
+        let Some(slot) = slot else {
+            return self.busy();
         };
         let soa = self.soa(current);
         let mut records = Vec::with_capacity(removed.len() + added.len() + 4);
@@ -354,7 +376,7 @@ impl Request<'_> {
             records.into_iter(),
             limit,
             self.chain,
-            None,
+            Some(slot),
         ))
     }
 }

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::io::BufRead;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
@@ -22,7 +23,7 @@ use tracing::{info, warn};
 
 use super::layers::{Fallout, Key, Layers};
 use super::{DEMO, DEMO_NAME, Documents, Manifests, default_namespace, parse_document};
-use crate::index::{Kind, Object, SourceEvent};
+use crate::index::{Index, Kind, Object, SourceEvent};
 use crate::sources::ObjectMap;
 use crate::sources::sim::{SharedSim, Sim, SimCommands};
 
@@ -54,6 +55,17 @@ pub struct ManifestReader {
     files: Vec<FileState>,
     layers: Layers,
     hasher: std::hash::RandomState,
+    /// Where reads are counted (`IndexStats::manifest_reads`), if anywhere.
+    counted: Option<Index>,
+}
+
+/// What one read of a changed file came to: an index into
+/// [`crate::index::MANIFEST_READ_RESULTS`].
+#[derive(Clone, Copy)]
+enum ReadResult {
+    Loaded,
+    Invalid,
+    Unreadable,
 }
 
 impl ManifestReader {
@@ -69,6 +81,19 @@ impl ManifestReader {
             // One layer per file and the simulator's on top.
             layers: Layers::new(count + 1),
             hasher: std::hash::RandomState::new(),
+            counted: None,
+        }
+    }
+
+    /// Counts every read of a changed file in `index`'s stats, by result.
+    pub fn counting(mut self, index: Index) -> Self {
+        self.counted = Some(index);
+        self
+    }
+
+    fn count(&self, result: ReadResult) {
+        if let Some(index) = &self.counted {
+            index.stats().manifest_reads[result as usize].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -136,29 +161,32 @@ impl ManifestReader {
         let file = &mut self.files[i];
         file.seen = true;
         let unreadable = std::mem::replace(&mut file.unreadable, read.is_err());
-        match read {
+        let (apply, result) = match read {
             Err(e) => {
-                if !unreadable {
-                    warn!(path = %name, error = %e, "cannot read manifest file; keeping its last good content");
-                }
                 file.stamp = None;
-                false
+                if unreadable {
+                    return false;
+                }
+                warn!(path = %name, error = %e, "cannot read manifest file; keeping its last good content");
+                (false, ReadResult::Unreadable)
             }
             Ok((digest, _)) if file.digest == Some(digest) => {
                 file.stamp = stamp;
-                false
+                return false;
             }
             Ok((digest, Err(e))) => {
                 warn!(error = %e, "manifest file is invalid; keeping its last good content");
                 (file.stamp, file.digest) = (stamp, Some(digest));
-                false
+                (false, ReadResult::Invalid)
             }
             Ok((digest, Ok(()))) => {
                 (file.stamp, file.digest) = (stamp, Some(digest));
                 info!(path = %name, objects = count, "manifest file loaded");
-                true
+                (true, ReadResult::Loaded)
             }
-        }
+        };
+        self.count(result);
+        apply
     }
 
     /// The apply pass of file `i`: sends what changed, then what it no
