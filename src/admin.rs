@@ -4,6 +4,13 @@
 //! Built as `fn router(..) -> Router` apart from any socket, so tests can call
 //! it directly and the binary serves it on the admin listener (127.0.0.1 by
 //! default). Nothing here is on the DNS query path.
+//!
+//! Two doors: `/health`, `/ready` and `/metrics` answer whoever reaches the
+//! listener (the kubelet, Prometheus); `/`, `/records` and `/sim/...` are
+//! behind the [`gate`] (loopback clients, or the `[admin] token_file`
+//! token, per `[admin] require_token`). The router needs the peer address:
+//! serve it with `into_make_service_with_connect_info::<SocketAddr>()`
+//! (without it every client counts as beyond loopback).
 
 use axum::Json;
 use axum::Router;
@@ -23,9 +30,11 @@ use crate::index::{Index, ObjectKey};
 use crate::sources::sim::{SimCommand, SimError, SimHandle};
 use crate::telemetry::Metrics;
 
+pub mod gate;
 mod records;
 
-pub use records::{EndpointJson, OrdinalJson, ServiceJson, StatefulSetJson};
+pub use gate::Gate;
+pub use records::{EndpointJson, OrdinalJson, PENDING_LISTED, ServiceJson, StatefulSetJson};
 
 /// The record browser: per headless service its StatefulSets' ordinals and
 /// every name's address history, the change timeline and a chart, refreshed
@@ -54,19 +63,27 @@ pub struct AdminState {
     /// API permissions the Kubernetes source is refused: readiness answers
     /// 503 naming them while any is.
     pub access: crate::sources::access::Access,
+    /// Who may read the records and drive the simulator.
+    pub gate: Arc<Gate>,
 }
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
+    let gated = Router::new()
         .route("/", get(|| async { axum::response::Html(PAGE) }))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
         .route("/records", get(records::records))
-        .route("/metrics", get(metrics))
         .route("/sim/statefulsets/{ns}/{name}/scale", post(sim::<Scale>))
         .route("/sim/pods/{ns}/{name}/delete", post(sim::<DeletePod>))
         .route("/sim/pods/{ns}/{name}/ready", post(sim::<SetReady>))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.gate),
+            gate::guard,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(gated)
         .with_state(state)
 }
 

@@ -76,7 +76,8 @@ fn config(args: &ServeArgs, errors: &mut Vec<String>) -> Option<Config> {
         }
     }
     let found = match merge(args) {
-        Ok(c) => match c.validate() {
+        // Valid, and the token file (if any) holds a token, as at a start.
+        Ok(mut c) => match c.validate().and_then(|()| c.read_admin_token()) {
             Ok(()) => return Some(c),
             e => problems(e),
         },

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, LogFormat, SourceKind};
+use crate::config::{Config, LogFormat, RequireToken, SourceKind};
 
 /// What `--version` prints: the crate version, the git commit it was built
 /// from and the cargo profile (dist, release or debug); see `build.rs`.
@@ -53,9 +53,13 @@ pub enum Command {
         /// Admin address of the server (default: the configured one).
         #[arg(long, env = "HEADLESS_DNS_ADMIN", global = true)]
         admin: Option<SocketAddr>,
-        /// Config file to take the admin address from.
+        /// Config file to take the admin address (and token file) from.
         #[arg(long, env = "HEADLESS_DNS_CONFIG", global = true)]
         config: Option<PathBuf>,
+        /// File with the admin bearer token, sent when given (default: the
+        /// config's `[admin] token_file`).
+        #[arg(long, env = "HEADLESS_DNS_ADMIN_TOKEN_FILE", global = true)]
+        token_file: Option<PathBuf>,
         /// What to do.
         #[command(subcommand)]
         op: SimOp,
@@ -105,6 +109,12 @@ pub struct ServeArgs {
     /// Admin HTTP listen address ("none" to disable).
     #[arg(long, env = "HEADLESS_DNS_ADMIN")]
     admin: Option<String>,
+    /// File with the bearer token /records, the page and /sim ask for.
+    #[arg(long, env = "HEADLESS_DNS_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Who must show the token: beyond-loopback, always or never.
+    #[arg(long, env = "HEADLESS_DNS_ADMIN_REQUIRE_TOKEN")]
+    admin_require_token: Option<RequireToken>,
     /// Cluster domain.
     #[arg(long, env = "HEADLESS_DNS_ZONE")]
     zone: Option<String>,
@@ -139,10 +149,12 @@ pub struct ServeArgs {
     log_format: Option<LogFormat>,
 }
 
-/// The configuration `args` describe, validated.
+/// The configuration `args` describe, validated, with the admin token read
+/// from its file.
 pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
-    let c = merge(args)?;
+    let mut c = merge(args)?;
     c.validate()?;
+    c.read_admin_token()?;
     Ok(c)
 }
 
@@ -164,6 +176,13 @@ pub fn merge(args: &ServeArgs) -> anyhow::Result<Config> {
                     .with_context(|| format!("--admin: {a:?} is not an address:port"))?,
             ),
         };
+    }
+    if let Some(f) = &args.admin_token_file {
+        // "" (an empty environment variable) unsets it.
+        c.admin.token_file = Some(f.clone()).filter(|f| !f.as_os_str().is_empty());
+    }
+    if let Some(r) = args.admin_require_token {
+        c.admin.require_token = r;
     }
     if let Some(z) = &args.zone {
         c.dns.zone = z.clone();

@@ -382,6 +382,73 @@ pub struct AdminConfig {
     pub history_names: usize,
     /// Record browser: index changes kept in the timeline.
     pub history_changes: usize,
+    /// A file holding the bearer token that `/records`, the page and
+    /// `/sim` ask for (see `require_token`); unset = no token.
+    pub token_file: Option<PathBuf>,
+    /// Which clients `/records`, the page and `/sim` ask for the token.
+    pub require_token: RequireToken,
+    /// The token `token_file` held when the configuration was loaded
+    /// ([`Config::read_admin_token`]): part of the configuration, so that
+    /// a reload notices a rotated token. Never in the file itself.
+    #[serde(skip)]
+    pub token: Option<AdminToken>,
+}
+
+/// Which clients of the admin listener must show `[admin] token_file`'s
+/// token for what DNS would not tell them (`/records`, the page, `/sim`).
+/// `/health`, `/ready` and `/metrics` never ask: the kubelet and Prometheus
+/// reach them. Clients are told apart by the connection's peer address.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequireToken {
+    /// Loopback clients need none; every other one needs the token (and is
+    /// refused outright when there is no `token_file`).
+    #[default]
+    BeyondLoopback,
+    /// Every client needs it, loopback ones too (another container of the
+    /// pod, or a process on a host-network node, shares loopback).
+    Always,
+    /// No client needs it: whoever reaches the listener reads every name and
+    /// address and drives the simulator. The explicit opt-in to an open door.
+    Never,
+}
+
+/// The admin bearer token, read from `[admin] token_file`: what a request's
+/// `Authorization: Bearer` is compared with, in constant time. Its `Debug`
+/// does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(Box<[u8]>);
+
+/// Shorter tokens are refused: a guessable token is no door at all.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl AdminToken {
+    /// The token in `text` (surrounding whitespace, such as the newline a
+    /// file ends with, is not part of it).
+    pub fn parse(text: &[u8]) -> std::result::Result<Self, String> {
+        let token = text.trim_ascii();
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(format!(
+                "the token is {} bytes; at least {MIN_TOKEN_LEN} are needed",
+                token.len()
+            ));
+        }
+        if !token.iter().all(|b| b.is_ascii_graphic()) {
+            return Err("the token has characters other than printable ASCII".into());
+        }
+        Ok(Self(token.into()))
+    }
+
+    /// The token's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
 }
 
 /// Upper bounds of the `[admin] history_*` settings: what keeps a typo from
@@ -400,6 +467,9 @@ impl Default for AdminConfig {
             history_addresses: 5,
             history_names: 2_000,
             history_changes: 200,
+            token_file: None,
+            require_token: RequireToken::BeyondLoopback,
+            token: None,
         }
     }
 }
@@ -479,6 +549,21 @@ impl Config {
         })
     }
 
+    /// Reads `[admin] token_file` into `admin.token` (clears it without
+    /// one): at start and at every reload, so a rotated token is noticed.
+    pub fn read_admin_token(&mut self) -> Result<()> {
+        self.admin.token = match &self.admin.token_file {
+            None => None,
+            Some(path) => {
+                let named =
+                    |e: String| Error::Config(format!("admin.token_file: {}: {e}", path.display()));
+                let text = std::fs::read(path).map_err(|e| named(e.to_string()))?;
+                Some(AdminToken::parse(&text).map_err(named)?)
+            }
+        };
+        Ok(())
+    }
+
     /// The answerer's settings.
     pub fn dns_settings(&self) -> DnsSettings {
         let d = &self.dns;
@@ -533,6 +618,45 @@ mod tests {
         let c = Config::from_file(&path).unwrap();
         assert_eq!(c, Config::default());
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_admin_token_settings_are_checked_and_the_token_read() {
+        let c = Config::from_toml("[admin]\nrequire_token = \"always\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("admin.require_token") && e.contains("token_file"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let text = format!("[admin]\nrequire_token = \"never\"\ntoken_file = {file:?}\n");
+        let e = Config::from_toml(&text).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("never asks for it"), "{e}");
+        assert!(Config::from_toml("[admin]\nrequire_token = \"loopback\"\n").is_err());
+
+        let mut c = Config::from_toml(&format!("[admin]\ntoken_file = {file:?}\n")).unwrap();
+        c.validate().unwrap();
+        let e = c.read_admin_token().unwrap_err().to_string();
+        assert!(
+            e.contains("admin.token_file") && e.contains("token"),
+            "missing: {e}"
+        );
+        std::fs::write(&file, "short\n").unwrap();
+        let e = c.read_admin_token().unwrap_err().to_string();
+        assert!(e.contains("at least 16"), "{e}");
+        std::fs::write(&file, "0123456789abcdef\n").unwrap();
+        c.read_admin_token().unwrap();
+        let first = c.clone();
+        assert_eq!(
+            c.admin.token.as_ref().unwrap().as_bytes(),
+            b"0123456789abcdef"
+        );
+        // A rotated token makes a different configuration: a reload starts
+        // an engine with it.
+        std::fs::write(&file, "fedcba9876543210").unwrap();
+        c.read_admin_token().unwrap();
+        assert_ne!(c, first);
     }
 
     #[test]

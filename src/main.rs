@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use headless_dns::cli::{Cli, Command, ServeArgs, SimOp, load};
-use headless_dns::config::{Config, SourceKind};
+use headless_dns::config::{AdminToken, Config, SourceKind};
 
 /// `serve`'s arguments when no subcommand is given: parsed by clap from no
 /// flags, so the `HEADLESS_DNS_*` environment applies as it does to `serve`.
@@ -66,15 +66,22 @@ fn check(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A minimal HTTP/1.1 POST (the admin API is on loopback and tiny).
-fn post(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+/// A minimal HTTP/1.1 POST (the admin API is on loopback and tiny), with
+/// the admin token as a bearer token when there is one.
+fn post(addr: SocketAddr, path: &str, token: Option<&AdminToken>) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(|| {
         format!("cannot reach the admin API at {addr} (is the server running? --admin)")
     })?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token.map_or(String::new(), |t| {
+        format!(
+            "Authorization: Bearer {}\r\n",
+            String::from_utf8_lossy(t.as_bytes())
+        )
+    });
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
@@ -87,18 +94,28 @@ fn post(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, body.trim().to_string()))
 }
 
-fn sim(admin: Option<SocketAddr>, config: Option<PathBuf>, op: SimOp) -> anyhow::Result<()> {
+/// `headless-dns sim …`: the admin address and token file from the flags,
+/// else from the config file (or the defaults).
+fn sim(
+    admin: Option<SocketAddr>,
+    config: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    op: SimOp,
+) -> anyhow::Result<()> {
+    let mut c = match config {
+        Some(p) => Config::from_file(&p)?,
+        None => Config::default(),
+    };
+    if token_file.is_some() {
+        c.admin.token_file = token_file;
+    }
+    c.read_admin_token()?;
     let addr = match admin {
         Some(a) => a,
-        None => {
-            let c = match config {
-                Some(p) => Config::from_file(&p)?,
-                None => Config::default(),
-            };
-            c.admin
-                .listen
-                .context("no admin address configured; pass --admin")?
-        }
+        None => c
+            .admin
+            .listen
+            .context("no admin address configured; pass --admin")?,
     };
     let path = match &op {
         SimOp::Scale {
@@ -113,7 +130,7 @@ fn sim(admin: Option<SocketAddr>, config: Option<PathBuf>, op: SimOp) -> anyhow:
             value,
         } => format!("/sim/pods/{namespace}/{name}/ready?value={value}"),
     };
-    let (status, body) = post(addr, &path)?;
+    let (status, body) = post(addr, &path, c.admin.token.as_ref())?;
     if status != 200 {
         bail!("{body} (HTTP {status})");
     }
@@ -135,6 +152,11 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::ExportZone(args)) => export_zone(args),
         Some(Command::Check(args)) => check(&args),
-        Some(Command::Sim { admin, config, op }) => sim(admin, config, op),
+        Some(Command::Sim {
+            admin,
+            config,
+            token_file,
+            op,
+        }) => sim(admin, config, token_file, op),
     }
 }

@@ -48,10 +48,16 @@ fn sim(admin: &str, args: &[&str]) -> std::process::Output {
 /// The real binary on the reference config (the README's), DNS on `dns`,
 /// admin on `admin_addr`; stopped when dropped.
 fn serve_reference(dns: u16, admin_addr: &str) -> Running {
+    serve_reference_with(dns, admin_addr, |_| {})
+}
+
+/// [`serve_reference`] with `more` environment (set before the args).
+fn serve_reference_with(dns: u16, admin_addr: &str, more: impl FnOnce(&mut Command)) -> Running {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/headless-dns.toml");
+    let mut cmd = Command::new(BIN);
+    more(&mut cmd);
     Running::spawn(
-        Command::new(BIN)
-            .args(["serve", "--config", config])
+        cmd.args(["serve", "--config", config])
             .args([
                 "--listen",
                 &format!("127.0.0.1:{dns}"),
@@ -193,9 +199,83 @@ fn sim_scale_beyond_the_pod_cidr_fails() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("more than the pod CIDR holds"), "{err}");
     assert!(err.contains("HTTP 400"), "{err}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The positive sign that the simulator is past the refused scale: a
+    // later command's change is served (a scale it had applied would have
+    // published its pods first). Then mongo-2 is still there, mongo-3 not.
+    let out = sim(&admin_addr, &["set-ready", "default", "mongo-0", "false"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until_sync("mongo-0 out of DNS", || {
+        dig(dns, &["mongo-0.mongo.default.svc.cluster.local"])
+            .contains("status: NXDOMAIN")
+            .then(String::new)
+    });
     assert!(dig_a(dns, mongo2).is_some(), "mongo-2 still there");
     assert!(dig(dns, &["mongo-3.mongo.default.svc.cluster.local"]).contains("NXDOMAIN"));
+}
+
+/// The admin token is read at start and again on reload: after the token
+/// file is rewritten and the server gets SIGHUP, the new token opens
+/// `/records` and the old one no longer does. `sim` sends the token from
+/// `--token-file`; without it, it is refused (401).
+#[test]
+fn the_admin_token_is_read_again_on_reload_and_sim_sends_it() {
+    let (dns, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let (old, new) = ("old-token-0123456789abcdef", "new-token-0123456789abcdef");
+    std::fs::write(&token_file, old).unwrap();
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let server = serve_reference_with(dns, &admin_addr, |cmd| {
+        cmd.env("HEADLESS_DNS_ADMIN_TOKEN_FILE", &token_file)
+            .env("HEADLESS_DNS_ADMIN_REQUIRE_TOKEN", "always");
+    });
+    let addr: std::net::SocketAddr = admin_addr.parse().unwrap();
+    let records = |token: &'static str, want: u16| async move {
+        match support::http::request_as(addr, "GET", "/records", Some(token)).await {
+            Ok((status, _)) if status == want => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(eventually("/records open to the first token", || {
+        records(old, 200)
+    }));
+    assert_eq!(rt.block_on(records(new, 401)), Ok(()));
+
+    rt.block_on(wait_until("web-0 to resolve", || {
+        dig_a(dns, "web-0.nginx.default.svc.cluster.local")
+    }));
+    let out = sim(&admin_addr, &["delete-pod", "default", "web-0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"));
+    let with_token = |token_file: &std::path::Path| {
+        Command::new(BIN)
+            .args(["sim", "--admin", &admin_addr, "--token-file"])
+            .arg(token_file)
+            .args(["delete-pod", "default", "web-0"])
+            .output()
+            .unwrap()
+    };
+    let out = with_token(&token_file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    std::fs::write(&token_file, format!("{new}\n")).unwrap();
+    server.signal("-HUP");
+    rt.block_on(async {
+        eventually("/records open to the new token", || records(new, 200)).await;
+        eventually("/records closed to the old one", || records(old, 401)).await;
+    });
 }
 
 /// With no subcommand the `HEADLESS_DNS_*` environment applies as it does to

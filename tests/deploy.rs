@@ -8,7 +8,10 @@
 //! config file the rendered ConfigMap mounts, the role grants exactly list +
 //! watch on the kinds that configuration watches, bindings point at
 //! accounts that exist, DNS is served on 53/UDP and 53/TCP, probes hit
-//! `/ready` and `/health` on the admin port. And the sidecar's Role, granted
+//! `/ready` and `/health` on the admin port, the records and `/sim` are
+//! not open beyond loopback (the cluster shape's token comes from a Secret
+//! volume; its NetworkPolicy lets DNS in from anywhere and the admin port
+//! from one selected namespace only). And the sidecar's Role, granted
 //! to the fake API server (which then refuses anything else), suffices for
 //! the server started with the sidecar's args, and grants exactly what that
 //! server requests.
@@ -25,10 +28,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use headless_dns::cli::{self, Cli, Command};
-use headless_dns::config::{Config, SourceKind};
+use headless_dns::config::{Config, RequireToken, SourceKind};
 use headless_dns::index::Kind;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service, ServiceAccount, Volume};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
@@ -49,6 +53,7 @@ struct Rendered {
     deployments: Vec<Deployment>,
     services: Vec<Service>,
     statefulsets: Vec<StatefulSet>,
+    network_policies: Vec<NetworkPolicy>,
     /// Namespaces of the namespaced objects.
     namespaces: BTreeSet<String>,
 }
@@ -135,6 +140,7 @@ fn render(overlay: &str) -> Rendered {
             "Deployment" => r.deployments.extend(typed(&doc, &w, p)),
             "Service" => r.services.extend(typed(&doc, &w, p)),
             "StatefulSet" => r.statefulsets.extend(typed(&doc, &w, p)),
+            "NetworkPolicy" => r.network_policies.extend(typed(&doc, &w, p)),
             other => p.push(format!("{w}: unexpected kind {other:?}")),
         }
     }
@@ -195,16 +201,8 @@ fn expanded_args(c: &Container, namespace: &str) -> Vec<String> {
     args
 }
 
-/// Parses the headless-dns container's args with the real CLI and loads the
-/// configuration they describe; `--config` is read from the ConfigMap the
-/// pod mounts at that path (written to a temp dir, the arg pointed there).
-fn server_config(r: &Rendered, pod: &PodSpec, namespace: &str) -> Config {
-    let c = headless_dns_container(pod);
-    let mut args = expanded_args(c, namespace);
-    assert_eq!(c.command, None, "the image's entrypoint runs");
-    let dir = tempfile::tempdir().unwrap();
-    let at = args.iter().position(|a| a == "--config").expect("--config");
-    let path = args[at + 1].clone();
+/// The volume `c` mounts where `path` is, and `path` inside it.
+fn mounted<'a>(pod: &'a PodSpec, c: &Container, path: &'a str) -> (&'a Volume, &'a str) {
     let mount = c
         .volume_mounts
         .iter()
@@ -217,6 +215,21 @@ fn server_config(r: &Rendered, pod: &PodSpec, namespace: &str) -> Config {
         .flatten()
         .find(|v| v.name == mount.name)
         .expect("the mounted volume");
+    (volume, &path[mount.mount_path.len() + 1..])
+}
+
+/// Parses the headless-dns container's args with the real CLI and loads the
+/// configuration they describe; `--config` is read from the ConfigMap the
+/// pod mounts at that path, `--admin-token-file` must be a key of a Secret
+/// the pod mounts there (each written to a temp dir, the arg pointed there;
+/// a made-up token stands in for the Secret's).
+fn server_config(r: &Rendered, pod: &PodSpec, namespace: &str) -> Config {
+    let c = headless_dns_container(pod);
+    let mut args = expanded_args(c, namespace);
+    assert_eq!(c.command, None, "the image's entrypoint runs");
+    let dir = tempfile::tempdir().unwrap();
+    let at = args.iter().position(|a| a == "--config").expect("--config");
+    let (volume, key) = mounted(pod, c, &args[at + 1]);
     let cm_name = volume
         .config_map
         .as_ref()
@@ -227,7 +240,6 @@ fn server_config(r: &Rendered, pod: &PodSpec, namespace: &str) -> Config {
         .iter()
         .find(|m| m.metadata.name.as_deref() == Some(cm_name))
         .unwrap_or_else(|| panic!("the ConfigMap {cm_name} is rendered"));
-    let key = &path[mount.mount_path.len() + 1..];
     let text = cm
         .data
         .as_ref()
@@ -235,7 +247,23 @@ fn server_config(r: &Rendered, pod: &PodSpec, namespace: &str) -> Config {
         .unwrap_or_else(|| panic!("{cm_name} has {key}"));
     let file = dir.path().join(key);
     std::fs::write(&file, text).unwrap();
-    args[at + 1] = file.display().to_string();
+    let mut replaced = vec![(at + 1, file)];
+    if let Some(at) = args.iter().position(|a| a == "--admin-token-file") {
+        let (volume, key) = mounted(pod, c, &args[at + 1]);
+        let secret = volume.secret.as_ref().expect("a Secret volume");
+        assert_eq!(secret.optional, None, "no token, no start");
+        let items = secret.items.as_deref().unwrap_or_default();
+        assert!(
+            items.iter().any(|i| i.path == key),
+            "{key} is an item of the Secret"
+        );
+        let file = dir.path().join("admin-token");
+        std::fs::write(&file, "a-token-standing-in-for-the-secret\n").unwrap();
+        replaced.push((at + 1, file));
+    }
+    for (i, file) in replaced {
+        args[i] = file.display().to_string();
+    }
     let argv = std::iter::once("headless-dns".to_string()).chain(args.iter().cloned());
     let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
     let Some(Command::Serve(serve)) = cli.command else {
@@ -366,6 +394,7 @@ fn the_cluster_overlay_renders_typed_objects_in_one_namespace() {
     assert_eq!(r.config_maps.len(), 1);
     assert_eq!(r.deployments.len(), 1);
     assert_eq!(r.services.len(), 1);
+    assert_eq!(r.network_policies.len(), 1);
     assert!(r.roles.is_empty() && r.role_bindings.is_empty() && r.statefulsets.is_empty());
 }
 
@@ -382,7 +411,7 @@ fn the_sidecar_overlay_renders_typed_objects_and_no_cluster_scope() {
     assert_eq!(r.role_bindings.len(), 1);
     assert_eq!(r.config_maps.len(), 1);
     assert_eq!(r.statefulsets.len(), 1);
-    assert!(r.deployments.is_empty());
+    assert!(r.deployments.is_empty() && r.network_policies.is_empty());
 }
 
 #[test]
@@ -500,6 +529,83 @@ fn the_deployment_serves_port_53_locked_down_and_probed() {
     assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
 }
 
+/// The cluster shape binds admin beyond loopback, for the kubelet and
+/// Prometheus; the records and `/sim` then ask for the token of a Secret
+/// (the server reads it at start: `cli::load` above read the stand-in).
+/// Its NetworkPolicy selects the Deployment's pods and lets in DNS from
+/// anywhere and the admin port from one selected namespace, nothing else.
+#[test]
+fn the_deployment_keeps_the_records_behind_a_token_and_a_network_policy() {
+    let r = render("cluster");
+    let d = &r.deployments[0];
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let config = server_config(&r, pod, "kube-system");
+    let listen = config.admin.listen.expect("admin on");
+    assert!(listen.ip().is_unspecified(), "probes reach {listen}");
+    assert_eq!(config.admin.require_token, RequireToken::BeyondLoopback);
+    assert!(config.admin.token.is_some(), "the token file was read");
+    let admin = i32::from(listen.port());
+
+    let np = &r.network_policies[0];
+    let spec = np.spec.as_ref().expect("spec");
+    let labels = d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref();
+    let selects = spec
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.as_ref());
+    assert!(
+        selects.is_some_and(|s| !s.is_empty()
+            && s.iter()
+                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))),
+        "the policy selects the Deployment's pods"
+    );
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_string()][..])
+    );
+    let mut rules: Vec<(bool, Vec<(i32, String)>)> = Vec::new();
+    for rule in spec.ingress.iter().flatten() {
+        let from_anywhere = rule.from.as_ref().is_none_or(Vec::is_empty);
+        if !from_anywhere {
+            for peer in rule.from.iter().flatten() {
+                assert!(peer.ip_block.is_none(), "peers by selector, not address");
+                assert!(peer.namespace_selector.is_some() || peer.pod_selector.is_some());
+            }
+        }
+        let mut ports: Vec<(i32, String)> = rule
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                let port = match p.port.as_ref().expect("a port") {
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => *i,
+                    other => panic!("a numbered port, not {other:?}"),
+                };
+                (port, p.protocol.clone().unwrap_or_else(|| "TCP".into()))
+            })
+            .collect();
+        ports.sort();
+        rules.push((from_anywhere, ports));
+    }
+    rules.sort();
+    assert_eq!(
+        rules,
+        [
+            (false, vec![(admin, "TCP".to_string())]),
+            (true, vec![(53, "TCP".to_string()), (53, "UDP".to_string())]),
+        ]
+    );
+}
+
 #[test]
 fn the_service_sends_dns_over_udp_and_tcp_to_the_deployment() {
     let r = render("cluster");
@@ -535,6 +641,10 @@ fn the_sidecar_starts_first_and_its_pod_resolves_through_it() {
         ["127.0.0.1:53".parse::<SocketAddr>().unwrap()]
     );
     let admin = admin_port(&config);
+    // Bound on the pod IP for the probes; no token: the records and /sim
+    // answer the pod's loopback only.
+    assert_eq!(config.admin.require_token, RequireToken::BeyondLoopback);
+    assert_eq!(config.admin.token_file, None);
     // A native sidecar: an init container that keeps running, and the app
     // starts only once it is ready.
     let c = headless_dns_container(pod);

@@ -2,7 +2,9 @@
 //! real server and its simulator: a recreated pod shows its new address and
 //! its previous one, a scale-up shows the new ordinal pending and then ready
 //! with the ready/desired count, the filter (from `?filter=`) hides other
-//! services, and the timeline lists the change with its latency. Then
+//! services, the timeline lists the change with its latency, and a
+//! StatefulSet of two billion replicas shows what exists, 16 pending
+//! ordinals and a count of the rest. Then
 //! `/records`' history for the file source without the simulator and for
 //! the Kubernetes source (the fake API server).
 
@@ -379,6 +381,42 @@ async fn kubernetes_source_changes_leave_an_address_history() {
         assert_eq!(change["items"][0]["kind"], "moved", "{change}");
         assert!(change["served_us"].as_u64() >= change["arrived_us"].as_u64());
         server.stop().await;
+    })
+    .await;
+}
+
+/// A StatefulSet of `replicas: 2147483647` with two pods in the manifest
+/// (a slice of its own: the simulator leaves it alone).
+const HUGE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: default}\nspec: {clusterIP: None}\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: big, namespace: default}\nspec: {serviceName: big, replicas: 2147483647, selector: {matchLabels: {a: g}}, template: {metadata: {labels: {a: g}}, spec: {containers: [{name: c, image: x}]}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: big-1, namespace: default, labels: {kubernetes.io/service-name: big}}\naddressType: IPv4\nendpoints:\n- {addresses: [10.1.0.1], hostname: big-0, conditions: {ready: true}}\n- {addresses: [10.1.0.2], hostname: big-1, conditions: {ready: true}}\n";
+
+/// The page shows such a StatefulSet as 2/2147483647 ready with a strip of
+/// its two pods and the lowest 16 pending ordinals, then the count of the
+/// others, and one row per listed ordinal: what `/records` bounds it to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_of_two_billion_replicas_shows_a_bounded_strip() {
+    within(Duration::from_secs(60), async {
+        let s = TestServer::with_manifests(HUGE, |_| {}).await;
+        let page = dom(&s, "/").await;
+        let sts = element(&page, "div", "data-statefulset=\"big\"");
+        assert!(sts.contains("2/2147483647"), "{sts}");
+        assert_eq!(sts.matches("class=\"ord ready\"").count(), 2, "{sts}");
+        assert_eq!(
+            sts.matches("class=\"ord not_created\"").count(),
+            16,
+            "{sts}"
+        );
+        assert!(
+            sts.contains(">17</span>") && !sts.contains(">18</span>"),
+            "{sts}"
+        );
+        assert!(sts.contains("+2147483629 more pending"), "{sts}");
+        let section = element(&page, "section", "data-service=\"default/big\"");
+        assert_eq!(
+            section.matches(" data-endpoint=\"").count(),
+            18,
+            "{section}"
+        );
+        s.stop().await;
     })
     .await;
 }

@@ -2,10 +2,16 @@
 //!
 //! Per service: its endpoints in ordinal order (each with its past addresses
 //! and readiness states), and per governing StatefulSet its ready/desired
-//! count, policy and every ordinal `0..desired` (pending ones included, with
-//! the negative TTL their NXDOMAIN carries). Then the change timeline (newest
-//! first) and queries per second. The page at `/` renders exactly this.
-//! Filters: `namespace`, `service`, `name` (an endpoint label).
+//! count, policy and its ordinals: every one that has an endpoint, and the
+//! lowest [`PENDING_LISTED`] pending ones (with the negative TTL their
+//! NXDOMAIN carries) plus a count of the rest. Then the change timeline
+//! (newest first) and queries per second. The page at `/` renders exactly
+//! this. Filters: `namespace`, `service`, `name` (an endpoint label).
+//!
+//! An answer costs O(objects that exist), never O(`spec.replicas`): a
+//! StatefulSet of `replicas: 2147483647` (from the API or a manifest) lists
+//! what exists, 16 pending ordinals and a number, so the page polling this
+//! every second cannot be made to allocate without bound.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,7 +22,13 @@ use serde::{Deserialize, Serialize};
 
 use super::AdminState;
 use crate::history::{Change, Item, NameHistory, ServiceHistory, State as NameState};
+use crate::index::record::Ordinal;
 use crate::index::{EndpointView, Governed, ObjectKey, PodManagement, ServiceKind, ServiceView};
+
+/// Pending ordinals (below `replicas`, no endpoint) listed per StatefulSet
+/// at most: the lowest ones, which are the ones its controller creates next.
+/// The rest are only counted (`pending_unlisted`).
+pub const PENDING_LISTED: u32 = 16;
 
 /// `/records` filters (names compare ignoring case).
 #[derive(Deserialize, Default)]
@@ -85,7 +97,13 @@ pub struct StatefulSetJson {
     pub desired: u32,
     /// Ordinals below `desired` whose pod is ready.
     pub ready: u32,
-    /// Every ordinal `0..desired`, in order.
+    /// Ordinals below `desired` with no endpoint (`not_created`).
+    pub pending: u32,
+    /// How many of the `pending` ones `ordinals` leaves out: past the lowest
+    /// [`PENDING_LISTED`], or not the one a `name` filter asks for.
+    pub pending_unlisted: u32,
+    /// In order: every ordinal below `desired` that has an endpoint, and the
+    /// lowest [`PENDING_LISTED`] pending ones.
     pub ordinals: Vec<OrdinalJson>,
 }
 
@@ -237,12 +255,14 @@ impl Context<'_> {
                 history: past(&e),
             })
             .collect();
-        let by_label: HashMap<&str, EndpointView<'_>> =
-            v.endpoints().map(|e| (e.label, e)).collect();
+        let pods = pods_by_statefulset(v);
         let statefulsets = v
             .statefulsets
             .iter()
-            .map(|g| self.statefulset(g, &fqdn, &by_label, &stored))
+            .map(|g| {
+                let pods = pods.get(&*g.name).map_or(&[][..], Vec::as_slice);
+                self.statefulset(g, &fqdn, pods, &stored)
+            })
             .collect();
         ServiceJson {
             namespace: r.key.namespace().to_string(),
@@ -257,27 +277,32 @@ impl Context<'_> {
         }
     }
 
-    /// A governing StatefulSet: each ordinal below `desired`, from the
-    /// service's endpoints (`by_label`) and histories (`past`).
+    /// A governing StatefulSet: its ordinals below `desired` that have an
+    /// endpoint (`pods`: this StatefulSet's, by ordinal) and the lowest
+    /// pending ones, with their histories (`past`).
     fn statefulset(
         &self,
         g: &Governed,
         service_fqdn: &str,
-        by_label: &HashMap<&str, EndpointView<'_>>,
+        pods: &[(u32, EndpointView<'_>)],
         past: &dyn Fn(&str) -> Option<NameHistory>,
     ) -> StatefulSetJson {
-        let mut ready = 0;
-        let mut ordinals = Vec::new();
-        for ordinal in 0..g.replicas {
+        let desired = g.replicas;
+        let existing = &pods[..pods.partition_point(|(n, _)| *n < desired)];
+        let ready = existing
+            .iter()
+            .filter(|(_, e)| NameState::of(e) == NameState::Ready)
+            .count();
+        let pending = desired - existing.len() as u32;
+        let listed = match self.name {
+            // One name asked for: that ordinal alone, pending or not.
+            Some(name) => wanted_ordinal(name, g, existing),
+            None => with_lowest_pending(existing, desired),
+        };
+        let mut ordinals = Vec::with_capacity(listed.len());
+        for (ordinal, e) in listed {
             let name = format!("{}-{ordinal}", g.name);
-            let e = by_label.get(name.as_str());
             let state = e.map_or("not_created", |e| NameState::of(e).as_str());
-            ready += u32::from(state == "ready");
-            // A large StatefulSet lists its ordinals without history lookups
-            // for the ones the name filter leaves out.
-            if !self.wanted(&name) {
-                continue;
-            }
             let served = e.is_some_and(|e| e.served);
             ordinals.push(OrdinalJson {
                 ordinal,
@@ -290,15 +315,84 @@ impl Context<'_> {
                 name,
             });
         }
+        let listed_pending = ordinals.iter().filter(|o| o.state == "not_created").count();
         StatefulSetJson {
             name: g.name.to_string(),
             policy: match g.policy {
                 PodManagement::OrderedReady => "OrderedReady",
                 PodManagement::Parallel => "Parallel",
             },
-            desired: g.replicas,
-            ready,
+            desired,
+            ready: ready as u32,
+            pending,
+            pending_unlisted: pending - listed_pending as u32,
             ordinals,
         }
     }
+}
+
+/// The service's endpoints named `<sts>-<n>`, per StatefulSet name, by
+/// ordinal (one endpoint per ordinal, the first one); one pass over them.
+fn pods_by_statefulset<'v>(v: &'v ServiceView) -> HashMap<&'v str, Vec<(u32, EndpointView<'v>)>> {
+    let mut by: HashMap<&str, Vec<(u32, EndpointView<'_>)>> = HashMap::new();
+    for e in v.endpoints() {
+        let ord = Ordinal::parse(e.label);
+        if let Some(n) = ord.number {
+            by.entry(ord.base).or_default().push((n, e));
+        }
+    }
+    for pods in by.values_mut() {
+        pods.sort_by_key(|(n, _)| *n);
+        pods.dedup_by_key(|(n, _)| *n);
+    }
+    by
+}
+
+/// An ordinal to list, and its endpoint if it has one.
+type Listed<'a, 'v> = (u32, Option<&'a EndpointView<'v>>);
+
+/// `existing` (sorted, below `desired`) merged with the lowest
+/// [`PENDING_LISTED`] ordinals below `desired` it lacks: O(existing), not
+/// O(desired).
+fn with_lowest_pending<'a, 'v>(
+    existing: &'a [(u32, EndpointView<'v>)],
+    desired: u32,
+) -> Vec<Listed<'a, 'v>> {
+    let mut out = Vec::with_capacity(existing.len() + PENDING_LISTED as usize);
+    let mut rest = existing.iter().peekable();
+    let mut pending = 0;
+    let mut next = 0u32;
+    while next < desired && pending < PENDING_LISTED {
+        match rest.next_if(|(n, _)| *n == next) {
+            Some((n, e)) => out.push((*n, Some(e))),
+            None => {
+                out.push((next, None));
+                pending += 1;
+            }
+        }
+        next += 1;
+    }
+    out.extend(rest.map(|(n, e)| (*n, Some(e))));
+    out
+}
+
+/// The ordinal the `name` filter asks for, if it is one of `g`'s below its
+/// replicas, with its endpoint among `existing` if it has one.
+fn wanted_ordinal<'a, 'v>(
+    name: &str,
+    g: &Governed,
+    existing: &'a [(u32, EndpointView<'v>)],
+) -> Vec<Listed<'a, 'v>> {
+    let ord = Ordinal::parse(name);
+    let Some(n) = ord.number.filter(|&n| n < g.replicas) else {
+        return Vec::new();
+    };
+    if !ord.base.eq_ignore_ascii_case(&g.name) {
+        return Vec::new();
+    }
+    let e = existing
+        .binary_search_by_key(&n, |(m, _)| *m)
+        .ok()
+        .map(|i| &existing[i].1);
+    vec![(n, e)]
 }

@@ -4,8 +4,8 @@
 
 use super::{
     AdminConfig, Config, DnsConfig, ForwardConfig, MAX_HISTORY_ADDRESSES, MAX_HISTORY_CHANGES,
-    MAX_HISTORY_NAMES, SimConfig, SourceConfig, TSIG_ALGORITHMS, TransferConfig, Upstream,
-    parse_cidr, selector,
+    MAX_HISTORY_NAMES, RequireToken, SimConfig, SourceConfig, TSIG_ALGORITHMS, TransferConfig,
+    Upstream, parse_cidr, selector,
 };
 use crate::error::{Error, Result};
 
@@ -130,9 +130,18 @@ impl SimConfig {
 }
 
 impl AdminConfig {
-    /// What is wrong with the history bounds.
+    /// What is wrong with the history bounds and the token settings.
     fn problems(&self) -> Vec<String> {
-        [
+        let token = match (self.require_token, &self.token_file) {
+            (RequireToken::Always, None) => Some(
+                "admin.require_token: \"always\" needs admin.token_file (the token to ask for)",
+            ),
+            (RequireToken::Never, Some(_)) => {
+                Some("admin.token_file: set, but admin.require_token = \"never\" never asks for it")
+            }
+            _ => None,
+        };
+        let history = [
             (
                 "history_addresses",
                 self.history_addresses,
@@ -143,8 +152,8 @@ impl AdminConfig {
         ]
         .into_iter()
         .filter(|(_, value, max)| value > max)
-        .map(|(name, value, max)| format!("admin.{name}: {value} is above {max}"))
-        .collect()
+        .map(|(name, value, max)| format!("admin.{name}: {value} is above {max}"));
+        history.chain(token.map(String::from)).collect()
     }
 }
 

@@ -43,14 +43,41 @@ pub const BATCH: usize = 32;
 /// Only the pages a datagram touches become resident.
 const SLOT: usize = 65535;
 
-/// Test-only fault hook: with this set to N, each UDP thread panics once it
-/// has been idle for a poll N ms after it started (the tests of thread death
-/// use it). Read once per thread start; never looked at per query.
-const TEST_PANIC_ENV: &str = "HEADLESS_DNS_TEST_UDP_PANIC_AFTER_MS";
+/// Test-only fault hook, compiled only with the `test-hooks` feature (which
+/// only test builds turn on: see Cargo.toml; the shipped binary has no such
+/// hook and reads no such variable): with this set to N, each UDP thread
+/// panics once it has been idle for a poll N ms after it started (the tests
+/// of thread death use it). Read once per thread start; never per query.
+#[cfg(feature = "test-hooks")]
+mod test_fault {
+    use std::time::{Duration, Instant};
 
-fn test_fault_deadline() -> Option<Instant> {
-    let ms: u64 = std::env::var(TEST_PANIC_ENV).ok()?.parse().ok()?;
-    Some(Instant::now() + Duration::from_millis(ms))
+    const ENV: &str = "HEADLESS_DNS_TEST_UDP_PANIC_AFTER_MS";
+
+    /// When the thread starting now is to panic, if ever.
+    pub fn deadline() -> Option<Instant> {
+        let ms: u64 = std::env::var(ENV).ok()?.parse().ok()?;
+        Some(Instant::now() + Duration::from_millis(ms))
+    }
+
+    /// Panics if `deadline` has passed.
+    pub fn check(deadline: Option<Instant>) {
+        if deadline.is_some_and(|t| Instant::now() >= t) {
+            panic!("test fault: {ENV} is set");
+        }
+    }
+}
+
+/// Without the `test-hooks` feature: no hook.
+#[cfg(not(feature = "test-hooks"))]
+mod test_fault {
+    use std::time::Instant;
+
+    pub fn deadline() -> Option<Instant> {
+        None
+    }
+
+    pub fn check(_: Option<Instant>) {}
 }
 
 /// Starts one thread per UDP socket; they stop when `stop` is cancelled.
@@ -81,7 +108,7 @@ pub fn spawn_udp(
         let drain = Arc::clone(&drain);
         let name = format!("dns-udp-{i}");
         let watch = fault.watch_thread(format!("udp thread {name}"));
-        let fault_at = test_fault_deadline();
+        let fault_at = test_fault::deadline();
         let handle = std::thread::Builder::new().name(name).spawn(move || {
             let _watch = watch;
             let mut bufs = Buffers::new();
@@ -144,9 +171,7 @@ impl Worker {
                 Ok(()) => self.answer_batch(bufs),
                 Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {
                     // Checked only when idle: the test fault never touches a query.
-                    if fault_at.is_some_and(|t| Instant::now() >= t) {
-                        panic!("test fault: {TEST_PANIC_ENV} is set");
-                    }
+                    test_fault::check(fault_at);
                 }
                 // ICMP errors from earlier sends surface here (ECONNREFUSED): not ours to act on.
                 Err(e) => trace!(error = %e, "udp receive error"),

@@ -10,7 +10,7 @@
 mod listeners;
 
 use std::future::Future;
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -325,6 +325,11 @@ async fn run_engine(
         reloads,
     } = handover;
     config.validate()?;
+    let mut config = config;
+    if config.admin.token.is_none() {
+        // Not loaded by `cli::load` (a configuration built in code).
+        config.read_admin_token()?;
+    }
     // Built first (it reads a resolv.conf named in the config): an engine
     // that cannot forward fails before it syncs, so a reload keeps the old one.
     let forwarder = forwarder(&config)?;
@@ -378,6 +383,7 @@ async fn run_engine(
             draining: Arc::clone(&draining),
             fault: tasks.fault.clone(),
             access,
+            gate: Arc::new(admin::Gate::new(&config.admin)),
         };
         serve_admin(l, state, &tasks)?;
     }
@@ -631,11 +637,9 @@ fn serve_admin(listener: TcpListener, state: admin::AdminState, tasks: &Tasks) -
     let sampler = history::rates::run(Arc::clone(&state.history), total, tasks.stop.clone());
     tasks.tracker.spawn(sampler);
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
-        warn!(%addr, "admin listener is bound beyond loopback: anyone who reaches it can drive the simulator");
-    }
     info!(%addr, "admin listening (http)");
-    let app = admin::router(state);
+    state.gate.announce(addr);
+    let app = admin::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let stop = tasks.stop.clone();
     tasks.spawn_watched("the admin listener", async move {

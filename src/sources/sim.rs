@@ -160,6 +160,7 @@ impl Sim {
                 continue;
             }
             seen.insert(sts.key.clone());
+            let replicas = self.manifest_replicas(sts);
             let ports = manifests
                 .get(&(
                     Kind::Service,
@@ -174,7 +175,7 @@ impl Sim {
                 Some(set) => {
                     if set.manifest_replicas != sts.replicas {
                         set.manifest_replicas = sts.replicas;
-                        set.record.replicas = sts.replicas;
+                        set.record.replicas = replicas;
                     }
                     set.record.service_name = sts.service_name.clone();
                     set.record.pod_management = sts.pod_management;
@@ -184,7 +185,10 @@ impl Sim {
                     self.sets.insert(
                         sts.key.clone(),
                         SimStatefulSet {
-                            record: sts.clone(),
+                            record: StatefulSetRecord {
+                                replicas,
+                                ..sts.clone()
+                            },
                             manifest_replicas: sts.replicas,
                             ports,
                             pods: BTreeMap::new(),
@@ -195,6 +199,29 @@ impl Sim {
             }
         }
         self.sets.retain(|k, _| seen.contains(k));
+    }
+
+    /// The replicas a manifest's StatefulSet is simulated with: its own, or
+    /// the pod CIDR's capacity when it asks for more (the bound `scale`
+    /// refuses past), with a warning when that count is new. What a
+    /// reconcile costs follows from the pods that exist, never from a
+    /// `replicas: 2147483647` in a file.
+    fn manifest_replicas(&self, sts: &StatefulSetRecord) -> u32 {
+        let max = self.pool.capacity();
+        if sts.replicas <= max {
+            return sts.replicas;
+        }
+        let known = self.sets.get(&sts.key).map(|s| s.manifest_replicas);
+        if known != Some(sts.replicas) {
+            warn!(
+                statefulset = %sts.key,
+                replicas = sts.replicas,
+                simulated = max,
+                "sim: replicas is more than the pod CIDR holds; simulating {max} \
+                 (raise [sim] pod_cidr for more)"
+            );
+        }
+        max
     }
 
     fn all_ips(&self) -> HashSet<Ipv4Addr> {
@@ -210,8 +237,15 @@ impl Sim {
         // Collected once, not per StatefulSet (that was quadratic in the
         // number of pods). A pod removed below keeps its address out of use
         // until the next reconcile: no address is reused in the same step.
+        let in_use = self.all_ips();
+        let (base, size) = self.pool.cidr;
+        let taken = in_use
+            .iter()
+            .filter(|ip| u32::from(**ip).wrapping_sub(base) < size)
+            .count();
         let mut addresses = StepAddresses {
-            in_use: self.all_ips(),
+            in_use,
+            free: (self.pool.capacity() as usize).saturating_sub(taken),
             full: false,
             waiting: 0,
         };
@@ -222,7 +256,8 @@ impl Sim {
                 changed |= set.scale_down(now, delay);
                 continue;
             }
-            let create = set.ordinals_to_create();
+            let (create, wanted) = set.ordinals_to_create(addresses.free);
+            addresses.waiting += wanted - create.len();
             for (i, &ord) in create.iter().enumerate() {
                 let Some(ip) = addresses.take(&mut self.pool) else {
                     addresses.waiting += create.len() - i;
@@ -448,24 +483,43 @@ impl SimStatefulSet {
         true
     }
 
-    /// The missing ordinals to create now: all of them for `Parallel`, else
-    /// the lowest one, and only once every pod below it is ready.
-    fn ordinals_to_create(&self) -> Vec<u32> {
-        let parallel = self.is_parallel();
-        let mut create = Vec::new();
-        for ord in 0..self.record.replicas {
-            match self.pods.get(&ord) {
-                Some(p) if !parallel && !p.ready => break,
-                Some(_) => {}
-                None => {
-                    create.push(ord);
-                    if !parallel {
-                        break;
-                    }
+    /// The missing ordinals to create now, the lowest first and at most
+    /// `limit` of them (the free pod addresses), and how many are due in
+    /// all: every missing one for `Parallel`, else the lowest one, and only
+    /// once every pod below it is ready. O(pods + limit), never O(replicas).
+    fn ordinals_to_create(&self, limit: usize) -> (Vec<u32>, usize) {
+        let replicas = self.record.replicas;
+        if !self.is_parallel() {
+            // The pods in order from 0: the first gap is next, if all
+            // before it are ready.
+            let mut next = 0;
+            for (&ord, pod) in self.pods.range(..replicas) {
+                if ord != next {
+                    break;
                 }
+                if !pod.ready {
+                    return (Vec::new(), 0);
+                }
+                next += 1;
             }
+            if next == replicas {
+                return (Vec::new(), 0);
+            }
+            let create = if limit > 0 { vec![next] } else { Vec::new() };
+            return (create, 1);
         }
-        create
+        let existing = self.pods.range(..replicas).count();
+        let missing = (replicas as usize).saturating_sub(existing);
+        let mut create = Vec::with_capacity(missing.min(limit));
+        let mut pods = self.pods.range(..replicas).map(|(o, _)| *o).peekable();
+        let mut ord = 0;
+        while ord < replicas && create.len() < limit.min(missing) {
+            if pods.next_if_eq(&ord).is_none() {
+                create.push(ord);
+            }
+            ord += 1;
+        }
+        (create, missing)
     }
 }
 
@@ -494,6 +548,9 @@ impl IpPool {
 /// The addresses of one reconcile step.
 struct StepAddresses {
     in_use: HashSet<Ipv4Addr>,
+    /// Addresses of the pod CIDR not in use (an upper bound on the pods
+    /// this step can create).
+    free: usize,
     /// Once the CIDR is full it stays full for the rest of the step (freed
     /// addresses are not reused within it): the other pods just wait.
     full: bool,
@@ -511,6 +568,7 @@ impl StepAddresses {
         match ip {
             Some(ip) => {
                 self.in_use.insert(ip);
+                self.free = self.free.saturating_sub(1);
             }
             None => self.full = true,
         }

@@ -12,10 +12,21 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `method path` with an empty body; returns the status code and body.
 pub async fn request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    request_as(addr, method, path, None).await
+}
+
+/// [`request`] with `Authorization: Bearer <token>` when `token` is given.
+pub async fn request_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let exchange = async {
         let mut s = TcpStream::connect(addr).await?;
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
         );
         s.write_all(head.as_bytes()).await?;
         let mut resp = Vec::new();

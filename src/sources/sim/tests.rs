@@ -102,30 +102,85 @@ fn statefulsets_with_pods_or_slices_of_their_own_are_left_alone() {
 
 #[test]
 fn a_full_pod_cidr_makes_pods_wait_instead_of_hanging() {
-    // A /28 (the smallest CIDR allowed) has 14 usable addresses.
-    let (mut sim, t0) = parallel_set("10.9.0.0/28", "web", 15);
+    // A /28 (the smallest CIDR allowed) has 14 usable addresses; two
+    // StatefulSets want 15 (each within it, so neither is clamped).
+    let t0 = Instant::now();
+    let mut m = sts("web", 10, PodManagement::Parallel);
+    m.extend(sts("db", 5, PodManagement::Parallel));
+    let mut sim = Sim::new(Duration::ZERO, "10.9.0.0/28");
+    sim.sync_manifests(&m, t0);
+    sim.reconcile(t0);
     let ready = ready_names(&sim);
     assert_eq!(ready.len(), 14);
-    assert!(!ready.contains(&"web-14".to_string()), "{ready:?}");
+    assert!(!ready.contains(&"web-9".to_string()), "{ready:?}");
     assert_eq!(sim.waiting, 1);
     assert!(sim.next_deadline().is_none());
     // A scale past what the CIDR holds is refused and changes nothing
-    // (the manifest's 15 stays, web-14 still waits).
+    // (the manifest's 10 stays, web-9 still waits).
     let key = ObjectKey::new("default", "web");
     assert!(
-        sim.command(SimCommand::Scale { key, replicas: 16 }, t0)
+        sim.command(SimCommand::Scale { key, replicas: 15 }, t0)
             .is_err()
     );
     sim.reconcile(t0);
     assert_eq!(ready_names(&sim).len(), 14);
     assert_eq!(sim.waiting, 1);
-    // Scaled to 13 and back to 14: the freed address goes to a new pod.
-    for replicas in [13, 14] {
-        scale(&mut sim, "web", replicas, t0);
-    }
+    // db scaled to 4 and web's last pod takes the freed address (at the
+    // next step: no address is reused within one).
+    scale(&mut sim, "db", 4, t0);
+    sim.reconcile(t0);
     assert_eq!(ready_names(&sim).len(), 14);
-    assert!(ready_names(&sim).contains(&"web-13".to_string()));
+    assert!(ready_names(&sim).contains(&"web-9".to_string()));
     assert_eq!(sim.waiting, 0);
+}
+
+/// `replicas: 2147483647` in a manifest is simulated as the pod CIDR's
+/// capacity (what `scale` refuses past): one step creates that many pods,
+/// not a list of two billion ordinals, and the StatefulSet the index sees
+/// says the clamped count.
+#[test]
+fn absurd_manifest_replicas_are_clamped_to_the_pod_cidr() {
+    for pm in [PodManagement::Parallel, PodManagement::OrderedReady] {
+        let t0 = Instant::now();
+        let mut sim = Sim::new(Duration::ZERO, "10.9.0.0/24");
+        sim.sync_manifests(&sts("web", i32::MAX as u32, pm), t0);
+        sim.reconcile(t0);
+        let created = pods_of(&sim).len();
+        let want = if pm == PodManagement::Parallel {
+            254
+        } else {
+            1
+        };
+        assert_eq!(created, want, "{pm:?}");
+        assert_eq!(sim.waiting, 0, "{pm:?}: nothing waits past the clamp");
+        let replicas = sim.objects().iter().find_map(|o| match o {
+            Object::StatefulSet(s) => Some(s.replicas),
+            _ => None,
+        });
+        assert_eq!(replicas, Some(254), "{pm:?}");
+        // The file's own number stays what a later edit is compared with:
+        // the same manifest again changes nothing.
+        sim.sync_manifests(&sts("web", i32::MAX as u32, pm), t0);
+        assert_eq!(
+            sim.sets[&ObjectKey::new("default", "web")].record.replicas,
+            254
+        );
+    }
+}
+
+/// Parallel: the missing ordinals, lowest first, at most as many as there
+/// are free addresses, and how many are due in all.
+#[test]
+fn missing_ordinals_are_bounded_by_the_free_addresses() {
+    let (mut sim, t0) = parallel_set("10.9.0.0/24", "web", 6);
+    for pod in ["web-0", "web-2", "web-5"] {
+        let key = ObjectKey::new("default", pod);
+        sim.command(SimCommand::DeletePod { key }, t0).unwrap();
+    }
+    let set = &sim.sets[&ObjectKey::new("default", "web")];
+    assert_eq!(set.ordinals_to_create(2), (vec![0, 2], 3));
+    assert_eq!(set.ordinals_to_create(10), (vec![0, 2, 5], 3));
+    assert_eq!(set.ordinals_to_create(0), (vec![], 3));
 }
 
 #[test]
