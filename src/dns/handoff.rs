@@ -3,6 +3,8 @@
 //! Zone transfers (AXFR, IXFR) and TSIG-signed requests do not fit the
 //! one-packet-in, one-packet-out query path: they need the client's address
 //! (access lists), may answer with many messages, and sign what they send.
+//! A follower's NOTIFYs from its primary take the same road (they need the
+//! sender's address and a signature check too).
 //! [`Answerer::answer`](super::Answerer::answer) hands them over with
 //! [`Outcome::Transfer`](super::Outcome::Transfer); the listeners then ask the
 //! [`TransferService`] installed on the answerer for the messages to send.
@@ -12,6 +14,11 @@
 use std::net::SocketAddr;
 
 use super::Answerer;
+
+/// Whether `packet` is a NOTIFY request (RFC 1996: opcode 4, QR clear).
+pub fn is_notify(packet: &[u8]) -> bool {
+    packet.get(2).is_some_and(|f| f & 0xF8 == 4 << 3)
+}
 
 /// The messages of one response, in order; a UDP listener sends the first.
 pub type Messages = Box<dyn Iterator<Item = Vec<u8>> + Send>;

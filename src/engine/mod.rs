@@ -279,11 +279,13 @@ async fn run_engine(
     let tasks = Tasks::default();
     let (index, events, transfers, history) = start_index(&config, &tasks)?;
     let access = sources::access::Access::default();
-    let sim_handle = start_source(&config, sim, &index, events, access.clone(), &tasks).await?;
+    let (sim_handle, inbox) =
+        start_source(&config, sim, &index, events, access.clone(), &tasks).await?;
     announce_first_sync(index.clone(), synced, &tasks);
     let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
-    if let Some(t) = transfers {
-        answerer = answerer.with_transfers(t);
+    if let Some(h) = transfer::Handoff::new(transfers, inbox) {
+        let (serves, follows) = (h.serves(), h.follows());
+        answerer = answerer.with_handoff(Arc::new(h), serves, follows);
     }
     let answerer = Arc::new(answerer);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -384,7 +386,7 @@ fn new_index_writer(config: &Config, expected: &[Kind]) -> IndexWriter {
 /// there is an admin listener to show it).
 fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
     let kinds: Vec<Kind> = match config.source.kind {
-        SourceKind::File => Kind::ALL.to_vec(),
+        SourceKind::File | SourceKind::Transfer => Kind::ALL.to_vec(),
         SourceKind::Kubernetes => sources::k8s::kinds(config),
     };
     let mut writer = new_index_writer(config, &kinds);
@@ -419,8 +421,26 @@ type StartedIndex = (
 );
 
 /// Starts `config`'s source feeding `events`; returns the simulator's
-/// command handle when the simulator runs.
+/// command handle when the simulator runs, and the NOTIFY inbox when the
+/// source follows a primary.
 async fn start_source(
+    config: &Config,
+    sim: Option<SharedSim>,
+    index: &Index,
+    events: mpsc::Sender<SourceEvent>,
+    access: sources::access::Access,
+    tasks: &Tasks,
+) -> Result<(Option<SimHandle>, Option<Arc<transfer::follow::Inbox>>)> {
+    if config.source.kind == SourceKind::Transfer {
+        let inbox = transfer::follow::start(config, events, tasks.stop.clone(), &tasks.tracker)?;
+        return Ok((None, Some(inbox)));
+    }
+    let handle = start_watching(config, sim, index, events, access, tasks).await?;
+    Ok((handle, None))
+}
+
+/// The file or Kubernetes source of [`start_source`].
+async fn start_watching(
     config: &Config,
     sim: Option<SharedSim>,
     index: &Index,
@@ -469,6 +489,7 @@ async fn start_source(
             );
             Ok(None)
         }
+        SourceKind::Transfer => Ok(None),
     }
 }
 

@@ -185,7 +185,7 @@ fn message(
 }
 
 /// A message id that a stray answer cannot easily match.
-fn rand_id() -> u16 {
+pub(super) fn rand_id() -> u16 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
