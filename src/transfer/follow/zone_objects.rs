@@ -11,7 +11,9 @@
 //! - `<label>.<svc>.<ns>.svc.<zone>` A/AAAA: an endpoint, its hostname the
 //!   label unless the label is the address dashed (`10-244-1-7`);
 //! - `_<port>._<proto>.<svc>...` SRV: targeting the service, a service port
-//!   (ClusterIP); targeting an endpoint, that endpoint's port (headless).
+//!   (ClusterIP); targeting an endpoint, that endpoint's port (headless);
+//! - `<svc>...` SRV (the service name's own set, every port): the port
+//!   numbers of unnamed ports too, which become unnamed TCP ports.
 //!
 //! Endpoints with the same ports and address family share one slice; the
 //! index orders them by ordinal itself. Every endpoint in the zone was
@@ -44,6 +46,9 @@ struct Service {
     own_ports: BTreeSet<Port>,
     /// SRV ports by the endpoint label they target.
     endpoint_ports: BTreeMap<String, BTreeSet<Port>>,
+    /// Port numbers of the service name's own SRV set, by target label
+    /// (`None`: the service itself).
+    bare: BTreeMap<Option<String>, BTreeSet<u16>>,
 }
 
 /// A name's labels below `.svc.<zone>`, lower-case, nearest the zone last
@@ -112,6 +117,17 @@ fn read_record(
             let svc = services.entry(key).or_default();
             svc.endpoints.entry(labels[0].clone()).or_default().push(ip);
         }
+        (2, RData::SRV(srv), _) => {
+            let target = srv.target.to_ascii().to_ascii_lowercase();
+            let target = target.trim_end_matches('.');
+            let label = match target.strip_suffix(&format!(".{base}")) {
+                Some(label) => Some(label.to_string()),
+                None if target == base => None,
+                None => return,
+            };
+            let svc = services.entry(key).or_default();
+            svc.bare.entry(label).or_default().insert(srv.port);
+        }
         (4, RData::SRV(srv), _) => {
             let (Some(name), Some(proto)) = (
                 labels[0].strip_prefix('_'),
@@ -138,6 +154,7 @@ fn read_record(
 fn service_objects(ns: &str, name: &str, svc: Service) -> Vec<Object> {
     let endpoint_ips: BTreeSet<IpAddr> = svc.endpoints.values().flatten().copied().collect();
     let headless = svc.own_ports.is_empty()
+        && !svc.bare.contains_key(&None)
         && !svc.addresses.is_empty()
         && svc.addresses.iter().all(|ip| endpoint_ips.contains(ip));
     let kind = match (svc.cname, headless) {
@@ -145,7 +162,8 @@ fn service_objects(ns: &str, name: &str, svc: Service) -> Vec<Object> {
         (None, true) => ServiceKind::Headless,
         (None, false) => ServiceKind::ClusterIp(svc.addresses),
     };
-    let ports: Vec<PortRecord> = svc.own_ports.iter().map(port_record).collect();
+    let ports = with_unnamed(&svc.own_ports, svc.bare.get(&None));
+    let ports: Vec<PortRecord> = ports.iter().map(port_record).collect();
     let mut out = vec![Object::Service(ServiceRecord {
         key: ObjectKey::new(ns, name),
         kind,
@@ -156,7 +174,8 @@ fn service_objects(ns: &str, name: &str, svc: Service) -> Vec<Object> {
     let mut slices: BTreeMap<(bool, BTreeSet<Port>), Vec<EndpointRecord>> = BTreeMap::new();
     let no_ports = BTreeSet::new();
     for (label, ips) in &svc.endpoints {
-        let ports = svc.endpoint_ports.get(label).unwrap_or(&no_ports);
+        let named = svc.endpoint_ports.get(label).unwrap_or(&no_ports);
+        let ports = with_unnamed(named, svc.bare.get(&Some(label.clone())));
         for v4 in [true, false] {
             let family: Vec<IpAddr> = ips.iter().copied().filter(|ip| ip.is_ipv4() == v4).collect();
             if family.is_empty() {
@@ -189,9 +208,22 @@ fn service_objects(ns: &str, name: &str, svc: Service) -> Vec<Object> {
     out
 }
 
+/// `named` ports, and an unnamed TCP one for each port number of `bare`
+/// (the service name's own SRV set) that no named port has.
+fn with_unnamed(named: &BTreeSet<Port>, bare: Option<&BTreeSet<u16>>) -> BTreeSet<Port> {
+    let mut out = named.clone();
+    for &n in bare.into_iter().flatten() {
+        if !named.iter().any(|(_, _, p)| *p == n) {
+            out.insert((String::new(), "tcp".into(), n));
+        }
+    }
+    out
+}
+
+/// A port; an empty name is an unnamed port.
 fn port_record((name, protocol, port): &Port) -> PortRecord {
     PortRecord {
-        name: Some(name.clone()),
+        name: Some(name.clone()).filter(|n| !n.is_empty()),
         protocol: protocol.clone(),
         port: *port,
     }
