@@ -166,9 +166,10 @@ async fn a_big_zone_comes_in_many_messages() {
         let records = t.records();
         let count = |rt| records.iter().filter(|r| r.record_type() == rt).count();
         assert_eq!(count(RecordType::SOA), 2);
-        // The service's 3000 addresses, each endpoint's, ns.dns's, and 3000 SRV.
+        // The service's 3000 addresses, each endpoint's, ns.dns's, and 3000
+        // SRV at `_web._tcp`, 3000 more at the service name (every port).
         assert_eq!(count(RecordType::A), 6001);
-        assert_eq!(count(RecordType::SRV), 3000);
+        assert_eq!(count(RecordType::SRV), 6000);
         assert_eq!(records.last().unwrap().record_type(), RecordType::SOA);
         s.stop().await;
     })

@@ -44,7 +44,9 @@ impl Config {
         }
         let known = |n: &str| self.transfer.tsig.iter().any(|k| k.name == n);
         if let Some(n) = s.primary_key.as_deref().filter(|n| !known(n)) {
-            problems.push(format!("source.primary_key: no [[transfer.tsig]] named {n:?}"));
+            problems.push(format!(
+                "source.primary_key: no [[transfer.tsig]] named {n:?}"
+            ));
         }
         if s.refresh_ms == Some(0) {
             problems.push("source.refresh_ms: must be at least 1".into());

@@ -431,23 +431,6 @@ async fn start_source(
     access: sources::access::Access,
     tasks: &Tasks,
 ) -> Result<(Option<SimHandle>, Option<Arc<transfer::follow::Inbox>>)> {
-    if config.source.kind == SourceKind::Transfer {
-        let inbox = transfer::follow::start(config, events, tasks.stop.clone(), &tasks.tracker)?;
-        return Ok((None, Some(inbox)));
-    }
-    let handle = start_watching(config, sim, index, events, access, tasks).await?;
-    Ok((handle, None))
-}
-
-/// The file or Kubernetes source of [`start_source`].
-async fn start_watching(
-    config: &Config,
-    sim: Option<SharedSim>,
-    index: &Index,
-    events: mpsc::Sender<SourceEvent>,
-    access: sources::access::Access,
-    tasks: &Tasks,
-) -> Result<Option<SimHandle>> {
     match config.source.kind {
         SourceKind::File => {
             let manifests = Manifests::of(&config.source);
@@ -469,7 +452,7 @@ async fn start_watching(
                     tasks.stop.clone(),
                 ),
             );
-            Ok(handle)
+            Ok((handle, None))
         }
         SourceKind::Kubernetes => {
             let health = sources::api_health::ApiHealth::new();
@@ -487,9 +470,13 @@ async fn start_watching(
                     tasks.stop.clone(),
                 ),
             );
-            Ok(None)
+            Ok((None, None))
         }
-        SourceKind::Transfer => Ok(None),
+        SourceKind::Transfer => {
+            let inbox =
+                transfer::follow::start(config, events, tasks.stop.clone(), &tasks.tracker)?;
+            Ok((None, Some(inbox)))
+        }
     }
 }
 

@@ -38,7 +38,11 @@ impl Primary {
         qtype: RecordType,
         serial: Option<u32>,
     ) -> Result<(Vec<u8>, Option<TSigVerifier>), Why> {
-        let mut m = Message::new(super::super::notify::rand_id(), MessageType::Query, OpCode::Query);
+        let mut m = Message::new(
+            super::super::notify::rand_id(),
+            MessageType::Query,
+            OpCode::Query,
+        );
         m.add_query(Query::query(self.zone.clone(), qtype));
         if let Some(serial) = serial {
             let soa = SOA::new(Name::root(), Name::root(), serial, 0, 0, 0, 0);
@@ -50,7 +54,9 @@ impl Primary {
                 .map_err(|e| format!("cannot sign the request: {e}"))?,
             None => None,
         };
-        let bytes = m.to_vec().map_err(|e| format!("cannot encode the request: {e}"))?;
+        let bytes = m
+            .to_vec()
+            .map_err(|e| format!("cannot encode the request: {e}"))?;
         Ok((bytes, verifier))
     }
 

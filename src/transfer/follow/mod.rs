@@ -85,7 +85,11 @@ impl Inbox {
             refuse(&mut out, "not from the primary");
             return Box::new(std::iter::once(out));
         }
-        let chain = match self.keys.as_ref().map(|k| k.verify(packet, &msg, unix_now())) {
+        let chain = match self
+            .keys
+            .as_ref()
+            .map(|k| k.verify(packet, &msg, unix_now()))
+        {
             None => None,
             Some(Verified::Signed(chain)) => Some(chain),
             Some(Verified::Unsigned) => {
@@ -137,8 +141,8 @@ pub fn start(
     let addr = s
         .primary
         .ok_or_else(|| Error::Config("source.primary: not set".into()))?;
-    let mut zone = Name::from_ascii(&config.dns.zone)
-        .map_err(|e| Error::Config(format!("dns.zone: {e}")))?;
+    let mut zone =
+        Name::from_ascii(&config.dns.zone).map_err(|e| Error::Config(format!("dns.zone: {e}")))?;
     zone.set_fqdn(true);
     let keys = match s.primary_key.as_deref() {
         Some(name) => {
@@ -384,7 +388,17 @@ mod tests {
     #[test]
     fn differences_apply_in_order_and_must_chain() {
         let zone = whole(&[soa(3), a(1), soa(3)]).unwrap();
-        let diffs = [soa(5), soa(3), a(1), soa(4), a(2), soa(4), soa(5), a(3), soa(5)];
+        let diffs = [
+            soa(5),
+            soa(3),
+            a(1),
+            soa(4),
+            a(2),
+            soa(4),
+            soa(5),
+            a(3),
+            soa(5),
+        ];
         let next = apply(&zone, &diffs).unwrap();
         assert_eq!(next.soa.serial, 5);
         assert_eq!(next.records, [a(2), a(3)].into_iter().collect());

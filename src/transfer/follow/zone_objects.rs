@@ -129,10 +129,9 @@ fn read_record(
             svc.bare.entry(label).or_default().insert(srv.port);
         }
         (4, RData::SRV(srv), _) => {
-            let (Some(name), Some(proto)) = (
-                labels[0].strip_prefix('_'),
-                labels[1].strip_prefix('_'),
-            ) else {
+            let (Some(name), Some(proto)) =
+                (labels[0].strip_prefix('_'), labels[1].strip_prefix('_'))
+            else {
                 return;
             };
             let port = (name.to_string(), proto.to_string(), srv.port);
@@ -177,7 +176,11 @@ fn service_objects(ns: &str, name: &str, svc: Service) -> Vec<Object> {
         let named = svc.endpoint_ports.get(label).unwrap_or(&no_ports);
         let ports = with_unnamed(named, svc.bare.get(&Some(label.clone())));
         for v4 in [true, false] {
-            let family: Vec<IpAddr> = ips.iter().copied().filter(|ip| ip.is_ipv4() == v4).collect();
+            let family: Vec<IpAddr> = ips
+                .iter()
+                .copied()
+                .filter(|ip| ip.is_ipv4() == v4)
+                .collect();
             if family.is_empty() {
                 continue;
             }
@@ -275,31 +278,25 @@ mod tests {
             .collect()
     }
 
-    /// The zone written from the manifests, read back into objects and
-    /// written again, is the same zone, line for line.
+    /// The zone written from the manifests (the test fixtures, the demo),
+    /// read back into objects and written again, is the same zone, line for
+    /// line.
     #[test]
-    fn the_fixture_zone_round_trips() {
-        let primary = index_of(manifest_objects(MANIFESTS));
-        let (lines, records) = zone_lines(&primary);
-        assert!(lines.len() > 20, "the fixtures make a real zone: {lines:?}");
-        let parsed: Vec<Record> = records
-            .iter()
-            .map(|r| Record::from_bytes(&r.wire().unwrap()).unwrap())
-            .collect();
-        let follower = index_of(objects(&parsed, "cluster.local"));
-        assert_eq!(zone_lines(&follower).0, lines);
-    }
-
-    #[test]
-    fn the_demo_zone_round_trips() {
-        let primary = index_of(manifest_objects(crate::sources::file::DEMO));
-        let (lines, records) = zone_lines(&primary);
-        let parsed: Vec<Record> = records
-            .iter()
-            .map(|r| Record::from_bytes(&r.wire().unwrap()).unwrap())
-            .collect();
-        let follower = index_of(objects(&parsed, "cluster.local."));
-        assert_eq!(zone_lines(&follower).0, lines);
+    fn the_fixture_and_demo_zones_round_trip() {
+        for (text, zone) in [
+            (MANIFESTS, "cluster.local"),
+            (crate::sources::file::DEMO, "cluster.local."),
+        ] {
+            let primary = index_of(manifest_objects(text));
+            let (lines, records) = zone_lines(&primary);
+            assert!(lines.len() > 20, "a real zone: {lines:?}");
+            let parsed: Vec<Record> = records
+                .iter()
+                .map(|r| Record::from_bytes(&r.wire().unwrap()).unwrap())
+                .collect();
+            let follower = index_of(objects(&parsed, zone));
+            assert_eq!(zone_lines(&follower).0, lines);
+        }
     }
 
     fn rec(owner: &str, data: RData) -> Record {
@@ -314,7 +311,10 @@ mod tests {
         let records = [
             rec(&format!("db{z}"), RData::A(A([10, 0, 0, 1].into()))),
             rec(&format!("db-0.db{z}"), RData::A(A([10, 0, 0, 1].into()))),
-            rec(&format!("10-0-0-2.db{z}"), RData::A(A([10, 0, 0, 2].into()))),
+            rec(
+                &format!("10-0-0-2.db{z}"),
+                RData::A(A([10, 0, 0, 2].into())),
+            ),
             rec(&format!("api{z}"), RData::A(A([10, 96, 0, 1].into()))),
             rec(
                 &format!("_http._tcp.api{z}"),
@@ -359,9 +359,6 @@ mod tests {
         assert_eq!(pg.endpoints[0].hostname.as_deref(), Some("db-0"));
         assert!(map.contains_key(&(Kind::Namespace, ObjectKey::new("", "default"))));
         // The apex's records describe no service.
-        assert_eq!(
-            map.keys().filter(|(k, _)| *k == Kind::Service).count(),
-            3
-        );
+        assert_eq!(map.keys().filter(|(k, _)| *k == Kind::Service).count(), 3);
     }
 }
