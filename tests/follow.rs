@@ -212,6 +212,26 @@ async fn a_change_reaches_the_follower_by_notify_and_ixfr() {
 }
 
 #[tokio::test]
+async fn changes_in_quick_succession_all_reach_the_follower() {
+    within(LIMIT, async {
+        let port = free_port();
+        let primary = primary(Some(loopback(port)), |_| {}).await;
+        let follower = TestServer::start(follower_config(primary.dns, port, 60_000)).await;
+        wait_for_web_0(&follower, "10.1.0.10").await;
+        // Each change published on its own, the next at once: later ones
+        // land while a NOTIFY (or the follower's transfer) is outstanding.
+        for last in 81..=88 {
+            let ip = format!("10.1.0.{last}");
+            move_web_0(&primary, &ip);
+            wait_for_web_0(&primary, &ip).await;
+        }
+        wait_for_web_0(&follower, "10.1.0.88").await;
+        assert_same_answers(&primary, &follower).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_lost_notify_is_caught_up_by_the_refresh() {
     within(LIMIT, async {
         // The primary tells nobody.
