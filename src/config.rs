@@ -358,6 +358,12 @@ pub struct SourceConfig {
     /// Transfer source: check the primary's serial this often, milliseconds,
     /// instead of the SOA's refresh (and retry) timers; unset = the SOA's.
     pub refresh_ms: Option<u64>,
+    /// Transfer source: with the primary unreachable this long, milliseconds,
+    /// names get SERVFAIL; unset = the SOA's expire.
+    pub expire_ms: Option<u64>,
+    /// Transfer source: keep answering from the last good zone past the
+    /// expire (instead of SERVFAIL).
+    pub serve_expired: bool,
 }
 
 impl Default for SourceConfig {
@@ -374,6 +380,8 @@ impl Default for SourceConfig {
             primary: None,
             primary_key: None,
             refresh_ms: None,
+            expire_ms: None,
+            serve_expired: false,
         }
     }
 }

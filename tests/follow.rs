@@ -357,3 +357,19 @@ async fn with_the_primary_gone_the_last_good_zone_keeps_serving() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn past_the_expire_an_unreachable_primary_means_servfail() {
+    within(LIMIT, async {
+        let primary = primary(None, |_| {}).await;
+        let mut c = follower_config(primary.dns, 0, 50);
+        c.source.expire_ms = Some(400);
+        let follower = TestServer::start(c).await;
+        wait_for_web_0(&follower, "10.1.0.10").await;
+        primary.stop().await;
+        follower.wait_for_a(WEB_0, Answer::ServFail).await;
+        // Still ready: the process is fine, its zone is stale.
+        assert_eq!(follower.ready_status().await, 200);
+    })
+    .await;
+}

@@ -48,8 +48,10 @@ impl Config {
                 "source.primary_key: no [[transfer.tsig]] named {n:?}"
             ));
         }
-        if s.refresh_ms == Some(0) {
-            problems.push("source.refresh_ms: must be at least 1".into());
+        for (key, v) in [("refresh_ms", s.refresh_ms), ("expire_ms", s.expire_ms)] {
+            if v == Some(0) {
+                problems.push(format!("source.{key}: must be at least 1"));
+            }
         }
         problems
     }

@@ -130,6 +130,8 @@ pub struct Answerer {
     serves_transfers: bool,
     /// Whether NOTIFY messages go to `transfers` (else NOTIMP).
     takes_notify: bool,
+    /// Set while a followed zone is past its SOA expire: names get SERVFAIL.
+    expired: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Answerer {
@@ -147,7 +149,15 @@ impl Answerer {
             transfers: None,
             serves_transfers: false,
             takes_notify: false,
+            expired: Arc::default(),
         }
+    }
+
+    /// Answers SERVFAIL for our zones' names while `expired` is set (a
+    /// followed zone past its SOA expire, as any secondary).
+    pub fn with_expiry(mut self, expired: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.expired = expired;
+        self
     }
 
     /// Hands zone transfers and TSIG-signed requests to `service`.

@@ -283,6 +283,9 @@ async fn run_engine(
         start_source(&config, sim, &index, events, access.clone(), &tasks).await?;
     announce_first_sync(index.clone(), synced, &tasks);
     let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
+    if let Some(i) = &inbox {
+        answerer = answerer.with_expiry(i.expired());
+    }
     if let Some(h) = transfer::Handoff::new(transfers, inbox) {
         let (serves, follows) = (h.serves(), h.follows());
         answerer = answerer.with_handoff(Arc::new(h), serves, follows);

@@ -10,7 +10,9 @@
 //! source does, so every answering rule, the page and our own transfers work
 //! unchanged. Before the first transfer the index is unsynced (SERVFAIL);
 //! after it, a failed or bad transfer is logged with its reason and the last
-//! good zone keeps serving.
+//! good zone keeps serving, until the primary has been out of reach for the
+//! SOA's expire (or `source.expire_ms`): then names get SERVFAIL, as on any
+//! secondary (unless `source.serve_expired`), until it answers again.
 //!
 //! - `client`: SOA, AXFR and IXFR over the wire, TSIG-checked;
 //! - `zone_objects`: records → objects;
@@ -23,8 +25,8 @@ mod zone_objects;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::SOA;
@@ -56,9 +58,16 @@ pub struct Inbox {
     wake: tokio::sync::Notify,
     /// NOTIFYs accepted.
     accepted: AtomicU64,
+    /// Set while the zone is past its expire (the answerer's SERVFAIL switch).
+    expired: Arc<AtomicBool>,
 }
 
 impl Inbox {
+    /// The flag that is set while the zone is expired (see the module docs).
+    pub fn expired(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.expired)
+    }
+
     /// The answer to a NOTIFY `packet` from `peer` (see the module docs).
     pub(crate) fn respond(&self, packet: &[u8], peer: SocketAddr) -> Messages {
         let (Ok(msg), Some(question_end)) = (Message::from_vec(packet), question_end(packet))
@@ -160,11 +169,14 @@ pub fn start(
         keys,
         wake: tokio::sync::Notify::new(),
         accepted: AtomicU64::new(0),
+        expired: Arc::default(),
     });
     let follower = Follower {
         primary: Primary { addr, zone, key },
         zone_name: config.dns.zone.clone(),
         refresh: s.refresh_ms.map(Duration::from_millis),
+        expire: (!s.serve_expired).then_some(s.expire_ms.map(Duration::from_millis)),
+        last_ok: Instant::now(),
         zone: None,
         differ: Differ::default(),
     };
@@ -179,6 +191,10 @@ struct Follower {
     zone_name: String,
     /// `source.refresh_ms`.
     refresh: Option<Duration>,
+    /// `None`: never expire (`serve_expired`); `Some(None)`: the SOA's expire.
+    expire: Option<Option<Duration>>,
+    /// When the primary last answered a check.
+    last_ok: Instant,
     zone: Option<Zone>,
     differ: Differ,
 }
@@ -196,16 +212,21 @@ impl Follower {
                 o = self.check() => o,
             };
             let wait = match outcome {
-                Ok(None) => self.refresh_wait(),
-                Ok(Some(how)) => {
-                    if !self.publish(&events, how).await {
+                Ok(how) => {
+                    self.last_ok = Instant::now();
+                    if inbox.expired.swap(false, Ordering::Relaxed) {
+                        info!(primary = %self.primary.addr, "the primary answers again: zone no longer expired");
+                    }
+                    if let Some(how) = how
+                        && !self.publish(&events, how).await
+                    {
                         return;
                     }
                     self.refresh_wait()
                 }
                 Err(why) => {
                     warn!(primary = %self.primary.addr, reason = %why, "zone transfer failed; keeping the last good zone");
-                    self.retry_wait()
+                    self.retry_wait().min(self.check_expiry(&inbox.expired))
                 }
             };
             tokio::select! {
@@ -214,6 +235,24 @@ impl Follower {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Sets `expired` once the primary has been out of reach for the
+    /// expire; returns the time left until then (or a long time).
+    fn check_expiry(&self, expired: &AtomicBool) -> Duration {
+        let never = Duration::from_secs(3600);
+        let (Some(expire), Some(zone)) = (self.expire, &self.zone) else {
+            return never;
+        };
+        let expire = expire.unwrap_or_else(|| Duration::from_secs(zone.soa.expire.max(1) as u64));
+        let left = expire.saturating_sub(self.last_ok.elapsed());
+        if left.is_zero() {
+            if !expired.swap(true, Ordering::Relaxed) {
+                warn!(primary = %self.primary.addr, ?expire, "the zone expired: answering SERVFAIL until the primary answers");
+            }
+            return never;
+        }
+        left
     }
 
     fn refresh_wait(&self) -> Duration {
