@@ -194,6 +194,7 @@ async fn a_change_reaches_the_follower_by_notify_and_ixfr() {
         wait_for_web_0(&primary, "10.1.0.77").await;
         wait_for_web_0(&follower, "10.1.0.77").await;
         assert!(metric(&primary, &served("ixfr")).await >= 1.0);
+        assert!(metric(&follower, "headless_dns_follow_notify_total").await >= 1.0);
         assert!(
             metric(
                 &primary,
@@ -366,8 +367,12 @@ async fn past_the_expire_an_unreachable_primary_means_servfail() {
         c.source.expire_ms = Some(400);
         let follower = TestServer::start(c).await;
         wait_for_web_0(&follower, "10.1.0.10").await;
+        assert!(metric(&follower, "headless_dns_follow_serial").await > 0.0);
         primary.stop().await;
         follower.wait_for_a(WEB_0, Answer::ServFail).await;
+        assert_eq!(metric(&follower, "headless_dns_follow_expired").await, 1.0);
+        assert!(metric(&follower, "headless_dns_follow_failures_total").await >= 1.0);
+        assert!(metric(&follower, "headless_dns_follow_lag_seconds").await >= 0.4);
         // Still ready: the process is fine, its zone is stale.
         assert_eq!(follower.ready_status().await, 200);
     })

@@ -47,6 +47,23 @@ pub struct TransferTotals {
     pub journal_changes: u64,
     /// Bytes held by the IXFR journal.
     pub journal_bytes: u64,
+    /// The follower's state, when the source follows a primary.
+    pub follow: Option<FollowTotals>,
+}
+
+/// The transfer source's state (a follower of a primary).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FollowTotals {
+    /// The primary's serial we serve (0 before the first transfer).
+    pub serial: u32,
+    /// Unix ms when the primary last answered a check (0: never).
+    pub last_ok_ms: u64,
+    /// Checks or transfers that failed.
+    pub failures: u64,
+    /// NOTIFYs accepted from the primary.
+    pub notifies: u64,
+    /// Whether the zone is past its expire (answering SERVFAIL).
+    pub expired: bool,
 }
 
 /// The `kind` label of [`TransferTotals::served`].

@@ -164,6 +164,7 @@ impl Transfers {
             notify: s.notify.each_ref().map(load),
             journal_changes: journal.len() as u64,
             journal_bytes: journal.bytes() as u64,
+            follow: None,
         }
     }
 }
@@ -229,9 +230,12 @@ impl TransferService for Handoff {
     }
 
     fn totals(&self) -> TransferTotals {
-        self.serving
+        let mut t = self
+            .serving
             .as_ref()
             .map(|s| Transfers::totals(s))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        t.follow = self.following.as_ref().map(|f| f.totals());
+        t
     }
 }

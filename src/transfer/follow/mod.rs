@@ -39,7 +39,7 @@ use super::message::Head;
 use super::tsig::{Keys, Verified};
 use super::unix_now;
 use crate::config::Config;
-use crate::dns::handoff::Messages;
+use crate::dns::handoff::{FollowTotals, Messages};
 use crate::error::{Error, Result};
 use crate::sources::{Differ, SourceEvent};
 use crate::wire::Rcode;
@@ -60,12 +60,28 @@ pub struct Inbox {
     accepted: AtomicU64,
     /// Set while the zone is past its expire (the answerer's SERVFAIL switch).
     expired: Arc<AtomicBool>,
+    /// The serial served; when the primary last answered (Unix ms); failures.
+    serial: AtomicU64,
+    last_ok_ms: AtomicU64,
+    failures: AtomicU64,
 }
 
 impl Inbox {
     /// The flag that is set while the zone is expired (see the module docs).
     pub fn expired(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.expired)
+    }
+
+    /// The follower's state for the metrics page.
+    pub(crate) fn totals(&self) -> FollowTotals {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        FollowTotals {
+            serial: load(&self.serial) as u32,
+            last_ok_ms: load(&self.last_ok_ms),
+            failures: load(&self.failures),
+            notifies: load(&self.accepted),
+            expired: self.expired.load(Ordering::Relaxed),
+        }
     }
 
     /// The answer to a NOTIFY `packet` from `peer` (see the module docs).
@@ -170,6 +186,9 @@ pub fn start(
         wake: tokio::sync::Notify::new(),
         accepted: AtomicU64::new(0),
         expired: Arc::default(),
+        serial: AtomicU64::new(0),
+        last_ok_ms: AtomicU64::new(0),
+        failures: AtomicU64::new(0),
     });
     let follower = Follower {
         primary: Primary { addr, zone, key },
@@ -214,6 +233,11 @@ impl Follower {
             let wait = match outcome {
                 Ok(how) => {
                     self.last_ok = Instant::now();
+                    inbox
+                        .last_ok_ms
+                        .store(crate::clock::unix_ms(), Ordering::Relaxed);
+                    let serial = self.zone.as_ref().map_or(0, |z| z.soa.serial);
+                    inbox.serial.store(u64::from(serial), Ordering::Relaxed);
                     if inbox.expired.swap(false, Ordering::Relaxed) {
                         info!(primary = %self.primary.addr, "the primary answers again: zone no longer expired");
                     }
@@ -225,6 +249,7 @@ impl Follower {
                     self.refresh_wait()
                 }
                 Err(why) => {
+                    inbox.failures.fetch_add(1, Ordering::Relaxed);
                     warn!(primary = %self.primary.addr, reason = %why, "zone transfer failed; keeping the last good zone");
                     self.retry_wait().min(self.check_expiry(&inbox.expired))
                 }
