@@ -383,3 +383,50 @@ async fn past_the_expire_an_unreachable_primary_means_servfail() {
     })
     .await;
 }
+
+/// Polls `name A` on `server` (every 1 ms, up to 10 s) until it is `ip`;
+/// returns when it first was.
+async fn first_served(server: SocketAddr, name: &str, ip: IpAddr) -> std::time::Instant {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = query(Proto::Udp, server, name, RecordType::A).await;
+        if Answer::of(&m) == Answer::ips(&[ip]) {
+            return std::time::Instant::now();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never became {ip}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A measurement, not a check: how long after the primary serves a change
+/// one follower serves it (NOTIFY → SOA → IXFR → index), over 100 changes.
+#[tokio::test]
+#[ignore = "a measurement: cargo test --test follow follower_lag -- --ignored --nocapture"]
+async fn follower_lag() {
+    let port = free_port();
+    let primary = primary(Some(loopback(port)), |c| c.source.poll_interval_ms = 5).await;
+    let follower = TestServer::start(follower_config(primary.dns, port, 60_000)).await;
+    wait_for_web_0(&follower, "10.1.0.10").await;
+    let mut lags = Vec::new();
+    for i in 0..100u8 {
+        let ip: IpAddr = format!("10.1.3.{}", i + 1).parse().unwrap();
+        move_web_0(&primary, &ip.to_string());
+        let served = first_served(primary.dns, WEB_0, ip).await;
+        let followed = first_served(follower.dns, WEB_0, ip).await;
+        lags.push(followed.saturating_duration_since(served));
+    }
+    lags.sort();
+    let at = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize];
+    let out = format!(
+        "follower lag over {} changes: p50 {:?} p90 {:?} p99 {:?} max {:?}\n",
+        lags.len(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        lags[lags.len() - 1]
+    );
+    std::io::Write::write_all(&mut std::io::stderr(), out.as_bytes()).unwrap();
+}
