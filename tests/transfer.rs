@@ -294,14 +294,15 @@ fn assert_differences(
     assert_eq!(text(&r[second + 1..r.len() - 1]), came);
 }
 
-/// Every metric is exported (forwarding's are off here) and the transfer
+/// Every metric is exported (forwarding's and the follower's are off here) and the transfer
 /// counters moved as the IXFR test's requests should have moved them.
 async fn assert_transfer_metrics(s: &TestServer) {
     let (_, page) = http::request(s.admin, "GET", "/metrics").await.unwrap();
     for (name, _, _) in headless_dns::telemetry::METRICS {
         let forwarding = name.starts_with("headless_dns_forward_"); // off here
+        let following = name.starts_with("headless_dns_follow_"); // a primary here
         assert!(
-            forwarding || page.contains(name),
+            forwarding || following || page.contains(name),
             "metric {name} missing from /metrics"
         );
     }
