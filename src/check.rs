@@ -38,6 +38,13 @@ pub fn check(args: &ServeArgs) -> Report {
     let summary = match config.source.kind {
         SourceKind::File => manifests(&config, &mut errors),
         SourceKind::Kubernetes => kubernetes(&config, &mut errors),
+        SourceKind::Transfer => format!(
+            "transfer source: following {} (not contacted by check)",
+            config
+                .source
+                .primary
+                .map_or_else(|| "?".to_string(), |p| p.to_string())
+        ),
     };
     if !errors.is_empty() {
         return Report {

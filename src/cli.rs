@@ -121,9 +121,12 @@ pub struct ServeArgs {
     /// Manifest file (repeatable); selects the file source with exactly these files.
     #[arg(long, env = "HEADLESS_DNS_MANIFESTS", value_delimiter = ',')]
     manifests: Vec<PathBuf>,
-    /// file or kubernetes.
+    /// file, kubernetes or transfer.
     #[arg(long, env = "HEADLESS_DNS_SOURCE")]
     source: Option<SourceKind>,
+    /// The primary (address:port) the transfer source follows.
+    #[arg(long, env = "HEADLESS_DNS_PRIMARY")]
+    primary: Option<std::net::SocketAddr>,
     /// Namespaces to serve (comma-separated, repeatable); none = all.
     #[arg(long, env = "HEADLESS_DNS_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
@@ -193,6 +196,9 @@ pub fn merge(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(s) = args.source {
         c.source.kind = s;
+    }
+    if args.primary.is_some() {
+        c.source.primary = args.primary;
     }
     let namespaces: Vec<String> = args
         .namespaces

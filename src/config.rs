@@ -308,6 +308,8 @@ pub enum SourceKind {
     File,
     /// A Kubernetes API server.
     Kubernetes,
+    /// Zone transfers from another DNS server (`primary`): a secondary.
+    Transfer,
 }
 
 impl std::str::FromStr for SourceKind {
@@ -316,7 +318,10 @@ impl std::str::FromStr for SourceKind {
         match s {
             "file" => Ok(Self::File),
             "kubernetes" => Ok(Self::Kubernetes),
-            _ => Err(format!("{s:?} is not a source (file, kubernetes)")),
+            "transfer" => Ok(Self::Transfer),
+            _ => Err(format!(
+                "{s:?} is not a source (file, kubernetes, transfer)"
+            )),
         }
     }
 }
@@ -325,7 +330,7 @@ impl std::str::FromStr for SourceKind {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourceConfig {
-    /// file or kubernetes.
+    /// file, kubernetes or transfer.
     pub kind: SourceKind,
     /// Manifest files (file source); empty = the embedded demo.
     pub manifests: Vec<PathBuf>,
@@ -349,6 +354,20 @@ pub struct SourceConfig {
     /// Services and their EndpointSlices (which carry their Service's
     /// labels), StatefulSets and Pods on their own labels.
     pub selector: Option<String>,
+    /// Transfer source: the primary (address:port) whose cluster zone we follow.
+    pub primary: Option<SocketAddr>,
+    /// Transfer source: the `[[transfer.tsig]]` key requests to the primary
+    /// (and its NOTIFYs) are signed with; unset = unsigned.
+    pub primary_key: Option<String>,
+    /// Transfer source: check the primary's serial this often, milliseconds,
+    /// instead of the SOA's refresh (and retry) timers; unset = the SOA's.
+    pub refresh_ms: Option<u64>,
+    /// Transfer source: with the primary unreachable this long, milliseconds,
+    /// names get SERVFAIL; unset = the SOA's expire.
+    pub expire_ms: Option<u64>,
+    /// Transfer source: keep answering from the last good zone past the
+    /// expire (instead of SERVFAIL).
+    pub serve_expired: bool,
 }
 
 impl Default for SourceConfig {
@@ -363,6 +382,11 @@ impl Default for SourceConfig {
             namespaces: Vec::new(),
             service_selector: None,
             selector: None,
+            primary: None,
+            primary_key: None,
+            refresh_ms: None,
+            expire_ms: None,
+            serve_expired: false,
         }
     }
 }

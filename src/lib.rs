@@ -20,7 +20,9 @@
 //!    [`sources`]: manifest files, the StatefulSet simulator, the Kubernetes
 //!    API. Neither imports the other. [`transfer`]: zone transfers to
 //!    secondaries (AXFR, IXFR from a journal the index writer keeps, NOTIFY,
-//!    TSIG), on top of `dns` (it reaches the listeners through `dns::handoff`).
+//!    TSIG), on top of `dns` (it reaches the listeners through `dns::handoff`),
+//!    and the transfer source (`transfer::follow`: a secondary of a primary,
+//!    feeding the index through `sources::Differ` as the file source does).
 //!    [`history`]: the record browser's memory (names' past addresses and
 //!    readiness, a change timeline, queries per second), recorded on the
 //!    index writer's side; on top of `index` only.

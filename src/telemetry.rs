@@ -181,6 +181,31 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "0 while the last reload failed (the configuration served is not the file's), else 1",
     ),
     (
+        "headless_dns_follow_serial",
+        "gauge",
+        "Transfer source: the primary's serial served (0 before the first transfer)",
+    ),
+    (
+        "headless_dns_follow_lag_seconds",
+        "gauge",
+        "Transfer source: seconds since the primary last answered a check",
+    ),
+    (
+        "headless_dns_follow_failures_total",
+        "counter",
+        "Transfer source: checks and transfers that failed (each logged with its reason)",
+    ),
+    (
+        "headless_dns_follow_notify_total",
+        "counter",
+        "Transfer source: NOTIFYs accepted from the primary",
+    ),
+    (
+        "headless_dns_follow_expired",
+        "gauge",
+        "Transfer source: 1 while the zone is past its expire (names get SERVFAIL)",
+    ),
+    (
         "headless_dns_history_names",
         "gauge",
         "Names the record browser keeps a history of",
@@ -208,6 +233,17 @@ fn transfer_metrics(t: &TransferTotals) {
     }
     gauge!("headless_dns_transfer_journal_changes").set(t.journal_changes as f64);
     gauge!("headless_dns_transfer_journal_bytes").set(t.journal_bytes as f64);
+    if let Some(f) = &t.follow {
+        gauge!("headless_dns_follow_serial").set(f64::from(f.serial));
+        let lag_ms = match f.last_ok_ms {
+            0 => 0,
+            t => crate::clock::unix_ms().saturating_sub(t),
+        };
+        gauge!("headless_dns_follow_lag_seconds").set(lag_ms as f64 / 1000.0);
+        counter!("headless_dns_follow_failures_total").absolute(f.failures);
+        counter!("headless_dns_follow_notify_total").absolute(f.notifies);
+        gauge!("headless_dns_follow_expired").set(f64::from(u8::from(f.expired)));
+    }
 }
 
 /// The `result` label of `headless_dns_reload_total`.

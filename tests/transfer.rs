@@ -239,9 +239,10 @@ async fn a_big_zone_comes_in_many_messages() {
         let records = t.records();
         let count = |rt| records.iter().filter(|r| r.record_type() == rt).count();
         assert_eq!(count(RecordType::SOA), 2);
-        // The service's 3000 addresses, each endpoint's, ns.dns's, and 3000 SRV.
+        // The service's 3000 addresses, each endpoint's, ns.dns's, and 3000
+        // SRV at `_web._tcp`, 3000 more at the service name (every port).
         assert_eq!(count(RecordType::A), 6001);
-        assert_eq!(count(RecordType::SRV), 3000);
+        assert_eq!(count(RecordType::SRV), 6000);
         assert_eq!(records.last().unwrap().record_type(), RecordType::SOA);
         s.stop().await;
     })
@@ -366,14 +367,15 @@ fn assert_differences(
     assert_eq!(text(&r[second + 1..r.len() - 1]), came);
 }
 
-/// Every metric is exported (forwarding's are off here) and the transfer
+/// Every metric is exported (forwarding's and the follower's are off here) and the transfer
 /// counters moved as the IXFR test's requests should have moved them.
 async fn assert_transfer_metrics(s: &TestServer) {
     let (_, page) = http::request(s.admin, "GET", "/metrics").await.unwrap();
     for (name, _, _) in headless_dns::telemetry::METRICS {
         let forwarding = name.starts_with("headless_dns_forward_"); // off here
+        let following = name.starts_with("headless_dns_follow_"); // a primary here
         assert!(
-            forwarding || page.contains(name),
+            forwarding || following || page.contains(name),
             "metric {name} missing from /metrics"
         );
     }

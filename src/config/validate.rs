@@ -16,6 +16,7 @@ impl Config {
             self.dns.problems(),
             self.forward.problems(),
             self.source.problems(),
+            self.follower_problems(),
             self.sim.problems(),
             self.admin.problems(),
             self.transfer.problems(),
@@ -26,6 +27,33 @@ impl Config {
         } else {
             Err(Error::Config(problems.join("\n  ")))
         }
+    }
+}
+
+impl Config {
+    /// What is wrong with the transfer source's settings.
+    fn follower_problems(&self) -> Vec<String> {
+        let s = &self.source;
+        let mut problems = Vec::new();
+        if s.kind == super::SourceKind::Transfer && s.primary.is_none() {
+            problems.push(
+                "source.primary: the transfer source needs the primary's address:port \
+                 (also --primary, HEADLESS_DNS_PRIMARY)"
+                    .into(),
+            );
+        }
+        let known = |n: &str| self.transfer.tsig.iter().any(|k| k.name == n);
+        if let Some(n) = s.primary_key.as_deref().filter(|n| !known(n)) {
+            problems.push(format!(
+                "source.primary_key: no [[transfer.tsig]] named {n:?}"
+            ));
+        }
+        for (key, v) in [("refresh_ms", s.refresh_ms), ("expire_ms", s.expire_ms)] {
+            if v == Some(0) {
+                problems.push(format!("source.{key}: must be at least 1"));
+            }
+        }
+        problems
     }
 }
 

@@ -83,7 +83,8 @@ pub(super) fn admit(a: &Answerer, q: &Query) -> Result<usize, Rcode> {
     {
         return Err(Rcode::Refused);
     }
-    if !a.index.is_synced() {
+    // Not yet synced, or a followed zone past its SOA expire: SERVFAIL.
+    if !a.index.is_synced() || a.expired.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(Rcode::ServFail);
     }
     Ok(zone)

@@ -3,6 +3,8 @@
 //! Zone transfers (AXFR, IXFR) and TSIG-signed requests do not fit the
 //! one-packet-in, one-packet-out query path: they need the client's address
 //! (access lists), may answer with many messages, and sign what they send.
+//! A follower's NOTIFYs from its primary take the same road (they need the
+//! sender's address and a signature check too).
 //! [`Answerer::answer`](super::Answerer::answer) hands them over with
 //! [`Outcome::Transfer`](super::Outcome::Transfer); the listeners then ask the
 //! [`TransferService`] installed on the answerer for the messages to send.
@@ -12,6 +14,11 @@
 use std::net::SocketAddr;
 
 use super::Answerer;
+
+/// Whether `packet` is a NOTIFY request (RFC 1996: opcode 4, QR clear).
+pub fn is_notify(packet: &[u8]) -> bool {
+    packet.get(2).is_some_and(|f| f & 0xF8 == 4 << 3)
+}
 
 /// The messages of one response, in order; a UDP listener sends the first.
 pub type Messages = Box<dyn Iterator<Item = Vec<u8>> + Send>;
@@ -40,6 +47,23 @@ pub struct TransferTotals {
     pub journal_changes: u64,
     /// Bytes held by the IXFR journal.
     pub journal_bytes: u64,
+    /// The follower's state, when the source follows a primary.
+    pub follow: Option<FollowTotals>,
+}
+
+/// The transfer source's state (a follower of a primary).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FollowTotals {
+    /// The primary's serial we serve (0 before the first transfer).
+    pub serial: u32,
+    /// Unix ms when the primary last answered a check (0: never).
+    pub last_ok_ms: u64,
+    /// Checks or transfers that failed.
+    pub failures: u64,
+    /// NOTIFYs accepted from the primary.
+    pub notifies: u64,
+    /// Whether the zone is past its expire (answering SERVFAIL).
+    pub expired: bool,
 }
 
 /// The `kind` label of [`TransferTotals::served`].

@@ -123,8 +123,15 @@ pub struct Answerer {
     /// The RFC 8482 answer to ANY.
     hinfo: RrSet,
     stats: stats::DnsStats,
-    /// Zone transfers, when `[transfer]` allows any (else AXFR/IXFR are REFUSED).
+    /// Zone transfers, when `[transfer]` allows any (else AXFR/IXFR are
+    /// REFUSED), and NOTIFYs, when following a primary.
     transfers: Option<Arc<dyn handoff::TransferService>>,
+    /// Whether zone transfers and signed queries go to `transfers`.
+    serves_transfers: bool,
+    /// Whether NOTIFY messages go to `transfers` (else NOTIMP).
+    takes_notify: bool,
+    /// Set while a followed zone is past its SOA expire: names get SERVFAIL.
+    expired: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Answerer {
@@ -140,12 +147,35 @@ impl Answerer {
             settings,
             stats: stats::DnsStats::default(),
             transfers: None,
+            serves_transfers: false,
+            takes_notify: false,
+            expired: Arc::default(),
         }
     }
 
+    /// Answers SERVFAIL for our zones' names while `expired` is set (a
+    /// followed zone past its SOA expire, as any secondary).
+    pub fn with_expiry(mut self, expired: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.expired = expired;
+        self
+    }
+
     /// Hands zone transfers and TSIG-signed requests to `service`.
-    pub fn with_transfers(mut self, service: Arc<dyn handoff::TransferService>) -> Self {
+    pub fn with_transfers(self, service: Arc<dyn handoff::TransferService>) -> Self {
+        self.with_handoff(service, true, false)
+    }
+
+    /// Hands `service` zone transfers and TSIG-signed requests when
+    /// `transfers`, and NOTIFY messages when `notify`.
+    pub fn with_handoff(
+        mut self,
+        service: Arc<dyn handoff::TransferService>,
+        transfers: bool,
+        notify: bool,
+    ) -> Self {
         self.transfers = Some(service);
+        self.serves_transfers = transfers;
+        self.takes_notify = notify;
         self
     }
 
@@ -214,6 +244,9 @@ impl Answerer {
                 }
                 return Outcome::Drop;
             }
+            Err((Reject::NotImp, _)) if self.takes_notify && handoff::is_notify(packet) => {
+                return Outcome::Transfer;
+            }
             Err((reject, id)) => {
                 let rcode = if reject == Reject::NotImp {
                     Rcode::NotImp
@@ -228,7 +261,7 @@ impl Answerer {
             }
         };
         let transfer = matches!(q.qtype, wire::qtype::AXFR | wire::qtype::IXFR);
-        if self.transfers.is_some() && (q.signed || transfer) {
+        if self.serves_transfers && (q.signed || transfer) {
             // Counted here; its response where the listener sends it.
             if let Some(s) = stats {
                 s.request(tcp, Some(q.qtype));

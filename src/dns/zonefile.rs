@@ -218,6 +218,41 @@ pub fn service_records(v: &ServiceView, settings: &DnsSettings, out: &mut Vec<Zo
     if matches!(r.kind, ServiceKind::Headless) {
         headless_srv(&served, &base, &mut push);
     }
+    if !matches!(r.kind, ServiceKind::ExternalName(_)) {
+        bare_srv(v, &served, &base, &mut push);
+    }
+}
+
+/// The SRV records of the service name itself, as the query path answers
+/// them (CoreDNS's): every port, named or not — one per port number of a
+/// ClusterIP service, targeting it; one per served endpoint and port number
+/// (ascending) of a headless one. Weights split 100 among them.
+fn bare_srv(
+    v: &ServiceView,
+    served: &[EndpointView<'_>],
+    base: &str,
+    push: &mut impl FnMut(String, RecordData),
+) {
+    let mut targets: Vec<(Option<&str>, u16)> = Vec::new();
+    if let ServiceKind::ClusterIp(_) = &v.record.kind {
+        for p in v.record.ports.iter() {
+            if !targets.iter().any(|(_, port)| *port == p.port) {
+                targets.push((None, p.port));
+            }
+        }
+    } else {
+        for e in served {
+            let ports: std::collections::BTreeSet<u16> = e.ports.iter().map(|p| p.port).collect();
+            targets.extend(ports.into_iter().map(|p| (Some(e.label), p)));
+        }
+    }
+    let weight = 100usize
+        .checked_div(targets.len())
+        .map_or(0, |w| w.max(1) as u16);
+    for (label, port) in targets {
+        let target = label.map_or_else(|| base.to_string(), |l| format!("{l}.{base}"));
+        push(base.to_string(), RecordData::Srv(weight, port, target));
+    }
 }
 
 /// The SRV records of a headless service: one per named port and endpoint.

@@ -345,11 +345,15 @@ async fn run_engine(
             return Ok(());
         }
     };
-    let sim_handle = started?;
+    let (sim_handle, inbox) = started?;
     announce_first_sync(index.clone(), synced, &tasks);
     let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
-    if let Some(t) = transfers {
-        answerer = answerer.with_transfers(t);
+    if let Some(i) = &inbox {
+        answerer = answerer.with_expiry(i.expired());
+    }
+    if let Some(h) = transfer::Handoff::new(transfers, inbox) {
+        let (serves, follows) = (h.serves(), h.follows());
+        answerer = answerer.with_handoff(Arc::new(h), serves, follows);
     }
     let answerer = Arc::new(answerer);
     tokio::select! {
@@ -450,7 +454,7 @@ fn new_index_writer(config: &Config, expected: &[Kind]) -> IndexWriter {
 /// there is an admin listener to show it).
 fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
     let kinds: Vec<Kind> = match config.source.kind {
-        SourceKind::File => Kind::ALL.to_vec(),
+        SourceKind::File | SourceKind::Transfer => Kind::ALL.to_vec(),
         SourceKind::Kubernetes => sources::k8s::kinds(config),
     };
     let mut writer = new_index_writer(config, &kinds);
@@ -485,7 +489,8 @@ type StartedIndex = (
 );
 
 /// Starts `config`'s source feeding `events`; returns the simulator's
-/// command handle when the simulator runs.
+/// command handle when the simulator runs, and the NOTIFY inbox when the
+/// source follows a primary.
 async fn start_source(
     config: &Config,
     sim: Option<SharedSim>,
@@ -493,7 +498,7 @@ async fn start_source(
     events: mpsc::Sender<SourceEvent>,
     access: sources::access::Access,
     tasks: &Tasks,
-) -> Result<Option<SimHandle>> {
+) -> Result<(Option<SimHandle>, Option<Arc<transfer::follow::Inbox>>)> {
     match config.source.kind {
         SourceKind::File => {
             let manifests = Manifests::of(&config.source);
@@ -515,7 +520,7 @@ async fn start_source(
                     tasks.stop.clone(),
                 ),
             );
-            Ok(handle)
+            Ok((handle, None))
         }
         SourceKind::Kubernetes => {
             let health = sources::api_health::ApiHealth::new();
@@ -533,7 +538,12 @@ async fn start_source(
                     tasks.stop.clone(),
                 ),
             );
-            Ok(None)
+            Ok((None, None))
+        }
+        SourceKind::Transfer => {
+            let inbox =
+                transfer::follow::start(config, events, tasks.stop.clone(), &tasks.tracker)?;
+            Ok((None, Some(inbox)))
         }
     }
 }

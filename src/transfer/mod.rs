@@ -11,12 +11,16 @@
 //!   list, signatures, AXFR from a consistent snapshot of the views, IXFR
 //!   from the journal (the whole zone when the serial is unknown);
 //! - `message`: packing records into (signed) messages; `tsig`: keys and
-//!   signatures; `notify`: telling secondaries about changes.
+//!   signatures; `notify`: telling secondaries about changes;
+//! - `follow`: the other side, a source following a primary (AXFR, IXFR,
+//!   NOTIFY received), and [`Handoff`], which sends the listeners' NOTIFYs
+//!   to it and transfer requests to the serving side.
 //!
 //! Nothing here runs on the query path: AXFR/IXFR and signed requests reach
 //! it through `Outcome::Transfer`, and the journal is fed when the writer
 //! publishes.
 
+pub mod follow;
 mod journal;
 mod message;
 mod notify;
@@ -160,6 +164,7 @@ impl Transfers {
             notify: s.notify.each_ref().map(load),
             journal_changes: journal.len() as u64,
             journal_bytes: journal.bytes() as u64,
+            follow: None,
         }
     }
 }
@@ -177,5 +182,60 @@ impl TransferService for Transfers {
 
     fn totals(&self) -> TransferTotals {
         Transfers::totals(self)
+    }
+}
+
+/// What the listeners hand over, split: NOTIFYs to the follower (the
+/// transfer source), transfer requests and signed queries to [`Transfers`].
+/// Either may be absent; the answerer sends each kind only where it is set.
+pub struct Handoff {
+    serving: Option<Arc<Transfers>>,
+    following: Option<Arc<follow::Inbox>>,
+}
+
+impl Handoff {
+    /// The handoff for what runs, if anything does.
+    pub fn new(
+        serving: Option<Arc<Transfers>>,
+        following: Option<Arc<follow::Inbox>>,
+    ) -> Option<Self> {
+        (serving.is_some() || following.is_some()).then_some(Self { serving, following })
+    }
+
+    /// Whether transfer requests and signed queries come here.
+    pub fn serves(&self) -> bool {
+        self.serving.is_some()
+    }
+
+    /// Whether NOTIFYs come here.
+    pub fn follows(&self) -> bool {
+        self.following.is_some()
+    }
+}
+
+impl TransferService for Handoff {
+    fn respond(
+        &self,
+        answerer: &crate::dns::Answerer,
+        packet: &[u8],
+        peer: SocketAddr,
+        tcp: bool,
+    ) -> crate::dns::handoff::Messages {
+        match (&self.following, &self.serving) {
+            (Some(f), _) if crate::dns::handoff::is_notify(packet) => f.respond(packet, peer),
+            (_, Some(s)) => s.respond(answerer, packet, peer, tcp),
+            // The answerer hands over only what is set up.
+            _ => Box::new(std::iter::empty()),
+        }
+    }
+
+    fn totals(&self) -> TransferTotals {
+        let mut t = self
+            .serving
+            .as_ref()
+            .map(|s| Transfers::totals(s))
+            .unwrap_or_default();
+        t.follow = self.following.as_ref().map(|f| f.totals());
+        t
     }
 }

@@ -1,18 +1,19 @@
 //! NOTIFY (RFC 1996): telling secondaries that a zone changed, so they ask
 //! for it at once instead of at their next refresh.
 //!
-//! The recorder marks changed zones; this task sends at most one round per
-//! 200 ms (changes inside that window share one NOTIFY per zone and
-//! secondary), each NOTIFY sent up to `ATTEMPTS` times with a growing
+//! The recorder marks changed zones; this task sends a NOTIFY per zone and
+//! secondary at once, each sent up to `ATTEMPTS` times with a growing
 //! timeout until the secondary answers, then given up (counted as failed).
 //! Giving up is what BIND and Knot do too: NOTIFY only hastens a transfer,
 //! the secondary's SOA refresh timer is what guarantees one, and a
-//! secondary that is gone for good would otherwise be asked forever. A
-//! newer NOTIFY for the same zone and secondary replaces one still being
-//! retried. Signed with `notify_key` when set, and the answer's signature
+//! secondary that is gone for good would otherwise be asked forever.
+//! Changes that arrive while one is outstanding (sent, not yet answered)
+//! share one more NOTIFY, sent as soon as that one is answered or given up,
+//! so the secondary hears of the last change too and is never flooded.
+//! Signed with `notify_key` when set, and the answer's signature
 //! checked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -28,8 +29,6 @@ use tracing::{debug, trace};
 
 use super::Shared;
 
-/// At most one round of NOTIFYs per zone in this window.
-pub(crate) const COALESCE: Duration = Duration::from_millis(200);
 /// Sends per NOTIFY, first included.
 const ATTEMPTS: u32 = 5;
 /// Wait for the first answer; doubled for each retry.
@@ -82,30 +81,43 @@ pub(crate) struct Targets {
     pub source: Vec<IpAddr>,
 }
 
-/// Sends NOTIFYs for marked zones until `stop`.
+/// A zone (by index) and a secondary.
+type Job = (usize, SocketAddr);
+
+/// Sends NOTIFYs for marked zones until `stop` (see the module docs).
 pub(crate) async fn run(shared: Arc<Shared>, targets: Targets, stop: CancellationToken) {
     let targets = Arc::new(targets);
     let mut jobs = JoinSet::new();
-    let mut running: HashMap<(usize, SocketAddr), tokio::task::AbortHandle> = HashMap::new();
+    // The job of each running task; and the jobs with a change since.
+    let mut running: HashMap<tokio::task::Id, Job> = HashMap::new();
+    let mut again: HashSet<Job> = HashSet::new();
+    let start = |jobs: &mut JoinSet<()>, running: &mut HashMap<_, _>, (zone, target): Job| {
+        let job = notify(Arc::clone(&shared), Arc::clone(&targets), zone, target);
+        running.insert(jobs.spawn(job).id(), (zone, target));
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = shared.notify.wake.notified() => {}
-        }
-        while jobs.try_join_next().is_some() {}
-        for zone in shared.notify.take() {
-            for &target in &targets.addrs {
-                if let Some(old) = running.remove(&(zone, target)) {
-                    old.abort();
+            _ = shared.notify.wake.notified() => {
+                for zone in shared.notify.take() {
+                    for &target in &targets.addrs {
+                        let job = (zone, target);
+                        if running.values().any(|j| *j == job) {
+                            again.insert(job);
+                        } else {
+                            start(&mut jobs, &mut running, job);
+                        }
+                    }
                 }
-                let job = notify(Arc::clone(&shared), Arc::clone(&targets), zone, target);
-                running.insert((zone, target), jobs.spawn(job));
             }
-        }
-        running.retain(|_, h| !h.is_finished());
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(COALESCE) => {}
+            Some(done) = jobs.join_next_with_id(), if !jobs.is_empty() => {
+                let id = done.map_or_else(|e| e.id(), |(id, ())| id);
+                if let Some(job) = running.remove(&id)
+                    && again.remove(&job)
+                {
+                    start(&mut jobs, &mut running, job);
+                }
+            }
         }
     }
 }
@@ -189,7 +201,7 @@ fn message(
 }
 
 /// A message id that a stray answer cannot easily match.
-fn rand_id() -> u16 {
+pub(super) fn rand_id() -> u16 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
