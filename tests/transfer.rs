@@ -97,17 +97,25 @@ const FIXTURES_ZONE: &[&str] = &[
     "cluster.local. 5 IN NS ns.dns.cluster.local.",
     "ns.dns.cluster.local. 5 IN A 127.0.0.1",
     "dns-version.cluster.local. 28800 IN TXT 1.1.0",
-    // ClusterIP services: their addresses, an SRV per named port.
+    // ClusterIP services: their addresses, an SRV per named port; and at
+    // the service name itself an SRV per port, named or not (what an SRV
+    // query for the name answers), weights 100 / ports.
     "api.default.svc.cluster.local. 5 IN A 10.96.0.10",
+    "api.default.svc.cluster.local. 5 IN SRV 0 50 53 api.default.svc.cluster.local.",
+    "api.default.svc.cluster.local. 5 IN SRV 0 50 80 api.default.svc.cluster.local.",
     "api.default.svc.cluster.local. 5 IN AAAA fd00:96::10",
     "_http._tcp.api.default.svc.cluster.local. 5 IN SRV 0 100 80 api.default.svc.cluster.local.",
     "_dns._udp.api.default.svc.cluster.local. 5 IN SRV 0 100 53 api.default.svc.cluster.local.",
     "multi.default.svc.cluster.local. 5 IN A 10.96.0.20",
+    "multi.default.svc.cluster.local. 5 IN SRV 0 33 5432 multi.default.svc.cluster.local.",
+    "multi.default.svc.cluster.local. 5 IN SRV 0 33 9000 multi.default.svc.cluster.local.",
+    "multi.default.svc.cluster.local. 5 IN SRV 0 33 9187 multi.default.svc.cluster.local.",
     "_pg._tcp.multi.default.svc.cluster.local. 5 IN SRV 0 100 5432 multi.default.svc.cluster.local.",
     "_metrics._tcp.multi.default.svc.cluster.local. 5 IN SRV 0 100 9187 multi.default.svc.cluster.local.",
     // Headless nginx: ready endpoints only (web-2 is not ready, web-3 is
     // terminating), each by hostname, or by dashed address without one;
-    // an SRV per endpoint for the named port, none for the unnamed 8080.
+    // an SRV per endpoint for the named port, none for the unnamed 8080;
+    // at the service name an SRV per endpoint and port, 8080 included.
     "nginx.default.svc.cluster.local. 5 IN A 10.1.0.10",
     "nginx.default.svc.cluster.local. 5 IN A 10.1.0.11",
     "nginx.default.svc.cluster.local. 5 IN A 10.1.0.50",
@@ -119,6 +127,12 @@ const FIXTURES_ZONE: &[&str] = &[
     "_web._tcp.nginx.default.svc.cluster.local. 5 IN SRV 0 33 80 web-0.nginx.default.svc.cluster.local.",
     "_web._tcp.nginx.default.svc.cluster.local. 5 IN SRV 0 33 80 web-1.nginx.default.svc.cluster.local.",
     "_web._tcp.nginx.default.svc.cluster.local. 5 IN SRV 0 33 80 10-1-0-50.nginx.default.svc.cluster.local.",
+    "nginx.default.svc.cluster.local. 5 IN SRV 0 16 80 web-0.nginx.default.svc.cluster.local.",
+    "nginx.default.svc.cluster.local. 5 IN SRV 0 16 80 web-1.nginx.default.svc.cluster.local.",
+    "nginx.default.svc.cluster.local. 5 IN SRV 0 16 80 10-1-0-50.nginx.default.svc.cluster.local.",
+    "nginx.default.svc.cluster.local. 5 IN SRV 0 16 8080 web-0.nginx.default.svc.cluster.local.",
+    "nginx.default.svc.cluster.local. 5 IN SRV 0 16 8080 web-1.nginx.default.svc.cluster.local.",
+    "nginx.default.svc.cluster.local. 5 IN SRV 0 16 8080 10-1-0-50.nginx.default.svc.cluster.local.",
     // publishNotReadyAddresses: the not-ready p-0 too, never the
     // terminating p-1; no ports, no SRV. `empty` (no ready endpoint) has none.
     "peers.default.svc.cluster.local. 5 IN A 10.1.2.1",
@@ -767,9 +781,10 @@ async fn a_long_transfer_that_progresses_is_not_closed_first_at_the_connection_b
             messages.iter().map(of_type).sum::<usize>()
         };
         assert_eq!(count(RecordType::SOA), 2);
-        // The service's addresses, each endpoint's, ns.dns's; an SRV each.
+        // The service's addresses, each endpoint's, ns.dns's; two SRV each
+        // (the named port's set and the service name's own).
         assert_eq!(count(RecordType::A), 2 * PODS + 1);
-        assert_eq!(count(RecordType::SRV), PODS);
+        assert_eq!(count(RecordType::SRV), 2 * PODS);
         s.stop().await;
     })
     .await
