@@ -281,8 +281,9 @@ fn fuzz_seeds_and_reproducers_replay_through_the_answer_checks() {
 fn fuzz_seeds_and_reproducers_replay_through_the_transfer_checks() {
     replay("transfer", 20, harness::check_transfer);
     // The answer target's packets as transfer requests, from inside both
-    // allow lists: as they are, and signed (validly, then with a bad MAC).
-    for flags in [0b000_000_00, 0b000_001_00, 0b000_101_00] {
+    // allow lists (peer 0): as they are, and signed (signing 1: validly;
+    // 5: with a bad MAC). The first byte is the signing << 2 | the peer.
+    for flags in [0, 1 << 2, 5 << 2] {
         replay("answer", 20, |packet| {
             harness::check_transfer(&[&[flags], packet].concat())
         });
