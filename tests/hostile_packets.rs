@@ -242,14 +242,16 @@ async fn classes_edns_any_and_transfers() {
 
 // ---- the fuzz corpus, without the fuzzer -----------------------------------
 
-fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+/// The files of `fuzz/<dir>/<target>/`, sorted (none if it does not exist).
+fn inputs(dir: &str, target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/seeds")
+        .join("fuzz")
+        .join(dir)
         .join(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
     files.sort();
     files
         .into_iter()
@@ -257,11 +259,12 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Every seed of `target` (at least `min`) passes the target's checks.
-fn replay(target: &str, min: usize, check: fn(&[u8])) {
-    let seeds = seeds(target);
+/// Every seed of `target` (at least `min`) and every file of its minimized
+/// corpus passes `check`.
+fn replay(target: &str, min: usize, check: impl Fn(&[u8]) + std::panic::RefUnwindSafe) {
+    let seeds = inputs("seeds", target);
     assert!(seeds.len() >= min, "{} seeds", seeds.len());
-    for (path, bytes) in seeds {
+    for (path, bytes) in seeds.into_iter().chain(inputs("corpus-min", target)) {
         let r = std::panic::catch_unwind(|| check(&bytes));
         assert!(r.is_ok(), "{path} fails the fuzz target's checks");
     }
@@ -270,6 +273,23 @@ fn replay(target: &str, min: usize, check: fn(&[u8])) {
 #[test]
 fn fuzz_seeds_and_reproducers_replay_through_the_answer_checks() {
     replay("answer", 20, harness::check_answer);
+    // The transfer target's packets (after its first byte) are queries too.
+    replay("transfer", 20, |data| {
+        harness::check_answer(data.get(1..).unwrap_or_default())
+    });
+}
+
+#[test]
+fn fuzz_seeds_and_reproducers_replay_through_the_transfer_checks() {
+    replay("transfer", 20, harness::check_transfer);
+    // The answer target's packets as transfer requests, from inside both
+    // allow lists (peer 0): as they are, and signed (signing 1: validly;
+    // 5: with a bad MAC). The first byte is the signing << 2 | the peer.
+    for flags in [0, 1 << 2, 5 << 2] {
+        replay("answer", 20, |packet| {
+            harness::check_transfer(&[&[flags], packet].concat())
+        });
+    }
 }
 
 #[test]

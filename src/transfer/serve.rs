@@ -16,13 +16,13 @@ use tracing::debug;
 
 use super::journal::Since;
 use super::message::{Head, Packer, TCP_MESSAGE, TSIG_ROOM};
-use super::tsig::{Chain, Verified};
+use super::tsig::{Bad, Chain, Verified};
 use super::zones::ZoneRecords;
 use super::{Shared, unix_now};
 use crate::dns::handoff::Messages;
 use crate::dns::{Answerer, Outcome};
 use crate::index::ServiceView;
-use crate::wire::{MIN_UDP, Query, Rcode, fit_response, skip_name};
+use crate::wire::{MIN_UDP, Query, Rcode, skip_name};
 
 /// What was transferred: indices into `TRANSFER_KINDS` (`dns::handoff`).
 #[derive(Clone, Copy)]
@@ -96,16 +96,20 @@ pub(super) fn respond(
         question: packet[12..question_end].to_vec(),
         zone: None,
     };
+    // What a UDP client takes (RFC 6891 §6.2.5), as on the query path.
+    let limit = if tcp {
+        usize::from(u16::MAX)
+    } else {
+        let max_udp = answerer.settings().dns.max_udp_payload;
+        usize::from(msg.max_payload().min(max_udp).max(512))
+    };
     let chain = match shared.keys.verify(packet, &msg, unix_now()) {
         Verified::Unsigned => None,
         Verified::Signed(chain) => Some(chain),
         Verified::Bad(bad) => {
             shared.stats.refused[Refusal::Tsig as usize].fetch_add(1, Ordering::Relaxed);
             debug!(%peer, reason = bad.reason(), "request with a bad TSIG signature: NOTAUTH");
-            let mut out = Vec::new();
-            head.start(Rcode::NotAuth as u8, &mut out);
-            bad.sign(&mut out, unix_now());
-            return Box::new(std::iter::once(out));
+            return Box::new(std::iter::once(not_auth(head, bad, limit)));
         }
     };
     if !matches!(
@@ -115,6 +119,26 @@ pub(super) fn respond(
         return signed_query(shared, answerer, packet, last, tcp, &head, chain);
     }
     transfer(shared, &msg, head, chain, peer, tcp)
+}
+
+/// The NOTAUTH answer to a bad signature. A BADKEY answer repeats the
+/// client's key name (up to 255 bytes) beside the question (as many): where
+/// both do not fit in `limit`, the question goes (found by the `transfer`
+/// fuzz target's UDP size check: 565 bytes to a 512-byte client).
+fn not_auth(head: Head, bad: Bad, limit: usize) -> Vec<u8> {
+    let now = unix_now();
+    let mut out = Vec::new();
+    head.start(Rcode::NotAuth as u8, &mut out);
+    bad.clone().sign(&mut out, now);
+    if out.len() > limit {
+        let bare = Head {
+            question: Vec::new(),
+            ..head
+        };
+        bare.start(Rcode::NotAuth as u8, &mut out);
+        bad.sign(&mut out, now);
+    }
+    out
 }
 
 /// An AXFR or IXFR request: who may have it, then which zone and how.
@@ -221,27 +245,28 @@ fn signed_query(
         return one(head, Rcode::Refused as u8, &[], chain);
     }
     shared.stats.served[Served::SignedQuery as usize].fetch_add(1, Ordering::Relaxed);
-    if let Some(c) = chain {
+    if let Some(chain) = chain {
+        // The query path's limit for this query (what its answer fits).
         let max_udp = shared.settings.dns.max_udp_payload;
         let limit = Query::parse(&stripped).map_or(MIN_UDP, |q| q.max_response(tcp, max_udp));
-        sign_within(&mut out, c, limit);
+        sign_within(&mut out, chain, head, limit);
     }
     Box::new(std::iter::once(out))
 }
 
-/// Signs the reply `out` so that it fits in `limit` bytes with its TSIG
-/// record: when it would not, the reply is first cut to leave the TSIG's
-/// room, as UDP replies are cut (whole records, TC set), then signed.
-fn sign_within(out: &mut Vec<u8>, mut chain: Chain, limit: usize) {
+/// Signs the answer in `out`. Where its TSIG record takes it past `limit`
+/// (a UDP client's payload), RFC 8945 §5.3 has the answer cut to the
+/// question, with TC and NOERROR, and signed: the client asks again over TCP.
+fn sign_within(out: &mut Vec<u8>, chain: Chain, head: &Head, limit: usize) {
     let now = unix_now();
-    // A TSIG record's length depends on the key, not on the message.
-    let mut signed = out.clone();
-    if !chain.clone().sign(&mut signed, now, None) || signed.len() <= limit {
-        *out = signed;
+    let mut first_try = chain.clone();
+    first_try.sign(out, now, None);
+    if out.len() <= limit {
         return;
     }
-    let tsig = signed.len() - out.len();
-    fit_response(out, limit.saturating_sub(tsig));
+    let mut chain = chain;
+    head.start(0, out);
+    out[2] |= 0x02;
     chain.sign(out, now, None);
 }
 

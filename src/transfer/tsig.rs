@@ -6,7 +6,9 @@
 //! the previous MAC, the message and only the timers.
 
 use hickory_proto::op::Message;
-use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError, make_tsig_record};
+use hickory_proto::rr::rdata::tsig::{
+    TSIG, TsigAlgorithm, TsigError, make_tsig_record, signed_bitmessage_to_buf,
+};
 use hickory_proto::rr::{Name, Record, TSigResponseContext, TSigner};
 use hickory_proto::serialize::binary::BinEncodable;
 
@@ -57,14 +59,32 @@ impl Keys {
         let Some(signer) = self.0.iter().find(|s| *s.signer_name() == tsig.name) else {
             return Verified::Bad(Bad::UnknownKey(tsig.name.clone()));
         };
-        match signer.verify_message_byte(packet, None, true) {
-            Ok((mac, _, valid)) if valid.contains(&now) => {
+        match verify_mac(signer, packet) {
+            // RFC 8945 §5.2.3: within the request's fudge of our time.
+            Some((mac, time, fudge)) if now.abs_diff(time) <= u64::from(fudge) => {
                 Verified::Signed(Chain::new(signer, mac))
             }
-            Ok((mac, _, _)) => Verified::Bad(Bad::Time(Chain::new(signer, mac))),
-            Err(_) => Verified::Bad(Bad::Signature(signer.clone())),
+            Some((mac, _, _)) => Verified::Bad(Bad::Time(Chain::new(signer, mac))),
+            None => Verified::Bad(Bad::Signature(signer.clone())),
         }
     }
+}
+
+/// RFC 8945 §5.2.1-2 for `packet` (a request whose last record is a TSIG
+/// record) and `signer`: the key's name and algorithm, and a MAC that
+/// verifies in full (no truncated MACs). The MAC, time signed and fudge.
+///
+/// hickory's `TSigner::verify_message_byte` does the same and then computes
+/// the time window as `time - fudge`, which overflows for a time signed below
+/// the fudge (a panic where overflow checks are on): the window is ours.
+fn verify_mac(signer: &TSigner, packet: &[u8]) -> Option<(Vec<u8>, u64, u16)> {
+    let (tbv, record) = signed_bitmessage_to_buf(packet, None, true).ok()?;
+    let tsig = record.data;
+    if record.name != *signer.signer_name() || tsig.algorithm != *signer.algorithm() {
+        return None;
+    }
+    signer.verify(&tbv, &tsig.mac).ok()?;
+    Some((tsig.mac, tsig.time, tsig.fudge))
 }
 
 /// A request's signature.
@@ -78,6 +98,7 @@ pub(crate) enum Verified {
 }
 
 /// Why a signature was refused.
+#[derive(Clone)]
 pub(crate) enum Bad {
     /// A key we do not have (BADKEY; the answer is unsigned).
     UnknownKey(Name),
@@ -240,6 +261,28 @@ mod tests {
                 k.verify(&p, &m, 2_000_000),
                 Verified::Bad(Bad::Time(_))
             ));
+        }
+    }
+
+    /// Found by the `transfer` fuzz target (seed
+    /// `fuzz/seeds/transfer/crash-tsig-time-below-fudge`): a valid MAC with a
+    /// time signed below the fudge made hickory's `verify_message_byte`
+    /// compute `time - fudge` and panic on the overflow (debug builds; release
+    /// builds wrapped it to an empty window). BADTIME, like any time outside.
+    #[test]
+    fn a_time_signed_below_the_fudge_is_badtime() {
+        let k = keys();
+        for time in [0, 1, 299, 300] {
+            let p = signed(false, time);
+            let m = Message::from_vec(&p).unwrap();
+            assert!(
+                matches!(k.verify(&p, &m, 1_000_000), Verified::Bad(Bad::Time(_))),
+                "time {time}"
+            );
+            assert!(
+                matches!(k.verify(&p, &m, time), Verified::Signed(_)),
+                "time {time}, now the same"
+            );
         }
     }
 }
