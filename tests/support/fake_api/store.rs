@@ -87,6 +87,17 @@ impl ClusterState {
         }
     }
 
+    /// Ends every open watch with a TCP reset of its connection; returns how
+    /// many were open.
+    pub fn reset_watchers(&mut self) -> usize {
+        for w in &self.watchers {
+            if let Some(reset) = &w.reset {
+                reset.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.take_watchers(|| Frame::Abort)
+    }
+
     /// Ends every open watch with `frame`; returns how many were open.
     pub fn take_watchers(&mut self, frame: impl Fn() -> Frame) -> usize {
         let n = self.watchers.iter().filter(|w| !w.tx.is_closed()).count();

@@ -38,6 +38,8 @@ pub(super) struct Watcher {
     pub tx: mpsc::UnboundedSender<Frame>,
     /// Where what this watch sends is counted.
     pub traffic: Arc<Traffic>,
+    /// Set, its connection ends with a reset when the stream is cut.
+    pub reset: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Watcher {
