@@ -116,6 +116,15 @@ fn is_watch(uri: &http::Uri) -> bool {
         .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
 }
 
+/// One watcher's watch requests answered 2xx.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Answered {
+    /// How many so far.
+    pub count: u64,
+    /// When the latest was answered.
+    pub latest: Option<Instant>,
+}
+
 /// The API server's reachability and the watchers' retry schedule.
 pub struct ApiHealth {
     /// Transitions so far: even while the server is up (or not yet asked),
@@ -129,10 +138,10 @@ pub struct ApiHealth {
     joined: AtomicUsize,
     /// No retry before this: the latest `Retry-After` the server sent.
     not_before: Mutex<Option<Instant>>,
-    /// Watch requests answered 2xx so far, by the collection path of the
-    /// watcher that made them (only paths [`ApiHealth::watch_path`]
-    /// registered).
-    answered: Mutex<HashMap<String, u64>>,
+    /// Watch requests answered 2xx so far, and when the latest was, by the
+    /// collection path of the watcher that made them (only paths
+    /// [`ApiHealth::watch_path`] registered).
+    answered: Mutex<HashMap<String, Answered>>,
 }
 
 impl ApiHealth {
@@ -159,22 +168,23 @@ impl ApiHealth {
     /// Counts, from now on, the watch requests to `path` (a collection's URL
     /// path, as `kube::Api::resource_url` gives it) answered 2xx.
     pub fn watch_path(&self, path: &str) {
-        self.answered_map().entry(path.to_string()).or_insert(0);
+        self.answered_map().entry(path.to_string()).or_default();
     }
 
-    /// Watch requests to `path` answered 2xx so far (0 for a path never
+    /// Watch requests to `path` answered 2xx so far (none for a path never
     /// registered with [`ApiHealth::watch_path`]).
-    pub fn watches_answered(&self, path: &str) -> u64 {
-        self.answered_map().get(path).copied().unwrap_or(0)
+    pub fn watches_answered(&self, path: &str) -> Answered {
+        self.answered_map().get(path).copied().unwrap_or_default()
     }
 
     fn watch_answered(&self, path: &str) {
-        if let Some(n) = self.answered_map().get_mut(path) {
-            *n += 1;
+        if let Some(a) = self.answered_map().get_mut(path) {
+            a.count += 1;
+            a.latest = Some(Instant::now());
         }
     }
 
-    fn answered_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    fn answered_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Answered>> {
         // A panic while holding it left a consistent map: keep going.
         self.answered.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -317,7 +327,7 @@ mod tests {
             let ready = client.ready().await.expect("always ready");
             ready.call(req).await.expect("infallible").status().as_u16()
         };
-        let services = || h.watches_answered("/api/v1/services");
+        let services = || h.watches_answered("/api/v1/services").count;
         assert_eq!(send("/api/v1/services?limit=250").await, 200);
         assert_eq!(services(), 0, "a list is no watch");
         assert_eq!(send("/api/v1/services?&watch=true&fail").await, 500);
@@ -332,7 +342,11 @@ mod tests {
         assert_eq!(send("/api/v1/namespaces/a/services?watch=1").await, 200);
         assert_eq!(send("/api/v1/pods?&watch=true").await, 200);
         assert_eq!(services(), 1, "other paths count apart");
-        assert_eq!(h.watches_answered("/api/v1/pods"), 0, "not registered");
+        assert_eq!(
+            h.watches_answered("/api/v1/pods"),
+            Answered::default(),
+            "not registered"
+        );
     }
 
     #[test]

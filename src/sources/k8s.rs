@@ -49,9 +49,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// an API server. The previous state answers meanwhile.
 ///
 /// So it counts the failures since the kind's last watch got through: a
-/// failing server (5xx, refused connections, 403s, 410 after 410) sees the
-/// same doubling as ever, while a watch cut after it was answered (a reset,
-/// an apiserver rolling, a load balancer's timeout) is retried at the floor,
+/// failing server (5xx, refused connections, 403s, 410 after 410, a watch
+/// reset within 20 ms of its answer) sees the same doubling as ever,
+/// while a watch cut after it was answered (a reset, an apiserver rolling, a
+/// load balancer's timeout) is retried at the floor,
 /// however often that happens: under such churn (issue #27) the errors never
 /// paused for 10 s, the backoff sat at its cap and the final state was
 /// served 2.5-7.5 s after the last fault. A clean end (`timeoutSeconds`) is
@@ -97,6 +98,12 @@ impl Iterator for QuickBackoff {
         Some(base.mul_f64(0.5 + (nanos % 1000) as f64 / 2000.0))
     }
 }
+
+/// How long an answered watch must have been up, when it fails, to count as
+/// one that got through (see [`QuickBackoff`]): longer than a connection
+/// reset takes to follow the response headers, far shorter than any watch
+/// that delivers anything.
+const WATCH_UP: Duration = Duration::from_millis(20);
 
 /// Objects per list page, for every kind (kube's default is 500): a page is
 /// decoded whole before it reaches the index, and every kind lists at once
@@ -368,7 +375,7 @@ impl Watchers {
             // This kind's watch requests the server answered, as of its last error.
             let path = api.resource_url().to_string();
             this.health.watch_path(&path);
-            let mut answered = this.health.watches_answered(&path);
+            let mut answered = this.health.watches_answered(&path).count;
             // Whether the last error was a 403, to clear once events flow.
             let mut refused = false;
             loop {
@@ -382,14 +389,17 @@ impl Watchers {
                     Err(e) => {
                         // A watch got through since the last error: the server
                         // serves this kind, and this error starts a new run of
-                        // failures. A watch whose stream said only 410 Gone
-                        // does not count: a server answering every watch so
-                        // would otherwise be re-listed at the floor's pace.
+                        // failures. Every watch answered but the latest ended
+                        // without an error (a clean end, then the next watch);
+                        // the latest counts once it has stayed up a moment and
+                        // unless its stream said only 410 Gone. A server that
+                        // answers every watch and then cuts it at once, or says
+                        // 410 in it, is failing, and backs off as before.
                         let now = this.health.watches_answered(&path);
-                        let through =
-                            (now - answered).saturating_sub(u64::from(gone_in_stream(&e)));
-                        answered = now;
-                        if through > 0 {
+                        let new = now.count - answered;
+                        answered = now.count;
+                        let latest_up = now.latest.is_some_and(|t| t.elapsed() >= WATCH_UP);
+                        if new > 1 || (new == 1 && latest_up && !gone_in_stream(&e)) {
                             backoff.reset();
                         }
                         let delay = backoff.next().unwrap_or(MAX_BACKOFF);

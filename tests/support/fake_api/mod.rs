@@ -334,6 +334,13 @@ impl FakeApi {
         self.inner.lock().fail_next = n;
     }
 
+    /// Answers every watch request (200, replaying what it missed) and
+    /// resets its connection 5 ms later, as a broken proxy in front of the
+    /// API server might, until `set_reset_on_watch(false)`.
+    pub fn set_reset_on_watch(&self, yes: bool) {
+        self.inner.lock().reset_on_watch = yes;
+    }
+
     /// Answer a too-old watch resume with HTTP 410 on the request itself
     /// instead of an ERROR event inside a 200 stream.
     pub fn set_gone_as_http_status(&self, yes: bool) {

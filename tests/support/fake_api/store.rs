@@ -45,6 +45,9 @@ pub(super) struct ClusterState {
     /// (`FakeApi::set_throttled`).
     pub throttled: Option<u32>,
     pub gone_as_http: bool,
+    /// Every watch is answered, then its connection reset at once
+    /// (`FakeApi::set_reset_on_watch`).
+    pub reset_on_watch: bool,
     pub watches_paused: bool,
     pub held_lists: HashSet<&'static str>,
     pub next_uid: u64,
@@ -66,6 +69,7 @@ impl ClusterState {
             down: false,
             throttled: None,
             gone_as_http: false,
+            reset_on_watch: false,
             watches_paused: false,
             held_lists: HashSet::new(),
             next_uid: 1,
