@@ -4,7 +4,7 @@
 //! Every watcher backs off on its own (0.1 s doubling to 5 s). After an
 //! outage each kind used to wait out its own backoff, so the last one saw the
 //! healthy server up to 5 s after the first, and the final state took ~7 s to
-//! be served. Two things close that gap without asking a failing server any
+//! be served. Three things close that gap without asking a failing server any
 //! more often than before:
 //! - [`ApiHealth`] sees every response of the client (a tower layer,
 //!   [`ApiHealth::layer`]): a 5xx, a 429 or a failed connection marks the
@@ -18,15 +18,25 @@
 //! - `Retry-After`: a 429 or 503 that carries one (in seconds, as the API
 //!   server's priority and fairness sends with its 429s) holds every retry
 //!   until then, however short the backoff, capped at [`RETRY_AFTER_MAX`].
+//!
+//! The layer also counts, per watcher, its watch requests the server
+//! answered 2xx ([`ApiHealth::watches_answered`]): a watch that got through
+//! is what starts a watcher's backoff over (issue #27). Under watch churn
+//! (streams cut every few hundred milliseconds, each re-watch answered at
+//! once) the errors never stopped for the 10 s that used to be the only
+//! reset, so every backoff sat at its cap and the final state came 2.5-7.5 s
+//! after the last fault.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower::util::MapResultLayer;
 
 /// The longest backoff of a watcher (`k8s::QuickBackoff`'s cap).
 pub const CAP: Duration = Duration::from_secs(5);
@@ -35,16 +45,84 @@ pub const CAP: Duration = Duration::from_secs(5);
 /// proxy's) still lets a watcher try once a minute.
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
-/// What [`ApiHealth::layer`] wraps the client's results in: it passes them
-/// through, having looked.
-pub trait Observe<B, E>:
-    Fn(Result<http::Response<B>, E>) -> Result<http::Response<B>, E> + Clone
-{
+/// The client layer of [`ApiHealth::layer`]: it passes every request and
+/// response through, having looked.
+#[derive(Clone)]
+pub struct ObserveLayer {
+    health: Arc<ApiHealth>,
 }
 
-impl<B, E, F> Observe<B, E> for F where
-    F: Fn(Result<http::Response<B>, E>) -> Result<http::Response<B>, E> + Clone
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observed<S>;
+
+    fn layer(&self, inner: S) -> Observed<S> {
+        Observed {
+            inner,
+            health: Arc::clone(&self.health),
+        }
+    }
+}
+
+/// A client service whose responses [`ApiHealth`] sees.
+#[derive(Clone)]
+pub struct Observed<S> {
+    inner: S,
+    health: Arc<ApiHealth>,
+}
+
+/// The future of an [`Observed`] call.
+type ObservedFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+impl<S, Q, B> tower::Service<http::Request<Q>> for Observed<S>
+where
+    S: tower::Service<http::Request<Q>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
 {
+    type Response = http::Response<B>;
+    type Error = S::Error;
+    type Future = ObservedFuture<http::Response<B>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Q>) -> Self::Future {
+        let watch = is_watch(req.uri()).then(|| req.uri().path().to_string());
+        let health = Arc::clone(&self.health);
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let r = response.await;
+            match &r {
+                Ok(resp) => {
+                    let status = resp.status();
+                    health.response(status.as_u16());
+                    if status == 429 || status == 503 {
+                        health.retry_after(resp.headers().get(http::header::RETRY_AFTER));
+                    }
+                    if let Some(path) = watch.filter(|_| status.is_success()) {
+                        health.watch_answered(&path);
+                    }
+                }
+                Err(_) => health.set_down(true),
+            }
+            r
+        })
+    }
+}
+
+/// A watch request: `watch=true` (or `1`) in the query.
+fn is_watch(uri: &http::Uri) -> bool {
+    uri.query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
+}
+
+/// One watcher's watch requests answered 2xx.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Answered {
+    /// How many so far.
+    pub count: u64,
+    /// When the latest was answered.
+    pub latest: Option<Instant>,
 }
 
 /// The API server's reachability and the watchers' retry schedule.
@@ -59,7 +137,11 @@ pub struct ApiHealth {
     /// Watchers that have [`ApiHealth::join`]ed so far.
     joined: AtomicUsize,
     /// No retry before this: the latest `Retry-After` the server sent.
-    not_before: std::sync::Mutex<Option<Instant>>,
+    not_before: Mutex<Option<Instant>>,
+    /// Watch requests answered 2xx so far, and when the latest was, by the
+    /// collection path of the watcher that made them (only paths
+    /// [`ApiHealth::watch_path`] registered).
+    answered: Mutex<HashMap<String, Answered>>,
 }
 
 impl ApiHealth {
@@ -70,27 +152,41 @@ impl ApiHealth {
             start: Instant::now(),
             watchers: AtomicUsize::new(1),
             joined: AtomicUsize::new(0),
-            not_before: std::sync::Mutex::new(None),
+            not_before: Mutex::new(None),
+            answered: Mutex::new(HashMap::new()),
         })
     }
 
     /// A layer for kube's `ClientBuilder` that reports every response (or
     /// failure to get one) to `health`.
-    pub fn layer<B, E>(health: &Arc<Self>) -> MapResultLayer<impl Observe<B, E> + use<B, E>> {
-        let health = Arc::clone(health);
-        MapResultLayer::new(move |r: Result<http::Response<B>, E>| {
-            match &r {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    health.response(status);
-                    if status == 429 || status == 503 {
-                        health.retry_after(resp.headers().get(http::header::RETRY_AFTER));
-                    }
-                }
-                Err(_) => health.set_down(true),
-            }
-            r
-        })
+    pub fn layer(health: &Arc<Self>) -> ObserveLayer {
+        ObserveLayer {
+            health: Arc::clone(health),
+        }
+    }
+
+    /// Counts, from now on, the watch requests to `path` (a collection's URL
+    /// path, as `kube::Api::resource_url` gives it) answered 2xx.
+    pub fn watch_path(&self, path: &str) {
+        self.answered_map().entry(path.to_string()).or_default();
+    }
+
+    /// Watch requests to `path` answered 2xx so far (none for a path never
+    /// registered with [`ApiHealth::watch_path`]).
+    pub fn watches_answered(&self, path: &str) -> Answered {
+        self.answered_map().get(path).copied().unwrap_or_default()
+    }
+
+    fn watch_answered(&self, path: &str) {
+        if let Some(a) = self.answered_map().get_mut(path) {
+            a.count += 1;
+            a.latest = Some(Instant::now());
+        }
+    }
+
+    fn answered_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Answered>> {
+        // A panic while holding it left a consistent map: keep going.
+        self.answered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records a response with HTTP `status`: a 5xx or 429 says the server is
@@ -211,6 +307,46 @@ mod tests {
     ) -> tokio::task::JoinHandle<bool> {
         let (h, stop) = (Arc::clone(h), stop.clone());
         tokio::spawn(async move { h.wait_retry(0, backoff, &stop).await })
+    }
+
+    #[tokio::test]
+    async fn the_layer_counts_each_watchers_answered_watches() {
+        use tower::{Layer, Service, ServiceExt};
+        let h = ApiHealth::new();
+        h.watch_path("/api/v1/services");
+        // 500 for a request whose query says `fail`, else 200.
+        let mut client =
+            ApiHealth::layer(&h).layer(tower::service_fn(|req: http::Request<()>| async move {
+                let fail = req.uri().query().is_some_and(|q| q.contains("fail"));
+                let status = if fail { 500 } else { 200 };
+                let resp = http::Response::builder().status(status).body(());
+                Ok::<_, std::convert::Infallible>(resp.expect("a valid response"))
+            }));
+        let mut send = async |uri: &str| {
+            let req = http::Request::get(uri).body(()).expect("a valid request");
+            let ready = client.ready().await.expect("always ready");
+            ready.call(req).await.expect("infallible").status().as_u16()
+        };
+        let services = || h.watches_answered("/api/v1/services").count;
+        assert_eq!(send("/api/v1/services?limit=250").await, 200);
+        assert_eq!(services(), 0, "a list is no watch");
+        assert_eq!(send("/api/v1/services?&watch=true&fail").await, 500);
+        assert!(h.is_down());
+        assert_eq!(services(), 0, "a watch refused is no watch answered");
+        assert_eq!(
+            send("/api/v1/services?&watch=true&resourceVersion=7").await,
+            200
+        );
+        assert!(!h.is_down());
+        assert_eq!(services(), 1);
+        assert_eq!(send("/api/v1/namespaces/a/services?watch=1").await, 200);
+        assert_eq!(send("/api/v1/pods?&watch=true").await, 200);
+        assert_eq!(services(), 1, "other paths count apart");
+        assert_eq!(
+            h.watches_answered("/api/v1/pods"),
+            Answered::default(),
+            "not registered"
+        );
     }
 
     #[test]

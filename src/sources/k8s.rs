@@ -42,20 +42,38 @@ use crate::index::{
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Reconnect backoff for the watches: 0.1 s doubling to 5 s (with jitter),
-/// back to 0.1 s after 10 s without an error. kube's default (0.8 s to 30 s)
-/// suits controllers; a DNS server should re-converge within seconds after
-/// an API blip, and four or five watches retrying every 5 s at worst are no
-/// load for an API server. The previous state answers meanwhile.
+/// back to 0.1 s once a watch request of the kind is answered again, or
+/// after 10 s without an error. kube's default (0.8 s to 30 s) suits
+/// controllers; a DNS server should re-converge within seconds after an API
+/// blip, and four or five watches retrying every 5 s at worst are no load for
+/// an API server. The previous state answers meanwhile.
 ///
-/// Resets come only from that timer: kube's watcher yields `Init` (a success)
-/// before every list attempt, which would pin the delay at its floor while the
-/// API server is down. The watchers wait out each delay through
-/// [`ApiHealth::wait_retry`], which spreads their retries and ends the waits
-/// early once the server answers again.
+/// So it counts the failures since the kind's last watch got through: a
+/// failing server (5xx, refused connections, 403s, 410 after 410, a watch
+/// reset within 20 ms of its answer) sees the same doubling as ever,
+/// while a watch cut after it was answered (a reset, an apiserver rolling, a
+/// load balancer's timeout) is retried at the floor,
+/// however often that happens: under such churn (issue #27) the errors never
+/// paused for 10 s, the backoff sat at its cap and the final state was
+/// served 2.5-7.5 s after the last fault. A clean end (`timeoutSeconds`) is
+/// no error at all: kube re-watches at once. The successes come from the
+/// client's responses ([`ApiHealth::watches_answered`]), not from kube's
+/// events: its watcher yields `Init` (a success) before every list attempt,
+/// which would pin the delay at its floor while the API server is down. The
+/// watchers wait out each delay through [`ApiHealth::wait_retry`], which
+/// spreads their retries and ends the waits early once the server answers
+/// again.
 #[derive(Default)]
 pub struct QuickBackoff {
     attempt: u32,
     last_error: Option<std::time::Instant>,
+}
+
+impl QuickBackoff {
+    /// Starts over at the floor: the server answered.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
 }
 
 impl Iterator for QuickBackoff {
@@ -80,6 +98,12 @@ impl Iterator for QuickBackoff {
         Some(base.mul_f64(0.5 + (nanos % 1000) as f64 / 2000.0))
     }
 }
+
+/// How long an answered watch must have been up, when it fails, to count as
+/// one that got through (see [`QuickBackoff`]): longer than a connection
+/// reset takes to follow the response headers, far shorter than any watch
+/// that delivers anything.
+const WATCH_UP: Duration = Duration::from_millis(20);
 
 /// Objects per list page, for every kind (kube's default is 500): a page is
 /// decoded whole before it reaches the index, and every kind lists at once
@@ -348,6 +372,10 @@ impl Watchers {
             let mut stream = start();
             let mut backoff = QuickBackoff::default();
             let place = this.health.join();
+            // This kind's watch requests the server answered, as of its last error.
+            let path = api.resource_url().to_string();
+            this.health.watch_path(&path);
+            let mut answered = this.health.watches_answered(&path).count;
             // Whether the last error was a 403, to clear once events flow.
             let mut refused = false;
             loop {
@@ -358,25 +386,36 @@ impl Watchers {
                 let event = match next {
                     Ok(Some(e)) => e,
                     Ok(None) => return,
-                    Err(e) if is_gone_at_watch_start(&e) => {
-                        // kube-runtime re-lists on a 410 sent inside the watch stream,
-                        // but retries a watch *request* answered 410 with the same
-                        // expired version forever. Start a fresh watcher: it re-lists
-                        // (Init .. InitDone), and the index keeps answering until then.
-                        this.count_failure(kind);
-                        warn!(kind = kind.as_str(), namespace = ns.as_deref(), error = %e, "watch version expired; re-listing");
-                        tokio::select! {
-                            _ = this.stop.cancelled() => return,
-                            _ = tokio::time::sleep(GONE_RELIST_DELAY) => {}
-                        }
-                        stream = start();
-                        continue;
-                    }
                     Err(e) => {
-                        // The stream recovers on the next poll, after the
-                        // backoff; the index keeps serving what it has.
-                        refused = this.failed(kind, ns.as_ref(), &e);
+                        // A watch got through since the last error: the server
+                        // serves this kind, and this error starts a new run of
+                        // failures. Every watch answered but the latest ended
+                        // without an error (a clean end, then the next watch);
+                        // the latest counts once it has stayed up a moment and
+                        // unless its stream said only 410 Gone. A server that
+                        // answers every watch and then cuts it at once, or says
+                        // 410 in it, is failing, and backs off as before.
+                        let now = this.health.watches_answered(&path);
+                        let new = now.count - answered;
+                        answered = now.count;
+                        let latest_up = now.latest.is_some_and(|t| t.elapsed() >= WATCH_UP);
+                        if new > 1 || (new == 1 && latest_up && !gone_in_stream(&e)) {
+                            backoff.reset();
+                        }
                         let delay = backoff.next().unwrap_or(MAX_BACKOFF);
+                        if is_gone_at_watch_start(&e) {
+                            // kube-runtime re-lists on a 410 sent inside the watch stream,
+                            // but retries a watch *request* answered 410 with the same
+                            // expired version forever. Start a fresh watcher: it re-lists
+                            // (Init .. InitDone), and the index keeps answering until then.
+                            this.count_failure(kind);
+                            warn!(kind = kind.as_str(), namespace = ns.as_deref(), error = %e, "watch version expired; re-listing");
+                            stream = start();
+                        } else {
+                            // The stream recovers on the next poll, after the
+                            // backoff; the index keeps serving what it has.
+                            refused = this.failed(kind, ns.as_ref(), &e);
+                        }
                         if !this.health.wait_retry(place, delay, &this.stop).await {
                             return;
                         }
@@ -494,13 +533,15 @@ fn forbidden_verb(e: &watcher::Error) -> Option<&'static str> {
     }
 }
 
-/// Pause before re-listing after a watch request was refused with 410, like
-/// kube-runtime's first backoff step, so a misbehaving server is not hammered.
-const GONE_RELIST_DELAY: Duration = Duration::from_millis(800);
-
 /// True for a watch request the API server answered with HTTP 410 Gone.
 fn is_gone_at_watch_start(e: &watcher::Error) -> bool {
     matches!(e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410)
+}
+
+/// True for a 410 Gone inside a watch stream (answered 200): the version the
+/// watcher held is gone, and kube re-lists.
+fn gone_in_stream(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::WatchError(s) if s.code == 410)
 }
 
 use watcher::watcher;

@@ -2,15 +2,17 @@
 //! in-process on ephemeral loopback ports ([`server`]) or as the real binary
 //! ([`process`]), a small DNS client over real UDP/TCP sockets ([`dns`]), a
 //! small HTTP client for the admin API ([`http`]), a fake Kubernetes API
-//! server ([`fake_api`]) with cluster fixtures ([`k8s`]), the file-source
-//! fixtures ([`fixtures`]), hand-built packets ([`packets`]), a pod-like
-//! network namespace for real stub resolvers ([`namespace`]), and one
+//! server ([`fake_api`]) with cluster fixtures ([`k8s`]) and a watch-churn
+//! scenario ([`churn`]), the file-source fixtures ([`fixtures`]), hand-built
+//! packets ([`packets`]), a pod-like network namespace for real stub
+//! resolvers ([`namespace`]), and one
 //! bounded poll-until ([`eventually`]).
 //!
 //! Each test crate does `mod support;` and uses what it needs, so items
 //! unused by one crate are not dead code in general.
 #![allow(dead_code)]
 
+pub mod churn;
 pub mod dns;
 pub mod fake_api;
 pub mod fixtures;

@@ -18,19 +18,23 @@
 //! (discovery.k8s.io/v1) and StatefulSets (apps/v1), on plain HTTP at
 //! `127.0.0.1:<ephemeral>`, and writes a kubeconfig pointing at itself.
 //! Tests change the cluster through [`FakeApi`] (`apply`, `delete`) and break
-//! it on purpose (`drop_watches`, `close_watches`, `expire_history`,
-//! `pause_watches`, `hold_lists`, `fail_next`, `set_down`). The API is read-only over
+//! it on purpose (`drop_watches`, `close_watches`, `expire_history`, `compact`,
+//! `pause_watches`, `hold_lists`, `fail_next`, `set_down`; `churn`: a seeded
+//! mix of watch faults). The API is read-only over
 //! HTTP: nothing here is a real apiserver, only its wire behaviour.
 //!
 //! With [`FakeApi::grant`] it answers as under namespaced RBAC: 403 for what
 //! no granted Role allows. Every request is logged ([`FakeApi::requests`]),
-//! and what lists and watches sent is counted ([`FakeApi::traffic`]).
+//! with its arrival time, and what lists and watches sent is counted
+//! ([`FakeApi::traffic`]).
 //!
 //! Layout: `resources` (the kinds served), `selector` (label and field
 //! selectors), `rbac` (Roles), `store` (objects, history, open watches), `routing`
 //! (discovery, get, list), `watch` (event streams), `table` (kubectl's
-//! server-side printing).
+//! server-side printing), `churn` (the seeded fault mix of issue #27).
 
+pub mod churn;
+mod conn;
 pub mod rbac;
 mod resources;
 mod routing;
@@ -102,7 +106,9 @@ impl FakeApi {
         });
         let app = Router::new()
             .fallback(routing::handle)
-            .with_state(Arc::clone(&inner));
+            .with_state(Arc::clone(&inner))
+            .into_make_service_with_connect_info::<conn::Peer>();
+        let listener = conn::ResettableListener(listener);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -248,6 +254,13 @@ impl FakeApi {
         self.inner.lock().take_watchers(|| Frame::Abort)
     }
 
+    /// Resets the connection of every open watch (TCP RST: the client reads
+    /// `ECONNRESET`), as when an apiserver dies or a load balancer drops its
+    /// connections. Returns how many were open.
+    pub fn reset_watches(&self) -> usize {
+        self.inner.lock().reset_watchers()
+    }
+
     /// Ends every open watch cleanly, as the apiserver does when a watch's
     /// `timeoutSeconds` runs out. Returns how many were open.
     pub fn close_watches(&self) -> usize {
@@ -319,6 +332,13 @@ impl FakeApi {
     /// The next `n` list, get or watch requests fail with HTTP 500.
     pub fn fail_next(&self, n: u32) {
         self.inner.lock().fail_next = n;
+    }
+
+    /// Answers every watch request (200, replaying what it missed) and
+    /// resets its connection 5 ms later, as a broken proxy in front of the
+    /// API server might, until `set_reset_on_watch(false)`.
+    pub fn set_reset_on_watch(&self, yes: bool) {
+        self.inner.lock().reset_on_watch = yes;
     }
 
     /// Answer a too-old watch resume with HTTP 410 on the request itself

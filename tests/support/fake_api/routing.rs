@@ -4,14 +4,16 @@
 
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{Method, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::conn::Peer;
 use super::rbac;
 use super::resources::{RESOURCES, ResourceType};
 use super::selector::Selector;
@@ -41,6 +43,8 @@ pub struct ApiRequest {
     /// What the server answered: an HTTP status; a watch that got a 410 in
     /// its stream is recorded as 410 too.
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl ApiRequest {
@@ -176,6 +180,7 @@ pub(super) async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Res
         verb,
         namespace: namespace.clone(),
         status: 200,
+        at: std::time::Instant::now(),
     };
     let refused = rt.filter(|rt| {
         let st = inner.lock();
@@ -193,7 +198,13 @@ pub(super) async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Res
             "MethodNotAllowed",
             "the fake API server is read-only over HTTP; tests change it through FakeApi",
         ),
-        Some(t) => resource(&inner, t, &query, watch, &accept, &mut log).await,
+        Some(t) => {
+            let reset = req
+                .extensions()
+                .get::<ConnectInfo<Peer>>()
+                .map(|c| Arc::clone(&c.0.reset));
+            resource(&inner, t, &query, watch, &accept, reset, &mut log).await
+        }
     };
     if log.status == 200 {
         log.status = response.status().as_u16();
@@ -303,6 +314,7 @@ async fn resource(
     query: &[(String, String)],
     watch: bool,
     accept: &str,
+    reset: Option<Arc<AtomicBool>>,
     log: &mut ApiRequest,
 ) -> Response {
     {
@@ -345,6 +357,7 @@ async fn resource(
         bookmarks: param(query, "allowWatchBookmarks") == Some("true"),
         tx: mpsc::unbounded_channel().0,
         traffic: Arc::clone(&inner.traffic),
+        reset,
     };
     if watch {
         watch_response(inner, w, query, log).await

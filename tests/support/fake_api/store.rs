@@ -45,6 +45,9 @@ pub(super) struct ClusterState {
     /// (`FakeApi::set_throttled`).
     pub throttled: Option<u32>,
     pub gone_as_http: bool,
+    /// Every watch is answered, then its connection reset at once
+    /// (`FakeApi::set_reset_on_watch`).
+    pub reset_on_watch: bool,
     pub watches_paused: bool,
     pub held_lists: HashSet<&'static str>,
     pub next_uid: u64,
@@ -66,6 +69,7 @@ impl ClusterState {
             down: false,
             throttled: None,
             gone_as_http: false,
+            reset_on_watch: false,
             watches_paused: false,
             held_lists: HashSet::new(),
             next_uid: 1,
@@ -85,6 +89,17 @@ impl ClusterState {
                 self.floor = c.rv;
             }
         }
+    }
+
+    /// Ends every open watch with a TCP reset of its connection; returns how
+    /// many were open.
+    pub fn reset_watchers(&mut self) -> usize {
+        for w in &self.watchers {
+            if let Some(reset) = &w.reset {
+                reset.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.take_watchers(|| Frame::Abort)
     }
 
     /// Ends every open watch with `frame`; returns how many were open.

@@ -38,6 +38,8 @@ pub(super) struct Watcher {
     pub tx: mpsc::UnboundedSender<Frame>,
     /// Where what this watch sends is counted.
     pub traffic: Arc<Traffic>,
+    /// Set, its connection ends with a reset when the stream is cut.
+    pub reset: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Watcher {
@@ -128,8 +130,21 @@ pub(super) async fn watch_response(
         if st.watches_paused {
             continue;
         }
+        // Answered, and then reset (`set_reset_on_watch`).
+        let doomed = st.reset_on_watch.then(|| (w.tx.clone(), w.reset.clone()));
         if let Some(gone) = register(&mut st, w, since, initial_events, log) {
             return gone;
+        }
+        if let Some((tx, reset)) = doomed {
+            // A moment later, so the client has read the answer (a reset
+            // drops what it has not read yet).
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if let Some(r) = reset {
+                    r.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                let _ = tx.send(Frame::Abort);
+            });
         }
         break;
     }
