@@ -125,6 +125,36 @@ pub struct Answered {
     pub latest: Option<Instant>,
 }
 
+/// How long an answered watch must have been up, when it fails, to count as
+/// one that got through: longer than a connection reset takes to follow the
+/// response headers, far shorter than any watch that delivers anything.
+pub const WATCH_UP: Duration = Duration::from_millis(20);
+
+/// One watcher's count of its kind's answered watch requests, as of its last
+/// error: tells, at the next error, whether a watch got through in between
+/// (the watcher then starts its backoff over).
+pub struct WatchProgress {
+    path: String,
+    answered: u64,
+}
+
+impl WatchProgress {
+    /// At an error of this kind's watcher (`gone`: the stream said 410
+    /// Gone): whether a watch got through since the previous error. Every
+    /// watch answered but the latest ended without an error (a clean end,
+    /// then the next watch); the latest counts once it has stayed up
+    /// [`WATCH_UP`] and unless its stream said only 410 Gone. A server that
+    /// answers every watch and then cuts it at once, or says 410 in it, is
+    /// failing, and the watcher backs off as before.
+    pub fn got_through(&mut self, health: &ApiHealth, gone: bool) -> bool {
+        let now = health.watches_answered(&self.path);
+        let new = now.count - self.answered;
+        self.answered = now.count;
+        let latest_up = now.latest.is_some_and(|t| t.elapsed() >= WATCH_UP);
+        new > 1 || (new == 1 && latest_up && !gone)
+    }
+}
+
 /// The API server's reachability and the watchers' retry schedule.
 pub struct ApiHealth {
     /// Transitions so far: even while the server is up (or not yet asked),
@@ -169,6 +199,16 @@ impl ApiHealth {
     /// path, as `kube::Api::resource_url` gives it) answered 2xx.
     pub fn watch_path(&self, path: &str) {
         self.answered_map().entry(path.to_string()).or_default();
+    }
+
+    /// Registers `path` (see [`ApiHealth::watch_path`]) and starts a
+    /// watcher's [`WatchProgress`] at the watches answered so far.
+    pub fn watch_progress(&self, path: &str) -> WatchProgress {
+        self.watch_path(path);
+        WatchProgress {
+            path: path.to_string(),
+            answered: self.watches_answered(path).count,
+        }
     }
 
     /// Watch requests to `path` answered 2xx so far (none for a path never

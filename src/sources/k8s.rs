@@ -99,12 +99,6 @@ impl Iterator for QuickBackoff {
     }
 }
 
-/// How long an answered watch must have been up, when it fails, to count as
-/// one that got through (see [`QuickBackoff`]): longer than a connection
-/// reset takes to follow the response headers, far shorter than any watch
-/// that delivers anything.
-const WATCH_UP: Duration = Duration::from_millis(20);
-
 /// Objects per list page, for every kind (kube's default is 500): a page is
 /// decoded whole before it reaches the index, and every kind lists at once
 /// after a 410, so this bounds a re-list's memory peak (docs/performance.md).
@@ -372,10 +366,7 @@ impl Watchers {
             let mut stream = start();
             let mut backoff = QuickBackoff::default();
             let place = this.health.join();
-            // This kind's watch requests the server answered, as of its last error.
-            let path = api.resource_url().to_string();
-            this.health.watch_path(&path);
-            let mut answered = this.health.watches_answered(&path).count;
+            let mut progress = this.health.watch_progress(api.resource_url());
             // Whether the last error was a 403, to clear once events flow.
             let mut refused = false;
             loop {
@@ -387,19 +378,7 @@ impl Watchers {
                     Ok(Some(e)) => e,
                     Ok(None) => return,
                     Err(e) => {
-                        // A watch got through since the last error: the server
-                        // serves this kind, and this error starts a new run of
-                        // failures. Every watch answered but the latest ended
-                        // without an error (a clean end, then the next watch);
-                        // the latest counts once it has stayed up a moment and
-                        // unless its stream said only 410 Gone. A server that
-                        // answers every watch and then cuts it at once, or says
-                        // 410 in it, is failing, and backs off as before.
-                        let now = this.health.watches_answered(&path);
-                        let new = now.count - answered;
-                        answered = now.count;
-                        let latest_up = now.latest.is_some_and(|t| t.elapsed() >= WATCH_UP);
-                        if new > 1 || (new == 1 && latest_up && !gone_in_stream(&e)) {
+                        if progress.got_through(&this.health, gone_in_stream(&e)) {
                             backoff.reset();
                         }
                         let delay = backoff.next().unwrap_or(MAX_BACKOFF);
