@@ -46,27 +46,10 @@ pub async fn serve(
     let config = load()?;
     let reloads = Arc::new(ReloadStats::default());
     let mut shutdown = std::pin::pin!(shutdown);
-    let (listeners, engine, offer) = match config.dns.handover_socket.clone() {
-        None => {
-            let listeners = Listeners::bind(&config)?;
-            let engine = Engine::start(
-                config.clone(),
-                listeners.try_clone()?,
-                None,
-                Arc::clone(&reloads),
-            );
-            (listeners, engine, None)
-        }
-        Some(path) => {
-            match handover::start(&config, &path, Arc::clone(&reloads), shutdown.as_mut()).await? {
-                Start::Serving {
-                    listeners,
-                    engine,
-                    offer,
-                } => (listeners, engine, offer),
-                Start::ShutDown => return Ok(()),
-            }
-        }
+    let Some((listeners, engine, offer)) =
+        begin(&config, Arc::clone(&reloads), shutdown.as_mut()).await?
+    else {
+        return Ok(());
     };
     let mut running = Running {
         config,
@@ -77,23 +60,28 @@ pub async fn serve(
     let mut hangup = signal(SignalKind::hangup())?;
     let mut last_modified = modified(watch.as_deref());
     loop {
-        tokio::select! {
+        let asked = tokio::select! {
             _ = &mut shutdown => return running.engine.stop().await,
             r = running.engine.exited() => return r,
-            _ = hangup.recv() => info!("SIGHUP: reloading the configuration"),
-            conn = accept(offer.as_ref()) => {
-                match running.hand_over(conn, shutdown.as_mut()).await {
-                    Handed::Kept => continue,
-                    Handed::Gone(conn) => return running.bow_out(conn).await,
-                    Handed::ShutDown => return running.engine.stop().await,
-                    Handed::Exited(r) => return r,
-                }
+            _ = hangup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                None
             }
+            conn = accept(offer.as_ref()) => Some(conn),
             _ = tokio::time::sleep(WATCH_INTERVAL) => {
                 if modified(watch.as_deref()) == last_modified {
                     continue;
                 }
                 info!("configuration file changed: reloading");
+                None
+            }
+        };
+        if let Some(conn) = asked {
+            match running.hand_over(conn, shutdown.as_mut()).await {
+                Handed::Kept => continue,
+                Handed::Gone(conn) => return running.bow_out(conn).await,
+                Handed::ShutDown => return running.engine.stop().await,
+                Handed::Exited(r) => return r,
             }
         }
         last_modified = modified(watch.as_deref());
@@ -106,6 +94,29 @@ pub async fn serve(
             Reloaded::Exited(r) => return r,
         }
     }
+}
+
+/// The first engine on its listeners: bound here, or taken over from the
+/// instance serving `[dns] handover_socket` (then also the path, served).
+/// `None`: shutdown came while it synced to take over.
+async fn begin(
+    config: &Config,
+    reloads: Arc<ReloadStats>,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<(Listeners, Engine, Option<Offer>)>> {
+    let Some(path) = &config.dns.handover_socket else {
+        let listeners = Listeners::bind(config)?;
+        let engine = Engine::start(config.clone(), listeners.try_clone()?, None, reloads);
+        return Ok(Some((listeners, engine, None)));
+    };
+    Ok(match handover::start(config, path, reloads, shutdown).await? {
+        Start::Serving {
+            listeners,
+            engine,
+            offer,
+        } => Some((listeners, engine, offer)),
+        Start::ShutDown => None,
+    })
 }
 
 /// The next new instance asking for the sockets (never, without `offer`).
@@ -152,8 +163,7 @@ enum Handed {
     Kept,
     /// The new instance serves: stop reading, confirm on the connection, exit.
     Gone(Conn),
-    /// Shutdown came during the wait: stop as usual (the new instance holds
-    /// the sockets and serves them once synced).
+    /// Shutdown was asked during a hand-over that then failed: stop as usual.
     ShutDown,
     /// The running engine ended by itself during the wait (its result).
     Exited(Result<()>),
@@ -255,7 +265,9 @@ impl Running {
     }
 
     /// Gives the listeners to the new instance on `conn` (or `accept`'s
-    /// error, logged), while the engine serves on.
+    /// error, logged), while the engine serves on. A shutdown asked
+    /// meanwhile is honoured once the hand-over is done or has failed (it
+    /// is bounded by the new instance's sync timeout plus 10 s).
     async fn hand_over(
         &mut self,
         conn: std::io::Result<Conn>,
@@ -268,13 +280,29 @@ impl Running {
                 return Handed::Kept;
             }
         };
-        let given = tokio::select! {
-            r = handover::give(conn, &self.listeners) => r,
-            _ = shutdown => return Handed::ShutDown,
-            r = self.engine.exited() => return Handed::Exited(r),
+        // A shutdown asked meanwhile (a pod replaced by its successor gets
+        // SIGTERM) waits for the hand-over: the new instance holds the
+        // sockets and reads them only once synced, so stopping now would
+        // leave them unread until then.
+        let mut give = std::pin::pin!(handover::give(conn, &self.listeners));
+        let mut shutdown = shutdown;
+        let mut shutting = false;
+        let given = loop {
+            tokio::select! {
+                r = &mut give => break r,
+                _ = shutdown.as_mut(), if !shutting => {
+                    info!("shutdown asked during a hand-over: finishing the hand-over first");
+                    shutting = true;
+                }
+                r = self.engine.exited() => return Handed::Exited(r),
+            }
         };
         match given {
             Ok(conn) => Handed::Gone(conn),
+            Err(reason) if shutting => {
+                warn!(reason = %reason, "hand-over failed; shutting down as asked");
+                Handed::ShutDown
+            }
             Err(reason) => {
                 warn!(reason = %reason, "hand-over failed; this instance serves on");
                 Handed::Kept

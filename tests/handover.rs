@@ -185,7 +185,8 @@ async fn handover_under_load_loses_no_query_repeatedly_and_across_a_config_chang
 }
 
 /// The Kubernetes source: the old instance answers all through the new
-/// one's initial list (held by the fake API); then an old instance killed
+/// one's initial list (held by the fake API), a SIGTERM meanwhile included;
+/// then an old instance killed
 /// part-way (the new one still listing) leaves the new one serving, and
 /// the queries sent meanwhile, queued in the kernel, answered.
 #[tokio::test(flavor = "multi_thread")]
@@ -209,8 +210,12 @@ async fn kubernetes_sync_is_waited_for_and_an_old_instance_killed_part_way() {
         api.hold_lists(&["endpointslices"]);
         let mut b = serve(&dir, "b", &cfg);
         logged(&dir, "b", "listening sockets taken over").await;
+        // As the kubelet does once the new pod looks ready: a waits for the
+        // hand-over instead of leaving the sockets unread.
+        a.signal("-TERM");
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(a.exited().is_none(), "a serves while b lists");
+        assert!(a.exited().is_none(), "a serves while b lists, SIGTERM or not");
+        logged(&dir, "a", "finishing the hand-over first").await;
         api.release_lists();
         exits_zero(&mut a, &dir, "a").await;
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -102,6 +102,8 @@ pub struct Forwarder {
     stale: Option<stale::StaleCache>,
     /// Capacity of the stale cache (the resolver cache's size).
     cache_size: u64,
+    /// The in-flight bound (`inflight`'s permits).
+    max_inflight: u32,
 }
 
 impl Forwarder {
@@ -141,10 +143,11 @@ impl Forwarder {
             resolver,
             stats: Arc::new(ForwardStats::default()),
             max_udp,
-            inflight: Arc::new(Semaphore::new(max_inflight.max(1))),
+            inflight: Arc::new(Semaphore::new(max_inflight.clamp(1, u32::MAX as usize))),
             timeout,
             stale: None,
             cache_size,
+            max_inflight: max_inflight.clamp(1, u32::MAX as usize) as u32,
         })
     }
 
@@ -158,6 +161,14 @@ impl Forwarder {
             stale::StaleCache::new(max_stale, ttl, self.cache_size as usize)
         });
         self
+    }
+
+    /// Waits (at most `limit`) until no forwarded query is in flight: a
+    /// stopping engine (a shutdown, a hand-over) sends its forwarded answers
+    /// before the process exits.
+    pub async fn settle(&self, limit: Duration) {
+        let all = self.inflight.acquire_many(self.max_inflight);
+        let _ = tokio::time::timeout(limit, all).await;
     }
 
     /// Counters for `/metrics`.

@@ -365,6 +365,7 @@ async fn run_engine(
         }
     }
     let config = prepared.config.clone();
+    let forwarder = prepared.forwarder.clone();
     let draining = Arc::new(AtomicBool::new(false));
     let udp_threads = serve_listeners(prepared, listeners, &tasks, drain_udp, reloads, &draining)?;
 
@@ -376,6 +377,10 @@ async fn run_engine(
     };
     enter_lameduck(&config, &lameduck, &draining).await;
     wind_down(&tasks, udp_threads).await;
+    if let Some(f) = forwarder {
+        // UDP queries handed to the forwarder are answered by its own tasks.
+        f.settle(Duration::from_millis(config.forward.timeout_ms)).await;
+    }
     died.map_or(Ok(()), |what| Err(Error::Died(what)))
 }
 

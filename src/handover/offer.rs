@@ -64,7 +64,11 @@ impl Offer {
 pub(crate) async fn give(mut conn: Conn, listeners: &Listeners) -> Result<Conn, String> {
     let (wait, protocol) = hello(&mut conn).await?;
     let inventory = listeners.inventory().map_err(|e| e.to_string())?;
-    let batches: Vec<_> = inventory.chunks(MAX_FDS).collect();
+    let mut batches: Vec<_> = inventory.chunks(MAX_FDS).collect();
+    if batches.is_empty() {
+        // Nothing to give (no listener at all): one empty batch says so.
+        batches.push(&[]);
+    }
     let last = batches.len().saturating_sub(1);
     for (i, batch) in batches.iter().enumerate() {
         let msg = Msg::Sockets {

@@ -83,11 +83,12 @@ async fn fresh(
             Err(e) => return Err(e),
         }
     };
+    let offer = Offer::bind(path)?;
     let engine = Engine::start(config.clone(), listeners.try_clone()?, None, reloads);
     Ok(Start::Serving {
         listeners,
         engine,
-        offer: Some(Offer::bind(path)?),
+        offer: Some(offer),
     })
 }
 
