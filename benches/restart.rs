@@ -73,7 +73,14 @@ async fn bench(rate: u64, rounds: usize) {
         }
         let _ = server.kill();
         let _ = server.wait();
-        print(if handover { "hand-over" } else { "plain restart" }, &mut results);
+        print(
+            if handover {
+                "hand-over"
+            } else {
+                "plain restart"
+            },
+            &mut results,
+        );
     }
 }
 
@@ -141,7 +148,10 @@ fn print(mode: &str, results: &mut [(UdpReport, (Duration, Duration))]) {
 
 fn config(dir: &Path, port: u16, manifest: &Path, handover: bool) -> PathBuf {
     let sock = if handover {
-        format!("handover_socket = \"{}\"\n", dir.join("handover.sock").display())
+        format!(
+            "handover_socket = \"{}\"\n",
+            dir.join("handover.sock").display()
+        )
     } else {
         String::new()
     };
@@ -150,7 +160,11 @@ fn config(dir: &Path, port: u16, manifest: &Path, handover: bool) -> PathBuf {
         free_port(),
         manifest.display()
     );
-    let path = dir.join(if handover { "handover.toml" } else { "plain.toml" });
+    let path = dir.join(if handover {
+        "handover.toml"
+    } else {
+        "plain.toml"
+    });
     std::fs::write(&path, text).expect("write the config");
     path
 }
@@ -195,9 +209,13 @@ async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 async fn wait_answers(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(m) =
-            support::dns::try_query(support::dns::Proto::Udp, addr, NAME, hickory_proto::rr::RecordType::A)
-                .await
+        if let Ok(m) = support::dns::try_query(
+            support::dns::Proto::Udp,
+            addr,
+            NAME,
+            hickory_proto::rr::RecordType::A,
+        )
+        .await
             && m.answers.len() == 1
         {
             return;

@@ -343,7 +343,12 @@ mod tests {
         assert_eq!(c.dns.handover_socket, None, "empty: off");
         let e = load(&serve_args(&["serve", "--handover-socket", "/run/"])).unwrap_err();
         assert!(format!("{e:#}").contains("dns.handover_socket"), "{e:#}");
-        let e = load(&serve_args(&["serve", "--forward-stale-max-s", "999999999"])).unwrap_err();
+        let e = load(&serve_args(&[
+            "serve",
+            "--forward-stale-max-s",
+            "999999999",
+        ]))
+        .unwrap_err();
         assert!(format!("{e:#}").contains("forward.stale_max_s"), "{e:#}");
         let e = load(&serve_args(&["serve", "--forward-stale-ttl-s", "0"])).unwrap_err();
         assert!(format!("{e:#}").contains("forward.stale_ttl_s"), "{e:#}");

@@ -109,14 +109,16 @@ async fn begin(
         let engine = Engine::start(config.clone(), listeners.try_clone()?, None, reloads);
         return Ok(Some((listeners, engine, None)));
     };
-    Ok(match handover::start(config, path, reloads, shutdown).await? {
-        Start::Serving {
-            listeners,
-            engine,
-            offer,
-        } => Some((listeners, engine, offer)),
-        Start::ShutDown => None,
-    })
+    Ok(
+        match handover::start(config, path, reloads, shutdown).await? {
+            Start::Serving {
+                listeners,
+                engine,
+                offer,
+            } => Some((listeners, engine, offer)),
+            Start::ShutDown => None,
+        },
+    )
 }
 
 /// The next new instance asking for the sockets (never, without `offer`).
@@ -318,7 +320,8 @@ impl Running {
         // It reads the same sockets: leave their queues to it.
         let stopped = self.engine.retire(true).await;
         drop(self.listeners);
-        let sent = tokio::time::timeout(Duration::from_secs(5), conn.send(&Msg::Stopped, &[])).await;
+        let sent =
+            tokio::time::timeout(Duration::from_secs(5), conn.send(&Msg::Stopped, &[])).await;
         if !matches!(sent, Ok(Ok(()))) {
             warn!("could not confirm the stop to the new instance (it serves anyway)");
         }

@@ -155,7 +155,10 @@ async fn serve_stale_while_the_upstream_is_down_then_fresh_again() {
             // A correctness bound, as above: the stale answer goes out when
             // the upstream timeout runs out, not after some retry schedule.
             let bound = Duration::from_millis(TIMEOUT_MS) + Duration::from_secs(2);
-            assert!(took < bound, "{proto:?}: stale after {took:?}, want < {bound:?}");
+            assert!(
+                took < bound,
+                "{proto:?}: stale after {took:?}, want < {bound:?}"
+            );
             eprintln!("{proto:?}: stale answer after {took:?}");
         }
         let m = s.query(Proto::Udp, "api.example.test", A).await;

@@ -93,7 +93,11 @@ async fn exit_status(p: &mut Running, dir: &Path, name: &str) -> std::process::E
 /// Waits for `p` to exit 0 (the old instance after a hand-over).
 async fn exits_zero(p: &mut Running, dir: &Path, name: &str) {
     let s = exit_status(p, dir, name).await;
-    assert!(s.success(), "{name} exited {s}; its log:\n{}", log(dir, name));
+    assert!(
+        s.success(),
+        "{name} exited {s}; its log:\n{}",
+        log(dir, name)
+    );
 }
 
 /// Waits until `addr` answers `name` with one record.
@@ -214,7 +218,10 @@ async fn kubernetes_sync_is_waited_for_and_an_old_instance_killed_part_way() {
         // hand-over instead of leaving the sockets unread.
         a.signal("-TERM");
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(a.exited().is_none(), "a serves while b lists, SIGTERM or not");
+        assert!(
+            a.exited().is_none(),
+            "a serves while b lists, SIGTERM or not"
+        );
         logged(&dir, "a", "finishing the hand-over first").await;
         api.release_lists();
         exits_zero(&mut a, &dir, "a").await;
@@ -244,14 +251,19 @@ async fn kubernetes_sync_is_waited_for_and_an_old_instance_killed_part_way() {
             .latencies
             .iter()
             .filter(|(sent, _)| *sent > killed + Duration::from_millis(50))
-            .filter(|(sent, lat)| *sent < killed + Duration::from_millis(700) && *lat > Duration::from_millis(50))
+            .filter(|(sent, lat)| {
+                *sent < killed + Duration::from_millis(700) && *lat > Duration::from_millis(50)
+            })
             .count();
         eprintln!(
             "killed part-way: {} sent, {} lost, {queued} answered after waiting in the queue",
             u.sent,
             u.lost()
         );
-        assert!(queued > 0, "queries queued while nobody read were answered by c: {u:?}");
+        assert!(
+            queued > 0,
+            "queries queued while nobody read were answered by c: {u:?}"
+        );
         assert!(u.bad.is_empty(), "{:?}", u.bad);
         drop(c.0.kill());
     })
@@ -294,7 +306,10 @@ async fn a_failed_handover_leaves_exactly_one_instance_serving() {
         let refuser = std::thread::spawn(move || {
             let (mut s, _) = fake.accept().unwrap();
             let hello = recv(&mut s).unwrap();
-            send(&mut s, &json!({"msg": "refused", "reason": "speaks version 7 only"}));
+            send(
+                &mut s,
+                &json!({"msg": "refused", "reason": "speaks version 7 only"}),
+            );
             hello
         });
         let mut a = serve(dir, "a", &cfg);
@@ -303,8 +318,17 @@ async fn a_failed_handover_leaves_exactly_one_instance_serving() {
         assert_eq!(hello["msg"], "hello");
         assert_eq!(hello["min"], 1, "{hello}");
         assert!(!status.success(), "refused: exits non-zero");
-        assert!(log(dir, "a").contains("speaks version 7 only"), "{}", log(dir, "a"));
-        assert!(dns::try_query(Proto::Udp, loopback(port), NAME, A).await.is_err(), "nobody serves");
+        assert!(
+            log(dir, "a").contains("speaks version 7 only"),
+            "{}",
+            log(dir, "a")
+        );
+        assert!(
+            dns::try_query(Proto::Udp, loopback(port), NAME, A)
+                .await
+                .is_err(),
+            "nobody serves"
+        );
 
         // One that hangs up after the hello: the new one binds and serves.
         std::fs::remove_file(&path).unwrap();
@@ -321,12 +345,18 @@ async fn a_failed_handover_leaves_exactly_one_instance_serving() {
 
         // New instances that get it wrong: b serves on after each.
         let mut s = UnixStream::connect(&path).unwrap();
-        send(&mut s, &json!({"msg": "hello", "min": 9, "max": 9, "version": "9", "pid": 1, "wait_ms": 1000}));
+        send(
+            &mut s,
+            &json!({"msg": "hello", "min": 9, "max": 9, "version": "9", "pid": 1, "wait_ms": 1000}),
+        );
         let reply = recv(&mut s).unwrap();
         assert_eq!(reply["msg"], "refused", "{reply}");
         drop(s);
         let mut s = UnixStream::connect(&path).unwrap();
-        send(&mut s, &json!({"msg": "hello", "min": 1, "max": 1, "version": "t", "pid": 1, "wait_ms": 1000}));
+        send(
+            &mut s,
+            &json!({"msg": "hello", "min": 1, "max": 1, "version": "t", "pid": 1, "wait_ms": 1000}),
+        );
         let sockets = recv(&mut s).unwrap();
         assert_eq!(sockets["msg"], "sockets", "{sockets}");
         let kinds: Vec<&str> = sockets["sockets"]
@@ -335,11 +365,18 @@ async fn a_failed_handover_leaves_exactly_one_instance_serving() {
             .iter()
             .map(|s| s["kind"].as_str().unwrap())
             .collect();
-        assert_eq!(kinds, ["udp", "udp", "tcp", "admin"], "every socket offered");
+        assert_eq!(
+            kinds,
+            ["udp", "udp", "tcp", "admin"],
+            "every socket offered"
+        );
         drop(s); // vanishes holding nothing
         logged(dir, "b", "hand-over failed; this instance serves on").await;
         let mut s = UnixStream::connect(&path).unwrap();
-        send(&mut s, &json!({"msg": "hello", "min": 1, "max": 1, "version": "t", "pid": 1, "wait_ms": 1000}));
+        send(
+            &mut s,
+            &json!({"msg": "hello", "min": 1, "max": 1, "version": "t", "pid": 1, "wait_ms": 1000}),
+        );
         recv(&mut s).unwrap();
         send(&mut s, &json!({"msg": "taken"}));
         send(&mut s, &json!({"msg": "abort", "reason": "test gives up"}));

@@ -21,9 +21,9 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{RData, Record};
 use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::lookup::Lookup;
 use hickory_resolver::net::NetError;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, trace};
@@ -157,9 +157,8 @@ impl Forwarder {
     /// query still asks upstream first, so answers are fresh again as soon
     /// as it is back. A zero `max_stale` leaves it off.
     pub fn with_stale(mut self, max_stale: Duration, ttl: u32) -> Self {
-        self.stale = (!max_stale.is_zero()).then(|| {
-            stale::StaleCache::new(max_stale, ttl, self.cache_size as usize)
-        });
+        self.stale = (!max_stale.is_zero())
+            .then(|| stale::StaleCache::new(max_stale, ttl, self.cache_size as usize));
         self
     }
 

@@ -184,7 +184,10 @@ impl Listeners {
     /// kernel sockets, so their queues carry over), plus UDP sockets beside
     /// them if `threads` grew; an address new in `config` is bound fresh;
     /// inherited sockets `config` no longer listens on are closed.
-    pub fn adopt(config: &Config, inherited: Vec<(SocketKind, OwnedFd)>) -> Result<(Self, Adopted)> {
+    pub fn adopt(
+        config: &Config,
+        inherited: Vec<(SocketKind, OwnedFd)>,
+    ) -> Result<(Self, Adopted)> {
         let mut pool = Pool::check(inherited)?;
         let mut l = Listeners {
             udp: Vec::new(),
@@ -276,7 +279,11 @@ impl Pool {
         };
         for (kind, fd) in inherited {
             let ty = SockRef::from(&fd).r#type()?;
-            let want = if kind == SocketKind::Udp { Type::DGRAM } else { Type::STREAM };
+            let want = if kind == SocketKind::Udp {
+                Type::DGRAM
+            } else {
+                Type::STREAM
+            };
             if ty != want {
                 return Err(Error::Config(format!(
                     "hand-over: a socket sent as {kind:?} is not one"

@@ -379,7 +379,8 @@ async fn run_engine(
     wind_down(&tasks, udp_threads).await;
     if let Some(f) = forwarder {
         // UDP queries handed to the forwarder are answered by its own tasks.
-        f.settle(Duration::from_millis(config.forward.timeout_ms)).await;
+        f.settle(Duration::from_millis(config.forward.timeout_ms))
+            .await;
     }
     died.map_or(Ok(()), |what| Err(Error::Died(what)))
 }
@@ -647,17 +648,19 @@ fn forwarder(config: &Config) -> Result<Option<Arc<dns::forward::Forwarder>>> {
     }
     let ups = dns::forward::upstreams(&config.forward.upstreams)?;
     info!(upstreams = ?ups, "forwarding names outside our zones");
-    Ok(Some(Arc::new(dns::forward::Forwarder::new(
-        &ups,
-        Duration::from_millis(config.forward.timeout_ms),
-        config.forward.cache_size,
-        config.forward.max_inflight,
-        config.dns.max_udp_payload,
-    )?
-    .with_stale(
-        Duration::from_secs(config.forward.stale_max_s),
-        config.forward.stale_ttl_s,
-    ))))
+    Ok(Some(Arc::new(
+        dns::forward::Forwarder::new(
+            &ups,
+            Duration::from_millis(config.forward.timeout_ms),
+            config.forward.cache_size,
+            config.forward.max_inflight,
+            config.dns.max_udp_payload,
+        )?
+        .with_stale(
+            Duration::from_secs(config.forward.stale_max_s),
+            config.forward.stale_ttl_s,
+        ),
+    )))
 }
 
 /// Serves DNS: a thread per UDP socket (with the forwarder's task and

@@ -41,7 +41,10 @@ const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// `fut`, or a time-out error after [`STEP`].
 async fn step<T>(fut: impl Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
-    tokio::time::timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))
+    tokio::time::timeout(STEP, fut).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "timed out",
+        ))
+    })
 }

@@ -89,12 +89,19 @@ pub(crate) async fn give(mut conn: Conn, listeners: &Listeners) -> Result<Conn, 
             .await
             .map_err(|e| format!("sending the sockets: {e}"))?;
     }
-    info!(sockets = inventory.len(), "sockets sent; the new instance syncs");
+    info!(
+        sockets = inventory.len(),
+        "sockets sent; the new instance syncs"
+    );
     match step(conn.recv()).await {
         Ok(Msg::Taken) => {}
         Ok(Msg::Abort { reason }) => return Err(format!("the new instance gave up: {reason}")),
         Ok(other) => return Err(format!("protocol error: {other:?} instead of taken")),
-        Err(e) => return Err(format!("waiting for the new instance to take the sockets: {e}")),
+        Err(e) => {
+            return Err(format!(
+                "waiting for the new instance to take the sockets: {e}"
+            ));
+        }
     }
     match tokio::time::timeout(wait + 2 * STEP, conn.recv()).await {
         Ok(Ok(Msg::Stop)) => Ok(conn),
@@ -130,7 +137,13 @@ async fn hello(conn: &mut Conn) -> Result<(Duration, u32), String> {
             "no common protocol version: it speaks {min}..={max}, this release {}..={} ({VERSION})",
             PROTOCOL.0, PROTOCOL.1
         );
-        let _ = step(conn.send(&Msg::Refused { reason: reason.clone() }, &[])).await;
+        let _ = step(conn.send(
+            &Msg::Refused {
+                reason: reason.clone(),
+            },
+            &[],
+        ))
+        .await;
         return Err(reason);
     };
     Ok((Duration::from_millis(wait_ms).min(MAX_WAIT), v))

@@ -145,7 +145,9 @@ async fn take_over(
     info!("synced and answering; telling the previous instance to stop");
     confirm_stopped(&mut conn).await;
     let offer = Offer::bind(path)
-        .inspect_err(|e| error!(error = %e, "cannot serve the hand-over path; serving on without it"))
+        .inspect_err(
+            |e| error!(error = %e, "cannot serve the hand-over path; serving on without it"),
+        )
         .ok();
     Ok(Start::Serving {
         listeners,
@@ -156,11 +158,7 @@ async fn take_over(
 
 /// Says hello, receives the sockets, builds this configuration's listeners
 /// from them and says `Taken`.
-async fn receive(
-    conn: &mut Conn,
-    config: &Config,
-    wait: Duration,
-) -> Result<Listeners, Failed> {
+async fn receive(conn: &mut Conn, config: &Config, wait: Duration) -> Result<Listeners, Failed> {
     let hello = Msg::Hello {
         min: PROTOCOL.0,
         max: PROTOCOL.1,
@@ -250,7 +248,9 @@ async fn sync(
         }
     };
     abort(conn, &why).await;
-    Err(Error::Handover(format!("{why}; the running instance serves on")))
+    Err(Error::Handover(format!(
+        "{why}; the running instance serves on"
+    )))
 }
 
 /// Tells the old instance this one gives up (best effort: it may be gone).
@@ -274,7 +274,9 @@ async fn confirm_stopped(conn: &mut Conn) {
     match r {
         Ok(Ok(Msg::Stopped)) => info!("the previous instance stopped; serving alone"),
         Ok(Ok(other)) => warn!(reply = ?other, "unexpected reply to stop; serving"),
-        Ok(Err(e)) => warn!(error = %e, "the previous instance did not confirm it stopped; serving"),
+        Ok(Err(e)) => {
+            warn!(error = %e, "the previous instance did not confirm it stopped; serving")
+        }
         Err(_) => warn!(
             "the previous instance did not confirm it stopped within {STOPPED_WAIT:?}; serving"
         ),

@@ -136,7 +136,9 @@ impl Conn {
             let r = self.stream.try_io(Interest::WRITABLE, || {
                 let mut control = SendAncillaryBuffer::new(&mut space);
                 // The descriptors go with the first byte of the message.
-                if sent == 0 && !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds))
+                if sent == 0
+                    && !fds.is_empty()
+                    && !control.push(SendAncillaryMessage::ScmRights(fds))
                 {
                     return Err(io::Error::other("too many descriptors for one message"));
                 }

@@ -137,7 +137,12 @@ fn send_paced(
 }
 
 /// Collects answers until the sender stopped and [`STRAGGLERS`] passed.
-fn receive(sock: &UdpSocket, started: Instant, stop: &AtomicBool, sent_at: &[AtomicU64]) -> UdpReport {
+fn receive(
+    sock: &UdpSocket,
+    started: Instant,
+    stop: &AtomicBool,
+    sent_at: &[AtomicU64],
+) -> UdpReport {
     let mut r = UdpReport {
         started: Some(started),
         ..UdpReport::default()
@@ -169,7 +174,8 @@ fn receive(sock: &UdpSocket, started: Instant, stop: &AtomicBool, sent_at: &[Ato
         if rcode == 0 && ancount == 1 {
             r.good += 1;
         } else if r.bad.len() < 10 {
-            r.bad.push(format!("id {id}: rcode {rcode}, {ancount} answers"));
+            r.bad
+                .push(format!("id {id}: rcode {rcode}, {ancount} answers"));
         }
     }
 }
@@ -265,8 +271,12 @@ fn tcp_client(server: SocketAddr, query: &[u8], limit: Duration, stop: &AtomicBo
             }
         }
         match result {
-            Some(Ok(reply)) if reply.len() >= 12 && reply[3] & 0xf == 0 && reply[7] == 1 => r.good += 1,
-            Some(Ok(reply)) => r.bad.push(format!("reply {:?}", &reply[..reply.len().min(12)])),
+            Some(Ok(reply)) if reply.len() >= 12 && reply[3] & 0xf == 0 && reply[7] == 1 => {
+                r.good += 1
+            }
+            Some(Ok(reply)) => r
+                .bad
+                .push(format!("reply {:?}", &reply[..reply.len().min(12)])),
             Some(Err(e)) => r.bad.push(e),
             None => {}
         }
