@@ -4,12 +4,12 @@
 //!
 //! A node-local cache is the only nameserver its pods have, so a restart that
 //! closes the sockets for even a moment fails their lookups. Here the new
-//! instance ([`start`]) connects to the path the running one serves
-//! ([`Offer`]), receives every UDP socket of every listen address, the TCP
+//! instance (`start`) connects to the path the running one serves
+//! (`Offer`), receives every UDP socket of every listen address, the TCP
 //! listeners and the admin listener (the same kernel sockets, so the same
 //! queues), builds and syncs its own index while the old one keeps
 //! answering, goes live, and tells the old one to stop. The old one
-//! ([`give`]) answers what it has read, closes its TCP connections once
+//! (`give`) answers what it has read, closes its TCP connections once
 //! their query is answered, confirms and exits 0.
 //!
 //! Protocol (`wire`): `Hello` (new: protocol range, release, pid, how long it
