@@ -147,6 +147,17 @@ pub struct ServeArgs {
     /// the reload fails and the running one stays (milliseconds).
     #[arg(long, env = "HEADLESS_DNS_RELOAD_SYNC_TIMEOUT_MS")]
     reload_sync_timeout_ms: Option<u64>,
+    /// Unix socket for restarts that hand the listening sockets over from
+    /// the running instance ("" = off).
+    #[arg(long, env = "HEADLESS_DNS_HANDOVER_SOCKET")]
+    handover_socket: Option<String>,
+    /// Serve-stale: answer from a forwarded answer expired at most this many
+    /// seconds ago when every upstream fails (0 = off).
+    #[arg(long, env = "HEADLESS_DNS_FORWARD_STALE_MAX_S")]
+    forward_stale_max_s: Option<u64>,
+    /// TTL of a stale answer, seconds.
+    #[arg(long, env = "HEADLESS_DNS_FORWARD_STALE_TTL_S")]
+    forward_stale_ttl_s: Option<u32>,
     /// text or json.
     #[arg(long, env = "HEADLESS_DNS_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -230,6 +241,16 @@ pub fn merge(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(ms) = args.reload_sync_timeout_ms {
         c.source.reload_sync_timeout_ms = ms;
     }
+    if let Some(p) = &args.handover_socket {
+        // "" (an empty environment variable) turns it off.
+        c.dns.handover_socket = Some(PathBuf::from(p)).filter(|p| !p.as_os_str().is_empty());
+    }
+    if let Some(s) = args.forward_stale_max_s {
+        c.forward.stale_max_s = s;
+    }
+    if let Some(s) = args.forward_stale_ttl_s {
+        c.forward.stale_ttl_s = s;
+    }
     if let Some(f) = args.log_format {
         c.log.format = f;
     }
@@ -299,6 +320,38 @@ mod tests {
             format!("{e:#}").contains("source.reload_sync_timeout_ms"),
             "{e:#}"
         );
+    }
+
+    #[test]
+    fn handover_and_stale_flags_land_in_the_config_and_are_checked() {
+        let c = load(&serve_args(&[
+            "serve",
+            "--handover-socket",
+            "/run/headless-dns/handover.sock",
+            "--forward-stale-max-s",
+            "86400",
+            "--forward-stale-ttl-s",
+            "10",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.dns.handover_socket.as_deref(),
+            Some(std::path::Path::new("/run/headless-dns/handover.sock"))
+        );
+        assert_eq!((c.forward.stale_max_s, c.forward.stale_ttl_s), (86400, 10));
+        let c = load(&serve_args(&["serve", "--handover-socket", ""])).unwrap();
+        assert_eq!(c.dns.handover_socket, None, "empty: off");
+        let e = load(&serve_args(&["serve", "--handover-socket", "/run/"])).unwrap_err();
+        assert!(format!("{e:#}").contains("dns.handover_socket"), "{e:#}");
+        let e = load(&serve_args(&[
+            "serve",
+            "--forward-stale-max-s",
+            "999999999",
+        ]))
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("forward.stale_max_s"), "{e:#}");
+        let e = load(&serve_args(&["serve", "--forward-stale-ttl-s", "0"])).unwrap_err();
+        assert!(format!("{e:#}").contains("forward.stale_ttl_s"), "{e:#}");
     }
 
     #[test]

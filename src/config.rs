@@ -143,6 +143,14 @@ pub struct ForwardConfig {
     pub cache_size: u64,
     /// Forwarded queries in flight at most; UDP queries beyond the queue get SERVFAIL.
     pub max_inflight: usize,
+    /// Serve-stale (RFC 8767): when every upstream fails, answer from the
+    /// last good answer if it expired at most this many seconds ago; 0 = off.
+    /// A node-local cache is its pods' only resolver: an upstream outage
+    /// should not become theirs for names they already resolved.
+    pub stale_max_s: u64,
+    /// TTL of a stale answer, seconds (RFC 8767 suggests 30): short, so
+    /// clients come back soon and get the fresh answer once upstream is back.
+    pub stale_ttl_s: u32,
 }
 
 impl Default for ForwardConfig {
@@ -152,6 +160,8 @@ impl Default for ForwardConfig {
             timeout_ms: 1500,
             cache_size: 10_000,
             max_inflight: 1024,
+            stale_max_s: 0,
+            stale_ttl_s: 30,
         }
     }
 }
@@ -193,6 +203,10 @@ pub struct DnsConfig {
     pub tcp_max_connections: usize,
     /// TCP idle timeout, milliseconds.
     pub tcp_idle_timeout_ms: u64,
+    /// A Unix socket through which a restart hands the listening sockets
+    /// from the running instance to the new one (`crate::handover`), so no
+    /// query is lost; unset = off (a restart binds anew).
+    pub handover_socket: Option<PathBuf>,
     /// UDP response-rate limit per client network (IPv4 /24, IPv6 /56),
     /// responses per second with a one-second burst; 0 = off (the default).
     pub rrl_responses_per_second: u32,
@@ -220,6 +234,7 @@ impl Default for DnsConfig {
             nameserver_ips: Vec::new(),
             tcp_max_connections: 1024,
             tcp_idle_timeout_ms: 10_000,
+            handover_socket: None,
             rrl_responses_per_second: 0,
             rrl_slip: 2,
         }

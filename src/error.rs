@@ -45,6 +45,10 @@ pub enum Error {
     /// A serving thread or task died (see [`crate::fault`]).
     #[error("{0} died")]
     Died(String),
+    /// A hand-over of the listening sockets failed (`crate::handover`); the
+    /// message says why and which instance serves on.
+    #[error("hand-over: {0}")]
+    Handover(String),
     /// Any other I/O failure at start-up.
     #[error("i/o")]
     Io(#[from] std::io::Error),

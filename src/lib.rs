@@ -31,7 +31,9 @@
 //!    [`check`]: `headless-dns check`, a start without binding or connecting.
 //! 5. [`engine`]: the composition root, wiring sources, index, listeners and
 //!    admin for one configuration; [`reload`]: swaps configurations without a
-//!    pause in answers, and shuts down.
+//!    pause in answers, and shuts down. [`handover`]: restarts that lose no
+//!    query, the listening sockets passed from the running process to the
+//!    new one over a Unix socket (`SCM_RIGHTS`).
 //!
 //! [`run`] takes already-bound sockets and a shutdown future, so tests bind
 //! `127.0.0.1:0` and run the real server in-process.
@@ -45,6 +47,7 @@ pub mod dns;
 pub mod engine;
 pub mod error;
 pub mod fault;
+pub mod handover;
 pub mod histogram;
 pub mod history;
 pub mod index;

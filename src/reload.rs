@@ -9,6 +9,10 @@
 //! is reported (log, `headless_dns_reload_total{result="failed"}`), its
 //! engine is dropped and the running one stays: a reload never leaves names
 //! unanswered. A shutdown during the wait is honoured at once.
+//!
+//! With `[dns] handover_socket` it also starts by taking the sockets over
+//! from a running instance, and hands them on to the next one
+//! ([`crate::handover`]).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -17,11 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::engine::{Engine, FirstSync, Listeners};
 use crate::error::Result;
+use crate::handover::{self, Offer, Start, wire::Conn, wire::Msg};
 use crate::telemetry::{ReloadResult, ReloadStats};
 
 /// How often the config file's modification time is checked.
@@ -39,14 +44,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let config = load()?;
-    let listeners = Listeners::bind(&config)?;
     let reloads = Arc::new(ReloadStats::default());
-    let engine = Engine::start(
-        config.clone(),
-        listeners.try_clone()?,
-        None,
-        Arc::clone(&reloads),
-    );
+    let mut shutdown = std::pin::pin!(shutdown);
+    let Some((listeners, engine, offer)) =
+        begin(&config, Arc::clone(&reloads), shutdown.as_mut()).await?
+    else {
+        return Ok(());
+    };
     let mut running = Running {
         config,
         listeners,
@@ -55,17 +59,29 @@ pub async fn serve(
     };
     let mut hangup = signal(SignalKind::hangup())?;
     let mut last_modified = modified(watch.as_deref());
-    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        tokio::select! {
+        let asked = tokio::select! {
             _ = &mut shutdown => return running.engine.stop().await,
             r = running.engine.exited() => return r,
-            _ = hangup.recv() => info!("SIGHUP: reloading the configuration"),
+            _ = hangup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                None
+            }
+            conn = accept(offer.as_ref()) => Some(conn),
             _ = tokio::time::sleep(WATCH_INTERVAL) => {
                 if modified(watch.as_deref()) == last_modified {
                     continue;
                 }
                 info!("configuration file changed: reloading");
+                None
+            }
+        };
+        if let Some(conn) = asked {
+            match running.hand_over(conn, shutdown.as_mut()).await {
+                Handed::Kept => continue,
+                Handed::Gone(conn) => return running.bow_out(conn).await,
+                Handed::ShutDown => return running.engine.stop().await,
+                Handed::Exited(r) => return r,
             }
         }
         last_modified = modified(watch.as_deref());
@@ -77,6 +93,39 @@ pub async fn serve(
             }
             Reloaded::Exited(r) => return r,
         }
+    }
+}
+
+/// The first engine on its listeners: bound here, or taken over from the
+/// instance serving `[dns] handover_socket` (then also the path, served).
+/// `None`: shutdown came while it synced to take over.
+async fn begin(
+    config: &Config,
+    reloads: Arc<ReloadStats>,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<(Listeners, Engine, Option<Offer>)>> {
+    let Some(path) = &config.dns.handover_socket else {
+        let listeners = Listeners::bind(config)?;
+        let engine = Engine::start(config.clone(), listeners.try_clone()?, None, reloads);
+        return Ok(Some((listeners, engine, None)));
+    };
+    Ok(
+        match handover::start(config, path, reloads, shutdown).await? {
+            Start::Serving {
+                listeners,
+                engine,
+                offer,
+            } => Some((listeners, engine, offer)),
+            Start::ShutDown => None,
+        },
+    )
+}
+
+/// The next new instance asking for the sockets (never, without `offer`).
+async fn accept(offer: Option<&Offer>) -> std::io::Result<Conn> {
+    match offer {
+        Some(o) => o.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -108,6 +157,18 @@ struct Running {
     engine: Engine,
     /// Reloads by result, for every engine's metrics page.
     reloads: Arc<ReloadStats>,
+}
+
+/// How a hand-over asked for ended for the supervisor.
+enum Handed {
+    /// It failed (logged): serve on.
+    Kept,
+    /// The new instance serves: stop reading, confirm on the connection, exit.
+    Gone(Conn),
+    /// Shutdown was asked during a hand-over that then failed: stop as usual.
+    ShutDown,
+    /// The running engine ended by itself during the wait (its result).
+    Exited(Result<()>),
 }
 
 /// How a reload ended for the supervisor.
@@ -203,6 +264,69 @@ impl Running {
         self.reloads.count(ReloadResult::Applied);
         info!(rebound, "configuration reloaded");
         Ok(Reloaded::Done)
+    }
+
+    /// Gives the listeners to the new instance on `conn` (or `accept`'s
+    /// error, logged), while the engine serves on. A shutdown asked
+    /// meanwhile is honoured once the hand-over is done or has failed (it
+    /// is bounded by the new instance's sync timeout plus 10 s).
+    async fn hand_over(
+        &mut self,
+        conn: std::io::Result<Conn>,
+        shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) -> Handed {
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "hand-over socket: accept failed");
+                return Handed::Kept;
+            }
+        };
+        // A shutdown asked meanwhile (a pod replaced by its successor gets
+        // SIGTERM) waits for the hand-over: the new instance holds the
+        // sockets and reads them only once synced, so stopping now would
+        // leave them unread until then.
+        let mut give = std::pin::pin!(handover::give(conn, &self.listeners));
+        let mut shutdown = shutdown;
+        let mut shutting = false;
+        let given = loop {
+            tokio::select! {
+                r = &mut give => break r,
+                _ = shutdown.as_mut(), if !shutting => {
+                    info!("shutdown asked during a hand-over: finishing the hand-over first");
+                    shutting = true;
+                }
+                r = self.engine.exited() => return Handed::Exited(r),
+            }
+        };
+        match given {
+            Ok(conn) => Handed::Gone(conn),
+            Err(reason) if shutting => {
+                warn!(reason = %reason, "hand-over failed; shutting down as asked");
+                Handed::ShutDown
+            }
+            Err(reason) => {
+                warn!(reason = %reason, "hand-over failed; this instance serves on");
+                Handed::Kept
+            }
+        }
+    }
+
+    /// After `Stop`: the engine stops reading (what it read is answered, TCP
+    /// connections close once their query is answered), `Stopped` is
+    /// confirmed, and the process may exit 0.
+    async fn bow_out(self, conn: Conn) -> Result<()> {
+        info!("the new instance answers: stopping reading");
+        // It reads the same sockets: leave their queues to it.
+        let stopped = self.engine.retire(true).await;
+        drop(self.listeners);
+        let sent =
+            tokio::time::timeout(Duration::from_secs(5), conn.send(&Msg::Stopped, &[])).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            warn!("could not confirm the stop to the new instance (it serves anyway)");
+        }
+        info!("handed over; exiting");
+        stopped
     }
 
     /// Reports a reload that failed: the running configuration stays.

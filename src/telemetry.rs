@@ -146,6 +146,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Forwarded queries that failed upstream (timeouts, SERVFAIL)",
     ),
     (
+        "headless_dns_forward_stale_total",
+        "counter",
+        "Forwarded queries answered from an expired answer (serve-stale, RFC 8767) as every upstream failed",
+    ),
+    (
         "headless_dns_transfer_requests_total",
         "counter",
         "Zone transfers and signed queries served, by kind (axfr, ixfr, ixfr_full, ixfr_current, signed_query)",
@@ -389,6 +394,8 @@ impl Metrics {
                     .absolute(f.requests.load(Ordering::Relaxed));
                 counter!("headless_dns_forward_errors_total")
                     .absolute(f.errors.load(Ordering::Relaxed));
+                counter!("headless_dns_forward_stale_total")
+                    .absolute(f.stale.load(Ordering::Relaxed));
             }
         });
         let mut out = self.handle.render();

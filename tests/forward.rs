@@ -14,10 +14,11 @@ use support::process::{Running, free_port, loopback};
 use support::server::TestServer;
 use support::{eventually, within};
 
-/// unbound's config: `port` on 127.0.0.1, a static zone `example.test`.
+/// unbound's config: `port` on 127.0.0.1, a static zone `example.test`
+/// (`short.example.test` with a 1 s TTL, for serve-stale).
 fn unbound_conf(port: u16, dir: &std::path::Path) -> String {
     format!(
-        "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  use-syslog: no\n  logfile: \"\"\n  chroot: \"\"\n  username: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  do-ip6: no\n  num-threads: 1\n  access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n  local-zone: \"example.test.\" static\n  local-data: \"example.test. 300 IN SOA ns.example.test. admin.example.test. 1 3600 600 86400 60\"\n  local-data: \"www.example.test. 300 IN A 192.0.2.10\"\n  local-data: \"api.example.test. 300 IN A 192.0.2.11\"\nremote-control:\n  control-enable: no\n",
+        "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  use-syslog: no\n  logfile: \"\"\n  chroot: \"\"\n  username: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  do-ip6: no\n  num-threads: 1\n  access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n  local-zone: \"example.test.\" static\n  local-data: \"example.test. 300 IN SOA ns.example.test. admin.example.test. 1 3600 600 86400 60\"\n  local-data: \"www.example.test. 300 IN A 192.0.2.10\"\n  local-data: \"api.example.test. 300 IN A 192.0.2.11\"\n  local-data: \"short.example.test. 1 IN A 192.0.2.12\"\nremote-control:\n  control-enable: no\n",
         d = dir.display()
     )
 }
@@ -31,8 +32,12 @@ struct Unbound {
 }
 
 async fn unbound() -> Unbound {
+    unbound_on(free_port()).await
+}
+
+/// unbound on `port` (again, after a stop).
+async fn unbound_on(port: u16) -> Unbound {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let conf = dir.path().join("unbound.conf");
     std::fs::write(&conf, unbound_conf(port, dir.path())).unwrap();
     let child = Running::spawn(
@@ -105,6 +110,72 @@ async fn forwarding_through_a_real_upstream_with_cache() {
         let bound = Duration::from_millis(TIMEOUT_MS) + Duration::from_secs(2);
         assert!(took < bound, "SERVFAIL after {took:?}, want < {bound:?}");
         eprintln!("SERVFAIL after {took:?}");
+        s.stop().await;
+    })
+    .await;
+}
+
+/// The TTLs of a response's answers.
+fn ttls(m: &hickory_proto::op::Message) -> Vec<u32> {
+    m.answers.iter().map(|r| r.ttl).collect()
+}
+
+/// Serve-stale (RFC 8767): with the upstream stopped, a name answered before
+/// (its 1 s TTL run out) is answered from the expired answer with the stale
+/// TTL, within the upstream timeout, over UDP and TCP, and counted; a name
+/// never answered gets SERVFAIL; once the upstream is back the answer is
+/// fresh again.
+#[tokio::test]
+async fn serve_stale_while_the_upstream_is_down_then_fresh_again() {
+    within(Duration::from_secs(60), async {
+        let port = free_port();
+        let up = unbound_on(port).await;
+        let upstream = up.addr;
+        let s = TestServer::with_manifests("", |c| {
+            c.forward.upstreams = vec![upstream.to_string()];
+            c.forward.timeout_ms = TIMEOUT_MS;
+            c.forward.stale_max_s = 60;
+            c.forward.stale_ttl_s = 7;
+        })
+        .await;
+        let m = s.query(Proto::Udp, "short.example.test", A).await;
+        assert_eq!(ip_strings(&m), ["192.0.2.12"]);
+        assert!(ttls(&m).iter().all(|t| *t <= 1), "{m:?}");
+
+        drop(up);
+        // Past the 1 s TTL: hickory's cache no longer has it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        for proto in BOTH {
+            let started = Instant::now();
+            let m = s.query(proto, "short.example.test", A).await;
+            let took = started.elapsed();
+            assert_eq!(rcode(&m), ResponseCode::NoError, "{proto:?}: {m:?}");
+            assert_eq!(ip_strings(&m), ["192.0.2.12"], "{proto:?}");
+            assert_eq!(ttls(&m), [7], "{proto:?}: the stale TTL");
+            // A correctness bound, as above: the stale answer goes out when
+            // the upstream timeout runs out, not after some retry schedule.
+            let bound = Duration::from_millis(TIMEOUT_MS) + Duration::from_secs(2);
+            assert!(
+                took < bound,
+                "{proto:?}: stale after {took:?}, want < {bound:?}"
+            );
+            eprintln!("{proto:?}: stale answer after {took:?}");
+        }
+        let m = s.query(Proto::Udp, "api.example.test", A).await;
+        assert_eq!(rcode(&m), ResponseCode::ServFail, "never answered: {m:?}");
+        let (_, metrics) = support::http::get(s.admin, "/metrics").await.unwrap();
+        assert_eq!(sum_of(&metrics, "headless_dns_forward_stale_total"), 2.0);
+
+        // The upstream back on the same port: fresh answers again (TTL 1).
+        let _up = unbound_on(port).await;
+        eventually("a fresh answer once the upstream is back", || async {
+            let m = s.query(Proto::Udp, "short.example.test", A).await;
+            match (ip_strings(&m).as_slice(), ttls(&m).as_slice()) {
+                ([ip], [ttl]) if ip == "192.0.2.12" && *ttl <= 1 => Ok(()),
+                _ => Err(format!("{m:?}")),
+            }
+        })
+        .await;
         s.stop().await;
     })
     .await;

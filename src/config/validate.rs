@@ -102,9 +102,25 @@ impl DnsConfig {
         if self.tcp_idle_timeout_ms == 0 {
             problems.push("dns.tcp_idle_timeout_ms: must be at least 1".into());
         }
+        if let Some(p) = &self.handover_socket {
+            // A Unix socket path is at most 107 bytes (sun_path), and the new
+            // instance binds `<path>.<pid>` beside it first. Checked for
+            // shape only: the directory is looked at when the socket is bound.
+            let len = p.as_os_str().len();
+            if len == 0 || len > 90 || p.as_os_str().as_encoded_bytes().ends_with(b"/") {
+                problems.push(format!(
+                    "dns.handover_socket: \"{}\" is not a socket path (empty, a directory, \
+                     or longer than 90 bytes)",
+                    p.display()
+                ));
+            }
+        }
         problems
     }
 }
+
+/// The longest `forward.stale_max_s`: RFC 8767 §5 caps stale answers at 7 days.
+const MAX_STALE_S: u64 = 7 * 24 * 3600;
 
 impl ForwardConfig {
     /// What is wrong with `[forward]`.
@@ -117,6 +133,19 @@ impl ForwardConfig {
             .collect();
         if self.timeout_ms == 0 || self.max_inflight == 0 {
             problems.push("forward.timeout_ms and forward.max_inflight must be at least 1".into());
+        }
+        if self.stale_max_s > MAX_STALE_S {
+            problems.push(format!(
+                "forward.stale_max_s: {} is more than 7 days ({MAX_STALE_S} s), \
+                 the most RFC 8767 allows",
+                self.stale_max_s
+            ));
+        }
+        if self.stale_ttl_s == 0 || self.stale_ttl_s > 3600 {
+            problems.push(format!(
+                "forward.stale_ttl_s: {} is not within 1..=3600 seconds",
+                self.stale_ttl_s
+            ));
         }
         problems
     }

@@ -6,6 +6,12 @@
 //! retries over TCP on truncation. It is a rare path by design: UDP threads
 //! hand the packet to a bounded queue and go back to answering cluster names;
 //! a full queue sheds load with SERVFAIL instead of growing.
+//!
+//! With serve-stale on ([`Forwarder::with_stale`], `[forward] stale_max_s`),
+//! the last good answers are kept past their TTL (`stale`) and served when
+//! every upstream fails, at the latest when `timeout_ms` runs out.
+
+mod stale;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -16,6 +22,8 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{RData, Record};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::lookup::Lookup;
+use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, trace};
@@ -78,6 +86,8 @@ pub struct ForwardStats {
     pub requests: std::sync::atomic::AtomicU64,
     /// Upstream failures.
     pub errors: std::sync::atomic::AtomicU64,
+    /// Failures answered from an expired answer (serve-stale).
+    pub stale: std::sync::atomic::AtomicU64,
 }
 
 /// The forwarder: a caching hickory resolver plus counters.
@@ -86,6 +96,14 @@ pub struct Forwarder {
     stats: Arc<ForwardStats>,
     max_udp: u16,
     inflight: Arc<Semaphore>,
+    /// Upstream timeout: the latest a stale answer goes out.
+    timeout: Duration,
+    /// The last good answers, when serve-stale is on.
+    stale: Option<stale::StaleCache>,
+    /// Capacity of the stale cache (the resolver cache's size).
+    cache_size: u64,
+    /// The in-flight bound (`inflight`'s permits).
+    max_inflight: u32,
 }
 
 impl Forwarder {
@@ -125,8 +143,31 @@ impl Forwarder {
             resolver,
             stats: Arc::new(ForwardStats::default()),
             max_udp,
-            inflight: Arc::new(Semaphore::new(max_inflight.max(1))),
+            inflight: Arc::new(Semaphore::new(max_inflight.clamp(1, u32::MAX as usize))),
+            timeout,
+            stale: None,
+            cache_size,
+            max_inflight: max_inflight.clamp(1, u32::MAX as usize) as u32,
         })
+    }
+
+    /// Turns serve-stale on (RFC 8767): when every upstream fails, a
+    /// positive answer that expired at most `max_stale` ago is served with
+    /// TTL `ttl`, at the latest when the upstream timeout runs out. Each
+    /// query still asks upstream first, so answers are fresh again as soon
+    /// as it is back. A zero `max_stale` leaves it off.
+    pub fn with_stale(mut self, max_stale: Duration, ttl: u32) -> Self {
+        self.stale = (!max_stale.is_zero())
+            .then(|| stale::StaleCache::new(max_stale, ttl, self.cache_size as usize));
+        self
+    }
+
+    /// Waits (at most `limit`) until no forwarded query is in flight: a
+    /// stopping engine (a shutdown, a hand-over) sends its forwarded answers
+    /// before the process exits.
+    pub async fn settle(&self, limit: Duration) {
+        let all = self.inflight.acquire_many(self.max_inflight);
+        let _ = tokio::time::timeout(limit, all).await;
     }
 
     /// Counters for `/metrics`.
@@ -177,13 +218,16 @@ impl Forwarder {
             e.set_max_payload(self.max_udp);
             resp.set_edns(e);
         }
-        match self.resolver.lookup(q.name().clone(), q.query_type()).await {
+        match self.lookup(&q).await {
             Ok(lookup) => {
                 let answers: Vec<Record> = lookup.answers().to_vec();
                 trace!(name = %q.name(), answers = answers.len(), "forwarded");
+                if let Some(st) = &self.stale {
+                    st.remember(&q, &answers, lookup.valid_until());
+                }
                 resp.add_answers(answers);
             }
-            Err(e) if e.is_no_records_found() => {
+            Err(Some(e)) if e.is_no_records_found() => {
                 resp.metadata.response_code = if e.is_nx_domain() {
                     ResponseCode::NXDomain
                 } else {
@@ -195,15 +239,39 @@ impl Forwarder {
                 }
             }
             Err(e) => {
-                debug!(name = %q.name(), error = %e, "upstream failed");
+                match &e {
+                    Some(e) => debug!(name = %q.name(), error = %e, "upstream failed"),
+                    None => debug!(name = %q.name(), "upstream timed out"),
+                }
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                resp.metadata.response_code = ResponseCode::ServFail;
+                match self.stale.as_ref().and_then(|st| st.recall(&q)) {
+                    Some(answers) => {
+                        self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                        trace!(name = %q.name(), "served stale");
+                        resp.add_answers(answers);
+                    }
+                    None => resp.metadata.response_code = ResponseCode::ServFail,
+                }
             }
         }
         let mut bytes = resp.to_vec().ok()?;
         // What fits, whole records in order, with TC (as our own answers).
         crate::wire::fit_response(&mut bytes, limit);
         Some(bytes)
+    }
+
+    /// Asks upstream (or hickory's cache). With serve-stale on, the wait is
+    /// cut at the upstream timeout (`None`), so a stale answer is never
+    /// later than a SERVFAIL would have been.
+    async fn lookup(&self, q: &Query) -> std::result::Result<Lookup, Option<NetError>> {
+        let lookup = self.resolver.lookup(q.name().clone(), q.query_type());
+        if self.stale.is_none() {
+            return lookup.await.map_err(Some);
+        }
+        match tokio::time::timeout(self.timeout, lookup).await {
+            Ok(r) => r.map_err(Some),
+            Err(_) => Err(None),
+        }
     }
 
     /// Serves forwarded UDP queries from the queue until it closes.

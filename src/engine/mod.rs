@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use listeners::Listeners;
+pub use listeners::{Adopted, Listeners, SocketKind};
 
 use crate::config::{Config, SourceKind};
 use crate::error::{Error, Result};
@@ -105,6 +105,29 @@ impl Engine {
         previous: Option<(&Engine, &Config)>,
         reloads: Arc<ReloadStats>,
     ) -> Self {
+        let gated = previous.is_some();
+        Self::launch(config, listeners, previous, reloads, gated)
+    }
+
+    /// Starts `config` on sockets another process still reads (a hand-over,
+    /// [`crate::handover`]): it syncs, and serves only once told
+    /// [`Engine::go_live`].
+    pub(crate) fn start_beside(
+        config: Config,
+        listeners: Listeners,
+        reloads: Arc<ReloadStats>,
+    ) -> Self {
+        Self::launch(config, listeners, None, reloads, true)
+    }
+
+    /// [`Engine::start`]; `gated`: serve only once told [`Engine::go_live`].
+    fn launch(
+        config: Config,
+        listeners: Listeners,
+        previous: Option<(&Engine, &Config)>,
+        reloads: Arc<ReloadStats>,
+        gated: bool,
+    ) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let (synced_tx, synced) = oneshot::channel();
         let sim = simulated(&config).then(|| {
@@ -117,7 +140,7 @@ impl Engine {
         // reloaded one only once the supervisor has seen it sync, so clients
         // never meet a half-loaded engine on the shared sockets.
         let go_live = CancellationToken::new();
-        if previous.is_none() {
+        if !gated {
             go_live.cancel();
         }
         let lameduck = Arc::new(AtomicBool::new(true));
@@ -324,38 +347,16 @@ async fn run_engine(
         index: built,
         reloads,
     } = handover;
-    config.validate()?;
-    let mut config = config;
-    if config.admin.token.is_none() {
-        // Not loaded by `cli::load` (a configuration built in code).
-        config.read_admin_token()?;
-    }
-    // Built first (it reads a resolv.conf named in the config): an engine
-    // that cannot forward fails before it syncs, so a reload keeps the old one.
-    let forwarder = forwarder(&config)?;
     let tasks = Tasks::default();
-    let (index, events, transfers, history) = start_index(&config, &tasks)?;
-    let _ = built.set(index.clone());
     let mut shutdown = std::pin::pin!(shutdown);
     // A shutdown while the source starts (a reload given up) stops at once.
-    let started = tokio::select! {
-        r = start_source(&config, sim, &index, events, access.clone(), &tasks) => r,
+    let prepared = tokio::select! {
+        r = prepare(config, sim, access, &built, synced, &tasks) => r?,
         _ = &mut shutdown => {
             tasks.finish().await;
             return Ok(());
         }
     };
-    let (sim_handle, inbox) = started?;
-    announce_first_sync(index.clone(), synced, &tasks);
-    let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
-    if let Some(i) = &inbox {
-        answerer = answerer.with_expiry(i.expired());
-    }
-    if let Some(h) = transfer::Handoff::new(transfers, inbox) {
-        let (serves, follows) = (h.serves(), h.follows());
-        answerer = answerer.with_handoff(Arc::new(h), serves, follows);
-    }
-    let answerer = Arc::new(answerer);
     tokio::select! {
         _ = go_live.cancelled() => {}
         _ = &mut shutdown => {
@@ -363,34 +364,10 @@ async fn run_engine(
             return Ok(());
         }
     }
-    for s in &listeners.udp {
-        info!(addr = %s.local_addr()?, "dns listening (udp)");
-    }
-    let udp_threads = serve_dns(
-        &config,
-        &answerer,
-        listeners.udp,
-        listeners.tcp,
-        forwarder.as_ref(),
-        &tasks,
-        drain_udp,
-    )?;
+    let config = prepared.config.clone();
+    let forwarder = prepared.forwarder.clone();
     let draining = Arc::new(AtomicBool::new(false));
-    if let Some(l) = listeners.admin {
-        let state = admin::AdminState {
-            index,
-            history,
-            sim: sim_handle,
-            dns: Arc::clone(&answerer),
-            metrics: Arc::new(telemetry::Metrics::new(reloads)),
-            forward: forwarder.as_ref().map(|f| f.stats()),
-            draining: Arc::clone(&draining),
-            fault: tasks.fault.clone(),
-            access,
-            gate: Arc::new(admin::Gate::new(&config.admin)),
-        };
-        serve_admin(l, state, &tasks)?;
-    }
+    let udp_threads = serve_listeners(prepared, listeners, &tasks, drain_udp, reloads, &draining)?;
 
     // Something that died stops the engine as a shutdown does (lameduck
     // included, /health already 503), then with an error: exit non-zero.
@@ -400,7 +377,106 @@ async fn run_engine(
     };
     enter_lameduck(&config, &lameduck, &draining).await;
     wind_down(&tasks, udp_threads).await;
+    if let Some(f) = forwarder {
+        // UDP queries handed to the forwarder are answered by its own tasks.
+        f.settle(Duration::from_millis(config.forward.timeout_ms))
+            .await;
+    }
     died.map_or(Ok(()), |what| Err(Error::Died(what)))
+}
+
+/// An engine built and syncing, not yet serving its listeners.
+struct Prepared {
+    config: Config,
+    index: Index,
+    history: Arc<history::History>,
+    sim_handle: Option<SimHandle>,
+    access: sources::access::Access,
+    answerer: Arc<dns::Answerer>,
+    forwarder: Option<Arc<dns::forward::Forwarder>>,
+}
+
+/// Checks `config`, builds the forwarder and the index, and starts the
+/// source feeding it (the first sync announced on `synced`).
+async fn prepare(
+    config: Config,
+    sim: Option<SharedSim>,
+    access: sources::access::Access,
+    built: &OnceLock<Index>,
+    synced: Option<oneshot::Sender<()>>,
+    tasks: &Tasks,
+) -> Result<Prepared> {
+    config.validate()?;
+    let mut config = config;
+    if config.admin.token.is_none() {
+        // Not loaded by `cli::load` (a configuration built in code).
+        config.read_admin_token()?;
+    }
+    // Built first (it reads a resolv.conf named in the config): an engine
+    // that cannot forward fails before it syncs, so a reload keeps the old one.
+    let forwarder = forwarder(&config)?;
+    let (index, events, transfers, history) = start_index(&config, tasks)?;
+    let _ = built.set(index.clone());
+    let (sim_handle, inbox) =
+        start_source(&config, sim, &index, events, access.clone(), tasks).await?;
+    announce_first_sync(index.clone(), synced, tasks);
+    let mut answerer = dns::Answerer::new(index.clone(), config.dns_settings());
+    if let Some(i) = &inbox {
+        answerer = answerer.with_expiry(i.expired());
+    }
+    if let Some(h) = transfer::Handoff::new(transfers, inbox) {
+        let (serves, follows) = (h.serves(), h.follows());
+        answerer = answerer.with_handoff(Arc::new(h), serves, follows);
+    }
+    Ok(Prepared {
+        config,
+        index,
+        history,
+        sim_handle,
+        access,
+        answerer: Arc::new(answerer),
+        forwarder,
+    })
+}
+
+/// Serves DNS and the admin side door on `listeners`; returns the UDP
+/// threads, to join at shutdown.
+fn serve_listeners(
+    p: Prepared,
+    listeners: Listeners,
+    tasks: &Tasks,
+    drain_udp: Arc<AtomicBool>,
+    reloads: Arc<ReloadStats>,
+    draining: &Arc<AtomicBool>,
+) -> Result<Vec<std::thread::JoinHandle<()>>> {
+    for s in &listeners.udp {
+        info!(addr = %s.local_addr()?, "dns listening (udp)");
+    }
+    let udp_threads = serve_dns(
+        &p.config,
+        &p.answerer,
+        listeners.udp,
+        listeners.tcp,
+        p.forwarder.as_ref(),
+        tasks,
+        drain_udp,
+    )?;
+    if let Some(l) = listeners.admin {
+        let state = admin::AdminState {
+            index: p.index,
+            history: p.history,
+            sim: p.sim_handle,
+            dns: Arc::clone(&p.answerer),
+            metrics: Arc::new(telemetry::Metrics::new(reloads)),
+            forward: p.forwarder.as_ref().map(|f| f.stats()),
+            draining: Arc::clone(draining),
+            fault: tasks.fault.clone(),
+            access: p.access,
+            gate: Arc::new(admin::Gate::new(&p.config.admin)),
+        };
+        serve_admin(l, state, tasks)?;
+    }
+    Ok(udp_threads)
 }
 
 /// Stops the engine's tasks (up to 5 s) and joins its UDP threads.
@@ -572,13 +648,19 @@ fn forwarder(config: &Config) -> Result<Option<Arc<dns::forward::Forwarder>>> {
     }
     let ups = dns::forward::upstreams(&config.forward.upstreams)?;
     info!(upstreams = ?ups, "forwarding names outside our zones");
-    Ok(Some(Arc::new(dns::forward::Forwarder::new(
-        &ups,
-        Duration::from_millis(config.forward.timeout_ms),
-        config.forward.cache_size,
-        config.forward.max_inflight,
-        config.dns.max_udp_payload,
-    )?)))
+    Ok(Some(Arc::new(
+        dns::forward::Forwarder::new(
+            &ups,
+            Duration::from_millis(config.forward.timeout_ms),
+            config.forward.cache_size,
+            config.forward.max_inflight,
+            config.dns.max_udp_payload,
+        )?
+        .with_stale(
+            Duration::from_secs(config.forward.stale_max_s),
+            config.forward.stale_ttl_s,
+        ),
+    )))
 }
 
 /// Serves DNS: a thread per UDP socket (with the forwarder's task and

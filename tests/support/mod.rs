@@ -18,6 +18,7 @@ pub mod fake_api;
 pub mod fixtures;
 pub mod http;
 pub mod k8s;
+pub mod load;
 pub mod namespace;
 pub mod packets;
 pub mod process;
