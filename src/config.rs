@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 
 mod selector;
 mod validate;
+pub(crate) use validate::is_namespace;
 
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -61,6 +62,11 @@ pub struct TransferConfig {
     pub max_concurrent: usize,
     /// A file keeping the SOA serial increasing across restarts; unset = the clock only.
     pub serial_file: Option<PathBuf>,
+    /// Followers NOTIFYed without being listed in `notify`: clients that
+    /// checked a zone's serial by IXFR over UDP within the zone's expire,
+    /// remembered by (address, port, zone, key), the oldest forgotten past
+    /// this many; 0 = none (only `notify` is told).
+    pub notify_followers_max: usize,
 }
 
 impl Default for TransferConfig {
@@ -75,6 +81,7 @@ impl Default for TransferConfig {
             journal_max_kb: 16 * 1024,
             max_concurrent: 16,
             serial_file: None,
+            notify_followers_max: 1024,
         }
     }
 }
@@ -90,6 +97,11 @@ pub struct TsigKeyConfig {
     pub algorithm: String,
     /// The secret, base64.
     pub secret: String,
+    /// Namespaces whose zones (`<ns>.svc.<zone>`) alone this key may
+    /// transfer, so that a tenant's follower reads its namespace only; empty
+    /// = every zone (the cluster zone, the reverse zones, every namespace).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
 }
 
 fn default_tsig_algorithm() -> String {
@@ -356,6 +368,9 @@ pub struct SourceConfig {
     pub selector: Option<String>,
     /// Transfer source: the primary (address:port) whose cluster zone we follow.
     pub primary: Option<SocketAddr>,
+    /// Transfer source: the zone followed: the cluster zone (unset), or one
+    /// namespace's transfer zone `<ns>.svc.<zone>` (its names only).
+    pub primary_zone: Option<String>,
     /// Transfer source: the `[[transfer.tsig]]` key requests to the primary
     /// (and its NOTIFYs) are signed with; unset = unsigned.
     pub primary_key: Option<String>,
@@ -383,6 +398,7 @@ impl Default for SourceConfig {
             service_selector: None,
             selector: None,
             primary: None,
+            primary_zone: None,
             primary_key: None,
             refresh_ms: None,
             expire_ms: None,

@@ -542,7 +542,7 @@ async fn start_source(
         }
         SourceKind::Transfer => {
             let inbox =
-                transfer::follow::start(config, events, tasks.stop.clone(), &tasks.tracker)?;
+                transfer::follow::start(config, events, tasks.stop.clone(), &tasks.tracker).await?;
             Ok((None, Some(inbox)))
         }
     }

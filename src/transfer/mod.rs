@@ -73,6 +73,8 @@ struct Shared {
     /// taken between two equal even values (a sequence lock).
     publishing: AtomicU64,
     notify: notify::Queue,
+    /// Followers that checked a zone by UDP IXFR: NOTIFYed too.
+    followers: notify::Followers,
     keys: tsig::Keys,
     allow: Vec<Cidr>,
     require_tsig: bool,
@@ -115,6 +117,11 @@ pub fn start(
         )),
         publishing: AtomicU64::new(0),
         notify: notify::Queue::default(),
+        followers: notify::Followers::new(
+            t.notify_followers_max,
+            // The zone's expire: past it a follower no longer serves the zone.
+            std::time::Duration::from_secs(u64::from(crate::dns::zonefile::SOA_TIMERS[2])),
+        ),
         keys: keys.clone(),
         allow: t.allow.clone(),
         require_tsig: t.require_tsig,
@@ -125,7 +132,7 @@ pub fn start(
         Arc::clone(&shared),
         t.serial_file.clone(),
     )));
-    if !t.notify.is_empty() {
+    if !t.notify.is_empty() || t.notify_followers_max > 0 {
         let targets = notify::Targets {
             addrs: t.notify.clone(),
             key: t.notify_key.as_deref().and_then(|k| keys.named(k).cloned()),
@@ -142,6 +149,7 @@ pub fn start(
     info!(
         allow = ?t.allow.iter().map(|c| c.0).collect::<Vec<_>>(),
         notify = ?t.notify,
+        notify_followers_max = t.notify_followers_max,
         keys = t.tsig.len(),
         require_tsig = t.require_tsig,
         "zone transfers on"

@@ -14,6 +14,22 @@
 //! SOA's expire (or `source.expire_ms`): then names get SERVFAIL, as on any
 //! secondary (unless `source.serve_expired`), until it answers again.
 //!
+//! The zone followed is the cluster zone, or with `source.primary_zone` one
+//! namespace's transfer zone `<ns>.svc.<zone>`: then the index holds that
+//! namespace alone and answers as a sidecar with `namespaces = [<ns>]`
+//! does (other namespaces' names NXDOMAIN), and the namespace exists even
+//! with no services, since the zone's apex names it (NODATA, as on the
+//! primary). Its serial is checked by UDP IXFR from a socket that also takes
+//! the primary's NOTIFYs (`client::Checker`), so the primary can tell a
+//! follower it was never configured with.
+//!
+//! A primary whose serial went back (restarted without `serial_file`, or
+//! another replica behind one address) is not ignored as RFC 1982 would
+//! let a secondary do (BIND logs it and waits for an operator's
+//! `rndc retransfer`): a sidecar has no operator, and its primary is the
+//! only source of its names, so it takes the primary's whole zone (AXFR)
+//! and logs a warning.
+//!
 //! - `client`: SOA, AXFR and IXFR over the wire, TSIG-checked;
 //! - `zone_objects`: records → objects;
 //! - here: the task, applying differences, and the NOTIFY inbox the
@@ -51,6 +67,9 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Where the listeners hand NOTIFYs from the primary; wakes the follower.
 pub struct Inbox {
     primary: SocketAddr,
+    /// The zone followed, lower-case wire format: NOTIFYs for others are
+    /// NOTAUTH (RFC 1996 §3.10: only for a zone we are a secondary of).
+    zone: Vec<u8>,
     /// The primary's key only, when set: NOTIFYs must be signed with it.
     keys: Option<Keys>,
     /// A permit is kept when the follower is busy: a NOTIFY during a
@@ -106,8 +125,17 @@ impl Inbox {
             debug!(%peer, why, "notify refused");
             head.start(Rcode::Refused as u8, out);
         };
-        if peer.ip() != self.primary.ip() {
+        // With a key the signature says who sent it (a NOTIFY reaching the
+        // checker socket comes from the primary's pod address, not the
+        // Service address it is followed at); without one, the address.
+        if self.keys.is_none() && peer.ip() != self.primary.ip() {
             refuse(&mut out, "not from the primary");
+            return Box::new(std::iter::once(out));
+        }
+        let qname = crate::wire::name::from_dotted(&msg.queries[0].name().to_ascii());
+        if qname.as_deref() != Some(self.zone.as_slice()) {
+            debug!(%peer, zone = %msg.queries[0].name(), "notify for a zone we do not follow: NOTAUTH");
+            head.start(Rcode::NotAuth as u8, &mut out);
             return Box::new(std::iter::once(out));
         }
         let chain = match self
@@ -156,7 +184,7 @@ struct Zone {
 
 /// Starts following `source.primary` into `events` until `stop`; returns
 /// the inbox for the primary's NOTIFYs.
-pub fn start(
+pub async fn start(
     config: &Config,
     events: mpsc::Sender<SourceEvent>,
     stop: CancellationToken,
@@ -166,9 +194,13 @@ pub fn start(
     let addr = s
         .primary
         .ok_or_else(|| Error::Config("source.primary: not set".into()))?;
-    let mut zone =
-        Name::from_ascii(&config.dns.zone).map_err(|e| Error::Config(format!("dns.zone: {e}")))?;
+    let zone_name = s.primary_zone.as_deref().unwrap_or(&config.dns.zone);
+    let namespace = config.namespace_of_zone(zone_name);
+    let mut zone = Name::from_ascii(zone_name)
+        .map_err(|e| Error::Config(format!("source.primary_zone: {e}")))?;
     zone.set_fqdn(true);
+    let zone_wire = crate::wire::name::from_dotted(zone_name)
+        .ok_or_else(|| Error::Config(format!("source.primary_zone: {zone_name:?}")))?;
     let keys = match s.primary_key.as_deref() {
         Some(name) => {
             let key = config.transfer.tsig.iter().filter(|k| k.name == name);
@@ -182,6 +214,7 @@ pub fn start(
     };
     let inbox = Arc::new(Inbox {
         primary: addr,
+        zone: zone_wire,
         keys,
         wake: tokio::sync::Notify::new(),
         accepted: AtomicU64::new(0),
@@ -190,16 +223,36 @@ pub fn start(
         last_ok_ms: AtomicU64::new(0),
         failures: AtomicU64::new(0),
     });
+    let checker = match namespace {
+        Some(_) => Some(Arc::new(client::Checker::bind(addr).await.map_err(
+            |e| {
+                Error::Config(format!(
+                    "source.primary_zone: cannot bind the checker socket: {e}"
+                ))
+            },
+        )?)),
+        None => None,
+    };
+    if let Some(c) = &checker {
+        let (c, inbox, stop) = (Arc::clone(c), Arc::clone(&inbox), stop.clone());
+        tracker.spawn(async move { c.listen(|p, from| inbox.respond(p, from), stop).await });
+    }
     let follower = Follower {
-        primary: Primary { addr, zone, key },
+        primary: Primary {
+            addr,
+            zone,
+            key,
+            checker,
+        },
         zone_name: config.dns.zone.clone(),
+        namespace: namespace.clone(),
         refresh: s.refresh_ms.map(Duration::from_millis),
         expire: (!s.serve_expired).then_some(s.expire_ms.map(Duration::from_millis)),
         last_ok: Instant::now(),
         zone: None,
         differ: Differ::default(),
     };
-    info!(primary = %addr, zone = %config.dns.zone, signed = s.primary_key.is_some(), "following the primary");
+    info!(primary = %addr, zone = zone_name, signed = s.primary_key.is_some(), "following the primary");
     tracker.spawn(follower.run(Arc::clone(&inbox), events, stop));
     Ok(inbox)
 }
@@ -207,7 +260,10 @@ pub fn start(
 /// The follower's state.
 struct Follower {
     primary: Primary,
+    /// The cluster zone (`dns.zone`).
     zone_name: String,
+    /// The namespace whose transfer zone is followed, if one is.
+    namespace: Option<String>,
     /// `source.refresh_ms`.
     refresh: Option<Duration>,
     /// `None`: never expire (`serve_expired`); `Some(None)`: the SOA's expire.
@@ -300,7 +356,11 @@ impl Follower {
         let Some(zone) = &self.zone else {
             return true;
         };
-        let objects = zone_objects::objects(&zone.records, &self.zone_name);
+        let mut objects = zone_objects::objects(&zone.records, &self.zone_name);
+        if let Some(ns) = &self.namespace {
+            // The zone's apex names the namespace, services or none.
+            zone_objects::add_namespace(&mut objects, ns);
+        }
         let batch = self.differ.diff(objects);
         info!(
             serial = zone.soa.serial,
@@ -321,18 +381,45 @@ impl Follower {
     /// changed, `None` when it was current.
     async fn check(&mut self) -> std::result::Result<Option<&'static str>, Why> {
         let Some(ours) = self.zone.as_ref().map(|z| z.soa.serial) else {
+            if let Some(checker) = self.primary.checker.clone() {
+                // A first check from the checker socket, so the primary knows
+                // where to NOTIFY from the start (a serial it never had: the
+                // answer is its SOA alone).
+                self.primary.ixfr_udp(&checker, 0).await?;
+            }
             let records = self.primary.transfer(None).await?;
             self.zone = Some(whole(&records)?);
             return Ok(Some("axfr"));
         };
-        let theirs = self.primary.soa().await?.serial;
+        let theirs = match self.primary.checker.clone() {
+            Some(checker) => {
+                let records = self.primary.ixfr_udp(&checker, ours).await?;
+                let theirs = first_soa(&records)?.serial;
+                if records.len() > 1 && newer(theirs, ours) && client::complete(&records) {
+                    // The differences (or the zone) fitted in the answer.
+                    let zone = self.zone.as_ref().expect("checked above");
+                    if let Ok(next) = apply(zone, &records) {
+                        self.zone = Some(next);
+                        return Ok(Some("ixfr"));
+                    }
+                }
+                theirs
+            }
+            None => self.primary.soa().await?.serial,
+        };
         if theirs == ours {
             return Ok(None);
         }
         if !newer(theirs, ours) {
-            return Err(format!(
-                "the primary's serial {theirs} is behind ours {ours} (going backwards)"
-            ));
+            warn!(
+                primary = %self.primary.addr,
+                theirs,
+                ours,
+                "the primary's serial went back (restarted without serial_file?): taking its whole zone"
+            );
+            let records = self.primary.transfer(None).await?;
+            self.zone = Some(whole(&records)?);
+            return Ok(Some("axfr"));
         }
         let zone = self.zone.as_ref().expect("checked above");
         let next = match self.primary.transfer(Some(ours)).await {
