@@ -345,6 +345,50 @@ mod tests {
         assert_eq!(tiny.since(0, 2), Since::Current(2));
     }
 
+    /// A wire record owned by `owner` (dotted): the name, then a stub.
+    fn owned(owner: &str) -> (u8, Vec<u8>) {
+        let mut w = crate::wire::name::from_dotted(owner).unwrap();
+        w.extend_from_slice(&[0, 1, 0, 1]);
+        (0, w)
+    }
+
+    #[test]
+    fn a_namespace_has_its_own_serial_and_differences() {
+        let a = |n: &str| owned(&format!("{n}.a.svc.z"));
+        let b = |n: &str| owned(&format!("{n}.b.svc.z"));
+        let suffix = crate::wire::name::from_dotted("a.svc.z").unwrap();
+        let mut j = Journal::new(10, 1 << 20);
+        j.start(10);
+        let mut push = |j: &mut Journal, from, to, old: Vec<_>, new: Vec<_>, ns: &[&str]| {
+            let mut p = Pending::default();
+            p.diff(&old, &new, &mut [false]);
+            j.push(from, to, &mut p);
+            for n in ns {
+                j.touch(n, to);
+            }
+        };
+        push(&mut j, 10, 11, vec![b("x")], vec![b("y")], &["b"]);
+        assert_eq!(j.namespace_serial("a"), 10, "b's change leaves a's serial");
+        assert_eq!(j.since_namespace("a", &suffix, 10), Since::Current(10));
+        push(&mut j, 11, 12, vec![a("p")], vec![a("q")], &["a"]);
+        push(&mut j, 12, 13, vec![b("y")], vec![b("z")], &["b"]);
+        assert_eq!(j.namespace_serial("a"), 12);
+        // From a's old serial: a's difference only, ending at a's serial.
+        assert_eq!(
+            j.since_namespace("a", &suffix, 10),
+            Since::Diff {
+                current: 12,
+                removed: vec![a("p").1],
+                added: vec![a("q").1],
+            }
+        );
+        assert_eq!(j.since_namespace("a", &suffix, 12), Since::Current(12));
+        assert_eq!(j.since_namespace("a", &suffix, 9), Since::Unknown);
+        // "b.svc.z" is not inside "a.svc.z", nor "xa.svc.z".
+        assert!(!super::super::zones::owner_within(&owned("xa.svc.z").1, &suffix));
+        assert!(super::super::zones::owner_within(&owned("a.svc.z").1, &suffix));
+    }
+
     #[test]
     fn serial_arithmetic_wraps() {
         assert!(serial_gt(1, u32::MAX));

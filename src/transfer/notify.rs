@@ -367,3 +367,37 @@ async fn answer(
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follower(port: u16, zone: &str) -> Follower {
+        Follower {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            zone: ZoneId::Namespace(Arc::from(zone)),
+            key: None,
+        }
+    }
+
+    #[test]
+    fn followers_are_bounded_oldest_first_and_forgotten_after_the_expire() {
+        let f = Followers::new(2, Duration::from_secs(3600));
+        f.seen(follower(1, "a"));
+        std::thread::sleep(Duration::from_millis(2));
+        f.seen(follower(2, "b"));
+        std::thread::sleep(Duration::from_millis(2));
+        f.seen(follower(1, "a")); // refreshed: now the newest
+        f.seen(follower(3, "a")); // past the bound: 2 (the oldest) goes
+        let mut a = f.of(|z| *z == ZoneId::Namespace(Arc::from("a")));
+        a.sort_by_key(|f| f.addr);
+        assert_eq!(a, [follower(1, "a"), follower(3, "a")]);
+        assert!(f.of(|z| *z == ZoneId::Namespace(Arc::from("b"))).is_empty());
+        let gone = Followers::new(8, Duration::ZERO);
+        gone.seen(follower(1, "a"));
+        assert!(gone.of(|_| true).is_empty(), "past the expire");
+        let off = Followers::new(0, Duration::from_secs(60));
+        off.seen(follower(1, "a"));
+        assert!(off.of(|_| true).is_empty(), "notify_followers_max = 0");
+    }
+}
