@@ -715,4 +715,33 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn namespace_keys_and_the_followed_zone_are_checked() {
+        let text = "[source]\nprimary_zone = \"team-a.svc.cluster.local.\"\n\
+                    [[transfer.tsig]]\nname = \"a\"\nsecret = \"c2VjcmV0\"\n\
+                    namespaces = [\"team-a\"]\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.transfer.tsig[0].namespaces, ["team-a"]);
+        c.validate().unwrap();
+        assert_eq!(
+            c.namespace_of_zone(c.source.primary_zone.as_deref().unwrap())
+                .as_deref(),
+            Some("team-a")
+        );
+        let mut bad = c.clone();
+        bad.transfer.tsig[0].namespaces = vec!["Team_A".into()];
+        bad.source.primary_zone = Some("team-a.svc.example.org".into());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("key \"a\": namespaces: \"Team_A\"") && e.contains("source.primary_zone"),
+            "{e}"
+        );
+        // The cluster zone itself is fine; a name below a namespace is not a zone.
+        bad.transfer.tsig[0].namespaces.clear();
+        bad.source.primary_zone = Some("Cluster.Local".into());
+        bad.validate().unwrap();
+        bad.source.primary_zone = Some("x.team-a.svc.cluster.local".into());
+        assert!(bad.validate().is_err());
+    }
 }

@@ -385,8 +385,14 @@ mod tests {
         assert_eq!(j.since_namespace("a", &suffix, 12), Since::Current(12));
         assert_eq!(j.since_namespace("a", &suffix, 9), Since::Unknown);
         // "b.svc.z" is not inside "a.svc.z", nor "xa.svc.z".
-        assert!(!super::super::zones::owner_within(&owned("xa.svc.z").1, &suffix));
-        assert!(super::super::zones::owner_within(&owned("a.svc.z").1, &suffix));
+        assert!(!super::super::zones::owner_within(
+            &owned("xa.svc.z").1,
+            &suffix
+        ));
+        assert!(super::super::zones::owner_within(
+            &owned("a.svc.z").1,
+            &suffix
+        ));
     }
 
     #[test]
