@@ -160,6 +160,7 @@ pub struct ServeArgs {
 /// from its file.
 pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut c = merge(args)?;
+    c.read_key_files()?;
     c.validate()?;
     c.read_admin_token()?;
     Ok(c)

@@ -35,6 +35,7 @@ fn tsig(c: &mut Config, secret: &str) {
         algorithm: "hmac-sha256".into(),
         secret: secret.into(),
         namespaces: Vec::new(),
+        key_file: None,
     }];
 }
 

@@ -113,6 +113,7 @@ fn key(name: &str, secret: &str, namespaces: &[&str]) -> TsigKeyConfig {
         algorithm: "hmac-sha256".into(),
         secret: secret.into(),
         namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+        key_file: None,
     }
 }
 

@@ -37,6 +37,7 @@ fn key(c: &mut headless_dns::Config, require: bool) {
         algorithm: "hmac-sha256".into(),
         secret: SECRET.into(),
         namespaces: Vec::new(),
+        key_file: None,
     }];
     c.transfer.require_tsig = require;
 }

@@ -309,6 +309,7 @@ pub fn transfer_answerers() -> &'static [TransferAnswerer; 2] {
                     algorithm: (*algorithm).into(),
                     secret: data_encoding::BASE64.encode(secret),
                     namespaces: Vec::new(),
+                    key_file: None,
                 })
                 .collect();
             c

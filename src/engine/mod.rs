@@ -324,8 +324,10 @@ async fn run_engine(
         index: built,
         reloads,
     } = handover;
-    config.validate()?;
     let mut config = config;
+    // Not read by `cli::load` when built in code; reading again is the same.
+    config.read_key_files()?;
+    config.validate()?;
     if config.admin.token.is_none() {
         // Not loaded by `cli::load` (a configuration built in code).
         config.read_admin_token()?;

@@ -250,6 +250,7 @@ mod tests {
             algorithm: "hmac-sha256".into(),
             secret: "c2VjcmV0".into(),
             namespaces: Vec::new(),
+            key_file: None,
         }])
         .unwrap()
     }
