@@ -695,6 +695,16 @@ impl Config {
         Ok(())
     }
 
+    /// Whether a key file has not been read into its key yet.
+    pub(crate) fn key_files_unread(&self) -> bool {
+        let key = self
+            .transfer
+            .tsig
+            .iter()
+            .any(|k| k.key_file.is_some() && k.secret.is_empty());
+        key || (self.source.primary_key_file.is_some() && self.source.primary_key.is_none())
+    }
+
     /// The answerer's settings.
     pub fn dns_settings(&self) -> DnsSettings {
         let d = &self.dns;

@@ -325,8 +325,10 @@ async fn run_engine(
         reloads,
     } = handover;
     let mut config = config;
-    // Not read by `cli::load` when built in code; reading again is the same.
-    config.read_key_files()?;
+    if config.key_files_unread() {
+        // Not read by `cli::load` (a configuration built in code).
+        config.read_key_files()?;
+    }
     config.validate()?;
     if config.admin.token.is_none() {
         // Not loaded by `cli::load` (a configuration built in code).
