@@ -359,7 +359,7 @@ mod tests {
         let suffix = crate::wire::name::from_dotted("a.svc.z").unwrap();
         let mut j = Journal::new(10, 1 << 20);
         j.start(10);
-        let mut push = |j: &mut Journal, from, to, old: Vec<_>, new: Vec<_>, ns: &[&str]| {
+        let push = |j: &mut Journal, from, to, old: Vec<_>, new: Vec<_>, ns: &[&str]| {
             let mut p = Pending::default();
             p.diff(&old, &new, &mut [false]);
             j.push(from, to, &mut p);

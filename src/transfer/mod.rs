@@ -1,6 +1,8 @@
 //! Zone transfers to secondaries: AXFR and IXFR (RFC 5936, RFC 1995) of the
-//! cluster zone and the reverse zones, NOTIFY (RFC 1996), TSIG (RFC 8945)
-//! and an access list.
+//! cluster zone, the reverse zones and each namespace's transfer zone
+//! `<ns>.svc.<zone>` (for tenant sidecars; keys may be confined to
+//! namespaces), NOTIFY (RFC 1996) to the listed secondaries and to the
+//! followers that checked a serial, TSIG (RFC 8945) and an access list.
 //!
 //! Layout:
 //! - `zones`: which zones, and each zone's records (from `dns::zonefile`,
