@@ -838,7 +838,11 @@ mod tests {
             namespaces: vec!["team-a".into()],
         }];
         c.source.primary_key_file = Some(a.clone());
+        // Unread, the key is not judged yet (`check` reads the file alone first).
+        c.validate().unwrap();
+        assert!(c.key_files_unread());
         c.read_key_files().unwrap();
+        assert!(!c.key_files_unread());
         c.read_key_files().unwrap();
         c.validate().unwrap();
         assert_eq!(c.transfer.tsig.len(), 1, "the same key once");

@@ -230,6 +230,17 @@ impl TransferConfig {
         let mut problems = Vec::new();
         let mut names = std::collections::HashSet::new();
         for k in &self.tsig {
+            if let Some(bad) = k.namespaces.iter().find(|n| !is_namespace(n)) {
+                problems.push(format!(
+                    "transfer.tsig: key {:?}: namespaces: {bad:?} is not a namespace name \
+                     (a DNS-1123 label)",
+                    k.name
+                ));
+            }
+            if k.key_file.is_some() && k.secret.is_empty() {
+                // Not read yet (`Config::read_key_files`): checked once it is.
+                continue;
+            }
             if !names.insert(k.name.trim_end_matches('.').to_ascii_lowercase()) {
                 problems.push(format!("transfer.tsig: key {:?} is defined twice", k.name));
             }
@@ -240,13 +251,6 @@ impl TransferConfig {
                 problems.push(format!(
                     "transfer.tsig: key {:?}: algorithm {:?} is not one of {TSIG_ALGORITHMS:?}",
                     k.name, k.algorithm
-                ));
-            }
-            if let Some(bad) = k.namespaces.iter().find(|n| !is_namespace(n)) {
-                problems.push(format!(
-                    "transfer.tsig: key {:?}: namespaces: {bad:?} is not a namespace name \
-                     (a DNS-1123 label)",
-                    k.name
                 ));
             }
             match data_encoding::BASE64.decode(k.secret.trim().as_bytes()) {
