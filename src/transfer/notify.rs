@@ -18,15 +18,19 @@
 //! it is configured to"; BIND (`also-notify`, `notify explicit`) and Knot
 //! (`notify:` remotes) take the other servers from a static list. A sidecar
 //! follower's pod IP changes with every pod, so no list can name it: the
-//! primary learns it instead. A follower of ours checks its zone's serial by
-//! IXFR over UDP from one socket it keeps and listens on (`follow`); each
-//! such check the primary accepted (access list, key) is remembered here as
+//! primary learns it instead. A follower of ours checks its zone's serial
+//! from one UDP socket it keeps and listens on (`follow`), by IXFR for a
+//! namespace's zone. Each such IXFR over UDP that is accepted (access list,
+//! key) is remembered here as
 //! (address, port, zone, key), for the zone's expire (after which the
 //! follower has stopped serving it anyway), at most `notify_followers_max`
 //! of them, the oldest forgotten first. A change NOTIFYs the zone's
 //! remembered followers at that address and port, signed with the key the
 //! follower used (RFC 1996 §3.10: a NOTIFY is only a hint; the follower
-//! then asks for the serial itself).
+//! then asks for the serial itself). SOA queries, the cluster zone's checks
+//! (ours, BIND's and Knot's), teach nothing: BIND and Knot send them from
+//! ports they do not listen on, and unsigned ones never leave the query
+//! path. The cluster zone's secondaries are the ones listed in `notify`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

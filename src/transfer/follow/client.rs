@@ -5,9 +5,10 @@
 //! A namespace's transfer zone has no SOA on the query path (its names are
 //! the cluster zone's there), so its serial is checked by IXFR over UDP
 //! with ours (RFC 1995 §4: one SOA when we are current; the differences
-//! when they fit). Those checks leave from one [`Checker`] socket that stays
-//! open and also takes the primary's NOTIFYs: the primary remembers the
-//! address and port a check came from and tells it of changes there.
+//! when they fit); the cluster zone's by an SOA query, as BIND and Knot do.
+//! Every check leaves from one [`Checker`] socket that stays open and also
+//! takes the primary's NOTIFYs: a primary of ours remembers the address and
+//! port an IXFR check came from and tells it of changes there.
 //!
 //! Every failure comes back as a sentence for the log: the follower keeps
 //! its last good zone and says why.
@@ -39,28 +40,29 @@ pub(crate) struct Primary {
     pub zone: Name,
     /// The key requests are signed with and answers must carry.
     pub key: Option<TSigner>,
-    /// Set for a namespace's zone: serial checks by UDP IXFR from here.
-    pub checker: Option<Arc<Checker>>,
+    /// Where serial checks leave from (and NOTIFYs arrive).
+    pub checker: Arc<Checker>,
+    /// Check the serial by UDP IXFR (a namespace's zone) rather than an
+    /// SOA query.
+    pub by_ixfr: bool,
 }
 
-/// The socket a namespace-zone follower checks from and hears NOTIFYs on.
+/// An answer awaited: its id, who must send it, and where it goes.
+type Waiting = (u16, SocketAddr, oneshot::Sender<Vec<u8>>);
+
+/// The socket a follower checks from and hears NOTIFYs on.
 pub(crate) struct Checker {
     socket: UdpSocket,
-    /// The answer awaited (its message id) and where it goes. A std
-    /// `Mutex`: held to swap one value, never across an `.await`.
-    waiting: Mutex<Option<(u16, oneshot::Sender<Vec<u8>>)>>,
+    /// The answer awaited (its message id and sender) and where it goes.
+    /// A std `Mutex`: held to swap one value, never across an `.await`.
+    waiting: Mutex<Option<Waiting>>,
 }
 
 impl Checker {
-    /// Binds the socket (any port) of `primary`'s address family.
-    pub(crate) async fn bind(primary: SocketAddr) -> std::io::Result<Self> {
-        let any: SocketAddr = if primary.is_ipv4() {
-            "0.0.0.0:0".parse().expect("literal")
-        } else {
-            "[::]:0".parse().expect("literal")
-        };
+    /// Binds the socket at `addr` (any port of the primary's family).
+    pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
         Ok(Self {
-            socket: UdpSocket::bind(any).await?,
+            socket: UdpSocket::bind(addr).await?,
             waiting: Mutex::new(None),
         })
     }
@@ -92,8 +94,10 @@ impl Checker {
             if packet[2] & 0x80 != 0 {
                 let id = u16::from_be_bytes([packet[0], packet[1]]);
                 let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-                if waiting.as_ref().is_some_and(|(want, _)| *want == id)
-                    && let Some((_, tx)) = waiting.take()
+                if waiting
+                    .as_ref()
+                    .is_some_and(|(want, to, _)| *want == id && *to == from)
+                    && let Some((_, _, tx)) = waiting.take()
                 {
                     let _ = tx.send(packet.to_vec());
                 }
@@ -111,7 +115,7 @@ impl Checker {
     async fn exchange(&self, request: &[u8], to: SocketAddr) -> Result<Vec<u8>, Why> {
         let id = u16::from_be_bytes([request[0], request[1]]);
         let (tx, rx) = oneshot::channel();
-        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, tx));
+        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, to, tx));
         self.socket
             .send_to(request, to)
             .await
@@ -156,35 +160,7 @@ impl Primary {
     /// The primary's SOA for the zone, asked over UDP.
     pub(crate) async fn soa(&self) -> Result<SOA, Why> {
         let (request, mut verifier) = self.request(RecordType::SOA, None)?;
-        let bind: SocketAddr = if self.addr.is_ipv4() {
-            "0.0.0.0:0".parse().expect("literal")
-        } else {
-            "[::]:0".parse().expect("literal")
-        };
-        let socket = UdpSocket::bind(bind)
-            .await
-            .map_err(|e| format!("cannot bind a socket: {e}"))?;
-        socket
-            .connect(self.addr)
-            .await
-            .map_err(|e| format!("cannot reach the primary: {e}"))?;
-        socket
-            .send(&request)
-            .await
-            .map_err(|e| format!("cannot send the SOA query: {e}"))?;
-        let mut buf = vec![0; 65535];
-        let id = u16::from_be_bytes([request[0], request[1]]);
-        let answer = tokio::time::timeout(TIMEOUT, async {
-            loop {
-                let n = socket.recv(&mut buf).await?;
-                if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
-                    return Ok::<_, std::io::Error>(buf[..n].to_vec());
-                }
-            }
-        })
-        .await
-        .map_err(|_| "no answer to the SOA query".to_string())?
-        .map_err(|e| format!("the SOA query failed: {e}"))?;
+        let answer = self.checker.exchange(&request, self.addr).await?;
         let m = checked(&answer, verifier.as_mut())?;
         m.answers
             .iter()
@@ -198,13 +174,9 @@ impl Primary {
     /// The records of an IXFR from `serial` over UDP, from the checker
     /// socket: one SOA when current (or when the differences do not fit),
     /// else the differences or the whole zone.
-    pub(crate) async fn ixfr_udp(
-        &self,
-        checker: &Checker,
-        serial: u32,
-    ) -> Result<Vec<Record>, Why> {
+    pub(crate) async fn ixfr_udp(&self, serial: u32) -> Result<Vec<Record>, Why> {
         let (request, mut verifier) = self.request(RecordType::IXFR, Some(serial))?;
-        let answer = checker.exchange(&request, self.addr).await?;
+        let answer = self.checker.exchange(&request, self.addr).await?;
         let m = checked(&answer, verifier.as_mut())?;
         if m.metadata.truncation {
             return Err("the serial check came back truncated".into());

@@ -223,18 +223,26 @@ pub async fn start(
         last_ok_ms: AtomicU64::new(0),
         failures: AtomicU64::new(0),
     });
-    let checker = match namespace {
-        Some(_) => Some(Arc::new(client::Checker::bind(addr).await.map_err(
-            |e| {
-                Error::Config(format!(
-                    "source.primary_zone: cannot bind the checker socket: {e}"
-                ))
-            },
-        )?)),
-        None => None,
-    };
-    if let Some(c) = &checker {
-        let (c, inbox, stop) = (Arc::clone(c), Arc::clone(&inbox), stop.clone());
+    // Serial checks leave from here and the primary's NOTIFYs arrive here.
+    let any = SocketAddr::new(
+        if addr.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        },
+        0,
+    );
+    let checker = Arc::new(
+        client::Checker::bind(any)
+            .await
+            .map_err(|source| Error::Bind {
+                proto: "udp",
+                addr: any,
+                source,
+            })?,
+    );
+    {
+        let (c, inbox, stop) = (Arc::clone(&checker), Arc::clone(&inbox), stop.clone());
         tracker.spawn(async move { c.listen(|p, from| inbox.respond(p, from), stop).await });
     }
     let follower = Follower {
@@ -243,6 +251,7 @@ pub async fn start(
             zone,
             key,
             checker,
+            by_ixfr: namespace.is_some(),
         },
         zone_name: config.dns.zone.clone(),
         namespace: namespace.clone(),
@@ -381,31 +390,30 @@ impl Follower {
     /// changed, `None` when it was current.
     async fn check(&mut self) -> std::result::Result<Option<&'static str>, Why> {
         let Some(ours) = self.zone.as_ref().map(|z| z.soa.serial) else {
-            if let Some(checker) = self.primary.checker.clone() {
+            if self.primary.by_ixfr {
                 // A first check from the checker socket, so the primary knows
                 // where to NOTIFY from the start (a serial it never had: the
                 // answer is its SOA alone).
-                self.primary.ixfr_udp(&checker, 0).await?;
+                self.primary.ixfr_udp(0).await?;
             }
             let records = self.primary.transfer(None).await?;
             self.zone = Some(whole(&records)?);
             return Ok(Some("axfr"));
         };
-        let theirs = match self.primary.checker.clone() {
-            Some(checker) => {
-                let records = self.primary.ixfr_udp(&checker, ours).await?;
-                let theirs = first_soa(&records)?.serial;
-                if records.len() > 1 && newer(theirs, ours) && client::complete(&records) {
-                    // The differences (or the zone) fitted in the answer.
-                    let zone = self.zone.as_ref().expect("checked above");
-                    if let Ok(next) = apply(zone, &records) {
-                        self.zone = Some(next);
-                        return Ok(Some("ixfr"));
-                    }
+        let theirs = if self.primary.by_ixfr {
+            let records = self.primary.ixfr_udp(ours).await?;
+            let theirs = first_soa(&records)?.serial;
+            if records.len() > 1 && newer(theirs, ours) && client::complete(&records) {
+                // The differences (or the zone) fitted in the answer.
+                let zone = self.zone.as_ref().expect("checked above");
+                if let Ok(next) = apply(zone, &records) {
+                    self.zone = Some(next);
+                    return Ok(Some("ixfr"));
                 }
-                theirs
             }
-            None => self.primary.soa().await?.serial,
+            theirs
+        } else {
+            self.primary.soa().await?.serial
         };
         if theirs == ours {
             return Ok(None);
