@@ -335,6 +335,24 @@ impl Request<'_> {
         one(&self.head, Rcode::Refused as u8, &[], self.chain)
     }
 
+    /// What the journal has for the zone since serial `client`, and the
+    /// zone's serial.
+    fn since(&self, client: u32) -> (Since, u32) {
+        let journal = self
+            .shared
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match &self.zone {
+            ZoneId::Fixed(i) => (journal.since(*i as u8, client), journal.current()),
+            ZoneId::Namespace(ns) => {
+                let wire = self.head.zone.as_deref().unwrap_or_default();
+                let since = journal.since_namespace(ns, wire, client);
+                (since, journal.namespace_serial(ns))
+            }
+        }
+    }
+
     /// The whole zone (AXFR, or an AXFR-style IXFR answer).
     fn axfr(self, kind: usize) -> Messages {
         let Some(permit) = self.slot() else {
@@ -381,21 +399,7 @@ impl Request<'_> {
         // Taken before the journal is read, so a refused IXFR copies nothing
         // out of it; given back at once when the answer is one SOA.
         let slot = self.slot();
-        let since = {
-            let journal = self
-                .shared
-                .journal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            match &self.zone {
-                ZoneId::Fixed(i) => (journal.since(*i as u8, client), journal.current()),
-                ZoneId::Namespace(ns) => {
-                    let wire = self.head.zone.as_deref().unwrap_or_default();
-                    let since = journal.since_namespace(ns, wire, client);
-                    (since, journal.namespace_serial(ns))
-                }
-            }
-        };
+        let since = self.since(client);
         let (removed, added, current) = match since {
             (Since::Current(current), _) => {
                 self.count(Served::IxfrCurrent as usize, current);

@@ -103,6 +103,12 @@ impl Inbox {
         }
     }
 
+    /// Whether NOTIFY `msg` is for the zone followed.
+    fn follows(&self, msg: &Message) -> bool {
+        let qname = crate::wire::name::from_dotted(&msg.queries[0].name().to_ascii());
+        qname.as_deref() == Some(self.zone.as_slice())
+    }
+
     /// The answer to a NOTIFY `packet` from `peer` (see the module docs).
     pub(crate) fn respond(&self, packet: &[u8], peer: SocketAddr) -> Messages {
         let (Ok(msg), Some(question_end)) = (Message::from_vec(packet), question_end(packet))
@@ -132,8 +138,7 @@ impl Inbox {
             refuse(&mut out, "not from the primary");
             return Box::new(std::iter::once(out));
         }
-        let qname = crate::wire::name::from_dotted(&msg.queries[0].name().to_ascii());
-        if qname.as_deref() != Some(self.zone.as_slice()) {
+        if !self.follows(&msg) {
             debug!(%peer, zone = %msg.queries[0].name(), "notify for a zone we do not follow: NOTAUTH");
             head.start(Rcode::NotAuth as u8, &mut out);
             return Box::new(std::iter::once(out));
@@ -223,28 +228,7 @@ pub async fn start(
         last_ok_ms: AtomicU64::new(0),
         failures: AtomicU64::new(0),
     });
-    // Serial checks leave from here and the primary's NOTIFYs arrive here.
-    let any = SocketAddr::new(
-        if addr.is_ipv4() {
-            std::net::Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
-        },
-        0,
-    );
-    let checker = Arc::new(
-        client::Checker::bind(any)
-            .await
-            .map_err(|source| Error::Bind {
-                proto: "udp",
-                addr: any,
-                source,
-            })?,
-    );
-    {
-        let (c, inbox, stop) = (Arc::clone(&checker), Arc::clone(&inbox), stop.clone());
-        tracker.spawn(async move { c.listen(|p, from| inbox.respond(p, from), stop).await });
-    }
+    let checker = start_checker(addr, &inbox, stop.clone(), tracker).await?;
     let follower = Follower {
         primary: Primary {
             addr,
@@ -264,6 +248,33 @@ pub async fn start(
     info!(primary = %addr, zone = zone_name, signed = s.primary_key.is_some(), "following the primary");
     tracker.spawn(follower.run(Arc::clone(&inbox), events, stop));
     Ok(inbox)
+}
+
+/// Binds the socket serial checks leave from and the primary's NOTIFYs
+/// arrive at (of `primary`'s family, any port), and reads it until `stop`.
+async fn start_checker(
+    primary: SocketAddr,
+    inbox: &Arc<Inbox>,
+    stop: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> Result<Arc<client::Checker>> {
+    let ip: std::net::IpAddr = if primary.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let any = SocketAddr::new(ip, 0);
+    let checker = client::Checker::bind(any)
+        .await
+        .map_err(|source| Error::Bind {
+            proto: "udp",
+            addr: any,
+            source,
+        })?;
+    let checker = Arc::new(checker);
+    let (c, inbox) = (Arc::clone(&checker), Arc::clone(inbox));
+    tracker.spawn(async move { c.listen(|p, from| inbox.respond(p, from), stop).await });
+    Ok(checker)
 }
 
 /// The follower's state.
@@ -400,20 +411,9 @@ impl Follower {
             self.zone = Some(whole(&records)?);
             return Ok(Some("axfr"));
         };
-        let theirs = if self.primary.by_ixfr {
-            let records = self.primary.ixfr_udp(ours).await?;
-            let theirs = first_soa(&records)?.serial;
-            if records.len() > 1 && newer(theirs, ours) && client::complete(&records) {
-                // The differences (or the zone) fitted in the answer.
-                let zone = self.zone.as_ref().expect("checked above");
-                if let Ok(next) = apply(zone, &records) {
-                    self.zone = Some(next);
-                    return Ok(Some("ixfr"));
-                }
-            }
-            theirs
-        } else {
-            self.primary.soa().await?.serial
+        let theirs = match self.their_serial(ours).await? {
+            Ok(theirs) => theirs,
+            Err(how) => return Ok(Some(how)),
         };
         if theirs == ours {
             return Ok(None);
@@ -450,6 +450,31 @@ impl Follower {
         }
         self.zone = Some(next);
         Ok(Some(how))
+    }
+}
+
+impl Follower {
+    /// The primary's serial (`Ok(Ok(serial))`); or, when the UDP IXFR check
+    /// brought the differences along, the zone brought up to date by them
+    /// (`Ok(Err(how))`).
+    async fn their_serial(
+        &mut self,
+        ours: u32,
+    ) -> std::result::Result<std::result::Result<u32, &'static str>, Why> {
+        if !self.primary.by_ixfr {
+            return Ok(Ok(self.primary.soa().await?.serial));
+        }
+        let records = self.primary.ixfr_udp(ours).await?;
+        let theirs = first_soa(&records)?.serial;
+        if records.len() > 1 && newer(theirs, ours) && client::complete(&records) {
+            // The differences (or the zone) fitted in the answer.
+            let zone = self.zone.as_ref().expect("called with a zone");
+            if let Ok(next) = apply(zone, &records) {
+                self.zone = Some(next);
+                return Ok(Err("ixfr"));
+            }
+        }
+        Ok(Ok(theirs))
     }
 }
 
