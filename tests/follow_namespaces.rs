@@ -536,8 +536,9 @@ async fn a_follower_of_a_namespace_without_services_answers_nodata_as_the_primar
 }
 
 /// The real binary as a primary on `port`, its serials kept above
-/// `floor` by a serial file; `dir` holds its files.
-fn binary_primary(dir: &std::path::Path, port: u16, floor: u32) -> Running {
+/// `floor` by a serial file; `dir` holds its files. Returns once `/ready`
+/// says 200.
+async fn binary_primary(dir: &std::path::Path, port: u16, floor: u32) -> Running {
     let manifests = dir.join("manifests.yaml");
     std::fs::write(&manifests, self::manifests("10.2.0.10", "10.3.0.10")).unwrap();
     let serial_file = dir.join("serial");
@@ -548,24 +549,32 @@ fn binary_primary(dir: &std::path::Path, port: u16, floor: u32) -> Running {
             k.name, k.secret, k.namespaces
         )
     };
+    let admin = loopback(free_port());
     let config = format!(
         "[dns]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n\
-         [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+         [admin]\nlisten = \"{admin}\"\n\
          [source]\nkind = \"file\"\nmanifests = [{manifests:?}]\npoll_interval_ms = 50\n\
          [sim]\nenabled = false\n\
          [transfer]\nallow = [\"127.0.0.1/32\"]\nserial_file = {serial_file:?}\n{keys}",
-        admin = free_port(),
         keys = keys().iter().map(key).collect::<String>(),
     );
     let path = dir.join("primary.toml");
     std::fs::write(&path, config).unwrap();
-    Running::spawn(
+    let running = Running::spawn(
         std::process::Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&path)
             .env("RUST_LOG", "warn"),
         "the primary",
-    )
+    );
+    eventually("the primary's /ready to be 200", || async {
+        match http::get(admin, "/ready").await {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    running
 }
 
 /// RFC 1982 leaves a secondary free to ignore a serial that went back (BIND
@@ -581,7 +590,7 @@ async fn a_primary_restarted_with_a_lower_serial_is_followed_again() {
             .unwrap()
             .as_secs() as u32;
         let high = now.wrapping_add(100_000_000);
-        let first = binary_primary(dir.path(), port, high);
+        let first = binary_primary(dir.path(), port, high).await;
         let f = TestServer::spawn(follower_config(
             loopback(port),
             &ns_zone("team-a"),
@@ -669,6 +678,51 @@ async fn a_notify_with_the_wrong_key_or_zone_changes_nothing() {
         .await;
         // Neither refused NOTIFY made it check (nothing more came since).
         assert_eq!(served_kind(&p, "ixfr_current").await - checks, 1.0);
+    })
+    .await;
+}
+
+/// A primary that reloads its configuration keeps the followers it learned:
+/// the new configuration's first zone and every later change still reach a
+/// follower whose refresh (a minute) is far off.
+#[tokio::test]
+async fn a_reloaded_primary_still_notifies_the_followers_it_learned() {
+    within(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let primary = binary_primary(dir.path(), port, 1).await;
+        let f = TestServer::spawn(follower_config(
+            loopback(port),
+            &ns_zone("team-a"),
+            "team-a-key",
+            60_000,
+        ));
+        f.wait_for_a(DB_0, Answer::ips(&["10.2.0.10".parse().unwrap()]))
+            .await;
+        // Another TTL: a new configuration, a new engine (SIGHUP).
+        let path = dir.path().join("primary.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("threads = 1\n", "threads = 1\nttl = 7\n"),
+        )
+        .unwrap();
+        primary.signal("-HUP");
+        eventually("the primary to answer with the new TTL", || async {
+            let m = query(Proto::Udp, loopback(port), DB_0, RecordType::A).await;
+            match m.answers.first().map(|r| r.ttl) {
+                Some(7) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        rewrite(
+            &dir.path().join("manifests.yaml"),
+            &manifests("10.2.0.66", "10.3.0.10"),
+        );
+        f.wait_for_a(DB_0, Answer::ips(&["10.2.0.66".parse().unwrap()]))
+            .await;
+        assert!(metric(&f, FOLLOW_NOTIFIES).await >= 1.0);
     })
     .await;
 }

@@ -81,6 +81,9 @@ pub(crate) struct Engine {
     access: sources::access::Access,
     /// Its index, once built: what a reload that timed out reports.
     index: Arc<OnceLock<Index>>,
+    /// The followers its zone transfers NOTIFY unlisted, handed on to the
+    /// next engine on a reload (they would otherwise wait for their refresh).
+    followers: Arc<transfer::Followers>,
 }
 
 /// How a new engine's wait for its first sync ended.
@@ -124,6 +127,7 @@ impl Engine {
         let drain_udp = Arc::new(AtomicBool::new(true));
         let access = sources::access::Access::default();
         let index = Arc::new(OnceLock::new());
+        let followers = previous.map_or_else(Arc::default, |(e, _)| Arc::clone(&e.followers));
         let handover = Handover {
             synced: Some(synced_tx),
             go_live: go_live.clone(),
@@ -132,6 +136,7 @@ impl Engine {
             access: access.clone(),
             index: Arc::clone(&index),
             reloads,
+            followers: Arc::clone(&followers),
         };
         let shutdown = async {
             let _ = stopped.await;
@@ -153,6 +158,7 @@ impl Engine {
             synced,
             access,
             index,
+            followers,
         }
     }
 
@@ -253,6 +259,8 @@ struct Handover {
     index: Arc<OnceLock<Index>>,
     /// The process's reload counters, for the metrics page.
     reloads: Arc<ReloadStats>,
+    /// The followers zone transfers NOTIFY unlisted (the previous engine's).
+    followers: Arc<transfer::Followers>,
 }
 
 impl Default for Handover {
@@ -268,6 +276,7 @@ impl Default for Handover {
             access: sources::access::Access::default(),
             index: Arc::default(),
             reloads: Arc::default(),
+            followers: Arc::default(),
         }
     }
 }
@@ -323,6 +332,7 @@ async fn run_engine(
         access,
         index: built,
         reloads,
+        followers,
     } = handover;
     let mut config = config;
     if config.key_files_unread() {
@@ -338,7 +348,7 @@ async fn run_engine(
     // that cannot forward fails before it syncs, so a reload keeps the old one.
     let forwarder = forwarder(&config)?;
     let tasks = Tasks::default();
-    let (index, events, transfers, history) = start_index(&config, &tasks)?;
+    let (index, events, transfers, history) = start_index(&config, &tasks, followers)?;
     let _ = built.set(index.clone());
     let mut shutdown = std::pin::pin!(shutdown);
     // A shutdown while the source starts (a reload given up) stops at once.
@@ -456,7 +466,11 @@ fn new_index_writer(config: &Config, expected: &[Kind]) -> IndexWriter {
 /// when `[transfer]` allows any (its journal's recorder rides on the writer),
 /// and the record browser's history (its recorder rides there too, when
 /// there is an admin listener to show it).
-fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
+fn start_index(
+    config: &Config,
+    tasks: &Tasks,
+    followers: Arc<transfer::Followers>,
+) -> Result<StartedIndex> {
     let kinds: Vec<Kind> = match config.source.kind {
         SourceKind::File | SourceKind::Transfer => Kind::ALL.to_vec(),
         SourceKind::Kubernetes => sources::k8s::kinds(config),
@@ -467,7 +481,13 @@ fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
         writer.expect_namespaces(&sources::k8s::namespaces(config));
     }
     let settings = config.dns_settings();
-    let transfers = transfer::start(config, &settings, &mut writer, &tasks.stop, &tasks.tracker)?;
+    let transfers = transfer::start_with(
+        config,
+        &settings,
+        &mut writer,
+        followers,
+        (&tasks.stop, &tasks.tracker),
+    )?;
     let index = writer.index();
     let history = history::History::new(history::Limits {
         addresses: config.admin.history_addresses,

@@ -46,6 +46,7 @@ use crate::dns::handoff::{REFUSAL_REASONS, TRANSFER_KINDS, TransferService, Tran
 use crate::error::Result;
 use crate::index::{Index, IndexWriter};
 use journal::Journal;
+pub(crate) use notify::Followers;
 use zones::Zones;
 
 /// Unix time in seconds (TSIG times).
@@ -75,8 +76,9 @@ struct Shared {
     /// taken between two equal even values (a sequence lock).
     publishing: AtomicU64,
     notify: notify::Queue,
-    /// Followers that checked a zone by UDP IXFR: NOTIFYed too.
-    followers: notify::Followers,
+    /// Followers that checked a zone by UDP IXFR: NOTIFYed too. Shared with
+    /// the next engine on a reload.
+    followers: Arc<notify::Followers>,
     keys: tsig::Keys,
     allow: Vec<Cidr>,
     require_tsig: bool,
@@ -100,6 +102,18 @@ pub fn start(
     stop: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<Option<Arc<Transfers>>> {
+    start_with(config, settings, writer, Arc::default(), (stop, tracker))
+}
+
+/// [`start`], NOTIFYing also the `followers` remembered so far (a previous
+/// engine's).
+pub(crate) fn start_with(
+    config: &Config,
+    settings: &DnsSettings,
+    writer: &mut IndexWriter,
+    followers: Arc<Followers>,
+    (stop, tracker): (&CancellationToken, &TaskTracker),
+) -> Result<Option<Arc<Transfers>>> {
     let t = &config.transfer;
     if t.allow.is_empty() {
         if !t.notify.is_empty() {
@@ -119,11 +133,10 @@ pub fn start(
         )),
         publishing: AtomicU64::new(0),
         notify: notify::Queue::default(),
-        followers: notify::Followers::new(
-            t.notify_followers_max,
-            // The zone's expire: past it a follower no longer serves the zone.
-            std::time::Duration::from_secs(u64::from(crate::dns::zonefile::SOA_TIMERS[2])),
-        ),
+        followers: {
+            followers.set_max(t.notify_followers_max);
+            followers
+        },
         keys: keys.clone(),
         allow: t.allow.clone(),
         require_tsig: t.require_tsig,

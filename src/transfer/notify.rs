@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,10 +113,24 @@ pub(crate) struct Follower {
     pub key: Option<Name>,
 }
 
+impl Default for Followers {
+    /// The default bound; kept for the zones' expire (past it a follower
+    /// no longer serves the zone).
+    fn default() -> Self {
+        let expire = u64::from(crate::dns::zonefile::SOA_TIMERS[2]);
+        Self::new(
+            crate::config::TransferConfig::default().notify_followers_max,
+            Duration::from_secs(expire),
+        )
+    }
+}
+
 /// The followers remembered, each with when it last checked; bounded.
 #[derive(Debug)]
 pub(crate) struct Followers {
-    max: usize,
+    /// `notify_followers_max` of the running configuration.
+    max: AtomicUsize,
+    /// The zones' expire.
     keep: Duration,
     /// A std `Mutex`: held for a map operation, never across an `.await`.
     seen: Mutex<HashMap<Follower, Instant>>,
@@ -126,25 +140,32 @@ impl Followers {
     /// At most `max` followers, each kept `keep` after its last check.
     pub(crate) fn new(max: usize, keep: Duration) -> Self {
         Self {
-            max,
+            max: AtomicUsize::new(max),
             keep,
             seen: Mutex::default(),
         }
     }
 
-    /// Remembers (or refreshes) `f`; past the bound the oldest goes.
+    /// A new configuration's bound (applied as followers arrive).
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// Remembers (or refreshes) `f`; past the bound the oldest go.
     pub(crate) fn seen(&self, f: Follower) {
-        if self.max == 0 {
+        let max = self.max.load(Ordering::Relaxed);
+        if max == 0 {
             return;
         }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = seen.insert(f, Instant::now()).is_none();
-        if fresh && seen.len() > self.max {
+        while fresh && seen.len() > max {
             // Only when a new follower arrives past the bound: one scan.
             let oldest = seen.iter().min_by_key(|(_, t)| **t).map(|(f, _)| f.clone());
-            if let Some(oldest) = oldest {
-                seen.remove(&oldest);
-            }
+            match oldest {
+                Some(oldest) => seen.remove(&oldest),
+                None => break,
+            };
         }
     }
 
