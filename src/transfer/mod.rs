@@ -93,8 +93,10 @@ pub struct Transfers {
 }
 
 /// Sets up zone transfers when `[transfer] allow` lists any network: installs
-/// the journal's recorder on `writer`, starts the NOTIFY task on `tracker`,
-/// and returns the service to hand to the answerer.
+/// the journal's recorder on `writer`, starts the NOTIFY task on `tracker`
+/// (when `notify` lists secondaries or `notify_followers_max` is above 0:
+/// then it must run inside a Tokio runtime), and returns the service to hand
+/// to the answerer.
 pub fn start(
     config: &Config,
     settings: &DnsSettings,

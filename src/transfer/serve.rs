@@ -1,9 +1,12 @@
 //! Answering what the listeners hand over: zone transfers and signed queries.
 //!
 //! In order: the request's signature (a bad one is NOTAUTH, RFC 8945 §5.2);
-//! for AXFR/IXFR the access list, `require_tsig`, the zone, the bound on
-//! concurrent transfers; then the records. Refusals are counted by reason
-//! and logged at debug. Every answer to a signed request is signed.
+//! for AXFR/IXFR the access list, `require_tsig`, the key's namespaces (a
+//! key confined to some may transfer only their zones), the zone (fixed, or
+//! an existing namespace's), the bound on concurrent transfers; then the
+//! records. Refusals are counted by reason and logged at debug. Every answer
+//! to a signed request is signed. An IXFR over UDP is a follower's serial
+//! check: its address is remembered for NOTIFYs (`notify`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

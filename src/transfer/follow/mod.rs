@@ -19,9 +19,13 @@
 //! namespace alone and answers as a sidecar with `namespaces = [<ns>]`
 //! does (other namespaces' names NXDOMAIN), and the namespace exists even
 //! with no services, since the zone's apex names it (NODATA, as on the
-//! primary). Its serial is checked by UDP IXFR from a socket that also takes
-//! the primary's NOTIFYs (`client::Checker`), so the primary can tell a
-//! follower it was never configured with.
+//! primary). Its serial is checked by UDP IXFR (the cluster zone's by an
+//! SOA query), from one socket that also takes the primary's NOTIFYs
+//! (`client::Checker`), so the primary can tell a follower it was never
+//! configured with. NOTIFYs are accepted there and from the listeners: for
+//! the zone followed only (else NOTAUTH), signed with the primary's key
+//! when one is set (then from any address: a primary pod answers for a
+//! Service address), else from the primary's address.
 //!
 //! A primary whose serial went back (restarted without `serial_file`, or
 //! another replica behind one address) is not ignored as RFC 1982 would
