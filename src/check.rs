@@ -84,7 +84,11 @@ fn config(args: &ServeArgs, errors: &mut Vec<String>) -> Option<Config> {
     }
     let found = match merge(args) {
         // Valid, and the token file (if any) holds a token, as at a start.
-        Ok(mut c) => match c.validate().and_then(|()| c.read_admin_token()) {
+        Ok(mut c) => match c
+            .read_key_files()
+            .and_then(|()| c.validate())
+            .and_then(|()| c.read_admin_token())
+        {
             Ok(()) => return Some(c),
             e => problems(e),
         },

@@ -127,6 +127,10 @@ pub struct ServeArgs {
     /// The primary (address:port) the transfer source follows.
     #[arg(long, env = "HEADLESS_DNS_PRIMARY")]
     primary: Option<std::net::SocketAddr>,
+    /// The zone the transfer source follows: the cluster zone (default) or
+    /// one namespace's `<ns>.svc.<zone>`.
+    #[arg(long, env = "HEADLESS_DNS_PRIMARY_ZONE")]
+    primary_zone: Option<String>,
     /// Namespaces to serve (comma-separated, repeatable); none = all.
     #[arg(long, env = "HEADLESS_DNS_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
@@ -167,6 +171,7 @@ pub struct ServeArgs {
 /// from its file.
 pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut c = merge(args)?;
+    c.read_key_files()?;
     c.validate()?;
     c.read_admin_token()?;
     Ok(c)
@@ -211,6 +216,10 @@ pub fn merge(args: &ServeArgs) -> anyhow::Result<Config> {
     if args.primary.is_some() {
         c.source.primary = args.primary;
     }
+    if let Some(z) = &args.primary_zone {
+        // "" (an empty environment variable) unsets it: the cluster zone.
+        c.source.primary_zone = Some(z.clone()).filter(|z| !z.is_empty());
+    }
     let namespaces: Vec<String> = args
         .namespaces
         .iter()
@@ -220,7 +229,12 @@ pub fn merge(args: &ServeArgs) -> anyhow::Result<Config> {
     if !namespaces.is_empty() {
         c.source.namespaces = namespaces;
     }
-    if let Some(bad) = c.source.namespaces.iter().find(|n| !is_namespace(n)) {
+    if let Some(bad) = c
+        .source
+        .namespaces
+        .iter()
+        .find(|n| !crate::config::is_namespace(n))
+    {
         bail!(
             "source.namespaces: {bad:?} is not a namespace name (a DNS-1123 label; \
              also --namespaces, HEADLESS_DNS_NAMESPACES)"
@@ -257,21 +271,10 @@ pub fn merge(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(c)
 }
 
-/// A Kubernetes namespace name: a DNS-1123 label (lower-case letters, digits
-/// and '-', 1-63 long, starting and ending with a letter or digit). Catches
-/// an unexpanded `$(POD_NAMESPACE)` in a manifest, too.
-fn is_namespace(n: &str) -> bool {
-    let ok = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let b = n.as_bytes();
-    (1..=63).contains(&b.len())
-        && b.iter().all(|&c| ok(c) || c == b'-')
-        && ok(b[0])
-        && ok(b[b.len() - 1])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::is_namespace;
 
     fn serve_args(args: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from(std::iter::once("headless-dns").chain(args.iter().copied()))
@@ -299,6 +302,30 @@ mod tests {
             assert!(!is_namespace(bad), "{bad}");
         }
         assert!(is_namespace("kube-system") && is_namespace("a") && is_namespace("0a"));
+    }
+
+    #[test]
+    fn primary_zone_flag_lands_in_the_config_and_is_checked() {
+        let c = load(&serve_args(&[
+            "serve",
+            "--source",
+            "transfer",
+            "--primary",
+            "127.0.0.1:53",
+            "--primary-zone",
+            "team-a.svc.cluster.local",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.source.primary_zone.as_deref(),
+            Some("team-a.svc.cluster.local")
+        );
+        assert_eq!(
+            c.namespace_of_zone("Team-A.svc.cluster.local.").as_deref(),
+            Some("team-a")
+        );
+        let e = load(&serve_args(&["serve", "--primary-zone", "example.org"])).unwrap_err();
+        assert!(format!("{e:#}").contains("source.primary_zone"), "{e:#}");
     }
 
     #[test]

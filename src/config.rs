@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 
 mod selector;
 mod validate;
+pub(crate) use validate::is_namespace;
 
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -61,6 +62,11 @@ pub struct TransferConfig {
     pub max_concurrent: usize,
     /// A file keeping the SOA serial increasing across restarts; unset = the clock only.
     pub serial_file: Option<PathBuf>,
+    /// Followers NOTIFYed without being listed in `notify`: clients that
+    /// checked a zone's serial by IXFR over UDP within the zone's expire,
+    /// remembered by (address, port, zone, key), the oldest forgotten past
+    /// this many; 0 = none (only `notify` is told).
+    pub notify_followers_max: usize,
 }
 
 impl Default for TransferConfig {
@@ -75,6 +81,7 @@ impl Default for TransferConfig {
             journal_max_kb: 16 * 1024,
             max_concurrent: 16,
             serial_file: None,
+            notify_followers_max: 1024,
         }
     }
 }
@@ -83,13 +90,70 @@ impl Default for TransferConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TsigKeyConfig {
-    /// The key's name, as both sides spell it (`xfr-key`).
+    /// The key's name, as both sides spell it (`xfr-key`); from `key_file`
+    /// when that is set.
+    #[serde(default)]
     pub name: String,
     /// `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
     #[serde(default = "default_tsig_algorithm")]
     pub algorithm: String,
-    /// The secret, base64.
+    /// The secret, base64; from `key_file` when that is set.
+    #[serde(default)]
     pub secret: String,
+    /// A key file as `tsig-keygen` writes it (`key "name" { algorithm ..;
+    /// secret ".."; };`), e.g. a mounted Secret: name, algorithm and secret
+    /// come from it, read at start and on every reload.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Namespaces whose zones (`<ns>.svc.<zone>`) alone this key may
+    /// transfer, so that a tenant's follower reads its namespace only; empty
+    /// = every zone (the cluster zone, the reverse zones, every namespace).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+/// (name, algorithm, secret) of the key file at `path`; errors start with `key`.
+fn read_key_file(path: &Path, key: &str) -> Result<(String, String, String)> {
+    let named = |e: String| Error::Config(format!("{key}: {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| named(e.to_string()))?;
+    parse_key_file(&text).map_err(named)
+}
+
+/// A key as `tsig-keygen` (BIND) writes it:
+/// `key "name" { algorithm hmac-sha256; secret "base64"; };` (comments with
+/// `#` or `//` allowed) as (name, algorithm, secret).
+fn parse_key_file(text: &str) -> std::result::Result<(String, String, String), String> {
+    let text: String = text
+        .lines()
+        .map(|l| l.split(['#']).next().unwrap_or(""))
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut tokens = text
+        .split(|c: char| c.is_whitespace() || matches!(c, ';' | '{' | '}'))
+        .filter(|t| !t.is_empty())
+        .map(|t| t.trim_matches('"'));
+    let shape = "not a key file (key \"name\" { algorithm ..; secret \"..\"; };)";
+    if tokens.next() != Some("key") {
+        return Err(shape.into());
+    }
+    let name = tokens
+        .next()
+        .ok_or(shape)?
+        .trim_end_matches('.')
+        .to_string();
+    let (mut algorithm, mut secret) = (None, None);
+    while let Some(t) = tokens.next() {
+        match t {
+            "algorithm" => algorithm = tokens.next(),
+            "secret" => secret = tokens.next(),
+            _ => return Err(format!("{shape}: unexpected {t:?}")),
+        }
+    }
+    match (algorithm, secret) {
+        (Some(a), Some(s)) => Ok((name, a.to_ascii_lowercase(), s.to_string())),
+        _ => Err(format!("{shape}: no algorithm or secret")),
+    }
 }
 
 fn default_tsig_algorithm() -> String {
@@ -371,9 +435,16 @@ pub struct SourceConfig {
     pub selector: Option<String>,
     /// Transfer source: the primary (address:port) whose cluster zone we follow.
     pub primary: Option<SocketAddr>,
+    /// Transfer source: the zone followed: the cluster zone (unset), or one
+    /// namespace's transfer zone `<ns>.svc.<zone>` (its names only).
+    pub primary_zone: Option<String>,
     /// Transfer source: the `[[transfer.tsig]]` key requests to the primary
     /// (and its NOTIFYs) are signed with; unset = unsigned.
     pub primary_key: Option<String>,
+    /// Transfer source: a key file as `tsig-keygen` writes it (a mounted
+    /// Secret): requests are signed with that key (and NOTIFYs must be),
+    /// instead of naming a `[[transfer.tsig]]` key in `primary_key`.
+    pub primary_key_file: Option<PathBuf>,
     /// Transfer source: check the primary's serial this often, milliseconds,
     /// instead of the SOA's refresh (and retry) timers; unset = the SOA's.
     pub refresh_ms: Option<u64>,
@@ -398,7 +469,9 @@ impl Default for SourceConfig {
             service_selector: None,
             selector: None,
             primary: None,
+            primary_zone: None,
             primary_key: None,
+            primary_key_file: None,
             refresh_ms: None,
             expire_ms: None,
             serve_expired: false,
@@ -603,6 +676,50 @@ impl Config {
         Ok(())
     }
 
+    /// Reads the TSIG key files (`[[transfer.tsig]] key_file`,
+    /// `source.primary_key_file`) into the keys they define; the latter's
+    /// key is added to `transfer.tsig` (once) and named by `primary_key`.
+    pub fn read_key_files(&mut self) -> Result<()> {
+        for k in &mut self.transfer.tsig {
+            if let Some(path) = &k.key_file {
+                let (name, algorithm, secret) = read_key_file(path, "transfer.tsig: key_file")?;
+                if !k.name.is_empty() && k.name.trim_end_matches('.') != name {
+                    return Err(Error::Config(format!(
+                        "transfer.tsig: key {:?}: {} defines key {name:?}",
+                        k.name,
+                        path.display()
+                    )));
+                }
+                (k.name, k.algorithm, k.secret) = (name, algorithm, secret);
+            }
+        }
+        if let Some(path) = &self.source.primary_key_file {
+            let (name, algorithm, secret) = read_key_file(path, "source.primary_key_file")?;
+            match self.transfer.tsig.iter_mut().find(|k| k.name == name) {
+                Some(k) => (k.algorithm, k.secret) = (algorithm, secret),
+                None => self.transfer.tsig.push(TsigKeyConfig {
+                    name: name.clone(),
+                    algorithm,
+                    secret,
+                    key_file: None,
+                    namespaces: Vec::new(),
+                }),
+            }
+            self.source.primary_key = Some(name);
+        }
+        Ok(())
+    }
+
+    /// Whether a key file has not been read into its key yet.
+    pub(crate) fn key_files_unread(&self) -> bool {
+        let key = self
+            .transfer
+            .tsig
+            .iter()
+            .any(|k| k.key_file.is_some() && k.secret.is_empty());
+        key || (self.source.primary_key_file.is_some() && self.source.primary_key.is_none())
+    }
+
     /// The answerer's settings.
     pub fn dns_settings(&self) -> DnsSettings {
         let d = &self.dns;
@@ -713,5 +830,77 @@ mod tests {
             e.contains("dns.ttl") && e.contains("dns.zone") && e.contains("dns.reverse_zones"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn tsig_key_files_as_tsig_keygen_writes_them_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let a = write(
+            "a.key",
+            "# made by tsig-keygen\nkey \"team-a\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0\";\n};\n",
+        );
+        let mut c = Config::default();
+        c.transfer.tsig = vec![TsigKeyConfig {
+            name: String::new(),
+            algorithm: default_tsig_algorithm(),
+            secret: String::new(),
+            key_file: Some(a.clone()),
+            namespaces: vec!["team-a".into()],
+        }];
+        c.source.primary_key_file = Some(a.clone());
+        // Unread, the key is not judged yet (`check` reads the file alone first).
+        c.validate().unwrap();
+        assert!(c.key_files_unread());
+        c.read_key_files().unwrap();
+        assert!(!c.key_files_unread());
+        c.read_key_files().unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.transfer.tsig.len(), 1, "the same key once");
+        let k = &c.transfer.tsig[0];
+        assert_eq!((k.name.as_str(), k.secret.as_str()), ("team-a", "c2VjcmV0"));
+        assert_eq!(c.source.primary_key.as_deref(), Some("team-a"));
+        let bad = write("bad.key", "secret \"x\";");
+        c.source.primary_key_file = Some(bad);
+        let e = c.read_key_files().unwrap_err().to_string();
+        assert!(
+            e.contains("source.primary_key_file") && e.contains("bad.key"),
+            "{e}"
+        );
+        c.source.primary_key_file = Some(dir.path().join("missing"));
+        assert!(c.read_key_files().is_err());
+    }
+
+    #[test]
+    fn namespace_keys_and_the_followed_zone_are_checked() {
+        let text = "[source]\nprimary_zone = \"team-a.svc.cluster.local.\"\n\
+                    [[transfer.tsig]]\nname = \"a\"\nsecret = \"c2VjcmV0\"\n\
+                    namespaces = [\"team-a\"]\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.transfer.tsig[0].namespaces, ["team-a"]);
+        c.validate().unwrap();
+        assert_eq!(
+            c.namespace_of_zone(c.source.primary_zone.as_deref().unwrap())
+                .as_deref(),
+            Some("team-a")
+        );
+        let mut bad = c.clone();
+        bad.transfer.tsig[0].namespaces = vec!["Team_A".into()];
+        bad.source.primary_zone = Some("team-a.svc.example.org".into());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("key \"a\": namespaces: \"Team_A\"") && e.contains("source.primary_zone"),
+            "{e}"
+        );
+        // The cluster zone itself is fine; a name below a namespace is not a zone.
+        bad.transfer.tsig[0].namespaces.clear();
+        bad.source.primary_zone = Some("Cluster.Local".into());
+        bad.validate().unwrap();
+        bad.source.primary_zone = Some("x.team-a.svc.cluster.local".into());
+        assert!(bad.validate().is_err());
     }
 }

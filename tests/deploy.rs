@@ -245,6 +245,7 @@ fn server_config(r: &Rendered, pod: &PodSpec, namespace: &str) -> Config {
         .as_ref()
         .and_then(|d| d.get(key))
         .unwrap_or_else(|| panic!("{cm_name} has {key}"));
+    let text = stand_in_key_files(pod, c, text, dir.path(), namespace);
     let file = dir.path().join(key);
     std::fs::write(&file, text).unwrap();
     let mut replaced = vec![(at + 1, file)];
@@ -270,6 +271,53 @@ fn server_config(r: &Rendered, pod: &PodSpec, namespace: &str) -> Config {
         panic!("{args:?} does not run `serve`");
     };
     cli::load(&serve).unwrap_or_else(|e| panic!("{args:?}: {e:#}"))
+}
+
+/// `text` (a config file) with each TSIG key file it names (`key_file`,
+/// `primary_key_file`) pointed at a stand-in written to `dir`: each must be
+/// a key of a Secret the pod mounts there. The stand-in key is named after
+/// the file (`default.key`: `default`), a tenant's own (`tsig.key`) after
+/// the pod's namespace, as the overlays say to make them; all share one
+/// secret.
+fn stand_in_key_files(
+    pod: &PodSpec,
+    c: &Container,
+    text: &str,
+    dir: &Path,
+    namespace: &str,
+) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        let path = (t.starts_with("key_file") || t.starts_with("primary_key_file"))
+            .then(|| t.split('"').nth(1))
+            .flatten();
+        let Some(path) = path else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let (volume, key) = mounted(pod, c, path);
+        let secret = volume
+            .secret
+            .as_ref()
+            .unwrap_or_else(|| panic!("{path}: a key comes from a Secret volume"));
+        assert_eq!(secret.optional, None, "no key, no start");
+        if let Some(items) = secret.items.as_deref() {
+            assert!(items.iter().any(|i| i.path == key), "{key} is an item");
+        }
+        let stem = key.trim_end_matches(".key");
+        let name = if stem == "tsig" { namespace } else { stem };
+        let file = dir.join(format!("{name}.stand-in.key"));
+        std::fs::write(
+            &file,
+            format!("key \"{name}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0\";\n}};\n"),
+        )
+        .unwrap();
+        out.push_str(&line.replace(path, &file.display().to_string()));
+        out.push('\n');
+    }
+    out
 }
 
 /// (API group, resource) of each kind the Kubernetes source watches.
@@ -356,8 +404,17 @@ fn every_file_in_deploy_is_rendered_by_an_overlay() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     dirs.sort();
-    assert_eq!(dirs, ["base", "cluster", "monitoring", "sidecar"]);
-    for dir in ["base", "cluster", "sidecar"] {
+    assert_eq!(
+        dirs,
+        [
+            "base",
+            "cluster",
+            "monitoring",
+            "sidecar",
+            "sidecar-secondary"
+        ]
+    );
+    for dir in ["base", "cluster", "sidecar", "sidecar-secondary"] {
         let path = deploy_dir().join(dir);
         let k: serde_yaml_ng::Value = serde_yaml_ng::from_str(
             &std::fs::read_to_string(path.join("kustomization.yaml")).unwrap(),
@@ -393,7 +450,7 @@ fn the_cluster_overlay_renders_typed_objects_in_one_namespace() {
     assert_eq!(r.cluster_role_bindings.len(), 1);
     assert_eq!(r.config_maps.len(), 1);
     assert_eq!(r.deployments.len(), 1);
-    assert_eq!(r.services.len(), 1);
+    assert_eq!(r.services.len(), 2, "DNS, and transfers to the followers");
     assert_eq!(r.network_policies.len(), 1);
     assert!(r.roles.is_empty() && r.role_bindings.is_empty() && r.statefulsets.is_empty());
 }
@@ -609,7 +666,13 @@ fn the_deployment_keeps_the_records_behind_a_token_and_a_network_policy() {
 #[test]
 fn the_service_sends_dns_over_udp_and_tcp_to_the_deployment() {
     let r = render("cluster");
-    let spec = r.services[0].spec.as_ref().expect("spec");
+    for service in &r.services {
+        assert_sends_dns_to_the_deployment(&r, service);
+    }
+}
+
+fn assert_sends_dns_to_the_deployment(r: &Rendered, service: &Service) {
+    let spec = service.spec.as_ref().expect("spec");
     let mut ports: Vec<(i32, &str)> = spec
         .ports
         .iter()
@@ -743,6 +806,178 @@ async fn the_sidecar_role_grants_exactly_the_requests_the_server_makes() {
         assert_eq!(used, granted, "requests made vs the Role's grants");
         eprintln!("requests by (group, resource, verb): {used:?}");
         server.stop().await;
+    })
+    .await;
+}
+
+fn service<'a>(r: &'a Rendered, name: &str) -> &'a Service {
+    r.services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("the Service {name}"))
+}
+
+/// The cluster shape is the primary of the zero-credential sidecars:
+/// transfers from the pod network, signed, each key confined to its
+/// namespace and read from a Secret; the followers' Service keeps each on
+/// one replica.
+#[test]
+fn the_cluster_primary_transfers_namespace_zones_to_signed_followers() {
+    let r = render("cluster");
+    let d = &r.deployments[0];
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let config = server_config(&r, pod, "kube-system");
+    let t = &config.transfer;
+    assert!(!t.allow.is_empty(), "transfers on");
+    assert!(t.require_tsig, "every transfer signed");
+    assert!(t.notify_followers_max > 0, "followers are NOTIFYed");
+    assert!(!t.tsig.is_empty());
+    for k in &t.tsig {
+        assert!(!k.namespaces.is_empty(), "{}: a tenant's key", k.name);
+        assert!(k.key_file.is_some(), "{}: from the Secret", k.name);
+    }
+    let transfer = service(&r, "headless-dns-transfer");
+    assert_eq!(
+        transfer
+            .spec
+            .as_ref()
+            .and_then(|s| s.session_affinity.as_deref()),
+        Some("ClientIP")
+    );
+    assert_sends_dns_to_the_deployment(&r, transfer);
+}
+
+/// The zero-credential sidecar: no ServiceAccount token, no RBAC at all, a
+/// follower of its own namespace's zone with that namespace's key (which
+/// the primary confines to that namespace), on 127.0.0.1:53, probed, the
+/// app started after it.
+#[test]
+fn the_sidecar_secondary_follows_its_namespace_with_no_credentials() {
+    let r = render("sidecar-secondary");
+    assert_eq!(r.namespaces, BTreeSet::from(["default".to_string()]));
+    assert!(
+        r.roles.is_empty()
+            && r.role_bindings.is_empty()
+            && r.cluster_roles.is_empty()
+            && r.cluster_role_bindings.is_empty()
+            && r.service_accounts.is_empty(),
+        "no RBAC, no ServiceAccount"
+    );
+    assert_eq!(r.statefulsets.len(), 1);
+    assert_eq!(r.config_maps.len(), 1);
+    let sts = &r.statefulsets[0];
+    let ns = sts.metadata.namespace.as_deref().unwrap();
+    let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.service_account_name, None, "the namespace's default");
+    for v in pod.volumes.iter().flatten() {
+        let projected = v.projected.iter().flat_map(|p| p.sources.iter().flatten());
+        for source in projected {
+            assert!(
+                source.service_account_token.is_none(),
+                "{}: a token",
+                v.name
+            );
+        }
+    }
+    let config = server_config(&r, pod, ns);
+    assert_eq!(config.source.kind, SourceKind::Transfer);
+    let zone = config
+        .source
+        .primary_zone
+        .as_deref()
+        .expect("--primary-zone");
+    assert_eq!(zone, format!("{ns}.svc.{}", config.dns.zone));
+    assert_eq!(config.namespace_of_zone(zone).as_deref(), Some(ns));
+    assert!(config.source.primary.is_some());
+    let key = config.source.primary_key.as_deref().expect("a key");
+    assert!(config.transfer.tsig.iter().any(|k| k.name == key));
+    assert!(config.transfer.allow.is_empty(), "it serves no transfers");
+    assert_eq!(
+        config.dns.listen,
+        ["127.0.0.1:53".parse::<SocketAddr>().unwrap()]
+    );
+    let admin = admin_port(&config);
+    let c = headless_dns_container(pod);
+    assert_eq!(c.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(probe(&c.startup_probe), Some(("/ready", admin.clone())));
+    assert_eq!(probe(&c.liveness_probe), Some(("/health", admin)));
+    let dns = pod.dns_config.as_ref().expect("dnsConfig");
+    assert_eq!(
+        dns.nameservers
+            .as_ref()
+            .and_then(|n| n.first())
+            .map(String::as_str),
+        Some("127.0.0.1")
+    );
+    // The namespace's key on the primary is confined to this namespace.
+    let primary = render("cluster");
+    let d = &primary.deployments[0];
+    let ppod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let pconfig = server_config(&primary, ppod, "kube-system");
+    assert!(
+        pconfig.transfer.tsig.iter().any(|k| k.namespaces == [ns]
+            && k.key_file
+                .as_ref()
+                .is_some_and(|f| f.ends_with(format!("{ns}.stand-in.key")))),
+        "the primary has {ns}'s key, for {ns} only"
+    );
+}
+
+/// The two shapes together, each started with the configuration its
+/// rendered args and files describe (the key files stood in for by one key,
+/// as the overlays say to make it): the cluster shape reads a fake API
+/// server; the zero-credential sidecar follows it for its namespace only,
+/// signed with its namespace's key, and answers that namespace's names as
+/// the primary does and no other namespace's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_secondary_follows_the_cluster_shape_for_its_namespace() {
+    support::within(support::k8s::TEST_TIMEOUT, async {
+        let follower_r = render("sidecar-secondary");
+        let sts = &follower_r.statefulsets[0];
+        let ns = sts.metadata.namespace.clone().expect("namespaced");
+        let mut objects = support::k8s::web_cluster(3, 3);
+        for o in &mut objects {
+            if o["metadata"].get("namespace").is_some() {
+                o["metadata"]["namespace"] = Value::from(ns.as_str());
+            }
+        }
+        objects.push(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "secret", "namespace": "elsewhere", "resourceVersion": "1"},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.7.7", "clusterIPs": ["10.96.7.7"]},
+        }));
+        let api = FakeApi::with_objects(objects).await;
+        let primary_r = render("cluster");
+        let d = &primary_r.deployments[0];
+        let ppod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let mut pconfig = server_config(&primary_r, ppod, "kube-system");
+        let test = support::k8s::k8s_config(&api);
+        pconfig.source.kubeconfig = test.source.kubeconfig;
+        (pconfig.dns.listen, pconfig.admin.listen) = (test.dns.listen, test.admin.listen);
+        pconfig.admin.token_file = None;
+        pconfig.admin.token = None;
+        // The pod network stands for loopback here.
+        pconfig.transfer.allow = vec!["127.0.0.1/32".parse().unwrap()];
+        let primary = TestServer::start(pconfig).await;
+
+        let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let mut config = server_config(&follower_r, pod, &ns);
+        config.source.primary = Some(primary.dns);
+        let test = support::server::test_config(Vec::new());
+        (config.dns.listen, config.admin.listen) = (test.dns.listen, test.admin.listen);
+        let follower = TestServer::start(config).await;
+        let name = format!("web-0.nginx.{ns}.svc.cluster.local");
+        let want = support::dns::Answer::ips(&[support::k8s::web_ip(0)]);
+        follower.assert_a(&name, &want).await;
+        primary.assert_a(&name, &want).await;
+        let elsewhere = "secret.elsewhere.svc.cluster.local";
+        let secret = support::dns::Answer::ips(&["10.96.7.7".parse().unwrap()]);
+        assert_eq!(primary.a(elsewhere).await, secret);
+        assert_eq!(follower.a(elsewhere).await, support::dns::Answer::NxDomain);
+        follower.stop().await;
+        primary.stop().await;
     })
     .await;
 }

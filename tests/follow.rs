@@ -34,6 +34,8 @@ fn tsig(c: &mut Config, secret: &str) {
         name: "xfr-key".into(),
         algorithm: "hmac-sha256".into(),
         secret: secret.into(),
+        namespaces: Vec::new(),
+        key_file: None,
     }];
 }
 

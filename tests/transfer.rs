@@ -36,6 +36,8 @@ fn key(c: &mut headless_dns::Config, require: bool) {
         name: "xfr-key".into(),
         algorithm: "hmac-sha256".into(),
         secret: SECRET.into(),
+        namespaces: Vec::new(),
+        key_file: None,
     }];
     c.transfer.require_tsig = require;
 }

@@ -302,12 +302,16 @@ pub fn transfer_answerers() -> &'static [TransferAnswerer; 2] {
             c.transfer.allow = allow.iter().map(|a| a.parse().unwrap()).collect();
             c.transfer.require_tsig = require_tsig;
             c.transfer.journal_max_changes = journal;
+            // No followers are remembered either (the NOTIFY task stays off).
+            c.transfer.notify_followers_max = 0;
             c.transfer.tsig = KEYS
                 .iter()
                 .map(|(name, algorithm, secret)| TsigKeyConfig {
                     name: (*name).into(),
                     algorithm: (*algorithm).into(),
                     secret: data_encoding::BASE64.encode(secret),
+                    namespaces: Vec::new(),
+                    key_file: None,
                 })
                 .collect();
             c
@@ -317,7 +321,7 @@ pub fn transfer_answerers() -> &'static [TransferAnswerer; 2] {
 
         let mut writer = IndexWriter::new(zone_settings(), &[]);
         writer.observe(Box::new(SerialFloor));
-        // No NOTIFY targets: nothing is spawned on the tracker.
+        // No NOTIFY targets, no followers: nothing is spawned on the tracker.
         let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
         let mut service = |config: &headless_dns::Config, settings| {
             headless_dns::transfer::start(config, settings, &mut writer, &stop, &tracker)

@@ -48,6 +48,17 @@ impl Config {
                 "source.primary_key: no [[transfer.tsig]] named {n:?}"
             ));
         }
+        if let Some(z) = s.primary_zone.as_deref()
+            && self.namespace_of_zone(z).is_none()
+            && !same_zone(z, &self.dns.zone)
+        {
+            problems.push(format!(
+                "source.primary_zone: {z:?} is neither dns.zone ({:?}) nor a namespace's \
+                 zone <namespace>.svc.{} (also --primary-zone, HEADLESS_DNS_PRIMARY_ZONE)",
+                self.dns.zone,
+                self.dns.zone.trim_end_matches('.')
+            ));
+        }
         for (key, v) in [("refresh_ms", s.refresh_ms), ("expire_ms", s.expire_ms)] {
             if v == Some(0) {
                 problems.push(format!("source.{key}: must be at least 1"));
@@ -55,6 +66,34 @@ impl Config {
         }
         problems
     }
+}
+
+impl Config {
+    /// The namespace whose transfer zone `zone` (`<ns>.svc.<dns.zone>`,
+    /// any case, trailing dot or not) is; `None` for any other name.
+    pub fn namespace_of_zone(&self, zone: &str) -> Option<String> {
+        let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+        let cluster = self.dns.zone.trim_end_matches('.').to_ascii_lowercase();
+        let ns = zone.strip_suffix(&format!(".svc.{cluster}"))?;
+        is_namespace(ns).then(|| ns.to_string())
+    }
+}
+
+/// Whether two zone names are the same (case and trailing dot aside).
+fn same_zone(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+/// A Kubernetes namespace name: a DNS-1123 label (lower-case letters,
+/// digits and '-', 1-63 long, starting and ending with a letter or digit).
+pub(crate) fn is_namespace(n: &str) -> bool {
+    let ok = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let b = n.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter().all(|&c| ok(c) || c == b'-')
+        && ok(b[0])
+        && ok(b[b.len() - 1])
 }
 
 impl DnsConfig {
@@ -220,6 +259,17 @@ impl TransferConfig {
         let mut problems = Vec::new();
         let mut names = std::collections::HashSet::new();
         for k in &self.tsig {
+            if let Some(bad) = k.namespaces.iter().find(|n| !is_namespace(n)) {
+                problems.push(format!(
+                    "transfer.tsig: key {:?}: namespaces: {bad:?} is not a namespace name \
+                     (a DNS-1123 label)",
+                    k.name
+                ));
+            }
+            if k.key_file.is_some() && k.secret.is_empty() {
+                // Not read yet (`Config::read_key_files`): checked once it is.
+                continue;
+            }
             if !names.insert(k.name.trim_end_matches('.').to_ascii_lowercase()) {
                 problems.push(format!("transfer.tsig: key {:?} is defined twice", k.name));
             }

@@ -79,7 +79,7 @@ pub const TRANSFER_KINDS: [&str; 5] = [
 ];
 
 /// The `reason` label of [`TransferTotals::refused`].
-pub const REFUSAL_REASONS: [&str; 5] = [
+pub const REFUSAL_REASONS: [&str; 6] = [
     // Client address outside `allow` (REFUSED).
     "acl",
     // No signature where `require_tsig` wants one (REFUSED).
@@ -90,4 +90,6 @@ pub const REFUSAL_REASONS: [&str; 5] = [
     "busy",
     // Not one of our zones (NOTAUTH), AXFR over UDP, malformed (FORMERR).
     "bad_request",
+    // A key confined to `namespaces` asked for another zone (REFUSED).
+    "key_scope",
 ];

@@ -81,6 +81,9 @@ pub(crate) struct Engine {
     access: sources::access::Access,
     /// Its index, once built: what a reload that timed out reports.
     index: Arc<OnceLock<Index>>,
+    /// The followers its zone transfers NOTIFY unlisted, handed on to the
+    /// next engine on a reload (they would otherwise wait for their refresh).
+    followers: Arc<transfer::Followers>,
 }
 
 /// How a new engine's wait for its first sync ended.
@@ -147,6 +150,7 @@ impl Engine {
         let drain_udp = Arc::new(AtomicBool::new(true));
         let access = sources::access::Access::default();
         let index = Arc::new(OnceLock::new());
+        let followers = previous.map_or_else(Arc::default, |(e, _)| Arc::clone(&e.followers));
         let handover = Handover {
             synced: Some(synced_tx),
             go_live: go_live.clone(),
@@ -155,6 +159,7 @@ impl Engine {
             access: access.clone(),
             index: Arc::clone(&index),
             reloads,
+            followers: Arc::clone(&followers),
         };
         let shutdown = async {
             let _ = stopped.await;
@@ -176,6 +181,7 @@ impl Engine {
             synced,
             access,
             index,
+            followers,
         }
     }
 
@@ -276,6 +282,8 @@ struct Handover {
     index: Arc<OnceLock<Index>>,
     /// The process's reload counters, for the metrics page.
     reloads: Arc<ReloadStats>,
+    /// The followers zone transfers NOTIFY unlisted (the previous engine's).
+    followers: Arc<transfer::Followers>,
 }
 
 impl Default for Handover {
@@ -291,6 +299,7 @@ impl Default for Handover {
             access: sources::access::Access::default(),
             index: Arc::default(),
             reloads: Arc::default(),
+            followers: Arc::default(),
         }
     }
 }
@@ -346,12 +355,13 @@ async fn run_engine(
         access,
         index: built,
         reloads,
+        followers,
     } = handover;
     let tasks = Tasks::default();
     let mut shutdown = std::pin::pin!(shutdown);
     // A shutdown while the source starts (a reload given up) stops at once.
     let prepared = tokio::select! {
-        r = prepare(config, sim, access, &built, synced, &tasks) => r?,
+        r = prepare(config, sim, access, &built, followers, synced, &tasks) => r?,
         _ = &mut shutdown => {
             tasks.finish().await;
             return Ok(());
@@ -397,17 +407,23 @@ struct Prepared {
 }
 
 /// Checks `config`, builds the forwarder and the index, and starts the
-/// source feeding it (the first sync announced on `synced`).
+/// source feeding it (the first sync announced on `synced`); its zone
+/// transfers NOTIFY `followers` (the previous engine's, on a reload).
 async fn prepare(
     config: Config,
     sim: Option<SharedSim>,
     access: sources::access::Access,
     built: &OnceLock<Index>,
+    followers: Arc<transfer::Followers>,
     synced: Option<oneshot::Sender<()>>,
     tasks: &Tasks,
 ) -> Result<Prepared> {
-    config.validate()?;
     let mut config = config;
+    if config.key_files_unread() {
+        // Not read by `cli::load` (a configuration built in code).
+        config.read_key_files()?;
+    }
+    config.validate()?;
     if config.admin.token.is_none() {
         // Not loaded by `cli::load` (a configuration built in code).
         config.read_admin_token()?;
@@ -415,7 +431,7 @@ async fn prepare(
     // Built first (it reads a resolv.conf named in the config): an engine
     // that cannot forward fails before it syncs, so a reload keeps the old one.
     let forwarder = forwarder(&config)?;
-    let (index, events, transfers, history) = start_index(&config, tasks)?;
+    let (index, events, transfers, history) = start_index(&config, tasks, followers)?;
     let _ = built.set(index.clone());
     let (sim_handle, inbox) =
         start_source(&config, sim, &index, events, access.clone(), tasks).await?;
@@ -528,7 +544,11 @@ fn new_index_writer(config: &Config, expected: &[Kind]) -> IndexWriter {
 /// when `[transfer]` allows any (its journal's recorder rides on the writer),
 /// and the record browser's history (its recorder rides there too, when
 /// there is an admin listener to show it).
-fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
+fn start_index(
+    config: &Config,
+    tasks: &Tasks,
+    followers: Arc<transfer::Followers>,
+) -> Result<StartedIndex> {
     let kinds: Vec<Kind> = match config.source.kind {
         SourceKind::File | SourceKind::Transfer => Kind::ALL.to_vec(),
         SourceKind::Kubernetes => sources::k8s::kinds(config),
@@ -539,7 +559,13 @@ fn start_index(config: &Config, tasks: &Tasks) -> Result<StartedIndex> {
         writer.expect_namespaces(&sources::k8s::namespaces(config));
     }
     let settings = config.dns_settings();
-    let transfers = transfer::start(config, &settings, &mut writer, &tasks.stop, &tasks.tracker)?;
+    let transfers = transfer::start_with(
+        config,
+        &settings,
+        &mut writer,
+        followers,
+        (&tasks.stop, &tasks.tracker),
+    )?;
     let index = writer.index();
     let history = history::History::new(history::Limits {
         addresses: config.admin.history_addresses,
@@ -618,7 +644,7 @@ async fn start_source(
         }
         SourceKind::Transfer => {
             let inbox =
-                transfer::follow::start(config, events, tasks.stop.clone(), &tasks.tracker)?;
+                transfer::follow::start(config, events, tasks.stop.clone(), &tasks.tracker).await?;
             Ok((None, Some(inbox)))
         }
     }

@@ -5,8 +5,15 @@
 //! wire record: four bytes of overhead a record), so an entry costs one heap
 //! block besides its ring slot. When a bound is passed the oldest changes go;
 //! a secondary whose serial went with them gets the whole zone instead.
+//!
+//! Each namespace's transfer zone has a serial of its own: the serial of the
+//! last change that touched a record inside it (or the serial history
+//! started at). It moves only with its namespace, yet is one of the cluster
+//! serials, so the same chain of changes answers its IXFR: from the change
+//! that starts at the client's serial on, only the records inside the
+//! namespace.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// `op` of a removed record.
 const DELETE: u8 = 0;
@@ -128,6 +135,10 @@ pub(crate) struct Journal {
     max_bytes: usize,
     /// The serial the newest change went to (or the first serial recorded).
     current: u32,
+    /// The serial history started at: a namespace's serial until it changes.
+    base: u32,
+    /// Each namespace's serial, once it changed since `base`.
+    namespaces: HashMap<Box<str>, u32>,
 }
 
 /// RFC 1982 §3.2: `a` is newer than `b`.
@@ -144,6 +155,8 @@ impl Journal {
             max_changes,
             max_bytes,
             current: 0,
+            base: 0,
+            namespaces: HashMap::new(),
         }
     }
 
@@ -152,6 +165,24 @@ impl Journal {
         self.changes.clear();
         self.bytes = 0;
         self.current = serial;
+        self.base = serial;
+        self.namespaces.clear();
+    }
+
+    /// The serial of namespace `ns`'s transfer zone.
+    pub(crate) fn namespace_serial(&self, ns: &str) -> u32 {
+        self.namespaces.get(ns).copied().unwrap_or(self.base)
+    }
+
+    /// Records that the change to serial `to` touched namespace `ns`
+    /// (called after [`Journal::push`] for that change).
+    pub(crate) fn touch(&mut self, ns: &str, to: u32) {
+        match self.namespaces.get_mut(ns) {
+            Some(s) => *s = to,
+            None => {
+                self.namespaces.insert(ns.into(), to);
+            }
+        }
     }
 
     /// Appends the change from `from` to `to`, dropping the oldest changes
@@ -194,8 +225,23 @@ impl Journal {
     /// What zone `zone` changed since serial `from`, condensed into one
     /// difference (RFC 1995 §5 lets a server merge consecutive ones).
     pub(crate) fn since(&self, zone: u8, from: u32) -> Since {
-        if from == self.current || serial_gt(from, self.current) {
-            return Since::Current(self.current);
+        self.since_where(from, self.current, |z, _| z == zone)
+    }
+
+    /// What namespace `ns`'s transfer zone (`suffix`: its name, lower-case
+    /// wire format) changed since its serial `from`: the cluster zone's
+    /// records inside it, from the change that starts at `from` on.
+    pub(crate) fn since_namespace(&self, ns: &str, suffix: &[u8], from: u32) -> Since {
+        let current = self.namespace_serial(ns);
+        self.since_where(from, current, |z, record| {
+            z == 0 && super::zones::owner_within(record, suffix)
+        })
+    }
+
+    /// The records `keep` selects, changed since `from`, for a zone at `current`.
+    fn since_where(&self, from: u32, current: u32, keep: impl Fn(u8, &[u8]) -> bool) -> Since {
+        if from == current || serial_gt(from, current) {
+            return Since::Current(current);
         }
         let Some(first) = self.changes.iter().position(|c| c.from == from) else {
             return Since::Unknown;
@@ -204,8 +250,7 @@ impl Journal {
         // added back is unchanged, one added then removed never existed.
         let mut ops: BTreeMap<&[u8], (u8, u8)> = BTreeMap::new();
         for c in self.changes.range(first..) {
-            for (z, op, record) in c.records().filter(|r| r.0 == zone) {
-                debug_assert_eq!(z, zone);
+            for (_, op, record) in c.records().filter(|r| keep(r.0, r.2)) {
                 ops.entry(record)
                     .and_modify(|e| e.1 = op)
                     .or_insert((op, op));
@@ -220,7 +265,7 @@ impl Journal {
             }
         }
         Since::Diff {
-            current: self.current,
+            current,
             removed,
             added,
         }
@@ -298,6 +343,56 @@ mod tests {
         assert_eq!((tiny.len(), tiny.bytes()), (0, 0));
         assert_eq!(tiny.since(0, 1), Since::Unknown);
         assert_eq!(tiny.since(0, 2), Since::Current(2));
+    }
+
+    /// A wire record owned by `owner` (dotted): the name, then a stub.
+    fn owned(owner: &str) -> (u8, Vec<u8>) {
+        let mut w = crate::wire::name::from_dotted(owner).unwrap();
+        w.extend_from_slice(&[0, 1, 0, 1]);
+        (0, w)
+    }
+
+    #[test]
+    fn a_namespace_has_its_own_serial_and_differences() {
+        let a = |n: &str| owned(&format!("{n}.a.svc.z"));
+        let b = |n: &str| owned(&format!("{n}.b.svc.z"));
+        let suffix = crate::wire::name::from_dotted("a.svc.z").unwrap();
+        let mut j = Journal::new(10, 1 << 20);
+        j.start(10);
+        let push = |j: &mut Journal, from, to, old: Vec<_>, new: Vec<_>, ns: &[&str]| {
+            let mut p = Pending::default();
+            p.diff(&old, &new, &mut [false]);
+            j.push(from, to, &mut p);
+            for n in ns {
+                j.touch(n, to);
+            }
+        };
+        push(&mut j, 10, 11, vec![b("x")], vec![b("y")], &["b"]);
+        assert_eq!(j.namespace_serial("a"), 10, "b's change leaves a's serial");
+        assert_eq!(j.since_namespace("a", &suffix, 10), Since::Current(10));
+        push(&mut j, 11, 12, vec![a("p")], vec![a("q")], &["a"]);
+        push(&mut j, 12, 13, vec![b("y")], vec![b("z")], &["b"]);
+        assert_eq!(j.namespace_serial("a"), 12);
+        // From a's old serial: a's difference only, ending at a's serial.
+        assert_eq!(
+            j.since_namespace("a", &suffix, 10),
+            Since::Diff {
+                current: 12,
+                removed: vec![a("p").1],
+                added: vec![a("q").1],
+            }
+        );
+        assert_eq!(j.since_namespace("a", &suffix, 12), Since::Current(12));
+        assert_eq!(j.since_namespace("a", &suffix, 9), Since::Unknown);
+        // "b.svc.z" is not inside "a.svc.z", nor "xa.svc.z".
+        assert!(!super::super::zones::owner_within(
+            &owned("xa.svc.z").1,
+            &suffix
+        ));
+        assert!(super::super::zones::owner_within(
+            &owned("a.svc.z").1,
+            &suffix
+        ));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Zone transfers to secondaries: AXFR and IXFR (RFC 5936, RFC 1995) of the
-//! cluster zone and the reverse zones, NOTIFY (RFC 1996), TSIG (RFC 8945)
-//! and an access list.
+//! cluster zone, the reverse zones and each namespace's transfer zone
+//! `<ns>.svc.<zone>` (for tenant sidecars; keys may be confined to
+//! namespaces), NOTIFY (RFC 1996) to the listed secondaries and to the
+//! followers that checked a serial, TSIG (RFC 8945) and an access list.
 //!
 //! Layout:
 //! - `zones`: which zones, and each zone's records (from `dns::zonefile`,
@@ -44,6 +46,7 @@ use crate::dns::handoff::{REFUSAL_REASONS, TRANSFER_KINDS, TransferService, Tran
 use crate::error::Result;
 use crate::index::{Index, IndexWriter};
 use journal::Journal;
+pub(crate) use notify::Followers;
 use zones::Zones;
 
 /// Unix time in seconds (TSIG times).
@@ -73,6 +76,9 @@ struct Shared {
     /// taken between two equal even values (a sequence lock).
     publishing: AtomicU64,
     notify: notify::Queue,
+    /// Followers that checked a zone by UDP IXFR: NOTIFYed too. Shared with
+    /// the next engine on a reload.
+    followers: Arc<notify::Followers>,
     keys: tsig::Keys,
     allow: Vec<Cidr>,
     require_tsig: bool,
@@ -87,14 +93,28 @@ pub struct Transfers {
 }
 
 /// Sets up zone transfers when `[transfer] allow` lists any network: installs
-/// the journal's recorder on `writer`, starts the NOTIFY task on `tracker`,
-/// and returns the service to hand to the answerer.
+/// the journal's recorder on `writer`, starts the NOTIFY task on `tracker`
+/// (when `notify` lists secondaries or `notify_followers_max` is above 0:
+/// then it must run inside a Tokio runtime), and returns the service to hand
+/// to the answerer.
 pub fn start(
     config: &Config,
     settings: &DnsSettings,
     writer: &mut IndexWriter,
     stop: &CancellationToken,
     tracker: &TaskTracker,
+) -> Result<Option<Arc<Transfers>>> {
+    start_with(config, settings, writer, Arc::default(), (stop, tracker))
+}
+
+/// [`start`], NOTIFYing also the `followers` remembered so far (a previous
+/// engine's).
+pub(crate) fn start_with(
+    config: &Config,
+    settings: &DnsSettings,
+    writer: &mut IndexWriter,
+    followers: Arc<Followers>,
+    (stop, tracker): (&CancellationToken, &TaskTracker),
 ) -> Result<Option<Arc<Transfers>>> {
     let t = &config.transfer;
     if t.allow.is_empty() {
@@ -115,6 +135,10 @@ pub fn start(
         )),
         publishing: AtomicU64::new(0),
         notify: notify::Queue::default(),
+        followers: {
+            followers.set_max(t.notify_followers_max);
+            followers
+        },
         keys: keys.clone(),
         allow: t.allow.clone(),
         require_tsig: t.require_tsig,
@@ -125,7 +149,7 @@ pub fn start(
         Arc::clone(&shared),
         t.serial_file.clone(),
     )));
-    if !t.notify.is_empty() {
+    if !t.notify.is_empty() || t.notify_followers_max > 0 {
         let targets = notify::Targets {
             addrs: t.notify.clone(),
             key: t.notify_key.as_deref().and_then(|k| keys.named(k).cloned()),
@@ -142,6 +166,7 @@ pub fn start(
     info!(
         allow = ?t.allow.iter().map(|c| c.0).collect::<Vec<_>>(),
         notify = ?t.notify,
+        notify_followers_max = t.notify_followers_max,
         keys = t.tsig.len(),
         require_tsig = t.require_tsig,
         "zone transfers on"

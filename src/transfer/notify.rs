@@ -12,12 +12,31 @@
 //! so the secondary hears of the last change too and is never flooded.
 //! Signed with `notify_key` when set, and the answer's signature
 //! checked.
+//!
+//! Followers not in `[transfer] notify` are told too. RFC 1996 §3.6 has a
+//! primary notify the servers of the zone's NS set "and any other servers
+//! it is configured to"; BIND (`also-notify`, `notify explicit`) and Knot
+//! (`notify:` remotes) take the other servers from a static list. A sidecar
+//! follower's pod IP changes with every pod, so no list can name it: the
+//! primary learns it instead. A follower of ours checks its zone's serial
+//! from one UDP socket it keeps and listens on (`follow`), by IXFR for a
+//! namespace's zone. Each such IXFR over UDP that is accepted (access list,
+//! key) is remembered here as
+//! (address, port, zone, key), for the zone's expire (after which the
+//! follower has stopped serving it anyway), at most `notify_followers_max`
+//! of them, the oldest forgotten first. A change NOTIFYs the zone's
+//! remembered followers at that address and port, signed with the key the
+//! follower used (RFC 1996 §3.10: a NOTIFY is only a hint; the follower
+//! then asks for the serial itself). SOA queries, the cluster zone's checks
+//! (ours, BIND's and Knot's), teach nothing: BIND and Knot send them from
+//! ports they do not listen on, and unsigned ones never leave the query
+//! path. The cluster zone's secondaries are the ones listed in `notify`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, Record, RecordType, TSigner};
@@ -28,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
 
 use super::Shared;
+use super::zones::ZoneId;
 
 /// Sends per NOTIFY, first included.
 const ATTEMPTS: u32 = 5;
@@ -37,36 +57,124 @@ const FIRST_WAIT: Duration = Duration::from_millis(500);
 /// Zones waiting for a NOTIFY, and the task's wake-up.
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
-    zones: Mutex<Vec<bool>>,
+    marked: Mutex<Marked>,
     wake: tokio::sync::Notify,
 }
 
+/// What changed since the NOTIFY task last looked.
+#[derive(Debug, Default)]
+struct Marked {
+    /// Fixed zones, by index.
+    zones: Vec<bool>,
+    /// Namespace zones.
+    namespaces: BTreeSet<Arc<str>>,
+    /// Every namespace zone (history started over).
+    all_namespaces: bool,
+}
+
 impl Queue {
-    /// Marks the zones set in `changed` (by zone index).
-    pub(crate) fn mark(&self, changed: &[bool]) {
-        if !changed.contains(&true) {
+    /// Marks the fixed zones set in `changed` (by zone index), the zones of
+    /// `namespaces`, and with `all_namespaces` every namespace's zone.
+    pub(crate) fn mark(&self, changed: &[bool], namespaces: &BTreeSet<Arc<str>>, all: bool) {
+        if !changed.contains(&true) && namespaces.is_empty() && !all {
             return;
         }
-        let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
-        let len = zones.len().max(changed.len());
-        zones.resize(len, false);
-        for (z, c) in zones.iter_mut().zip(changed) {
+        let mut m = self.marked.lock().unwrap_or_else(|p| p.into_inner());
+        let len = m.zones.len().max(changed.len());
+        m.zones.resize(len, false);
+        for (z, c) in m.zones.iter_mut().zip(changed) {
             *z |= *c;
         }
-        drop(zones);
+        m.namespaces.extend(namespaces.iter().cloned());
+        m.all_namespaces |= all;
+        drop(m);
         self.wake.notify_one();
     }
 
-    fn take(&self) -> Vec<usize> {
-        let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
-        let marked = zones
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| **m)
-            .map(|(i, _)| i);
-        let marked = marked.collect();
-        zones.fill(false);
-        marked
+    fn take(&self) -> Marked {
+        let mut m = self.marked.lock().unwrap_or_else(|p| p.into_inner());
+        let zones = vec![false; m.zones.len()];
+        Marked {
+            zones: std::mem::replace(&mut m.zones, zones),
+            namespaces: std::mem::take(&mut m.namespaces),
+            all_namespaces: std::mem::take(&mut m.all_namespaces),
+        }
+    }
+}
+
+/// A follower the primary was not configured with (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Follower {
+    /// Where its serial checks came from: its NOTIFY socket.
+    pub addr: SocketAddr,
+    /// The zone it follows.
+    pub zone: ZoneId,
+    /// The key it signed with (`None`: unsigned).
+    pub key: Option<Name>,
+}
+
+impl Default for Followers {
+    /// The default bound; kept for the zones' expire (past it a follower
+    /// no longer serves the zone).
+    fn default() -> Self {
+        let expire = u64::from(crate::dns::zonefile::SOA_TIMERS[2]);
+        Self::new(
+            crate::config::TransferConfig::default().notify_followers_max,
+            Duration::from_secs(expire),
+        )
+    }
+}
+
+/// The followers remembered, each with when it last checked; bounded.
+#[derive(Debug)]
+pub(crate) struct Followers {
+    /// `notify_followers_max` of the running configuration.
+    max: AtomicUsize,
+    /// The zones' expire.
+    keep: Duration,
+    /// A std `Mutex`: held for a map operation, never across an `.await`.
+    seen: Mutex<HashMap<Follower, Instant>>,
+}
+
+impl Followers {
+    /// At most `max` followers, each kept `keep` after its last check.
+    pub(crate) fn new(max: usize, keep: Duration) -> Self {
+        Self {
+            max: AtomicUsize::new(max),
+            keep,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// A new configuration's bound (applied as followers arrive).
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// Remembers (or refreshes) `f`; past the bound the oldest go.
+    pub(crate) fn seen(&self, f: Follower) {
+        let max = self.max.load(Ordering::Relaxed);
+        if max == 0 {
+            return;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = seen.insert(f, Instant::now()).is_none();
+        while fresh && seen.len() > max {
+            // Only when a new follower arrives past the bound: one scan.
+            let oldest = seen.iter().min_by_key(|(_, t)| **t).map(|(f, _)| f.clone());
+            match oldest {
+                Some(oldest) => seen.remove(&oldest),
+                None => break,
+            };
+        }
+    }
+
+    /// The followers of zones `wanted` selects that checked within `keep`
+    /// (the others are forgotten).
+    fn of(&self, wanted: impl Fn(&ZoneId) -> bool) -> Vec<Follower> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, t| t.elapsed() < self.keep);
+        seen.keys().filter(|f| wanted(&f.zone)).cloned().collect()
     }
 }
 
@@ -81,41 +189,68 @@ pub(crate) struct Targets {
     pub source: Vec<IpAddr>,
 }
 
-/// A zone (by index) and a secondary.
-type Job = (usize, SocketAddr);
+/// A zone and a secondary.
+type Job = (ZoneId, SocketAddr);
+
+/// The NOTIFYs to send for what `marked` says changed: each fixed zone to
+/// the configured secondaries and its remembered followers, each namespace
+/// zone to its remembered followers; with the key each is signed with.
+fn jobs(shared: &Shared, targets: &Targets, marked: &Marked) -> Vec<(Job, Option<TSigner>)> {
+    let mut out = Vec::new();
+    for (zone, _) in marked.zones.iter().enumerate().filter(|(_, m)| **m) {
+        for &addr in &targets.addrs {
+            out.push(((ZoneId::Fixed(zone), addr), targets.key.clone()));
+        }
+    }
+    let followers = shared.followers.of(|z| match z {
+        ZoneId::Fixed(i) => marked.zones.get(*i) == Some(&true),
+        ZoneId::Namespace(ns) => marked.all_namespaces || marked.namespaces.contains(ns),
+    });
+    for f in followers {
+        let key = match &f.key {
+            Some(name) => match shared.keys.by_name(name) {
+                Some(k) => Some(k.clone()),
+                None => continue, // The key is gone: nothing to sign with.
+            },
+            None => None,
+        };
+        out.push(((f.zone, f.addr), key));
+    }
+    out
+}
 
 /// Sends NOTIFYs for marked zones until `stop` (see the module docs).
 pub(crate) async fn run(shared: Arc<Shared>, targets: Targets, stop: CancellationToken) {
     let targets = Arc::new(targets);
-    let mut jobs = JoinSet::new();
+    let mut tasks = JoinSet::new();
     // The job of each running task; and the jobs with a change since.
     let mut running: HashMap<tokio::task::Id, Job> = HashMap::new();
-    let mut again: HashSet<Job> = HashSet::new();
-    let start = |jobs: &mut JoinSet<()>, running: &mut HashMap<_, _>, (zone, target): Job| {
-        let job = notify(Arc::clone(&shared), Arc::clone(&targets), zone, target);
-        running.insert(jobs.spawn(job).id(), (zone, target));
+    let mut again: HashMap<Job, Option<TSigner>> = HashMap::new();
+    let start = |tasks: &mut JoinSet<()>,
+                 running: &mut HashMap<_, _>,
+                 (job, key): (Job, Option<TSigner>)| {
+        let task = notify(Arc::clone(&shared), Arc::clone(&targets), job.clone(), key);
+        running.insert(tasks.spawn(task).id(), job);
     };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = shared.notify.wake.notified() => {
-                for zone in shared.notify.take() {
-                    for &target in &targets.addrs {
-                        let job = (zone, target);
-                        if running.values().any(|j| *j == job) {
-                            again.insert(job);
-                        } else {
-                            start(&mut jobs, &mut running, job);
-                        }
+                let marked = shared.notify.take();
+                for (job, key) in jobs(&shared, &targets, &marked) {
+                    if running.values().any(|j| *j == job) {
+                        again.insert(job, key);
+                    } else {
+                        start(&mut tasks, &mut running, (job, key));
                     }
                 }
             }
-            Some(done) = jobs.join_next_with_id(), if !jobs.is_empty() => {
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let id = done.map_or_else(|e| e.id(), |(id, ())| id);
                 if let Some(job) = running.remove(&id)
-                    && again.remove(&job)
+                    && let Some(key) = again.remove(&job)
                 {
-                    start(&mut jobs, &mut running, job);
+                    start(&mut tasks, &mut running, (job, key));
                 }
             }
         }
@@ -138,7 +273,12 @@ fn source_for(targets: &Targets, target: SocketAddr) -> SocketAddr {
 }
 
 /// Tells `target` about `zone` until it answers or the attempts run out.
-async fn notify(shared: Arc<Shared>, targets: Arc<Targets>, zone: usize, target: SocketAddr) {
+async fn notify(
+    shared: Arc<Shared>,
+    targets: Arc<Targets>,
+    (zone, target): Job,
+    key: Option<TSigner>,
+) {
     let stats = &shared.stats;
     let socket = match UdpSocket::bind(source_for(&targets, target)).await {
         Ok(s) => s,
@@ -150,8 +290,16 @@ async fn notify(shared: Arc<Shared>, targets: Arc<Targets>, zone: usize, target:
     };
     let mut wait = FIRST_WAIT;
     for attempt in 0..ATTEMPTS {
-        let serial = shared.index.serial();
-        let Some((packet, verifier)) = message(&shared, &targets, zone, serial) else {
+        let serial = match &zone {
+            ZoneId::Fixed(_) => shared.index.serial(),
+            ZoneId::Namespace(ns) => shared
+                .journal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .namespace_serial(ns),
+        };
+        let name = shared.zones.name_of(&zone);
+        let Some((packet, verifier)) = message(&shared, key.as_ref(), &zone, serial) else {
             return;
         };
         stats.notify[0].fetch_add(1, Ordering::Relaxed);
@@ -161,12 +309,12 @@ async fn notify(shared: Arc<Shared>, targets: Arc<Targets>, zone: usize, target:
         let id = u16::from_be_bytes([packet[0], packet[1]]);
         match tokio::time::timeout(wait, answer(&socket, target, id, verifier)).await {
             Ok(Ok(())) => {
-                debug!(zone = shared.zones.name(zone), %target, serial, attempt, "notify acknowledged");
+                debug!(zone = name, %target, serial, attempt, "notify acknowledged");
                 stats.notify[1].fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Ok(Err(why)) => {
-                debug!(zone = shared.zones.name(zone), %target, why, "notify refused");
+                debug!(zone = name, %target, why, "notify refused");
                 break;
             }
             Err(_) => trace!(%target, attempt, "notify: no answer yet"),
@@ -182,18 +330,18 @@ type Verifier = Option<hickory_proto::rr::TSigVerifier>;
 /// §3.7), signed if there is a key.
 fn message(
     shared: &Shared,
-    targets: &Targets,
-    zone: usize,
+    key: Option<&TSigner>,
+    zone: &ZoneId,
     serial: u32,
 ) -> Option<(Vec<u8>, Verifier)> {
-    let mut name = Name::from_ascii(shared.zones.name(zone)).ok()?;
+    let mut name = Name::from_ascii(shared.zones.name_of(zone)).ok()?;
     name.set_fqdn(true);
     let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Notify);
     m.metadata.authoritative = true;
     m.add_query(Query::query(name, RecordType::SOA));
     let soa = shared.zones.soa(&shared.settings, zone, serial);
     m.add_answer(Record::from_bytes(&soa).ok()?);
-    let verifier = match &targets.key {
+    let verifier = match key {
         Some(key) => m.finalize(key, super::unix_now()).ok()?,
         None => None,
     };
@@ -242,5 +390,39 @@ async fn answer(
             ResponseCode::NoError => Ok(()),
             _ => Err("answered with an error"),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follower(port: u16, zone: &str) -> Follower {
+        Follower {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            zone: ZoneId::Namespace(Arc::from(zone)),
+            key: None,
+        }
+    }
+
+    #[test]
+    fn followers_are_bounded_oldest_first_and_forgotten_after_the_expire() {
+        let f = Followers::new(2, Duration::from_secs(3600));
+        f.seen(follower(1, "a"));
+        std::thread::sleep(Duration::from_millis(2));
+        f.seen(follower(2, "b"));
+        std::thread::sleep(Duration::from_millis(2));
+        f.seen(follower(1, "a")); // refreshed: now the newest
+        f.seen(follower(3, "a")); // past the bound: 2 (the oldest) goes
+        let mut a = f.of(|z| *z == ZoneId::Namespace(Arc::from("a")));
+        a.sort_by_key(|f| f.addr);
+        assert_eq!(a, [follower(1, "a"), follower(3, "a")]);
+        assert!(f.of(|z| *z == ZoneId::Namespace(Arc::from("b"))).is_empty());
+        let gone = Followers::new(8, Duration::ZERO);
+        gone.seen(follower(1, "a"));
+        assert!(gone.of(|_| true).is_empty(), "past the expire");
+        let off = Followers::new(0, Duration::from_secs(60));
+        off.seen(follower(1, "a"));
+        assert!(off.of(|_| true).is_empty(), "notify_followers_max = 0");
     }
 }

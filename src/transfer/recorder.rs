@@ -7,6 +7,7 @@
 //! the index has synced it records nothing (no secondary can hold a serial
 //! from before), so the initial load costs no diffs.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,6 +31,10 @@ pub(crate) struct Recorder {
     new: Vec<(u8, Vec<u8>)>,
     /// Zones with a record changed by the publication in progress.
     changed: Vec<bool>,
+    /// The same for one service; and the namespaces with a cluster-zone
+    /// record changed by the publication in progress.
+    changed_here: Vec<bool>,
+    touched: BTreeSet<Arc<str>>,
     /// The serial readers saw before the publication in progress.
     serial: u32,
     /// True once the index has synced: changes are journaled from then on.
@@ -46,6 +51,8 @@ impl Recorder {
             old: Vec::new(),
             new: Vec::new(),
             changed: vec![false; zones],
+            changed_here: vec![false; zones],
+            touched: BTreeSet::new(),
             serial: 0,
             recording: false,
             floor: serial_file.map(SerialFloor::load),
@@ -68,6 +75,7 @@ impl PublishObserver for Recorder {
         self.shared.publishing.fetch_add(1, Ordering::SeqCst);
         self.pending.clear();
         self.changed.fill(false);
+        self.touched.clear();
     }
 
     fn service(&mut self, old: Option<&Arc<ServiceView>>, new: Option<&Arc<ServiceView>>) {
@@ -77,7 +85,19 @@ impl PublishObserver for Recorder {
         let (mut o, mut n) = (std::mem::take(&mut self.old), std::mem::take(&mut self.new));
         self.records(old, &mut o);
         self.records(new, &mut n);
-        self.pending.diff(&o, &n, &mut self.changed);
+        self.changed_here.fill(false);
+        self.pending.diff(&o, &n, &mut self.changed_here);
+        for (all, here) in self.changed.iter_mut().zip(&self.changed_here) {
+            *all |= *here;
+        }
+        if self.changed_here.first() == Some(&true)
+            && let Some(v) = old.or(new)
+        {
+            let ns = v.record.key.namespace();
+            if !self.touched.contains(ns) {
+                self.touched.insert(Arc::from(ns));
+            }
+        }
         (self.old, self.new) = (o, n);
     }
 
@@ -87,8 +107,11 @@ impl PublishObserver for Recorder {
             if self.recording {
                 let mut journal = s.journal.lock().unwrap_or_else(|p| p.into_inner());
                 journal.push(self.serial, serial, &mut self.pending);
+                for ns in &self.touched {
+                    journal.touch(ns, serial);
+                }
                 drop(journal);
-                s.notify.mark(&self.changed);
+                s.notify.mark(&self.changed, &self.touched, false);
             } else if s.index.is_synced() {
                 // The first synced serial: history starts here, and every
                 // secondary hears of it (after a restart theirs is older).
@@ -97,7 +120,8 @@ impl PublishObserver for Recorder {
                     .unwrap_or_else(|p| p.into_inner())
                     .start(serial);
                 self.recording = true;
-                s.notify.mark(&vec![true; self.changed.len()]);
+                s.notify
+                    .mark(&vec![true; self.changed.len()], &BTreeSet::new(), true);
             }
             self.serial = serial;
             if let Some(f) = self.floor.as_mut() {

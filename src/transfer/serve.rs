@@ -1,9 +1,12 @@
 //! Answering what the listeners hand over: zone transfers and signed queries.
 //!
 //! In order: the request's signature (a bad one is NOTAUTH, RFC 8945 §5.2);
-//! for AXFR/IXFR the access list, `require_tsig`, the zone, the bound on
-//! concurrent transfers; then the records. Refusals are counted by reason
-//! and logged at debug. Every answer to a signed request is signed.
+//! for AXFR/IXFR the access list, `require_tsig`, the key's namespaces (a
+//! key confined to some may transfer only their zones), the zone (fixed, or
+//! an existing namespace's), the bound on concurrent transfers; then the
+//! records. Refusals are counted by reason and logged at debug. Every answer
+//! to a signed request is signed. An IXFR over UDP is a follower's serial
+//! check: its address is remembered for NOTIFYs (`notify`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +19,9 @@ use tracing::debug;
 
 use super::journal::Since;
 use super::message::{Head, Packer, TCP_MESSAGE, TSIG_ROOM};
+use super::notify::Follower;
 use super::tsig::{Bad, Chain, Verified};
-use super::zones::ZoneRecords;
+use super::zones::{ZoneId, ZoneRecords};
 use super::{Shared, unix_now};
 use crate::dns::handoff::Messages;
 use crate::dns::{Answerer, Outcome};
@@ -42,6 +46,7 @@ enum Refusal {
     Tsig,
     Busy,
     BadRequest,
+    KeyScope,
 }
 
 /// The end of the question section (one question), and where the last
@@ -174,13 +179,41 @@ fn transfer(
         );
     }
     let qname = crate::wire::name::from_dotted(&q.name().to_ascii()).unwrap_or_default();
-    let Some(zone) = shared.zones.find(&qname) else {
+    let namespace = shared.zones.namespace_of(&qname);
+    // RFC 5936 §2.2.1 / RFC 8945 §5.2: the signature is good, the policy
+    // says no: REFUSED, signed (NOTAUTH is for bad signatures and zones we
+    // do not serve). Checked before the zone is looked up, so a tenant's key
+    // cannot learn which other namespaces exist.
+    let scope = chain
+        .as_ref()
+        .map_or(&[][..], |c| shared.keys.scope(c.key_name()));
+    if !scope.is_empty()
+        && !namespace
+            .as_ref()
+            .is_some_and(|ns| scope.iter().any(|s| **s == **ns))
+    {
         return refuse(
-            Refusal::BadRequest as usize,
-            Rcode::NotAuth as u8,
+            Refusal::KeyScope as usize,
+            Rcode::Refused as u8,
             chain,
-            "not one of our zones",
+            "the key may transfer only its namespaces' zones",
         );
+    }
+    let synced = shared.index.is_synced();
+    let zone = match (shared.zones.find(&qname), namespace) {
+        (Some(i), _) => ZoneId::Fixed(i),
+        // Before the first sync no namespace is known: SERVFAIL below.
+        (None, Some(ns)) if !synced || shared.index.has_namespace(&qname[..1 + ns.len()]) => {
+            ZoneId::Namespace(ns)
+        }
+        _ => {
+            return refuse(
+                Refusal::BadRequest as usize,
+                Rcode::NotAuth as u8,
+                chain,
+                "not one of our zones",
+            );
+        }
     };
     if q.query_class() != DNSClass::IN || (qtype == RecordType::AXFR && !tcp) {
         return refuse(
@@ -190,10 +223,10 @@ fn transfer(
             "not class IN, or AXFR over UDP",
         );
     }
-    if !shared.index.is_synced() {
+    if !synced {
         return one(&head, Rcode::ServFail as u8, &[], chain);
     }
-    head.zone = Some(shared.zones.wire(zone).to_vec());
+    head.zone = Some(shared.zones.wire_of(&zone));
     let request = Request {
         shared,
         head,
@@ -274,7 +307,7 @@ fn sign_within(out: &mut Vec<u8>, chain: Chain, head: &Head, limit: usize) {
 struct Request<'a> {
     shared: &'a Arc<Shared>,
     head: Head,
-    zone: usize,
+    zone: ZoneId,
     chain: Option<Chain>,
     peer: SocketAddr,
     tcp: bool,
@@ -284,12 +317,12 @@ impl Request<'_> {
     fn soa(&self, serial: u32) -> Vec<u8> {
         self.shared
             .zones
-            .soa(&self.shared.settings, self.zone, serial)
+            .soa(&self.shared.settings, &self.zone, serial)
     }
 
     fn count(&self, kind: usize, serial: u32) {
         self.shared.stats.served[kind].fetch_add(1, Ordering::Relaxed);
-        let zone = self.shared.zones.name(self.zone);
+        let zone = self.shared.zones.name_of(&self.zone);
         debug!(peer = %self.peer, zone, kind = crate::dns::handoff::TRANSFER_KINDS[kind], serial, "zone transfer");
     }
 
@@ -305,12 +338,30 @@ impl Request<'_> {
         one(&self.head, Rcode::Refused as u8, &[], self.chain)
     }
 
+    /// What the journal has for the zone since serial `client`, and the
+    /// zone's serial.
+    fn since(&self, client: u32) -> (Since, u32) {
+        let journal = self
+            .shared
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match &self.zone {
+            ZoneId::Fixed(i) => (journal.since(*i as u8, client), journal.current()),
+            ZoneId::Namespace(ns) => {
+                let wire = self.head.zone.as_deref().unwrap_or_default();
+                let since = journal.since_namespace(ns, wire, client);
+                (since, journal.namespace_serial(ns))
+            }
+        }
+    }
+
     /// The whole zone (AXFR, or an AXFR-style IXFR answer).
     fn axfr(self, kind: usize) -> Messages {
         let Some(permit) = self.slot() else {
             return self.busy();
         };
-        let Some((serial, views)) = snapshot(self.shared) else {
+        let Some((serial, views)) = snapshot(self.shared, &self.zone) else {
             debug!(peer = %self.peer, "no consistent snapshot of the zone: SERVFAIL");
             return one(&self.head, Rcode::ServFail as u8, &[], self.chain);
         };
@@ -319,7 +370,7 @@ impl Request<'_> {
         let records = ZoneRecords::new(
             Arc::clone(&s.zones),
             Arc::clone(&s.settings),
-            self.zone,
+            &self.zone,
             serial,
             views,
         );
@@ -339,18 +390,19 @@ impl Request<'_> {
     /// a transfer slot like an AXFR (REFUSED when none is free); one SOA
     /// does not.
     fn ixfr(self, client: u32, payload: u16) -> Messages {
+        if !self.tcp {
+            // A serial check over UDP: a follower that listens for NOTIFYs
+            // on that socket (see `notify`).
+            self.shared.followers.seen(Follower {
+                addr: self.peer,
+                zone: self.zone.clone(),
+                key: self.chain.as_ref().map(|c| c.key_name().clone()),
+            });
+        }
         // Taken before the journal is read, so a refused IXFR copies nothing
         // out of it; given back at once when the answer is one SOA.
         let slot = self.slot();
-        let since = {
-            let journal = self
-                .shared
-                .journal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let since = journal.since(self.zone as u8, client);
-            (since, journal.current())
-        };
+        let since = self.since(client);
         let (removed, added, current) = match since {
             (Since::Current(current), _) => {
                 self.count(Served::IxfrCurrent as usize, current);
@@ -406,14 +458,21 @@ impl Request<'_> {
     }
 }
 
-/// The serial and views of one publication, read between two publications
-/// (a sequence lock: retried while the writer is mid-publish). Waits at most
-/// ~20 ms; `None` under a publication that long.
-fn snapshot(shared: &Shared) -> Option<(u32, Vec<Arc<ServiceView>>)> {
+/// The serial of `zone` and the views of one publication, read between two
+/// publications (a sequence lock: retried while the writer is mid-publish).
+/// Waits at most ~20 ms; `None` under a publication that long.
+fn snapshot(shared: &Shared, zone: &ZoneId) -> Option<(u32, Vec<Arc<ServiceView>>)> {
     for attempt in 0..40 {
         let before = shared.publishing.load(Ordering::SeqCst);
         if before.is_multiple_of(2) {
-            let serial = shared.index.serial();
+            let serial = match zone {
+                ZoneId::Fixed(_) => shared.index.serial(),
+                ZoneId::Namespace(ns) => shared
+                    .journal
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .namespace_serial(ns),
+            };
             let views = shared.index.services();
             if shared.publishing.load(Ordering::SeqCst) == before {
                 return Some((serial, views));

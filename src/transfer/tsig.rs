@@ -18,9 +18,10 @@ use crate::error::{Error, Result};
 /// Seconds a signature's time may differ from ours (RFC 8945 §10: 300).
 const FUDGE: u16 = 300;
 
-/// The configured keys.
+/// The configured keys, and the namespaces each is confined to (empty:
+/// none, every zone).
 #[derive(Clone, Default)]
-pub(crate) struct Keys(Vec<TSigner>);
+pub(crate) struct Keys(Vec<TSigner>, Vec<Vec<String>>);
 
 impl Keys {
     /// Signers for the configured keys (validated by the config).
@@ -29,6 +30,7 @@ impl Keys {
             Error::Config(format!("transfer.tsig: key {:?}: {why}", k.name))
         };
         let mut out = Vec::with_capacity(keys.len());
+        let scopes = keys.iter().map(|k| k.namespaces.clone()).collect();
         for k in keys {
             let secret = data_encoding::BASE64
                 .decode(k.secret.trim().as_bytes())
@@ -41,7 +43,20 @@ impl Keys {
                 TSigner::new(secret, algorithm, name, FUDGE).map_err(|e| bad(k, &e.to_string()))?;
             out.push(signer);
         }
-        Ok(Self(out))
+        Ok(Self(out, scopes))
+    }
+
+    /// The key called `name` (fully qualified, as on the wire).
+    pub(crate) fn by_name(&self, name: &Name) -> Option<&TSigner> {
+        self.0.iter().find(|s| s.signer_name() == name)
+    }
+
+    /// The namespaces the key `name` may transfer alone; empty: every zone.
+    pub(crate) fn scope(&self, name: &Name) -> &[String] {
+        self.0
+            .iter()
+            .position(|s| s.signer_name() == name)
+            .map_or(&[], |i| &self.1[i])
     }
 
     /// The key named `name` in the configuration.
@@ -144,6 +159,11 @@ impl Chain {
         }
     }
 
+    /// The name of the key the request was signed with.
+    pub(crate) fn key_name(&self) -> &Name {
+        self.signer.signer_name()
+    }
+
     /// Signs `message` (a complete response without TSIG) at Unix time `now`
     /// with `error` (BADTIME only), appending the TSIG record.
     pub(crate) fn sign(
@@ -229,6 +249,8 @@ mod tests {
             name: "k".into(),
             algorithm: "hmac-sha256".into(),
             secret: "c2VjcmV0".into(),
+            namespaces: Vec::new(),
+            key_file: None,
         }])
         .unwrap()
     }

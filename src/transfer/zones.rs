@@ -1,8 +1,12 @@
 //! Which zones we transfer, and each zone's records as wire bytes.
 //!
-//! The zones are the answerer's: the cluster zone first, then the reverse
-//! zones, most specific first (an address belongs to the narrowest reverse
-//! zone that holds it, as on the query path). Records come from
+//! The fixed zones are the answerer's: the cluster zone first, then the
+//! reverse zones, most specific first (an address belongs to the narrowest
+//! reverse zone that holds it, as on the query path). Besides them, each
+//! existing namespace has a transfer zone `<ns>.svc.<zone>`: its apex (SOA,
+//! NS) and the cluster zone's records below it, so a tenant's follower can
+//! take its namespace alone. It is a transfer zone only: the query path
+//! answers those names from the cluster zone, unchanged. Records come from
 //! `dns::zonefile`, so a transfer carries exactly what `export-zone` prints.
 
 use std::sync::Arc;
@@ -10,6 +14,15 @@ use std::sync::Arc;
 use crate::dns::DnsSettings;
 use crate::dns::zonefile::{self, ZoneRecord};
 use crate::index::ServiceView;
+
+/// A zone a transfer is of.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum ZoneId {
+    /// One of the fixed zones, by index (0: the cluster zone).
+    Fixed(usize),
+    /// The transfer zone of a namespace (its name, lower-case).
+    Namespace(Arc<str>),
+}
 
 /// Our zones, in the answerer's order.
 #[derive(Debug)]
@@ -46,19 +59,43 @@ impl Zones {
         self.names.len()
     }
 
-    /// Zone `i`'s name.
-    pub(crate) fn name(&self, i: usize) -> &str {
-        &self.names[i]
-    }
-
-    /// Zone `i`'s name in wire format.
-    pub(crate) fn wire(&self, i: usize) -> &[u8] {
-        &self.wires[i]
-    }
-
     /// The zone whose apex is `qname` (lower-case wire format).
     pub(crate) fn find(&self, qname: &[u8]) -> Option<usize> {
         self.wires.iter().position(|w| w.as_slice() == qname)
+    }
+
+    /// The namespace whose transfer zone `qname` (lower-case wire format)
+    /// would be: `<label>.svc.<zone>`, existing or not.
+    pub(crate) fn namespace_of(&self, qname: &[u8]) -> Option<Arc<str>> {
+        let len = *qname.first()? as usize;
+        let rest = qname.get(1 + len..)?;
+        if len == 0 || rest.get(..4)? != b"\x03svc" || rest[4..] != *self.wires[0] {
+            return None;
+        }
+        std::str::from_utf8(&qname[1..1 + len]).ok().map(Arc::from)
+    }
+
+    /// Zone `zone`'s name (dotted, lower-case, no trailing dot).
+    pub(crate) fn name_of(&self, zone: &ZoneId) -> String {
+        match zone {
+            ZoneId::Fixed(i) => self.names[*i].clone(),
+            ZoneId::Namespace(ns) => format!("{ns}.svc.{}", self.names[0]),
+        }
+    }
+
+    /// Zone `zone`'s name in wire format.
+    pub(crate) fn wire_of(&self, zone: &ZoneId) -> Vec<u8> {
+        match zone {
+            ZoneId::Fixed(i) => self.wires[*i].clone(),
+            ZoneId::Namespace(ns) => {
+                let mut w = Vec::with_capacity(ns.len() + 5 + self.wires[0].len());
+                w.push(ns.len() as u8);
+                w.extend_from_slice(ns.as_bytes());
+                w.extend_from_slice(b"\x03svc");
+                w.extend_from_slice(&self.wires[0]);
+                w
+            }
+        }
     }
 
     /// The reverse zone that holds the owner name `owner` (dotted).
@@ -107,20 +144,36 @@ impl Zones {
     }
 
     /// Zone `zone`'s apex records in wire format, SOA (with `serial`) first.
-    pub(crate) fn apex(&self, settings: &DnsSettings, zone: usize, serial: u32) -> Vec<Vec<u8>> {
-        zonefile::apex_records(settings, &self.names[zone], serial)
+    pub(crate) fn apex(&self, settings: &DnsSettings, zone: &ZoneId, serial: u32) -> Vec<Vec<u8>> {
+        zonefile::apex_records(settings, &self.name_of(zone), serial)
             .iter()
             .filter_map(ZoneRecord::wire)
             .collect()
     }
 
     /// Zone `zone`'s SOA record with `serial`.
-    pub(crate) fn soa(&self, settings: &DnsSettings, zone: usize, serial: u32) -> Vec<u8> {
+    pub(crate) fn soa(&self, settings: &DnsSettings, zone: &ZoneId, serial: u32) -> Vec<u8> {
         self.apex(settings, zone, serial)
             .into_iter()
             .next()
             .unwrap_or_default()
     }
+}
+
+/// Whether the wire record `record` (its owner uncompressed, lower-case)
+/// is at or below the name `suffix` (lower-case wire format).
+pub(crate) fn owner_within(record: &[u8], suffix: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(&len) = record.get(at) {
+        if record.get(at..at + suffix.len()) == Some(suffix) {
+            return true;
+        }
+        if len == 0 || len > 63 {
+            return false;
+        }
+        at += 1 + len as usize;
+    }
+    false
 }
 
 /// The records of a whole zone, produced a service at a time: apex records
@@ -136,21 +189,30 @@ pub(crate) struct ZoneRecords {
 }
 
 impl ZoneRecords {
-    /// The records of `zone` at `serial`, from the views published at that serial.
+    /// The records of `zone` at `serial`, from the views published at that
+    /// serial (a namespace's zone: the cluster zone's records of the views
+    /// in that namespace).
     pub(crate) fn new(
         zones: Arc<Zones>,
         settings: Arc<DnsSettings>,
-        zone: usize,
+        zone: &ZoneId,
         serial: u32,
-        views: Vec<Arc<ServiceView>>,
+        mut views: Vec<Arc<ServiceView>>,
     ) -> Self {
         let apex = zones.apex(&settings, zone, serial);
+        let index = match zone {
+            ZoneId::Fixed(i) => *i,
+            ZoneId::Namespace(ns) => {
+                views.retain(|v| v.record.key.namespace() == &**ns);
+                0
+            }
+        };
         Self {
             soa: apex.first().cloned(),
             queue: apex.into(),
             zones,
             settings,
-            zone,
+            zone: index,
             views: views.into_iter(),
             buf: Vec::new(),
         }

@@ -2,10 +2,19 @@
 //! IXFR (TCP, every message of the answer read and, with a key, each one's
 //! TSIG verified as a chain, RFC 8945 §5.3.1), parsed with hickory-proto.
 //!
+//! A namespace's transfer zone has no SOA on the query path (its names are
+//! the cluster zone's there), so its serial is checked by IXFR over UDP
+//! with ours (RFC 1995 §4: one SOA when we are current; the differences
+//! when they fit); the cluster zone's by an SOA query, as BIND and Knot do.
+//! Every check leaves from one [`Checker`] socket that stays open and also
+//! takes the primary's NOTIFYs: a primary of ours remembers the address and
+//! port an IXFR check came from and tells it of changes there.
+//!
 //! Every failure comes back as a sentence for the log: the follower keeps
 //! its last good zone and says why.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -13,6 +22,9 @@ use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType, TSigVerifier, TSigner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, trace};
 
 /// How long one exchange with the primary may take (connect, each message).
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,6 +40,91 @@ pub(crate) struct Primary {
     pub zone: Name,
     /// The key requests are signed with and answers must carry.
     pub key: Option<TSigner>,
+    /// Where serial checks leave from (and NOTIFYs arrive).
+    pub checker: Arc<Checker>,
+    /// Check the serial by UDP IXFR (a namespace's zone) rather than an
+    /// SOA query.
+    pub by_ixfr: bool,
+}
+
+/// An answer awaited: its id, who must send it, and where it goes.
+type Waiting = (u16, SocketAddr, oneshot::Sender<Vec<u8>>);
+
+/// The socket a follower checks from and hears NOTIFYs on.
+pub(crate) struct Checker {
+    socket: UdpSocket,
+    /// The answer awaited (its message id and sender) and where it goes.
+    /// A std `Mutex`: held to swap one value, never across an `.await`.
+    waiting: Mutex<Option<Waiting>>,
+}
+
+impl Checker {
+    /// Binds the socket at `addr` (any port of the primary's family).
+    pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        Ok(Self {
+            socket: UdpSocket::bind(addr).await?,
+            waiting: Mutex::new(None),
+        })
+    }
+
+    /// Reads the socket until `stop`: answers go to the check awaiting
+    /// them, NOTIFYs to `notify` (whose answers are sent back).
+    pub(crate) async fn listen(
+        &self,
+        notify: impl Fn(&[u8], SocketAddr) -> crate::dns::handoff::Messages,
+        stop: CancellationToken,
+    ) {
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let (n, from) = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok(got) => got,
+                    Err(e) => {
+                        // ICMP errors surface here on some systems: go on.
+                        trace!(error = %e, "checker socket");
+                        continue;
+                    }
+                },
+            };
+            let packet = &buf[..n];
+            if n < 12 {
+                continue;
+            }
+            if packet[2] & 0x80 != 0 {
+                let id = u16::from_be_bytes([packet[0], packet[1]]);
+                let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                if waiting
+                    .as_ref()
+                    .is_some_and(|(want, to, _)| *want == id && *to == from)
+                    && let Some((_, _, tx)) = waiting.take()
+                {
+                    let _ = tx.send(packet.to_vec());
+                }
+            } else if crate::dns::handoff::is_notify(packet) {
+                for reply in notify(packet, from) {
+                    if let Err(e) = self.socket.send_to(&reply, from).await {
+                        debug!(error = %e, %from, "cannot answer a notify");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `request` to `to` and waits for the answer with its id.
+    async fn exchange(&self, request: &[u8], to: SocketAddr) -> Result<Vec<u8>, Why> {
+        let id = u16::from_be_bytes([request[0], request[1]]);
+        let (tx, rx) = oneshot::channel();
+        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, to, tx));
+        self.socket
+            .send_to(request, to)
+            .await
+            .map_err(|e| format!("cannot send the serial check: {e}"))?;
+        tokio::time::timeout(TIMEOUT, rx)
+            .await
+            .map_err(|_| "no answer to the serial check".to_string())?
+            .map_err(|_| "the checker socket closed".to_string())
+    }
 }
 
 impl Primary {
@@ -63,35 +160,7 @@ impl Primary {
     /// The primary's SOA for the zone, asked over UDP.
     pub(crate) async fn soa(&self) -> Result<SOA, Why> {
         let (request, mut verifier) = self.request(RecordType::SOA, None)?;
-        let bind: SocketAddr = if self.addr.is_ipv4() {
-            "0.0.0.0:0".parse().expect("literal")
-        } else {
-            "[::]:0".parse().expect("literal")
-        };
-        let socket = UdpSocket::bind(bind)
-            .await
-            .map_err(|e| format!("cannot bind a socket: {e}"))?;
-        socket
-            .connect(self.addr)
-            .await
-            .map_err(|e| format!("cannot reach the primary: {e}"))?;
-        socket
-            .send(&request)
-            .await
-            .map_err(|e| format!("cannot send the SOA query: {e}"))?;
-        let mut buf = vec![0; 65535];
-        let id = u16::from_be_bytes([request[0], request[1]]);
-        let answer = tokio::time::timeout(TIMEOUT, async {
-            loop {
-                let n = socket.recv(&mut buf).await?;
-                if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
-                    return Ok::<_, std::io::Error>(buf[..n].to_vec());
-                }
-            }
-        })
-        .await
-        .map_err(|_| "no answer to the SOA query".to_string())?
-        .map_err(|e| format!("the SOA query failed: {e}"))?;
+        let answer = self.checker.exchange(&request, self.addr).await?;
         let m = checked(&answer, verifier.as_mut())?;
         m.answers
             .iter()
@@ -100,6 +169,19 @@ impl Primary {
                 _ => None,
             })
             .ok_or_else(|| "the answer to the SOA query has no SOA".to_string())
+    }
+
+    /// The records of an IXFR from `serial` over UDP, from the checker
+    /// socket: one SOA when current (or when the differences do not fit),
+    /// else the differences or the whole zone.
+    pub(crate) async fn ixfr_udp(&self, serial: u32) -> Result<Vec<Record>, Why> {
+        let (request, mut verifier) = self.request(RecordType::IXFR, Some(serial))?;
+        let answer = self.checker.exchange(&request, self.addr).await?;
+        let m = checked(&answer, verifier.as_mut())?;
+        if m.metadata.truncation {
+            return Err("the serial check came back truncated".into());
+        }
+        Ok(m.answers)
     }
 
     /// The records of an AXFR (`serial` unset) or an IXFR from `serial`:
@@ -175,7 +257,7 @@ pub(crate) fn serial_of(r: &Record) -> Option<u32> {
 /// answer ends with it again — once more for an AXFR-style answer, twice
 /// more for differences (each difference's own SOAs in between); a lone SOA
 /// says the client is current.
-fn complete(records: &[Record]) -> bool {
+pub(crate) fn complete(records: &[Record]) -> bool {
     let Some(new) = records.first().and_then(serial_of) else {
         return true; // Not a transfer answer; the caller refuses it.
     };

@@ -14,6 +14,26 @@
 //! SOA's expire (or `source.expire_ms`): then names get SERVFAIL, as on any
 //! secondary (unless `source.serve_expired`), until it answers again.
 //!
+//! The zone followed is the cluster zone, or with `source.primary_zone` one
+//! namespace's transfer zone `<ns>.svc.<zone>`: then the index holds that
+//! namespace alone and answers as a sidecar with `namespaces = [<ns>]`
+//! does (other namespaces' names NXDOMAIN), and the namespace exists even
+//! with no services, since the zone's apex names it (NODATA, as on the
+//! primary). Its serial is checked by UDP IXFR (the cluster zone's by an
+//! SOA query), from one socket that also takes the primary's NOTIFYs
+//! (`client::Checker`), so the primary can tell a follower it was never
+//! configured with. NOTIFYs are accepted there and from the listeners: for
+//! the zone followed only (else NOTAUTH), signed with the primary's key
+//! when one is set (then from any address: a primary pod answers for a
+//! Service address), else from the primary's address.
+//!
+//! A primary whose serial went back (restarted without `serial_file`, or
+//! another replica behind one address) is not ignored as RFC 1982 would
+//! let a secondary do (BIND logs it and waits for an operator's
+//! `rndc retransfer`): a sidecar has no operator, and its primary is the
+//! only source of its names, so it takes the primary's whole zone (AXFR)
+//! and logs a warning.
+//!
 //! - `client`: SOA, AXFR and IXFR over the wire, TSIG-checked;
 //! - `zone_objects`: records → objects;
 //! - here: the task, applying differences, and the NOTIFY inbox the
@@ -51,6 +71,9 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Where the listeners hand NOTIFYs from the primary; wakes the follower.
 pub struct Inbox {
     primary: SocketAddr,
+    /// The zone followed, lower-case wire format: NOTIFYs for others are
+    /// NOTAUTH (RFC 1996 §3.10: only for a zone we are a secondary of).
+    zone: Vec<u8>,
     /// The primary's key only, when set: NOTIFYs must be signed with it.
     keys: Option<Keys>,
     /// A permit is kept when the follower is busy: a NOTIFY during a
@@ -84,6 +107,12 @@ impl Inbox {
         }
     }
 
+    /// Whether NOTIFY `msg` is for the zone followed.
+    fn follows(&self, msg: &Message) -> bool {
+        let qname = crate::wire::name::from_dotted(&msg.queries[0].name().to_ascii());
+        qname.as_deref() == Some(self.zone.as_slice())
+    }
+
     /// The answer to a NOTIFY `packet` from `peer` (see the module docs).
     pub(crate) fn respond(&self, packet: &[u8], peer: SocketAddr) -> Messages {
         let (Ok(msg), Some(question_end)) = (Message::from_vec(packet), question_end(packet))
@@ -106,8 +135,16 @@ impl Inbox {
             debug!(%peer, why, "notify refused");
             head.start(Rcode::Refused as u8, out);
         };
-        if peer.ip() != self.primary.ip() {
+        // With a key the signature says who sent it (a NOTIFY reaching the
+        // checker socket comes from the primary's pod address, not the
+        // Service address it is followed at); without one, the address.
+        if self.keys.is_none() && peer.ip() != self.primary.ip() {
             refuse(&mut out, "not from the primary");
+            return Box::new(std::iter::once(out));
+        }
+        if !self.follows(&msg) {
+            debug!(%peer, zone = %msg.queries[0].name(), "notify for a zone we do not follow: NOTAUTH");
+            head.start(Rcode::NotAuth as u8, &mut out);
             return Box::new(std::iter::once(out));
         }
         let chain = match self
@@ -156,7 +193,7 @@ struct Zone {
 
 /// Starts following `source.primary` into `events` until `stop`; returns
 /// the inbox for the primary's NOTIFYs.
-pub fn start(
+pub async fn start(
     config: &Config,
     events: mpsc::Sender<SourceEvent>,
     stop: CancellationToken,
@@ -166,9 +203,13 @@ pub fn start(
     let addr = s
         .primary
         .ok_or_else(|| Error::Config("source.primary: not set".into()))?;
-    let mut zone =
-        Name::from_ascii(&config.dns.zone).map_err(|e| Error::Config(format!("dns.zone: {e}")))?;
+    let zone_name = s.primary_zone.as_deref().unwrap_or(&config.dns.zone);
+    let namespace = config.namespace_of_zone(zone_name);
+    let mut zone = Name::from_ascii(zone_name)
+        .map_err(|e| Error::Config(format!("source.primary_zone: {e}")))?;
     zone.set_fqdn(true);
+    let zone_wire = crate::wire::name::from_dotted(zone_name)
+        .ok_or_else(|| Error::Config(format!("source.primary_zone: {zone_name:?}")))?;
     let keys = match s.primary_key.as_deref() {
         Some(name) => {
             let key = config.transfer.tsig.iter().filter(|k| k.name == name);
@@ -182,6 +223,7 @@ pub fn start(
     };
     let inbox = Arc::new(Inbox {
         primary: addr,
+        zone: zone_wire,
         keys,
         wake: tokio::sync::Notify::new(),
         accepted: AtomicU64::new(0),
@@ -190,24 +232,62 @@ pub fn start(
         last_ok_ms: AtomicU64::new(0),
         failures: AtomicU64::new(0),
     });
+    let checker = start_checker(addr, &inbox, stop.clone(), tracker).await?;
     let follower = Follower {
-        primary: Primary { addr, zone, key },
+        primary: Primary {
+            addr,
+            zone,
+            key,
+            checker,
+            by_ixfr: namespace.is_some(),
+        },
         zone_name: config.dns.zone.clone(),
+        namespace: namespace.clone(),
         refresh: s.refresh_ms.map(Duration::from_millis),
         expire: (!s.serve_expired).then_some(s.expire_ms.map(Duration::from_millis)),
         last_ok: Instant::now(),
         zone: None,
         differ: Differ::default(),
     };
-    info!(primary = %addr, zone = %config.dns.zone, signed = s.primary_key.is_some(), "following the primary");
+    info!(primary = %addr, zone = zone_name, signed = s.primary_key.is_some(), "following the primary");
     tracker.spawn(follower.run(Arc::clone(&inbox), events, stop));
     Ok(inbox)
+}
+
+/// Binds the socket serial checks leave from and the primary's NOTIFYs
+/// arrive at (of `primary`'s family, any port), and reads it until `stop`.
+async fn start_checker(
+    primary: SocketAddr,
+    inbox: &Arc<Inbox>,
+    stop: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> Result<Arc<client::Checker>> {
+    let ip: std::net::IpAddr = if primary.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let any = SocketAddr::new(ip, 0);
+    let checker = client::Checker::bind(any)
+        .await
+        .map_err(|source| Error::Bind {
+            proto: "udp",
+            addr: any,
+            source,
+        })?;
+    let checker = Arc::new(checker);
+    let (c, inbox) = (Arc::clone(&checker), Arc::clone(inbox));
+    tracker.spawn(async move { c.listen(|p, from| inbox.respond(p, from), stop).await });
+    Ok(checker)
 }
 
 /// The follower's state.
 struct Follower {
     primary: Primary,
+    /// The cluster zone (`dns.zone`).
     zone_name: String,
+    /// The namespace whose transfer zone is followed, if one is.
+    namespace: Option<String>,
     /// `source.refresh_ms`.
     refresh: Option<Duration>,
     /// `None`: never expire (`serve_expired`); `Some(None)`: the SOA's expire.
@@ -300,7 +380,11 @@ impl Follower {
         let Some(zone) = &self.zone else {
             return true;
         };
-        let objects = zone_objects::objects(&zone.records, &self.zone_name);
+        let mut objects = zone_objects::objects(&zone.records, &self.zone_name);
+        if let Some(ns) = &self.namespace {
+            // The zone's apex names the namespace, services or none.
+            zone_objects::add_namespace(&mut objects, ns);
+        }
         let batch = self.differ.diff(objects);
         info!(
             serial = zone.soa.serial,
@@ -321,18 +405,33 @@ impl Follower {
     /// changed, `None` when it was current.
     async fn check(&mut self) -> std::result::Result<Option<&'static str>, Why> {
         let Some(ours) = self.zone.as_ref().map(|z| z.soa.serial) else {
+            if self.primary.by_ixfr {
+                // A first check from the checker socket, so the primary knows
+                // where to NOTIFY from the start (a serial it never had: the
+                // answer is its SOA alone).
+                self.primary.ixfr_udp(0).await?;
+            }
             let records = self.primary.transfer(None).await?;
             self.zone = Some(whole(&records)?);
             return Ok(Some("axfr"));
         };
-        let theirs = self.primary.soa().await?.serial;
+        let theirs = match self.their_serial(ours).await? {
+            Ok(theirs) => theirs,
+            Err(how) => return Ok(Some(how)),
+        };
         if theirs == ours {
             return Ok(None);
         }
         if !newer(theirs, ours) {
-            return Err(format!(
-                "the primary's serial {theirs} is behind ours {ours} (going backwards)"
-            ));
+            warn!(
+                primary = %self.primary.addr,
+                theirs,
+                ours,
+                "the primary's serial went back (restarted without serial_file?): taking its whole zone"
+            );
+            let records = self.primary.transfer(None).await?;
+            self.zone = Some(whole(&records)?);
+            return Ok(Some("axfr"));
         }
         let zone = self.zone.as_ref().expect("checked above");
         let next = match self.primary.transfer(Some(ours)).await {
@@ -355,6 +454,31 @@ impl Follower {
         }
         self.zone = Some(next);
         Ok(Some(how))
+    }
+}
+
+impl Follower {
+    /// The primary's serial (`Ok(Ok(serial))`); or, when the UDP IXFR check
+    /// brought the differences along, the zone brought up to date by them
+    /// (`Ok(Err(how))`).
+    async fn their_serial(
+        &mut self,
+        ours: u32,
+    ) -> std::result::Result<std::result::Result<u32, &'static str>, Why> {
+        if !self.primary.by_ixfr {
+            return Ok(Ok(self.primary.soa().await?.serial));
+        }
+        let records = self.primary.ixfr_udp(ours).await?;
+        let theirs = first_soa(&records)?.serial;
+        if records.len() > 1 && newer(theirs, ours) && client::complete(&records) {
+            // The differences (or the zone) fitted in the answer.
+            let zone = self.zone.as_ref().expect("called with a zone");
+            if let Ok(next) = apply(zone, &records) {
+                self.zone = Some(next);
+                return Ok(Err("ixfr"));
+            }
+        }
+        Ok(Ok(theirs))
     }
 }
 

@@ -89,6 +89,14 @@ pub(crate) fn objects<'a>(records: impl IntoIterator<Item = &'a Record>, zone: &
     out
 }
 
+/// Adds namespace `ns` to `objects` (a namespace's zone names it at its
+/// apex even when no service is in it: NODATA there, as on the primary).
+pub(crate) fn add_namespace(objects: &mut ObjectMap, ns: &str) {
+    let key = ObjectKey::new("", ns);
+    let namespace = Object::Namespace(NamespaceRecord { key: key.clone() });
+    objects.insert((namespace.kind(), key), namespace);
+}
+
 /// Files one record under its service.
 fn read_record(
     labels: &[String],
