@@ -200,6 +200,20 @@ pub struct DnsConfig {
     /// truncated (TC) instead of dropped, so that a real client retries over
     /// TCP; 0 = drop them all, 1 = truncate them all.
     pub rrl_slip: u32,
+    /// Autopath: when the first search expansion of a pod's lookup
+    /// (`X.<ns>.svc.<zone>`) does not exist and comes from a client of
+    /// namespace `<ns>`, walk the rest of `autopath_search` (then `X`
+    /// itself) here and answer the first name that exists, behind a CNAME,
+    /// so the pod's stub stops after one round trip instead of walking the
+    /// list. Off by default: it needs the client's namespace (a sidecar's
+    /// own, or the index's endpoint or pod with the client's address).
+    pub autopath: bool,
+    /// The pods' search list autopath walks, in the pods' order. `{ns}`
+    /// stands for the client's namespace (only as the first label of the
+    /// first entry, which must lie in `zone`), `{zone}` for `zone`. Default:
+    /// what Kubernetes writes, `{ns}.svc.{zone}`, `svc.{zone}`, `{zone}`;
+    /// add the node's extra search domains after them.
+    pub autopath_search: Vec<String>,
 }
 
 impl Default for DnsConfig {
@@ -222,8 +236,18 @@ impl Default for DnsConfig {
             tcp_idle_timeout_ms: 10_000,
             rrl_responses_per_second: 0,
             rrl_slip: 2,
+            autopath: false,
+            autopath_search: default_autopath_search(),
         }
     }
+}
+
+/// The search list Kubernetes writes into a pod's resolv.conf, as
+/// `autopath_search` spells it.
+pub fn default_autopath_search() -> Vec<String> {
+    ["{ns}.svc.{zone}", "svc.{zone}", "{zone}"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// How `pods` records (`1-2-3-4.<ns>.pod.<zone>`) are answered, as in CoreDNS.
@@ -257,6 +281,10 @@ pub struct DnsSettings {
     pub dns: DnsConfig,
     /// Names outside our zones are forwarded (else REFUSED).
     pub forward: bool,
+    /// The namespace of the server's own clients, if the configuration
+    /// says it (see [`Config::own_namespace`]): autopath takes it as the
+    /// namespace of loopback clients.
+    pub own_namespace: Option<String>,
 }
 
 /// One `forward.upstreams` entry, checked for syntax only.
@@ -610,6 +638,21 @@ impl Config {
                 ..d.clone()
             },
             forward: !self.forward.upstreams.is_empty(),
+            own_namespace: self.own_namespace(),
+        }
+    }
+
+    /// The namespace the server's own clients are in, when the configuration
+    /// says so: a sidecar's one `[source] namespaces` entry (its pod's
+    /// namespace, `--namespaces $(POD_NAMESPACE)`). Autopath takes it for
+    /// clients on loopback only, the pod's own containers: a server scoped to
+    /// one namespace but reached from other pods cannot tell them apart by it.
+    /// The hook for other ways to know it (a follower's zone of one
+    /// namespace): return it here.
+    pub fn own_namespace(&self) -> Option<String> {
+        match self.source.namespaces.as_slice() {
+            [one] if !one.trim().is_empty() => Some(one.trim().to_ascii_lowercase()),
+            _ => None,
         }
     }
 

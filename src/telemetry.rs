@@ -146,6 +146,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Forwarded queries that failed upstream (timeouts, SERVFAIL)",
     ),
     (
+        "headless_dns_autopath_total",
+        "counter",
+        "Autopath walks of a pod's search list, by result: hit (answered from a later step, behind a CNAME), miss (the asked name's own answer)",
+    ),
+    (
         "headless_dns_transfer_requests_total",
         "counter",
         "Zone transfers and signed queries served, by kind (axfr, ixfr, ixfr_full, ixfr_current, signed_query)",
@@ -383,6 +388,12 @@ impl Metrics {
             self.reloads.record();
             if let Some(t) = dns.transfers() {
                 transfer_metrics(&t.totals());
+            }
+            if let Some(ap) = dns.autopath_stats() {
+                for (result, c) in [("hit", &ap.hits), ("miss", &ap.misses)] {
+                    counter!("headless_dns_autopath_total", "result" => result)
+                        .absolute(c.load(Ordering::Relaxed));
+                }
             }
             if let Some(f) = forward {
                 counter!("headless_dns_forward_requests_total")
