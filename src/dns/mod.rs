@@ -8,6 +8,10 @@
 //! pre-encoded sections and records written from the view's packed arrays.
 //! It allocates nothing, takes no lock a writer holds for longer than a
 //! pointer swap, and logs nothing above trace.
+//! Two rare paths work on hickory messages and allocate: ExternalName
+//! chains (`chain`) and, when `[dns] autopath` is on, the search-path walk
+//! that may replace an NXDOMAIN (`autopath`); with autopath off it costs the
+//! query path one comparison of the rcode.
 
 mod autopath;
 mod catalog;
