@@ -106,22 +106,105 @@ async fn metrics(s: &TestServer) -> String {
         .1
 }
 
-/// What the autopath server under test answers, one case at a time.
-struct Case {
-    name: &'static str,
-    qtype: RecordType,
+/// `name qtype` asked of `s` over `proto` (with EDNS); the question comes
+/// back as asked.
+async fn ask(s: &TestServer, proto: Proto, name: &str, qtype: RecordType) -> Message {
+    let m = exchange(proto, s.dns, &message(name, qtype, Some(1232))).await;
+    let echoed = m.queries[0].name().to_ascii();
+    assert_eq!(echoed, format!("{name}."), "the question as asked: {m:?}");
+    m
 }
 
-impl Case {
-    async fn ask(&self, s: &TestServer, proto: Proto) -> Message {
-        let m = exchange(proto, s.dns, &message(self.name, self.qtype, Some(1232))).await;
-        assert_eq!(
-            m.queries[0].name().to_ascii(),
-            format!("{}.", self.name),
-            "the question as asked: {m:?}"
-        );
-        m
+/// External names, through the forwarder: an A in mixed case (the CNAME's
+/// owner is the question as asked, its TTL at most `negative_ttl`, 5 s),
+/// and an AAAA of a name with an A only (the CNAME and the upstream's
+/// NODATA). Returns the queries sent.
+async fn external_names(s: &TestServer, proto: Proto) -> f64 {
+    let name = "DB.example.test.default.svc.cluster.local";
+    let m = ask(s, proto, name, A).await;
+    assert_eq!(rcode(&m), ResponseCode::NoError, "{proto:?} {m:?}");
+    let got = answers(&m);
+    assert_eq!(got.len(), 2, "{m:?}");
+    assert_eq!(got[0], (format!("{name}."), 5, "DB.example.test.".into()));
+    assert_eq!(
+        (got[1].0.as_str(), got[1].2.as_str()),
+        ("DB.example.test.", "192.0.2.10")
+    );
+    assert!(
+        got[1].1 <= 300 && got[1].1 > 200,
+        "the upstream's TTL: {m:?}"
+    );
+    assert!(
+        m.metadata.recursion_available && !m.metadata.authoritative,
+        "{m:?}"
+    );
+    let name = "www.example.test.default.svc.cluster.local";
+    let m = ask(s, proto, name, AAAA).await;
+    assert_eq!(rcode(&m), ResponseCode::NoError, "{m:?}");
+    assert_eq!(
+        answers(&m),
+        [(format!("{name}."), 5, "www.example.test.".into())]
+    );
+    let soa = m
+        .authorities
+        .iter()
+        .find(|r| matches!(r.data, RData::SOA(_)));
+    assert_eq!(
+        soa.map(|r| r.name.to_ascii()),
+        Some("example.test.".into()),
+        "{m:?}"
+    );
+    2.0
+}
+
+/// Names in our zone: another namespace's service from the second step
+/// (authoritative), an ExternalName there completed upstream, and a name
+/// that exists at the first step, never rewritten. Returns the queries sent.
+async fn names_of_ours(s: &TestServer, proto: Proto) -> f64 {
+    let m = ask(s, proto, "db.other.default.svc.cluster.local", A).await;
+    let svc = "db.other.svc.cluster.local.";
+    assert_eq!(
+        answers(&m),
+        [
+            ("db.other.default.svc.cluster.local.".into(), 5, svc.into()),
+            (svc.into(), 5, "10.2.0.7".into()),
+            (svc.into(), 5, "10.9.0.1".into()),
+        ]
+    );
+    assert!(m.metadata.authoritative, "{m:?}");
+    let m = ask(s, proto, "mail.other.default.svc.cluster.local", A).await;
+    let data: Vec<String> = answers(&m).into_iter().map(|a| a.2).collect();
+    let chain = [
+        "mail.other.svc.cluster.local.",
+        "www.example.test.",
+        "192.0.2.11",
+    ];
+    assert_eq!(data, chain, "{m:?}");
+    let name = "web-0.nginx.default.svc.cluster.local";
+    let m = ask(s, proto, name, A).await;
+    assert_eq!(answers(&m), [(format!("{name}."), 5, "10.1.0.10".into())]);
+    3.0
+}
+
+/// Every step misses (`other` is a namespace: other.svc.cluster.local, a
+/// NODATA, is passed over): the asked name's own NXDOMAIN with our SOA; and
+/// a first expansion of another namespace than the client's: today's
+/// answer. Returns the queries sent.
+async fn misses(s: &TestServer, proto: Proto) -> f64 {
+    for name in [
+        "nothere.default.svc.cluster.local",
+        "other.default.svc.cluster.local",
+    ] {
+        let m = ask(s, proto, name, A).await;
+        assert_eq!(rcode(&m), ResponseCode::NXDomain, "{name}: {m:?}");
+        assert!(m.answers.is_empty(), "{m:?}");
+        let owner = m.authorities.first().map(|r| r.name.to_ascii());
+        assert_eq!(owner, Some("cluster.local.".into()), "{m:?}");
+        assert!(authority_soa(&m).is_some());
     }
+    let m = ask(s, proto, "db.example.test.other.svc.cluster.local", A).await;
+    assert_eq!(rcode(&m), ResponseCode::NXDomain, "{m:?}");
+    3.0
 }
 
 #[tokio::test]
@@ -137,150 +220,15 @@ async fn sidecar_autopath_answers_the_first_existing_step_behind_a_cname() {
         let requests_before = metric(&metrics(&s).await, "headless_dns_dns_requests_total");
         let mut sent = 0.0;
         for proto in BOTH {
-            // An external name, asked in mixed case: the CNAME's owner is the
-            // question as asked, its TTL at most negative_ttl (5 s).
-            let m = Case {
-                name: "DB.example.test.default.svc.cluster.local",
-                qtype: A,
-            }
-            .ask(&s, proto)
-            .await;
-            assert_eq!(rcode(&m), ResponseCode::NoError, "{proto:?} {m:?}");
-            assert_eq!(
-                answers(&m),
-                [
-                    (
-                        "DB.example.test.default.svc.cluster.local.".into(),
-                        5,
-                        "DB.example.test.".into()
-                    ),
-                    (
-                        "DB.example.test.".into(),
-                        answers(&m)[1].1,
-                        "192.0.2.10".into()
-                    ),
-                ],
-                "{proto:?}"
-            );
-            assert!(answers(&m)[1].1 <= 300 && answers(&m)[1].1 > 200, "{m:?}");
-            assert!(
-                m.metadata.recursion_available && !m.metadata.authoritative,
-                "{m:?}"
-            );
-            // It exists without AAAA: the CNAME and the upstream's NODATA (its SOA).
-            let m = Case {
-                name: "www.example.test.default.svc.cluster.local",
-                qtype: AAAA,
-            }
-            .ask(&s, proto)
-            .await;
-            assert_eq!(rcode(&m), ResponseCode::NoError, "{m:?}");
-            assert_eq!(
-                answers(&m),
-                [(
-                    "www.example.test.default.svc.cluster.local.".into(),
-                    5,
-                    "www.example.test.".into()
-                )]
-            );
-            let soa = m
-                .authorities
-                .iter()
-                .find(|r| matches!(r.data, RData::SOA(_)));
-            assert_eq!(
-                soa.map(|r| r.name.to_ascii()),
-                Some("example.test.".into()),
-                "{m:?}"
-            );
-            // Another namespace's service, from the second step: ours, authoritative.
-            let m = Case {
-                name: "db.other.default.svc.cluster.local",
-                qtype: A,
-            }
-            .ask(&s, proto)
-            .await;
-            assert_eq!(
-                answers(&m),
-                [
-                    (
-                        "db.other.default.svc.cluster.local.".into(),
-                        5,
-                        "db.other.svc.cluster.local.".into()
-                    ),
-                    ("db.other.svc.cluster.local.".into(), 5, "10.2.0.7".into()),
-                    ("db.other.svc.cluster.local.".into(), 5, "10.9.0.1".into()),
-                ]
-            );
-            assert!(m.metadata.authoritative, "{m:?}");
-            // An ExternalName at the second step, completed upstream.
-            let m = Case {
-                name: "mail.other.default.svc.cluster.local",
-                qtype: A,
-            }
-            .ask(&s, proto)
-            .await;
-            let data: Vec<String> = answers(&m).into_iter().map(|a| a.2).collect();
-            assert_eq!(
-                data,
-                [
-                    "mail.other.svc.cluster.local.",
-                    "www.example.test.",
-                    "192.0.2.11"
-                ],
-                "{m:?}"
-            );
-            // A name of ours that exists: today's answer, never rewritten.
-            let m = Case {
-                name: "web-0.nginx.default.svc.cluster.local",
-                qtype: A,
-            }
-            .ask(&s, proto)
-            .await;
-            assert_eq!(
-                answers(&m),
-                [(
-                    "web-0.nginx.default.svc.cluster.local.".into(),
-                    5,
-                    "10.1.0.10".into()
-                )]
-            );
-            // Every step misses: the asked name's own NXDOMAIN and our SOA.
-            // `other` is a namespace: other.svc.cluster.local (NODATA) is passed over.
-            for name in [
-                "nothere.default.svc.cluster.local",
-                "other.default.svc.cluster.local",
-            ] {
-                let m = Case { name, qtype: A }.ask(&s, proto).await;
-                assert_eq!(rcode(&m), ResponseCode::NXDomain, "{name}: {m:?}");
-                assert!(m.answers.is_empty(), "{m:?}");
-                assert_eq!(
-                    m.authorities.first().map(|r| r.name.to_ascii()),
-                    Some("cluster.local.".into()),
-                    "{m:?}"
-                );
-                assert!(authority_soa(&m).is_some());
-            }
-            // The query is not of the client's namespace: today's answer.
-            let m = Case {
-                name: "db.example.test.other.svc.cluster.local",
-                qtype: A,
-            }
-            .ask(&s, proto)
-            .await;
-            assert_eq!(rcode(&m), ResponseCode::NXDomain, "{m:?}");
-            sent += 8.0;
+            sent += external_names(&s, proto).await;
+            sent += names_of_ours(&s, proto).await;
+            sent += misses(&s, proto).await;
         }
         let text = metrics(&s).await;
-        assert_eq!(
-            metric(&text, "headless_dns_autopath_total{result=\"hit\"}"),
-            8.0,
-            "4 hits per protocol\n{text}"
-        );
-        assert_eq!(
-            metric(&text, "headless_dns_autopath_total{result=\"miss\"}"),
-            4.0,
-            "2 misses per protocol\n{text}"
-        );
+        let hits = metric(&text, "headless_dns_autopath_total{result=\"hit\"}");
+        assert_eq!(hits, 8.0, "4 hits per protocol\n{text}");
+        let missed = metric(&text, "headless_dns_autopath_total{result=\"miss\"}");
+        assert_eq!(missed, 4.0, "2 misses per protocol\n{text}");
         // One request counted per query sent: the steps are not queries.
         let requests = metric(&text, "headless_dns_dns_requests_total") - requests_before;
         assert_eq!(requests, sent, "{text}");
@@ -311,7 +259,7 @@ async fn autopath_off_or_an_unknown_client_gets_todays_answer() {
                     "db.example.test.default.svc.cluster.local",
                     "db.other.default.svc.cluster.local",
                 ] {
-                    let m = Case { name, qtype: A }.ask(s, proto).await;
+                    let m = ask(s, proto, name, A).await;
                     assert_eq!(rcode(&m), ResponseCode::NXDomain, "{name} {proto:?}: {m:?}");
                     assert!(m.answers.is_empty());
                 }
@@ -336,19 +284,9 @@ async fn without_a_forwarder_only_steps_in_our_zone_can_hit() {
         })
         .await;
         for proto in BOTH {
-            let m = Case {
-                name: "db.other.default.svc.cluster.local",
-                qtype: A,
-            }
-            .ask(&s, proto)
-            .await;
+            let m = ask(&s, proto, "db.other.default.svc.cluster.local", A).await;
             assert_eq!(answers(&m).len(), 3, "CNAME + 2 A: {m:?}");
-            let m = Case {
-                name: "db.example.test.default.svc.cluster.local",
-                qtype: A,
-            }
-            .ask(&s, proto)
-            .await;
+            let m = ask(&s, proto, "db.example.test.default.svc.cluster.local", A).await;
             assert_eq!(rcode(&m), ResponseCode::NXDomain, "{m:?}");
         }
         s.stop().await;
