@@ -389,11 +389,13 @@ impl Metrics {
             if let Some(t) = dns.transfers() {
                 transfer_metrics(&t.totals());
             }
-            if let Some(ap) = dns.autopath_stats() {
-                for (result, c) in [("hit", &ap.hits), ("miss", &ap.misses)] {
-                    counter!("headless_dns_autopath_total", "result" => result)
-                        .absolute(c.load(Ordering::Relaxed));
-                }
+            // Zeros with autopath off, so the series exist for dashboards.
+            let (hits, misses) = dns.autopath_stats().map_or((0, 0), |a| {
+                let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                (load(&a.hits), load(&a.misses))
+            });
+            for (result, n) in [("hit", hits), ("miss", misses)] {
+                counter!("headless_dns_autopath_total", "result" => result).absolute(n);
             }
             if let Some(f) = forward {
                 counter!("headless_dns_forward_requests_total")

@@ -56,9 +56,8 @@ async fn health_ready_metrics_and_records() {
             if name.starts_with("headless_dns_forward_")
                 || name.starts_with("headless_dns_transfer_")
                 || name.starts_with("headless_dns_follow_")
-                || name.starts_with("headless_dns_autopath_")
             {
-                continue; // only with forwarding, zone transfers on (tests/transfer.rs), following a primary (tests/follow.rs), autopath on (tests/autopath.rs)
+                continue; // only with forwarding, zone transfers on (tests/transfer.rs), following a primary (tests/follow.rs)
             }
             assert!(before.contains(name), "metric {name} missing from /metrics");
         }

@@ -241,7 +241,7 @@ async fn sidecar_autopath_answers_the_first_existing_step_behind_a_cname() {
 async fn autopath_off_or_an_unknown_client_gets_todays_answer() {
     within(Duration::from_secs(60), async {
         let up = upstream().await;
-        // Off (the default), in sidecar mode: NXDOMAIN, no autopath metric.
+        // Off (the default), in sidecar mode: NXDOMAIN; the counters stay 0.
         let off = TestServer::with_manifests(MANIFESTS, |c| {
             c.source.namespaces = vec!["default".into()];
             c.forward.upstreams = vec![up.addr.to_string()];
@@ -265,10 +265,14 @@ async fn autopath_off_or_an_unknown_client_gets_todays_answer() {
                 }
             }
         }
-        let text = metrics(&off).await;
-        assert!(!text.contains("headless_dns_autopath_total"), "{text}");
-        let text = metrics(&unknown).await;
-        assert_eq!(metric(&text, "headless_dns_autopath_total"), 0.0, "{text}");
+        for s in [&off, &unknown] {
+            let text = metrics(s).await;
+            assert!(
+                text.contains("headless_dns_autopath_total{result=\"hit\"} 0"),
+                "{text}"
+            );
+            assert_eq!(metric(&text, "headless_dns_autopath_total"), 0.0, "{text}");
+        }
         off.stop().await;
         unknown.stop().await;
     })

@@ -120,6 +120,9 @@ impl DnsConfig {
             ));
             return problems;
         }
+        if check_zone(&self.zone).is_err() {
+            return problems; // dns.zone's own problem says it; {zone} means nothing yet
+        }
         let zone = self.zone.trim_end_matches('.').to_ascii_lowercase();
         for (i, entry) in list.iter().enumerate() {
             let e = entry.trim_end_matches('.').to_ascii_lowercase();
