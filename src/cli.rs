@@ -162,6 +162,20 @@ pub struct ServeArgs {
     /// TTL of a stale answer, seconds.
     #[arg(long, env = "HEADLESS_DNS_FORWARD_STALE_TTL_S")]
     forward_stale_ttl_s: Option<u32>,
+    /// Autopath: answer a pod's search-path walk in one round trip
+    /// (`--autopath`, `--autopath=false`; env true/false).
+    #[arg(
+        long,
+        env = "HEADLESS_DNS_AUTOPATH",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    autopath: Option<bool>,
+    /// The pods' search list autopath walks (comma-separated, repeatable):
+    /// `{ns}.svc.{zone}`, `svc.{zone}`, `{zone}`, then extra domains.
+    #[arg(long, env = "HEADLESS_DNS_AUTOPATH_SEARCH", value_delimiter = ',')]
+    autopath_search: Vec<String>,
     /// text or json.
     #[arg(long, env = "HEADLESS_DNS_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -264,6 +278,18 @@ pub fn merge(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(s) = args.forward_stale_ttl_s {
         c.forward.stale_ttl_s = s;
+    }
+    if let Some(on) = args.autopath {
+        c.dns.autopath = on;
+    }
+    let search: Vec<String> = args
+        .autopath_search
+        .iter()
+        .filter(|d| !d.trim().is_empty())
+        .cloned()
+        .collect();
+    if !search.is_empty() {
+        c.dns.autopath_search = search;
     }
     if let Some(f) = args.log_format {
         c.log.format = f;
@@ -379,6 +405,50 @@ mod tests {
         assert!(format!("{e:#}").contains("forward.stale_max_s"), "{e:#}");
         let e = load(&serve_args(&["serve", "--forward-stale-ttl-s", "0"])).unwrap_err();
         assert!(format!("{e:#}").contains("forward.stale_ttl_s"), "{e:#}");
+    }
+
+    #[test]
+    fn autopath_flags_land_in_the_config_and_are_checked() {
+        let c = load(&serve_args(&["serve"])).unwrap();
+        assert!(!c.dns.autopath, "off by default");
+        assert_eq!(
+            c.dns.autopath_search,
+            crate::config::default_autopath_search()
+        );
+        let c = load(&serve_args(&["serve", "--autopath"])).unwrap();
+        assert!(c.dns.autopath);
+        let c = load(&serve_args(&["serve", "--autopath=false"])).unwrap();
+        assert!(!c.dns.autopath);
+        let c = load(&serve_args(&[
+            "serve",
+            "--autopath-search",
+            "{ns}.svc.{zone},svc.{zone}",
+            "--autopath-search",
+            "{zone},corp.example.com",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.dns.autopath_search,
+            [
+                "{ns}.svc.{zone}",
+                "svc.{zone}",
+                "{zone}",
+                "corp.example.com"
+            ]
+        );
+        for (bad, says) in [
+            ("svc.{zone}", "must start with"),
+            ("{ns}.example.com", "must lie in dns.zone"),
+            ("{ns}.svc.{zone},{ns}.x", "may only begin"),
+            ("{ns}.svc.{zone},a..b", "empty or over-long label"),
+        ] {
+            let e = load(&serve_args(&["serve", "--autopath-search", bad])).unwrap_err();
+            let e = format!("{e:#}");
+            assert!(
+                e.contains("dns.autopath_search") && e.contains(says),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

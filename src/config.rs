@@ -278,6 +278,20 @@ pub struct DnsConfig {
     /// truncated (TC) instead of dropped, so that a real client retries over
     /// TCP; 0 = drop them all, 1 = truncate them all.
     pub rrl_slip: u32,
+    /// Autopath: when the first search expansion of a pod's lookup
+    /// (`X.<ns>.svc.<zone>`) does not exist and comes from a client of
+    /// namespace `<ns>`, walk the rest of `autopath_search` (then `X`
+    /// itself) here and answer the first name that exists, behind a CNAME,
+    /// so the pod's stub stops after one round trip instead of walking the
+    /// list. Off by default: it needs the client's namespace (a sidecar's
+    /// own, or the index's endpoint or pod with the client's address).
+    pub autopath: bool,
+    /// The pods' search list autopath walks, in the pods' order. `{ns}`
+    /// stands for the client's namespace (only as the first label of the
+    /// first entry, which must lie in `zone`), `{zone}` for `zone`. Default:
+    /// what Kubernetes writes, `{ns}.svc.{zone}`, `svc.{zone}`, `{zone}`;
+    /// add the node's extra search domains after them.
+    pub autopath_search: Vec<String>,
 }
 
 impl Default for DnsConfig {
@@ -301,8 +315,18 @@ impl Default for DnsConfig {
             handover_socket: None,
             rrl_responses_per_second: 0,
             rrl_slip: 2,
+            autopath: false,
+            autopath_search: default_autopath_search(),
         }
     }
+}
+
+/// The search list Kubernetes writes into a pod's resolv.conf, as
+/// `autopath_search` spells it.
+pub fn default_autopath_search() -> Vec<String> {
+    ["{ns}.svc.{zone}", "svc.{zone}", "{zone}"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// How `pods` records (`1-2-3-4.<ns>.pod.<zone>`) are answered, as in CoreDNS.
@@ -336,6 +360,10 @@ pub struct DnsSettings {
     pub dns: DnsConfig,
     /// Names outside our zones are forwarded (else REFUSED).
     pub forward: bool,
+    /// The namespace of the server's own clients, if the configuration
+    /// says it (see [`Config::own_namespace`]): autopath takes it as the
+    /// namespace of loopback clients.
+    pub own_namespace: Option<String>,
 }
 
 /// One `forward.upstreams` entry, checked for syntax only.
@@ -742,6 +770,30 @@ impl Config {
                 ..d.clone()
             },
             forward: !self.forward.upstreams.is_empty(),
+            own_namespace: self.own_namespace(),
+        }
+    }
+
+    /// The namespace the server's own clients are in, when the configuration
+    /// says so: a sidecar's one `[source] namespaces` entry (its pod's
+    /// namespace, `--namespaces $(POD_NAMESPACE)`). Autopath takes it for
+    /// clients on loopback only, the pod's own containers: a server scoped to
+    /// one namespace but reached from other pods cannot tell them apart by it.
+    /// A follower of one namespace's zone (`[source] primary_zone =
+    /// "<ns>.svc.<zone>"`, the zero-credential sidecar) is in that namespace.
+    pub fn own_namespace(&self) -> Option<String> {
+        if self.source.kind == SourceKind::Transfer
+            && let Some(ns) = self
+                .source
+                .primary_zone
+                .as_deref()
+                .and_then(|z| self.namespace_of_zone(z))
+        {
+            return Some(ns);
+        }
+        match self.source.namespaces.as_slice() {
+            [one] if !one.trim().is_empty() => Some(one.trim().to_ascii_lowercase()),
+            _ => None,
         }
     }
 
@@ -888,6 +940,10 @@ mod tests {
                 .as_deref(),
             Some("team-a")
         );
+        assert_eq!(c.own_namespace(), None, "not a follower: no namespace");
+        let mut follower = c.clone();
+        follower.source.kind = SourceKind::Transfer;
+        assert_eq!(follower.own_namespace().as_deref(), Some("team-a"));
         let mut bad = c.clone();
         bad.transfer.tsig[0].namespaces = vec!["Team_A".into()];
         bad.source.primary_zone = Some("team-a.svc.example.org".into());

@@ -16,7 +16,8 @@
 //!    and publishes immutable per-service views laid out so that `wire` writes
 //!    their records with a few copies per query (irregular sets pre-encoded).
 //! 3. [`dns`]: the query path (`catalog` routes to a zone; `cluster` and
-//!    `reverse` answer in it), forwarding, RRL, and the listeners (`server`).
+//!    `reverse` answer in it), forwarding, RRL, autopath (a pod's search-path
+//!    walk answered server-side), and the listeners (`server`).
 //!    [`sources`]: manifest files, the StatefulSet simulator, the Kubernetes
 //!    API. Neither imports the other. [`transfer`]: zone transfers to
 //!    secondaries (AXFR, IXFR from a journal the index writer keeps, NOTIFY,

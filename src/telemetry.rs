@@ -151,6 +151,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Forwarded queries answered from an expired answer (serve-stale, RFC 8767) as every upstream failed",
     ),
     (
+        "headless_dns_autopath_total",
+        "counter",
+        "Autopath walks of a pod's search list, by result: hit (answered from a later step, behind a CNAME), miss (the asked name's own answer)",
+    ),
+    (
         "headless_dns_transfer_requests_total",
         "counter",
         "Zone transfers and signed queries served, by kind (axfr, ixfr, ixfr_full, ixfr_current, signed_query)",
@@ -158,7 +163,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "headless_dns_transfer_refused_total",
         "counter",
-        "Transfer requests refused, by reason (acl, unsigned, tsig, busy, bad_request)",
+        "Transfer requests refused, by reason (acl, unsigned, tsig, busy, bad_request, key_scope)",
     ),
     (
         "headless_dns_transfer_notify_total",
@@ -388,6 +393,14 @@ impl Metrics {
             self.reloads.record();
             if let Some(t) = dns.transfers() {
                 transfer_metrics(&t.totals());
+            }
+            // Zeros with autopath off, so the series exist for dashboards.
+            let (hits, misses) = dns.autopath_stats().map_or((0, 0), |a| {
+                let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                (load(&a.hits), load(&a.misses))
+            });
+            for (result, n) in [("hit", hits), ("miss", misses)] {
+                counter!("headless_dns_autopath_total", "result" => result).absolute(n);
             }
             if let Some(f) = forward {
                 counter!("headless_dns_forward_requests_total")

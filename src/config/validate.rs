@@ -154,12 +154,64 @@ impl DnsConfig {
                 ));
             }
         }
+        problems.extend(self.autopath_problems());
+        problems
+    }
+
+    /// What is wrong with `dns.autopath_search` (checked with autopath off
+    /// too, so turning it on cannot meet a broken list).
+    fn autopath_problems(&self) -> Vec<String> {
+        const KEY: &str = "dns.autopath_search";
+        let list = &self.autopath_search;
+        let mut problems = Vec::new();
+        if list.is_empty() || list.len() > MAX_AUTOPATH_SEARCH {
+            problems.push(format!(
+                "{KEY}: {} entries; 1 to {MAX_AUTOPATH_SEARCH} are needed \
+                 (default: {{ns}}.svc.{{zone}}, svc.{{zone}}, {{zone}})",
+                list.len()
+            ));
+            return problems;
+        }
+        if check_zone(&self.zone).is_err() {
+            return problems; // dns.zone's own problem says it; {zone} means nothing yet
+        }
+        let zone = self.zone.trim_end_matches('.').to_ascii_lowercase();
+        for (i, entry) in list.iter().enumerate() {
+            let e = entry.trim_end_matches('.').to_ascii_lowercase();
+            let rest = match e.strip_prefix("{ns}.") {
+                Some(rest) if i == 0 => rest.to_string(),
+                _ if i == 0 => {
+                    problems.push(format!(
+                        "{KEY}: the first entry {entry:?} must start with \"{{ns}}.\" \
+                         (the pod's own namespace, as in {{ns}}.svc.{{zone}})"
+                    ));
+                    continue;
+                }
+                _ => e.clone(),
+            };
+            let name = rest.replace("{zone}", &zone);
+            if name.contains("{ns}") {
+                problems.push(format!(
+                    "{KEY}: {entry:?}: {{ns}} may only begin the first entry"
+                ));
+            } else if let Err(why) = check_zone(&name) {
+                problems.push(format!("{KEY}: {entry:?} {why}"));
+            } else if i == 0 && !(name == zone || name.ends_with(&format!(".{zone}"))) {
+                problems.push(format!(
+                    "{KEY}: the first entry {entry:?} must lie in dns.zone ({zone:?})"
+                ));
+            }
+        }
         problems
     }
 }
 
 /// The longest `forward.stale_max_s`: RFC 8767 §5 caps stale answers at 7 days.
 const MAX_STALE_S: u64 = 7 * 24 * 3600;
+
+/// Search domains `dns.autopath_search` holds at most (glibc before 2.26
+/// read 6; 16 leaves room).
+const MAX_AUTOPATH_SEARCH: usize = 16;
 
 impl ForwardConfig {
     /// What is wrong with `[forward]`.

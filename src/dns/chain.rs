@@ -21,12 +21,15 @@ use crate::wire::{Query, Rcode, fit_response};
 pub const MAX_LINKS: usize = 8;
 
 /// A chain as far as our zones take it.
-struct Chain {
-    answers: Vec<Record>,
-    authorities: Vec<Record>,
-    rcode: ResponseCode,
+pub(super) struct Chain {
+    /// The CNAMEs and the last target's records.
+    pub(super) answers: Vec<Record>,
+    /// The last target's SOA, for a negative answer.
+    pub(super) authorities: Vec<Record>,
+    /// The last target's rcode.
+    pub(super) rcode: ResponseCode,
     /// The last target, when it is outside our zones.
-    outside: Option<Name>,
+    pub(super) outside: Option<Name>,
 }
 
 /// True for query types a CNAME at the name is followed for.
@@ -95,7 +98,7 @@ pub(super) fn answer(
 }
 
 /// Follows `name`'s CNAMEs for `qtype` through our zones.
-fn follow(a: &Answerer, mut name: Name, qtype: RecordType) -> Chain {
+pub(super) fn follow(a: &Answerer, mut name: Name, qtype: RecordType) -> Chain {
     let mut chain = Chain {
         answers: Vec::new(),
         authorities: Vec::new(),

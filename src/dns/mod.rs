@@ -8,7 +8,12 @@
 //! pre-encoded sections and records written from the view's packed arrays.
 //! It allocates nothing, takes no lock a writer holds for longer than a
 //! pointer swap, and logs nothing above trace.
+//! Two rare paths work on hickory messages and allocate: ExternalName
+//! chains (`chain`) and, when `[dns] autopath` is on, the search-path walk
+//! that may replace an NXDOMAIN (`autopath`); with autopath off it costs the
+//! query path one comparison of the rcode.
 
+mod autopath;
 mod catalog;
 mod chain;
 pub mod cluster;
@@ -23,6 +28,8 @@ pub mod zonefile;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+
+pub use autopath::{AutopathStats, complete as autopath_complete, spawn_udp as autopath_spawn_udp};
 
 pub use crate::config::{AnyMode, DnsSettings, PodsMode};
 use crate::index::{AddrRecords, Index, PtrRecords, PtrSet, ServiceAddrs, ServiceView, SrvSection};
@@ -45,6 +52,10 @@ pub enum Outcome {
     /// A zone transfer or a TSIG-signed request: hand the packet to
     /// [`Answerer::transfers`] (see [`handoff`]).
     Transfer,
+    /// Autopath needs the forwarder for a later step of the client's search
+    /// list: finish with [`autopath_complete`] or [`autopath_spawn_udp`];
+    /// `out` holds the answer to send if every step misses.
+    Autopath,
 }
 
 /// Keeps what an answer borrows from (a service's view, the names of an
@@ -132,6 +143,8 @@ pub struct Answerer {
     takes_notify: bool,
     /// Set while a followed zone is past its SOA expire: names get SERVFAIL.
     expired: Arc<std::sync::atomic::AtomicBool>,
+    /// Server-side search-path completion, when `[dns] autopath` is on.
+    autopath: Option<autopath::Autopath>,
 }
 
 impl Answerer {
@@ -144,13 +157,34 @@ impl Answerer {
             soa: catalog::soa_template(&zone),
             hinfo: wire::rrset::any_hinfo(settings.dns.ttl),
             index,
-            settings,
             stats: stats::DnsStats::default(),
             transfers: None,
             serves_transfers: false,
             takes_notify: false,
             expired: Arc::default(),
+            autopath: autopath::Autopath::new(&settings),
+            settings,
         }
+    }
+
+    /// Lets autopath ask `forwarder` for the steps outside our zones (the
+    /// bare name last of all); its UDP walks run on `runtime`,
+    /// `max_inflight` at once. Without it those steps are misses.
+    pub fn with_autopath_upstream(
+        mut self,
+        forwarder: Arc<forward::Forwarder>,
+        runtime: tokio::runtime::Handle,
+        max_inflight: usize,
+    ) -> Self {
+        if let Some(ap) = &mut self.autopath {
+            ap.set_upstream(forwarder, runtime, max_inflight);
+        }
+        self
+    }
+
+    /// Autopath's counters, when it is on.
+    pub fn autopath_stats(&self) -> Option<&AutopathStats> {
+        self.autopath.as_ref().map(autopath::Autopath::stats)
     }
 
     /// Answers SERVFAIL for our zones' names while `expired` is set (a
@@ -216,21 +250,34 @@ impl Answerer {
         out: &mut Vec<u8>,
         started: std::time::Instant,
     ) -> Outcome {
-        self.answer_counted(packet, tcp, out, started, true)
+        self.answer_counted(packet, (tcp, None), out, started, true)
+    }
+
+    /// [`Answerer::answer_received`] for a query from `client`: what the
+    /// listeners call, so that autopath can tell the client's namespace.
+    #[inline]
+    pub fn answer_from(
+        &self,
+        packet: &[u8],
+        (tcp, client): (bool, IpAddr),
+        out: &mut Vec<u8>,
+        started: std::time::Instant,
+    ) -> Outcome {
+        self.answer_counted(packet, (tcp, Some(client)), out, started, true)
     }
 
     /// [`Answerer::answer`] without counting the query in the stats: for a
     /// signed query the transfer service answers through this and then
     /// signs, while the listener counts the signed reply it sends.
     pub fn answer_uncounted(&self, packet: &[u8], tcp: bool, out: &mut Vec<u8>) -> Outcome {
-        self.answer_counted(packet, tcp, out, std::time::Instant::now(), false)
+        self.answer_counted(packet, (tcp, None), out, std::time::Instant::now(), false)
     }
 
     #[inline(always)]
     fn answer_counted(
         &self,
         packet: &[u8],
-        tcp: bool,
+        (tcp, client): (bool, Option<IpAddr>),
         out: &mut Vec<u8>,
         started: std::time::Instant,
         count: bool,
@@ -289,6 +336,14 @@ impl Answerer {
         }
         let limit = q.max_response(tcp, self.settings.dns.max_udp_payload);
         let rcode = self.write_found(packet, &q, &found, limit, out);
+        // Autopath acts only on an NXDOMAIN: with it off, this is the branch.
+        if rcode == Rcode::NxDomain
+            && let Some(ap) = &self.autopath
+            && let Some(client) = client
+            && ap.applies(self, &q, client)
+        {
+            return autopath::answer(self, ap, (packet, &q), tcp, out, (started, stats));
+        }
         let truncated = out.get(2).is_some_and(|f| f & 0x02 != 0);
         tracing::trace!(
             id = q.id,

@@ -239,6 +239,10 @@ async fn tcp_connection(
     (conns, conn): (&Conns, &Conn),
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
+    // Who asks (autopath tells the client's namespace by it); unknown if gone.
+    let peer = stream
+        .peer_addr()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
     let mut buf = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(4096);
     loop {
@@ -260,12 +264,20 @@ async fn tcp_connection(
             Ok(Err(e)) => return Err(e),
             Err(_) => return Ok(()),
         }
-        match answerer.answer(&buf, true, &mut out) {
+        let received = std::time::Instant::now();
+        match answerer.answer_from(&buf, (true, peer), &mut out, received) {
             Outcome::Reply => {}
             Outcome::Drop => continue,
             Outcome::Transfer => {
                 transfer(&mut stream, answerer, &buf, idle, (conns, conn)).await?;
                 continue;
+            }
+            Outcome::Autopath => {
+                let bytes = super::autopath_complete(answerer, &buf, &out, true).await;
+                answerer
+                    .stats()
+                    .response_packet(true, &bytes, received.elapsed());
+                out = bytes;
             }
             outcome @ (Outcome::Forward | Outcome::Chase) => {
                 let started = std::time::Instant::now();

@@ -260,7 +260,7 @@ impl Worker {
         out: &mut Vec<u8>,
     ) -> bool {
         let answerer = &self.answerer;
-        match answerer.answer_received(packet, false, out, received) {
+        match answerer.answer_from(packet, (false, src.ip()), out, received) {
             Outcome::Reply => self
                 .rrl
                 .as_ref()
@@ -281,6 +281,14 @@ impl Worker {
             outcome @ (Outcome::Forward | Outcome::Chase) => {
                 let chain = (outcome == Outcome::Chase).then_some(&out[..]);
                 self.hand_off(packet, src, received, chain);
+                false
+            }
+            Outcome::Autopath => {
+                let (rrl, sock) = (self.rrl.clone(), (&self.sock, src));
+                if !super::autopath_spawn_udp(answerer, (packet, out), sock, rrl, received) {
+                    // At the bound of walks in flight: the asked name's own answer now.
+                    self.send_one(out, src, received);
+                }
                 false
             }
         }

@@ -444,6 +444,11 @@ async fn prepare(
         let (serves, follows) = (h.serves(), h.follows());
         answerer = answerer.with_handoff(Arc::new(h), serves, follows);
     }
+    if let Some(f) = &forwarder {
+        let runtime = tokio::runtime::Handle::current();
+        let inflight = config.forward.max_inflight;
+        answerer = answerer.with_autopath_upstream(Arc::clone(f), runtime, inflight);
+    }
     Ok(Prepared {
         config,
         index,

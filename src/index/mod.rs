@@ -269,6 +269,16 @@ impl Index {
             .is_some_and(|nss| nss.iter().any(|n| &**n == ns_label))
     }
 
+    /// Whether every running pod with `ip` is in namespace `ns_label` (wire
+    /// label); `None` when no running pod has it (Pods are watched only with
+    /// `pods = "verified"`).
+    pub fn pod_ip_only_in(&self, ip: &IpAddr, ns_label: &[u8]) -> Option<bool> {
+        self.shared
+            .pod_ips
+            .get(ip)
+            .map(|nss| nss.iter().all(|n| &**n == ns_label))
+    }
+
     /// The SOA serial: Unix time of the last change, strictly increasing
     /// (see [`serial`]).
     pub fn serial(&self) -> u32 {

@@ -5,7 +5,7 @@
 //! server ([`fake_api`]) with cluster fixtures ([`k8s`]) and a watch-churn
 //! scenario ([`churn`]), the file-source fixtures ([`fixtures`]), hand-built
 //! packets ([`packets`]), a pod-like network namespace for real stub
-//! resolvers ([`namespace`]), and one
+//! resolvers ([`namespace`]), a real upstream resolver ([`unbound`]), and one
 //! bounded poll-until ([`eventually`]).
 //!
 //! Each test crate does `mod support;` and uses what it needs, so items
@@ -23,6 +23,7 @@ pub mod namespace;
 pub mod packets;
 pub mod process;
 pub mod server;
+pub mod unbound;
 
 use std::future::Future;
 use std::time::Duration;

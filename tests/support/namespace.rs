@@ -95,6 +95,9 @@ pub fn many_upstream() -> Vec<String> {
 /// `/ready`), everything stopped.
 const SCRIPT: &str = r#"set -eu
 ip link set lo up
+if [ -f "$DIR/lo-addrs" ]; then
+  while read -r a; do ip addr add "$a" dev lo; done <"$DIR/lo-addrs"
+fi
 mount --bind "$DIR/resolv.conf" /etc/resolv.conf
 mount --bind "$DIR/nsswitch.conf" /etc/nsswitch.conf
 unbound -d -c "$DIR/unbound.conf" >"$DIR/unbound.log" 2>&1 &
@@ -176,6 +179,35 @@ impl PodNamespace {
         );
         ns.write("scenario.sh", SCRIPT);
         ns
+    }
+
+    /// Puts each of `ips` (IPv4) on the namespace's loopback and has the
+    /// server listen on port 53 there too. A probe whose resolv.conf names
+    /// one of them as its nameserver asks from that very address (for a
+    /// local destination the kernel picks the destination as the source), so
+    /// the server sees a client at the address of a pod in its index.
+    pub fn with_client_addresses(self, ips: &[&str]) -> Self {
+        let lines: String = ips.iter().map(|ip| format!("{ip}/32\n")).collect();
+        self.write("lo-addrs", &lines);
+        let listen: Vec<String> = std::iter::once("127.0.0.1".to_string())
+            .chain(ips.iter().map(|ip| ip.to_string()))
+            .map(|ip| format!("\"{ip}:53\""))
+            .collect();
+        self.edit("server.toml", |t| {
+            t.replace(
+                "listen = [\"127.0.0.1:53\"]",
+                &format!("listen = [{}]", listen.join(", ")),
+            )
+        });
+        self
+    }
+
+    /// Rewrites the scenario file `name` with `f` (the server's
+    /// `server.toml`, say, before a run).
+    pub fn edit(&self, name: &str, f: impl FnOnce(String) -> String) {
+        let path = self.path().join(name);
+        let text = std::fs::read_to_string(&path).expect("read a scenario file");
+        std::fs::write(&path, f(text)).expect("write a scenario file");
     }
 
     /// The scenario's directory.
