@@ -88,8 +88,14 @@ pub struct TsigKeyConfig {
     /// `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
     #[serde(default = "default_tsig_algorithm")]
     pub algorithm: String,
-    /// The secret, base64.
+    /// The secret, base64 (or read from `secret_file`).
+    #[serde(default)]
     pub secret: String,
+    /// A file holding the secret, base64 (a mounted Secret, so the key is
+    /// kept out of the configuration): read by [`Config::from_file`], so
+    /// at start and at every reload.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
 }
 
 fn default_tsig_algorithm() -> String {
@@ -557,7 +563,28 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let mut c = Self::from_toml(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        c.read_tsig_secrets()?;
+        Ok(c)
+    }
+
+    /// Reads each `[[transfer.tsig]] secret_file` into its `secret`; a key
+    /// may have one or the other, not both.
+    pub fn read_tsig_secrets(&mut self) -> Result<()> {
+        for k in &mut self.transfer.tsig {
+            let Some(path) = &k.secret_file else { continue };
+            let named = |e: String| {
+                let (n, p) = (&k.name, path.display());
+                Error::Config(format!("transfer.tsig: key {n:?}: secret_file {p}: {e}"))
+            };
+            if !k.secret.is_empty() {
+                return Err(named("set secret or secret_file, not both".into()));
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| named(e.to_string()))?;
+            k.secret = text.trim().to_string();
+        }
+        Ok(())
     }
 
     /// Parses TOML text.

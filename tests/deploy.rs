@@ -30,7 +30,7 @@ use clap::Parser;
 use headless_dns::cli::{self, Cli, Command};
 use headless_dns::config::{Config, RequireToken, SourceKind};
 use headless_dns::index::Kind;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service, ServiceAccount, Volume};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{
@@ -51,6 +51,7 @@ struct Rendered {
     cluster_role_bindings: Vec<ClusterRoleBinding>,
     config_maps: Vec<ConfigMap>,
     deployments: Vec<Deployment>,
+    daemonsets: Vec<DaemonSet>,
     services: Vec<Service>,
     statefulsets: Vec<StatefulSet>,
     network_policies: Vec<NetworkPolicy>,
@@ -138,6 +139,7 @@ fn render(overlay: &str) -> Rendered {
             "ClusterRoleBinding" => r.cluster_role_bindings.extend(typed(&doc, &w, p)),
             "ConfigMap" => r.config_maps.extend(typed(&doc, &w, p)),
             "Deployment" => r.deployments.extend(typed(&doc, &w, p)),
+            "DaemonSet" => r.daemonsets.extend(typed(&doc, &w, p)),
             "Service" => r.services.extend(typed(&doc, &w, p)),
             "StatefulSet" => r.statefulsets.extend(typed(&doc, &w, p)),
             "NetworkPolicy" => r.network_policies.extend(typed(&doc, &w, p)),
@@ -245,6 +247,7 @@ fn server_config(r: &Rendered, pod: &PodSpec, namespace: &str) -> Config {
         .as_ref()
         .and_then(|d| d.get(key))
         .unwrap_or_else(|| panic!("{cm_name} has {key}"));
+    let text = stand_in_tsig_secrets(pod, c, text, dir.path());
     let file = dir.path().join(key);
     std::fs::write(&file, text).unwrap();
     let mut replaced = vec![(at + 1, file)];
@@ -270,6 +273,28 @@ fn server_config(r: &Rendered, pod: &PodSpec, namespace: &str) -> Config {
         panic!("{args:?} does not run `serve`");
     };
     cli::load(&serve).unwrap_or_else(|e| panic!("{args:?}: {e:#}"))
+}
+
+/// `text` (a config file) with each `[[transfer.tsig]] secret_file` pointed
+/// at a made-up secret in `dir`; each must be a key of a Secret the pod
+/// mounts there.
+fn stand_in_tsig_secrets(pod: &PodSpec, c: &Container, text: &str, dir: &Path) -> String {
+    let mut out = text.to_string();
+    let paths = text.lines().filter_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "secret_file").then(|| v.trim().trim_matches('"').to_string())
+    });
+    for (i, path) in paths.enumerate() {
+        let (volume, key) = mounted(pod, c, &path);
+        let secret = volume.secret.as_ref().expect("a Secret volume");
+        assert_eq!(secret.optional, None, "no key, no start");
+        let items = secret.items.as_deref().unwrap_or_default();
+        assert!(items.iter().any(|i| i.path == key), "{key} is an item");
+        let file = dir.join(format!("tsig-{i}"));
+        std::fs::write(&file, "c3RhbmRpbmctaW4tZm9yLXRoZS1zZWNyZXQ=\n").unwrap();
+        out = out.replace(&path, &file.display().to_string());
+    }
+    out
 }
 
 /// (API group, resource) of each kind the Kubernetes source watches.
@@ -356,8 +381,8 @@ fn every_file_in_deploy_is_rendered_by_an_overlay() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     dirs.sort();
-    assert_eq!(dirs, ["base", "cluster", "monitoring", "sidecar"]);
-    for dir in ["base", "cluster", "sidecar"] {
+    assert_eq!(dirs, ["base", "cluster", "monitoring", "node-local", "sidecar"]);
+    for dir in ["base", "cluster", "node-local", "sidecar"] {
         let path = deploy_dir().join(dir);
         let k: serde_yaml_ng::Value = serde_yaml_ng::from_str(
             &std::fs::read_to_string(path.join("kustomization.yaml")).unwrap(),
@@ -393,7 +418,8 @@ fn the_cluster_overlay_renders_typed_objects_in_one_namespace() {
     assert_eq!(r.cluster_role_bindings.len(), 1);
     assert_eq!(r.config_maps.len(), 1);
     assert_eq!(r.deployments.len(), 1);
-    assert_eq!(r.services.len(), 1);
+    // DNS, and the transfer Service node-local caches follow.
+    assert_eq!(r.services.len(), 2);
     assert_eq!(r.network_policies.len(), 1);
     assert!(r.roles.is_empty() && r.role_bindings.is_empty() && r.statefulsets.is_empty());
 }
@@ -745,4 +771,100 @@ async fn the_sidecar_role_grants_exactly_the_requests_the_server_makes() {
         server.stop().await;
     })
     .await;
+}
+
+/// The node-local DaemonSet's pod spec.
+fn node_local_pod(r: &Rendered) -> &PodSpec {
+    assert_eq!(r.daemonsets.len(), 1);
+    let ds = &r.daemonsets[0];
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec")
+}
+
+#[test]
+fn the_node_local_overlay_renders_a_daemonset_without_credentials() {
+    let r = render("node-local");
+    assert_eq!(r.namespaces, BTreeSet::from(["kube-system".to_string()]));
+    // No identity and no grant of any kind: it never talks to the API.
+    assert!(r.service_accounts.is_empty());
+    assert!(r.roles.is_empty() && r.role_bindings.is_empty());
+    assert!(r.cluster_roles.is_empty() && r.cluster_role_bindings.is_empty());
+    assert!(r.deployments.is_empty() && r.statefulsets.is_empty() && r.services.is_empty());
+    assert_eq!(r.config_maps.len(), 1);
+    let pod = node_local_pod(&r);
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.service_account_name, None);
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.dns_policy.as_deref(), Some("Default"), "the node's resolvers");
+    let config = server_config(&r, pod, "kube-system");
+    assert_eq!(config.source.kind, SourceKind::Transfer);
+    assert_eq!(
+        config.dns.listen,
+        ["169.254.20.10:53".parse::<SocketAddr>().unwrap()]
+    );
+    // The init container puts that address on the node, with NET_ADMIN only.
+    let init = &pod.init_containers.as_deref().unwrap_or_default()[0];
+    let script = init.command.as_deref().unwrap_or_default().join(" ");
+    assert!(script.contains("ip addr add 169.254.20.10/32"), "{script}");
+    let caps = init
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .and_then(|c| c.add.clone());
+    assert_eq!(caps, Some(vec!["NET_ADMIN".to_string()]));
+    // Other names go to the node's resolvers.
+    assert_eq!(config.forward.upstreams.len(), 1, "{:?}", config.forward.upstreams);
+    // Probed on the admin port; memory bounded.
+    let c = headless_dns_container(pod);
+    let admin = admin_port(&config);
+    assert_eq!(probe(&c.readiness_probe), Some(("/ready", admin.clone())));
+    assert_eq!(probe(&c.liveness_probe), Some(("/health", admin)));
+    let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+    assert!(limits.is_some_and(|l| l.contains_key("memory")), "{limits:?}");
+    let sc = c.security_context.as_ref().expect("securityContext");
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+}
+
+#[test]
+fn the_node_local_cache_follows_the_cluster_primary_with_its_key() {
+    let cluster = render("cluster");
+    let node = render("node-local");
+    let local = server_config(&node, node_local_pod(&node), "kube-system");
+    let d = &cluster.deployments[0];
+    let pod = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).unwrap();
+    let primary = server_config(&cluster, pod, "kube-system");
+    // The primary's address is the transfer Service's, on its DNS port.
+    let svc = cluster
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("headless-dns-transfer"))
+        .and_then(|s| s.spec.as_ref())
+        .expect("the headless-dns-transfer Service");
+    assert_eq!(svc.session_affinity.as_deref(), Some("ClientIP"));
+    let ip = svc.cluster_ip.as_deref().expect("a fixed clusterIP");
+    let want: SocketAddr = format!("{ip}:53").parse().unwrap();
+    assert_eq!(local.source.primary, Some(want));
+    // The primary allows transfers, signed only, with the key node-local signs with.
+    assert!(!primary.transfer.allow.is_empty());
+    assert!(primary.transfer.require_tsig);
+    let key = local.source.primary_key.as_deref().expect("primary_key");
+    assert!(primary.transfer.tsig.iter().any(|k| k.name == key));
+    assert!(local.transfer.tsig.iter().any(|k| k.name == key));
+    // Both read it from the same Secret.
+    let secret_of = |pod: &PodSpec| -> BTreeSet<String> {
+        pod.volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+            .filter(|n| n.contains("transfer"))
+            .collect()
+    };
+    let shared = secret_of(pod);
+    assert_eq!(shared.len(), 1);
+    assert_eq!(secret_of(node_local_pod(&node)), shared);
+    // And the follower serves nothing it was not asked to: no transfers of its own.
+    assert!(local.transfer.allow.is_empty());
 }

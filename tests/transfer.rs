@@ -36,6 +36,7 @@ fn key(c: &mut headless_dns::Config, require: bool) {
         name: "xfr-key".into(),
         algorithm: "hmac-sha256".into(),
         secret: SECRET.into(),
+        secret_file: None,
     }];
     c.transfer.require_tsig = require;
 }

@@ -56,6 +56,7 @@ fn demo(notify: &[u16], key: Key, ready_ms: u64) -> Config {
             name: name.into(),
             algorithm: "hmac-sha256".into(),
             secret: secret.into(),
+            secret_file: None,
         }];
         c.transfer.require_tsig = true;
         c.transfer.notify_key = Some(name.into());

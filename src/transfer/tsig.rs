@@ -229,6 +229,7 @@ mod tests {
             name: "k".into(),
             algorithm: "hmac-sha256".into(),
             secret: "c2VjcmV0".into(),
+            secret_file: None,
         }])
         .unwrap()
     }
