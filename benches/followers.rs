@@ -183,7 +183,13 @@ fn memory(pid: u32) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     let field = |name: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().strip_suffix(" kB")?.parse().ok())
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim()
+                    .strip_suffix(" kB")?
+                    .parse()
+                    .ok()
+            })
             .unwrap_or(0)
     };
     (field("Rss:"), field("Anonymous:"))
@@ -248,14 +254,16 @@ async fn converge(primary: &Ours, followers: &[Follower]) {
 
 /// Polls every follower until it serves `want` (each at most
 /// [`LOST_AFTER`] after `since`); their freshness, `None` when lost.
-async fn freshness(followers: &[Follower], want: &[String], since: Instant) -> Vec<Option<Duration>> {
+async fn freshness(
+    followers: &[Follower],
+    want: &[String],
+    since: Instant,
+) -> Vec<Option<Duration>> {
     let mut out: Vec<Option<Duration>> = vec![None; followers.len()];
     let mut pending: Vec<usize> = (0..followers.len()).collect();
     while !pending.is_empty() && since.elapsed() < LOST_AFTER {
-        let answers = futures::future::join_all(
-            pending.iter().map(|&i| web_1_at(followers[i].addr())),
-        )
-        .await;
+        let answers =
+            futures::future::join_all(pending.iter().map(|&i| web_1_at(followers[i].addr()))).await;
         let now = since.elapsed();
         let mut still = Vec::new();
         for (&i, got) in pending.iter().zip(answers) {
@@ -347,10 +355,11 @@ async fn round(plan: Plan, dir: &Path, ours: bool) -> Round {
 /// EndpointSlice per service of `records` (a primary's `/records`) with the
 /// endpoints the simulator made: the cluster a Kubernetes sidecar would see.
 fn demo_objects(records: &Value) -> Vec<Value> {
-    let mut out: Vec<Value> = serde_yaml_ng::Deserializer::from_str(headless_dns::sources::file::DEMO)
-        .filter_map(|d| Value::deserialize(d).ok())
-        .filter(|v| v.is_object())
-        .collect();
+    let mut out: Vec<Value> =
+        serde_yaml_ng::Deserializer::from_str(headless_dns::sources::file::DEMO)
+            .filter_map(|d| Value::deserialize(d).ok())
+            .filter(|v| v.is_object())
+            .collect();
     for svc in records["services"].as_array().into_iter().flatten() {
         let endpoints: Vec<Value> = svc["endpoints"]
             .as_array()
@@ -455,7 +464,10 @@ fn print_round(r: &mut Round, plan: Plan, version: &str) {
         r.notifies / per
     );
     for (i, (rss, anon)) in r.memory.iter().enumerate() {
-        println!("    {} follower {i}: RSS {rss} kB, Anonymous {anon} kB", r.name);
+        println!(
+            "    {} follower {i}: RSS {rss} kB, Anonymous {anon} kB",
+            r.name
+        );
     }
     let anon: Vec<u64> = r.memory.iter().map(|m| m.1).collect();
     println!(

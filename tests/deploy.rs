@@ -1,5 +1,5 @@
-//! Checks `deploy/` without a cluster. Both overlays (`deploy/cluster`,
-//! `deploy/sidecar`) are rendered with `kubectl kustomize`; every rendered
+//! Checks `deploy/` without a cluster. The overlays (`deploy/cluster`,
+//! `deploy/sidecar`, `deploy/node-local`) are rendered with `kubectl kustomize`; every rendered
 //! object must parse into the k8s-openapi type of its kind (an unknown kind
 //! fails) and survive a round trip through that type unchanged, so a
 //! misspelt or misplaced field (which the API server would silently drop)
@@ -14,7 +14,10 @@
 //! from one selected namespace only). And the sidecar's Role, granted
 //! to the fake API server (which then refuses anything else), suffices for
 //! the server started with the sidecar's args, and grants exactly what that
-//! server requests.
+//! server requests. The node-local DaemonSet holds no credentials (no
+//! token, no RBAC object), listens on 169.254.20.10, follows the cluster
+//! overlay's transfer Service with the key both mount from one Secret, and
+//! is probed on its admin port with a memory limit.
 //!
 //! kubectl comes from Debian's `kubernetes-client` (`.ci/test` installs it;
 //! its kustomize is 2.0.3, which the overlays are written for); without it
@@ -381,7 +384,10 @@ fn every_file_in_deploy_is_rendered_by_an_overlay() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     dirs.sort();
-    assert_eq!(dirs, ["base", "cluster", "monitoring", "node-local", "sidecar"]);
+    assert_eq!(
+        dirs,
+        ["base", "cluster", "monitoring", "node-local", "sidecar"]
+    );
     for dir in ["base", "cluster", "node-local", "sidecar"] {
         let path = deploy_dir().join(dir);
         let k: serde_yaml_ng::Value = serde_yaml_ng::from_str(
@@ -797,7 +803,11 @@ fn the_node_local_overlay_renders_a_daemonset_without_credentials() {
     assert_eq!(pod.automount_service_account_token, Some(false));
     assert_eq!(pod.service_account_name, None);
     assert_eq!(pod.host_network, Some(true));
-    assert_eq!(pod.dns_policy.as_deref(), Some("Default"), "the node's resolvers");
+    assert_eq!(
+        pod.dns_policy.as_deref(),
+        Some("Default"),
+        "the node's resolvers"
+    );
     let config = server_config(&r, pod, "kube-system");
     assert_eq!(config.source.kind, SourceKind::Transfer);
     assert_eq!(
@@ -815,14 +825,22 @@ fn the_node_local_overlay_renders_a_daemonset_without_credentials() {
         .and_then(|c| c.add.clone());
     assert_eq!(caps, Some(vec!["NET_ADMIN".to_string()]));
     // Other names go to the node's resolvers.
-    assert_eq!(config.forward.upstreams.len(), 1, "{:?}", config.forward.upstreams);
+    assert_eq!(
+        config.forward.upstreams.len(),
+        1,
+        "{:?}",
+        config.forward.upstreams
+    );
     // Probed on the admin port; memory bounded.
     let c = headless_dns_container(pod);
     let admin = admin_port(&config);
     assert_eq!(probe(&c.readiness_probe), Some(("/ready", admin.clone())));
     assert_eq!(probe(&c.liveness_probe), Some(("/health", admin)));
     let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
-    assert!(limits.is_some_and(|l| l.contains_key("memory")), "{limits:?}");
+    assert!(
+        limits.is_some_and(|l| l.contains_key("memory")),
+        "{limits:?}"
+    );
     let sc = c.security_context.as_ref().expect("securityContext");
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -834,7 +852,11 @@ fn the_node_local_cache_follows_the_cluster_primary_with_its_key() {
     let node = render("node-local");
     let local = server_config(&node, node_local_pod(&node), "kube-system");
     let d = &cluster.deployments[0];
-    let pod = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).unwrap();
+    let pod = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .unwrap();
     let primary = server_config(&cluster, pod, "kube-system");
     // The primary's address is the transfer Service's, on its DNS port.
     let svc = cluster

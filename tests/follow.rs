@@ -370,14 +370,24 @@ async fn with_the_primary_gone_the_last_good_zone_keeps_serving() {
         // rounds of at least 50 ms), at the serial it still serves.
         assert!(metric(&follower, "headless_dns_follow_lag_seconds").await >= 2.0);
         assert!(metric(&follower, "headless_dns_follow_failures_total").await >= 5.0);
-        assert_eq!(metric(&follower, "headless_dns_follow_serial").await, serial);
-        assert_eq!(metric(&follower, "headless_dns_follow_primary_serial").await, serial);
+        assert_eq!(
+            metric(&follower, "headless_dns_follow_serial").await,
+            serial
+        );
+        assert_eq!(
+            metric(&follower, "headless_dns_follow_primary_serial").await,
+            serial
+        );
         assert_eq!(metric(&follower, "headless_dns_follow_expired").await, 0.0);
         let axfr = "headless_dns_follow_transfers_total{kind=\"axfr\"}";
         assert_eq!(metric(&follower, axfr).await, 1.0);
         let (_, body) = http::get(follower.admin, "/records").await.unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert!(v["follow"]["lag_ms"].as_u64().unwrap() >= 2000, "{}", v["follow"]);
+        assert!(
+            v["follow"]["lag_ms"].as_u64().unwrap() >= 2000,
+            "{}",
+            v["follow"]
+        );
     })
     .await;
 }

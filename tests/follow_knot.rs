@@ -158,9 +158,10 @@ impl Knot {
     /// Waits until Knot serves the zone at `serial`.
     async fn wait_serial(&self, serial: u32) {
         eventually(&format!("knot to serve serial {serial}"), || async {
-            let m = support::dns::try_query(Proto::Udp, self.addr, "cluster.local", RecordType::SOA)
-                .await
-                .map_err(|e| format!("{e}; log:\n{}", self.log()))?;
+            let m =
+                support::dns::try_query(Proto::Udp, self.addr, "cluster.local", RecordType::SOA)
+                    .await
+                    .map_err(|e| format!("{e}; log:\n{}", self.log()))?;
             match m.answers.first().map(|r| &r.data) {
                 Some(RData::SOA(s)) if s.serial == serial => Ok(()),
                 other => Err(format!("{other:?}; log:\n{}", self.log())),
@@ -317,7 +318,13 @@ async fn our_follower_follows_a_knot_primary_by_axfr_then_notify_and_ixfr() {
         })
         .await;
         assert_same_as_knot(&knot, &ours, &v2).await;
-        let m = query(Proto::Udp, ours.dns, "_pg._tcp.db.shop.svc.cluster.local", RecordType::SRV).await;
+        let m = query(
+            Proto::Udp,
+            ours.dns,
+            "_pg._tcp.db.shop.svc.cluster.local",
+            RecordType::SRV,
+        )
+        .await;
         assert_eq!(srv(&m).len(), 3, "{m:?}");
         // By NOTIFY and differences, not a second whole zone.
         assert!(metric(&ours, "headless_dns_follow_notify_total").await >= 1.0);
@@ -335,7 +342,10 @@ async fn our_follower_follows_a_knot_primary_by_axfr_then_notify_and_ixfr() {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         let f = &v["follow"];
         assert_eq!(f["primary"], knot.addr.to_string(), "{f}");
-        assert_eq!((f["serial"].as_u64(), f["primary_serial"].as_u64()), (Some(2), Some(2)));
+        assert_eq!(
+            (f["serial"].as_u64(), f["primary_serial"].as_u64()),
+            (Some(2), Some(2))
+        );
         assert_eq!(f["expired"], false);
         assert_eq!(f["transfers"]["ixfr"], 1);
         assert!(f["lag_ms"].as_u64().unwrap() < 60_000, "{f}");
