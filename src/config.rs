@@ -648,6 +648,19 @@ impl Config {
         }
     }
 
+    /// Tokio worker threads: as many as UDP threads (at most 4), but one
+    /// on the transfer source. A follower's async work is light (its one
+    /// transfer task, the admin API, TCP queries; UDP has its own threads),
+    /// and each worker costs a thread stack and an allocator cache: a
+    /// follower of the demo zone holds ~0.2 MB less anonymous memory with
+    /// one (1.76 MB instead of 1.95 MB, `benches/followers.rs`).
+    pub fn runtime_workers(&self) -> usize {
+        match self.source.kind {
+            SourceKind::Transfer => 1,
+            _ => self.udp_threads().clamp(1, 4),
+        }
+    }
+
     /// The TCP idle timeout.
     pub fn tcp_idle_timeout(&self) -> Duration {
         Duration::from_millis(self.dns.tcp_idle_timeout_ms)
@@ -662,6 +675,33 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `secret_file` is read with the file; one of the two, never both; a
+    /// missing file is an error naming the key.
+    #[test]
+    fn a_tsig_secret_is_read_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, conf) = (dir.path().join("secret"), dir.path().join("c.toml"));
+        std::fs::write(&secret, "c2VjcmV0\n").unwrap();
+        let key = |extra: &str| {
+            let path = secret.display();
+            let text =
+                format!("[[transfer.tsig]]\nname = \"k\"\n{extra}secret_file = \"{path}\"\n");
+            std::fs::write(&conf, text).unwrap();
+            Config::from_file(&conf)
+        };
+        let c = key("").unwrap();
+        assert_eq!(c.transfer.tsig[0].secret, "c2VjcmV0");
+        c.validate().unwrap();
+        let both = key("secret = \"c2VjcmV0\"\n").unwrap_err().to_string();
+        assert!(
+            both.contains("transfer.tsig: key \"k\"") && both.contains("not both"),
+            "{both}"
+        );
+        std::fs::remove_file(&secret).unwrap();
+        let missing = key("").unwrap_err().to_string();
+        assert!(missing.contains("secret_file"), "{missing}");
+    }
 
     #[test]
     fn the_reference_file_is_the_defaults() {
