@@ -308,6 +308,7 @@ pub fn transfer_answerers() -> &'static [TransferAnswerer; 2] {
                     name: (*name).into(),
                     algorithm: (*algorithm).into(),
                     secret: data_encoding::BASE64.encode(secret),
+                    secret_file: None,
                 })
                 .collect();
             c
