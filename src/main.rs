@@ -28,7 +28,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args)?;
     headless_dns::telemetry::init(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.udp_threads().clamp(1, 4))
+        .worker_threads(config.runtime_workers())
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;

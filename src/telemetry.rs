@@ -23,7 +23,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 use crate::dns::Answerer;
 use crate::dns::forward::ForwardStats;
-use crate::dns::handoff::{REFUSAL_REASONS, TRANSFER_KINDS, TransferTotals};
+use crate::dns::handoff::{FOLLOW_TRANSFER_KINDS, REFUSAL_REASONS, TRANSFER_KINDS, TransferTotals};
 use crate::dns::stats::{PROTOS, QTYPES, RCODES, RRL_ACTIONS, Totals};
 use crate::histogram::BUCKETS_US;
 use crate::history::HistoryStats;
@@ -171,6 +171,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "NOTIFY messages to secondaries, by result (sent, acknowledged, failed)",
     ),
     (
+        "headless_dns_transfer_bytes_total",
+        "counter",
+        "Bytes of zone transfer answers sent (AXFR, IXFR, signed queries and refusals; DNS messages without TCP framing)",
+    ),
+    (
         "headless_dns_transfer_journal_changes",
         "gauge",
         "Changes held by the IXFR journal",
@@ -196,9 +201,19 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Transfer source: the primary's serial served (0 before the first transfer)",
     ),
     (
+        "headless_dns_follow_primary_serial",
+        "gauge",
+        "Transfer source: the serial the primary last reported (above headless_dns_follow_serial while transfers fail)",
+    ),
+    (
         "headless_dns_follow_lag_seconds",
         "gauge",
-        "Transfer source: seconds since the primary last answered a check",
+        "Transfer source: seconds since the zone served was last confirmed to be the primary's (its last successful check); grows while the primary is out of reach",
+    ),
+    (
+        "headless_dns_follow_transfers_total",
+        "counter",
+        "Transfer source: zone transfers taken from the primary, by kind (axfr: the whole zone, ixfr: differences)",
     ),
     (
         "headless_dns_follow_failures_total",
@@ -241,15 +256,17 @@ fn transfer_metrics(t: &TransferTotals) {
     for (result, v) in NOTIFY_RESULTS.iter().zip(t.notify) {
         counter!("headless_dns_transfer_notify_total", "result" => *result).absolute(v);
     }
+    counter!("headless_dns_transfer_bytes_total").absolute(t.bytes);
     gauge!("headless_dns_transfer_journal_changes").set(t.journal_changes as f64);
     gauge!("headless_dns_transfer_journal_bytes").set(t.journal_bytes as f64);
     if let Some(f) = &t.follow {
         gauge!("headless_dns_follow_serial").set(f64::from(f.serial));
-        let lag_ms = match f.last_ok_ms {
-            0 => 0,
-            t => crate::clock::unix_ms().saturating_sub(t),
-        };
+        gauge!("headless_dns_follow_primary_serial").set(f64::from(f.primary_serial));
+        let lag_ms = f.lag_ms(crate::clock::unix_ms());
         gauge!("headless_dns_follow_lag_seconds").set(lag_ms as f64 / 1000.0);
+        for (kind, v) in FOLLOW_TRANSFER_KINDS.iter().zip(f.transfers) {
+            counter!("headless_dns_follow_transfers_total", "kind" => *kind).absolute(v);
+        }
         counter!("headless_dns_follow_failures_total").absolute(f.failures);
         counter!("headless_dns_follow_notify_total").absolute(f.notifies);
         gauge!("headless_dns_follow_expired").set(f64::from(u8::from(f.expired)));

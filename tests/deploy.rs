@@ -1,5 +1,5 @@
-//! Checks `deploy/` without a cluster. Both overlays (`deploy/cluster`,
-//! `deploy/sidecar`) are rendered with `kubectl kustomize`; every rendered
+//! Checks `deploy/` without a cluster. The overlays (`deploy/cluster`,
+//! `deploy/sidecar`, `deploy/node-local`) are rendered with `kubectl kustomize`; every rendered
 //! object must parse into the k8s-openapi type of its kind (an unknown kind
 //! fails) and survive a round trip through that type unchanged, so a
 //! misspelt or misplaced field (which the API server would silently drop)
@@ -14,7 +14,10 @@
 //! from one selected namespace only). And the sidecar's Role, granted
 //! to the fake API server (which then refuses anything else), suffices for
 //! the server started with the sidecar's args, and grants exactly what that
-//! server requests.
+//! server requests. The node-local DaemonSet holds no credentials (no
+//! token, no RBAC object), listens on 169.254.20.10, follows the cluster
+//! overlay's transfer Service with the key both mount from one Secret, and
+//! is probed on its admin port with a memory limit.
 //!
 //! kubectl comes from Debian's `kubernetes-client` (`.ci/test` installs it;
 //! its kustomize is 2.0.3, which the overlays are written for); without it
@@ -30,7 +33,7 @@ use clap::Parser;
 use headless_dns::cli::{self, Cli, Command};
 use headless_dns::config::{Config, RequireToken, SourceKind};
 use headless_dns::index::Kind;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service, ServiceAccount, Volume};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{
@@ -51,6 +54,7 @@ struct Rendered {
     cluster_role_bindings: Vec<ClusterRoleBinding>,
     config_maps: Vec<ConfigMap>,
     deployments: Vec<Deployment>,
+    daemonsets: Vec<DaemonSet>,
     services: Vec<Service>,
     statefulsets: Vec<StatefulSet>,
     network_policies: Vec<NetworkPolicy>,
@@ -138,6 +142,7 @@ fn render(overlay: &str) -> Rendered {
             "ClusterRoleBinding" => r.cluster_role_bindings.extend(typed(&doc, &w, p)),
             "ConfigMap" => r.config_maps.extend(typed(&doc, &w, p)),
             "Deployment" => r.deployments.extend(typed(&doc, &w, p)),
+            "DaemonSet" => r.daemonsets.extend(typed(&doc, &w, p)),
             "Service" => r.services.extend(typed(&doc, &w, p)),
             "StatefulSet" => r.statefulsets.extend(typed(&doc, &w, p)),
             "NetworkPolicy" => r.network_policies.extend(typed(&doc, &w, p)),
@@ -410,11 +415,18 @@ fn every_file_in_deploy_is_rendered_by_an_overlay() {
             "base",
             "cluster",
             "monitoring",
+            "node-local",
             "sidecar",
             "sidecar-secondary"
         ]
     );
-    for dir in ["base", "cluster", "sidecar", "sidecar-secondary"] {
+    for dir in [
+        "base",
+        "cluster",
+        "node-local",
+        "sidecar",
+        "sidecar-secondary",
+    ] {
         let path = deploy_dir().join(dir);
         let k: serde_yaml_ng::Value = serde_yaml_ng::from_str(
             &std::fs::read_to_string(path.join("kustomization.yaml")).unwrap(),
@@ -450,7 +462,11 @@ fn the_cluster_overlay_renders_typed_objects_in_one_namespace() {
     assert_eq!(r.cluster_role_bindings.len(), 1);
     assert_eq!(r.config_maps.len(), 1);
     assert_eq!(r.deployments.len(), 1);
-    assert_eq!(r.services.len(), 2, "DNS, and transfers to the followers");
+    assert_eq!(
+        r.services.len(),
+        2,
+        "DNS, and transfers to the followers (sidecars, node-local caches)"
+    );
     assert_eq!(r.network_policies.len(), 1);
     assert!(r.roles.is_empty() && r.role_bindings.is_empty() && r.statefulsets.is_empty());
 }
@@ -833,7 +849,12 @@ fn the_cluster_primary_transfers_namespace_zones_to_signed_followers() {
     assert!(t.notify_followers_max > 0, "followers are NOTIFYed");
     assert!(!t.tsig.is_empty());
     for k in &t.tsig {
-        assert!(!k.namespaces.is_empty(), "{}: a tenant's key", k.name);
+        // Every key a tenant's, but the node-local caches' (the whole zone).
+        assert!(
+            !k.namespaces.is_empty() || k.name == "node-local",
+            "{}: a tenant's key",
+            k.name
+        );
         assert!(k.key_file.is_some(), "{}: from the Secret", k.name);
     }
     let transfer = service(&r, "headless-dns-transfer");
@@ -980,4 +1001,170 @@ async fn the_sidecar_secondary_follows_the_cluster_shape_for_its_namespace() {
         primary.stop().await;
     })
     .await;
+}
+
+/// The node-local DaemonSet's pod spec.
+fn node_local_pod(r: &Rendered) -> &PodSpec {
+    assert_eq!(r.daemonsets.len(), 1);
+    let ds = &r.daemonsets[0];
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec")
+}
+
+#[test]
+fn the_node_local_overlay_renders_a_daemonset_without_credentials() {
+    let r = render("node-local");
+    assert_eq!(r.namespaces, BTreeSet::from(["kube-system".to_string()]));
+    // No identity and no grant of any kind: it never talks to the API.
+    assert!(r.service_accounts.is_empty());
+    assert!(r.roles.is_empty() && r.role_bindings.is_empty());
+    assert!(r.cluster_roles.is_empty() && r.cluster_role_bindings.is_empty());
+    assert!(r.deployments.is_empty() && r.statefulsets.is_empty() && r.services.is_empty());
+    assert_eq!(r.config_maps.len(), 1);
+    let pod = node_local_pod(&r);
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.service_account_name, None);
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(
+        pod.dns_policy.as_deref(),
+        Some("Default"),
+        "the node's resolvers"
+    );
+    let config = server_config(&r, pod, "kube-system");
+    assert_eq!(config.source.kind, SourceKind::Transfer);
+    assert_eq!(
+        config.dns.listen,
+        ["169.254.20.10:53".parse::<SocketAddr>().unwrap()]
+    );
+    // The init container puts that address on the node, with NET_ADMIN only.
+    let init = &pod.init_containers.as_deref().unwrap_or_default()[0];
+    let script = init.command.as_deref().unwrap_or_default().join(" ");
+    assert!(script.contains("ip addr add 169.254.20.10/32"), "{script}");
+    let caps = init
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .and_then(|c| c.add.clone());
+    assert_eq!(caps, Some(vec!["NET_ADMIN".to_string()]));
+    // Other names go to the node's resolvers.
+    assert_eq!(
+        config.forward.upstreams.len(),
+        1,
+        "{:?}",
+        config.forward.upstreams
+    );
+    // Probed on the admin port; memory bounded.
+    let c = headless_dns_container(pod);
+    let admin = admin_port(&config);
+    assert_eq!(probe(&c.readiness_probe), Some(("/ready", admin.clone())));
+    assert_eq!(probe(&c.liveness_probe), Some(("/health", admin)));
+    let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+    assert!(
+        limits.is_some_and(|l| l.contains_key("memory")),
+        "{limits:?}"
+    );
+    let sc = c.security_context.as_ref().expect("securityContext");
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+}
+
+#[test]
+fn the_node_local_cache_follows_the_cluster_primary_with_its_key() {
+    let cluster = render("cluster");
+    let node = render("node-local");
+    let local = server_config(&node, node_local_pod(&node), "kube-system");
+    let d = &cluster.deployments[0];
+    let pod = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .unwrap();
+    let primary = server_config(&cluster, pod, "kube-system");
+    // The primary's address is the transfer Service's, on its DNS port.
+    let svc = cluster
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("headless-dns-transfer"))
+        .and_then(|s| s.spec.as_ref())
+        .expect("the headless-dns-transfer Service");
+    assert_eq!(svc.session_affinity.as_deref(), Some("ClientIP"));
+    let ip = svc.cluster_ip.as_deref().expect("a fixed clusterIP");
+    let want: SocketAddr = format!("{ip}:53").parse().unwrap();
+    assert_eq!(local.source.primary, Some(want));
+    // The primary allows transfers, signed only, with the key node-local signs with.
+    assert!(!primary.transfer.allow.is_empty());
+    assert!(primary.transfer.require_tsig);
+    let key = local.source.primary_key.as_deref().expect("primary_key");
+    assert!(primary.transfer.tsig.iter().any(|k| k.name == key));
+    assert!(local.transfer.tsig.iter().any(|k| k.name == key));
+    // Both read it from the same Secret.
+    let secret_of = |pod: &PodSpec| -> BTreeSet<String> {
+        pod.volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+            .filter(|n| n.contains("tsig"))
+            .collect()
+    };
+    let shared = secret_of(pod);
+    assert_eq!(shared.len(), 1);
+    assert_eq!(secret_of(node_local_pod(&node)), shared);
+    // Its key takes the whole cluster zone; the tenants' keys are not mounted.
+    let on_primary = primary.transfer.tsig.iter().find(|k| k.name == key);
+    assert!(on_primary.is_some_and(|k| k.namespaces.is_empty()));
+    let mounted_keys: Vec<_> = node_local_pod(&node)
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.secret.as_ref()?.items.clone())
+        .flatten()
+        .map(|i| i.path)
+        .collect();
+    assert_eq!(mounted_keys, [format!("{key}.key")]);
+    // And the follower serves nothing it was not asked to: no transfers of its own.
+    assert!(local.transfer.allow.is_empty());
+}
+
+/// Node-local restarts lose no query: the new pod starts beside the old one
+/// (maxSurge 1, maxUnavailable 0; no hostPorts to keep it Pending) and takes
+/// its sockets through a hand-over socket on a hostPath both pods mount;
+/// the old pod is given time to finish a hand-over. Forwarded names are
+/// served stale when the node's resolvers fail.
+#[test]
+fn the_node_local_cache_restarts_by_socket_hand_over() {
+    let r = render("node-local");
+    let ds = &r.daemonsets[0];
+    let spec = ds.spec.as_ref().unwrap();
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.rolling_update.as_ref())
+        .expect("a rolling update");
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+    let pod = node_local_pod(&r);
+    let c = headless_dns_container(pod);
+    assert!(
+        c.ports.as_deref().unwrap_or_default().is_empty(),
+        "no hostPorts"
+    );
+    let config = server_config(&r, pod, "kube-system");
+    let socket = config
+        .dns
+        .handover_socket
+        .as_ref()
+        .expect("--handover-socket");
+    let dir = socket.parent().unwrap().to_str().unwrap();
+    let (volume, _) = mounted(pod, c, socket.to_str().unwrap());
+    let host = volume.host_path.as_ref().expect("a hostPath");
+    assert_eq!(host.path, dir, "the node's directory, shared by both pods");
+    let grace = pod.termination_grace_period_seconds.unwrap_or(30) as u64;
+    assert!(
+        grace * 1000 > config.source.reload_sync_timeout_ms,
+        "the old pod outlives a hand-over's sync"
+    );
+    assert!(config.forward.stale_max_s > 0, "serve-stale on");
 }

@@ -201,6 +201,9 @@ async fn a_change_reaches_the_follower_by_notify_and_ixfr() {
         wait_for_web_0(&primary, "10.1.0.77").await;
         wait_for_web_0(&follower, "10.1.0.77").await;
         assert!(metric(&primary, &served("ixfr")).await >= 1.0);
+        let taken = |kind: &str| format!("headless_dns_follow_transfers_total{{kind=\"{kind}\"}}");
+        assert!(metric(&follower, &taken("ixfr")).await >= 1.0);
+        assert_eq!(metric(&follower, &taken("axfr")).await, 1.0);
         assert!(metric(&follower, "headless_dns_follow_notify_total").await >= 1.0);
         assert!(
             metric(
@@ -354,6 +357,8 @@ async fn with_the_primary_gone_the_last_good_zone_keeps_serving() {
         let follower = TestServer::start(follower_config(primary.dns, 0, 50)).await;
         wait_for_web_0(&follower, "10.1.0.10").await;
         primary.stop().await;
+        let serial = metric(&follower, "headless_dns_follow_serial").await;
+        assert!(serial > 0.0);
         // Over 40 refreshes that all fail, every answer is the last good one.
         for _ in 0..40 {
             follower
@@ -362,6 +367,37 @@ async fn with_the_primary_gone_the_last_good_zone_keeps_serving() {
             assert_eq!(follower.ready_status().await, 200);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The lag shows it: the zone was last confirmed over 2 s ago (40
+        // rounds of at least 50 ms), at the serial it still serves.
+        assert!(metric(&follower, "headless_dns_follow_lag_seconds").await >= 2.0);
+        // Checks leave from one unconnected UDP socket (where NOTIFYs also
+        // arrive), so a closed port is no error: each check fails at its
+        // time-out (5 s).
+        support::eventually("a failed check counted", || async {
+            match metric(&follower, "headless_dns_follow_failures_total").await {
+                n if n >= 1.0 => Ok(()),
+                n => Err(format!("{n} failures")),
+            }
+        })
+        .await;
+        assert_eq!(
+            metric(&follower, "headless_dns_follow_serial").await,
+            serial
+        );
+        assert_eq!(
+            metric(&follower, "headless_dns_follow_primary_serial").await,
+            serial
+        );
+        assert_eq!(metric(&follower, "headless_dns_follow_expired").await, 0.0);
+        let axfr = "headless_dns_follow_transfers_total{kind=\"axfr\"}";
+        assert_eq!(metric(&follower, axfr).await, 1.0);
+        let (_, body) = http::get(follower.admin, "/records").await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["follow"]["lag_ms"].as_u64().unwrap() >= 2000,
+            "{}",
+            v["follow"]
+        );
     })
     .await;
 }

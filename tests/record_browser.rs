@@ -420,3 +420,55 @@ async fn a_statefulset_of_two_billion_replicas_shows_a_bounded_strip() {
     })
     .await;
 }
+
+/// A follower (transfer source) of a primary that then goes away: the page
+/// says whom it follows, the serial it serves, when the zone was last
+/// confirmed and the lag since, and that it has not expired; `/records`
+/// has the same, and for a server not on the transfer source, nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_shows_its_primary_serial_and_lag() {
+    within(Duration::from_secs(60), async {
+        let primary = TestServer::with_manifests(STS, |c| {
+            c.transfer.allow = vec!["127.0.0.1/32".parse().unwrap()];
+        })
+        .await;
+        let mut c = support::server::test_config(Vec::new());
+        c.source.kind = headless_dns::config::SourceKind::Transfer;
+        c.source.primary = Some(primary.dns);
+        c.source.refresh_ms = Some(100);
+        let follower = TestServer::start(c).await;
+        assert!(records(&primary, "").await["follow"].is_null());
+        let before = records(&follower, "").await;
+        let serial = before["follow"]["serial"].as_u64().unwrap();
+        assert!(serial > 0, "{}", before["follow"]);
+        primary.stop().await;
+        // Past a few failed refreshes the lag grows; the zone still serves.
+        let v = eventually("the lag to pass 1.5 s", || async {
+            let v = records(&follower, "").await;
+            match v["follow"]["lag_ms"].as_u64() {
+                Some(lag) if lag >= 1500 => Ok(v),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        let f = &v["follow"];
+        assert!(f["failures"].as_u64().unwrap() >= 1, "{f}");
+        assert_eq!(f["expired"], false);
+        assert_eq!(follower.ready_status().await, 200);
+        let page = dom(&follower, "/").await;
+        let line = element(&page, "p", "id=\"follow\"");
+        assert!(!line.contains("hidden"), "{line}");
+        assert!(line.contains(&primary_text(&v)), "{line}");
+        assert!(line.contains(&format!(">{serial}<")), "{line}");
+        let lag = element(line, "span", "id=\"follow-lag\"");
+        assert!(lag.ends_with(" s"), "a lag in seconds: {lag}");
+        let expired = element(line, "span", "id=\"follow-expired\"");
+        assert!(expired.ends_with(">not expired"), "{expired}");
+        follower.stop().await;
+    })
+    .await;
+}
+
+fn primary_text(v: &Value) -> String {
+    v["follow"]["primary"].as_str().unwrap().to_string()
+}

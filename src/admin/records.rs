@@ -6,7 +6,8 @@
 //! lowest [`PENDING_LISTED`] pending ones (with the negative TTL their
 //! NXDOMAIN carries) plus a count of the rest. Then the change timeline
 //! (newest first) and queries per second. The page at `/` renders exactly
-//! this. Filters: `namespace`, `service`, `name` (an endpoint label).
+//! this. Filters: `namespace`, `service`, `name` (an endpoint label). On
+//! the transfer source, `follow` says how the zone follows its primary.
 //!
 //! An answer costs O(objects that exist), never O(`spec.replicas`): a
 //! StatefulSet of `replicas: 2147483647` (from the API or a manifest) lists
@@ -21,6 +22,7 @@ use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 
 use super::AdminState;
+use crate::dns::handoff::FollowTotals;
 use crate::history::{Change, Item, NameHistory, ServiceHistory, State as NameState};
 use crate::index::record::Ordinal;
 use crate::index::{EndpointView, Governed, ObjectKey, PodManagement, ServiceKind, ServiceView};
@@ -167,8 +169,14 @@ pub async fn records(
             latency_us: c.latency_us(),
         })
         .collect();
+    let follow = s
+        .dns
+        .transfers()
+        .and_then(|t| t.totals().follow)
+        .map(|f| follow_json(&f, now));
     Json(serde_json::json!({
         "synced": s.index.is_synced(),
+        "follow": follow,
         "serial": s.index.serial(),
         "now_ms": now,
         "limits": s.history.limits(),
@@ -176,6 +184,26 @@ pub async fn records(
         "changes": changes,
         "queries_per_second": s.history.rates().per_second(),
     }))
+}
+
+/// The transfer source's state in `/records` (`null` for other sources):
+/// the primary, the serials, when the zone was last confirmed current and
+/// how long ago that is (`lag_ms`), whether it expired, and its counters.
+fn follow_json(f: &FollowTotals, now: u64) -> serde_json::Value {
+    let [axfr, ixfr] = f.transfers;
+    serde_json::json!({
+        "primary": f.primary.map(|a| a.to_string()),
+        "serial": f.serial,
+        "primary_serial": f.primary_serial,
+        "last_ok_ms": f.last_ok_ms,
+        "last_check_ms": f.last_check_ms,
+        "last_change_ms": f.last_change_ms,
+        "lag_ms": f.lag_ms(now),
+        "expired": f.expired,
+        "failures": f.failures,
+        "notifies": f.notifies,
+        "transfers": { "axfr": axfr, "ixfr": ixfr },
+    })
 }
 
 impl RecordsFilter {

@@ -337,7 +337,7 @@ impl TransferConfig {
             match data_encoding::BASE64.decode(k.secret.trim().as_bytes()) {
                 Ok(s) if !s.is_empty() => {}
                 _ => problems.push(format!(
-                    "transfer.tsig: key {:?}: the secret is not base64",
+                    "transfer.tsig: key {:?}: the secret is not base64 (set secret, or key_file)",
                     k.name
                 )),
             }

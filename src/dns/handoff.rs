@@ -43,6 +43,8 @@ pub struct TransferTotals {
     pub refused: [u64; REFUSAL_REASONS.len()],
     /// NOTIFY messages: sent (first tries and retries), acknowledged, given up.
     pub notify: [u64; 3],
+    /// Bytes of transfer answers sent (DNS messages, without TCP framing).
+    pub bytes: u64,
     /// Changes held by the IXFR journal.
     pub journal_changes: u64,
     /// Bytes held by the IXFR journal.
@@ -54,16 +56,43 @@ pub struct TransferTotals {
 /// The transfer source's state (a follower of a primary).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FollowTotals {
+    /// The primary followed.
+    pub primary: Option<SocketAddr>,
     /// The primary's serial we serve (0 before the first transfer).
     pub serial: u32,
-    /// Unix ms when the primary last answered a check (0: never).
+    /// The serial the primary last reported (ahead of `serial` while a
+    /// transfer fails; 0 before it first answered).
+    pub primary_serial: u32,
+    /// Unix ms of the last successful check: when the zone served was last
+    /// confirmed to be the primary's (0: never).
     pub last_ok_ms: u64,
+    /// Unix ms of the last check, whatever came of it (0: none yet).
+    pub last_check_ms: u64,
+    /// Unix ms when the zone served last changed (a transfer applied).
+    pub last_change_ms: u64,
+    /// Zone transfers taken: whole zones (AXFR, or an IXFR answered with
+    /// the whole zone) and differences (IXFR).
+    pub transfers: [u64; FOLLOW_TRANSFER_KINDS.len()],
     /// Checks or transfers that failed.
     pub failures: u64,
     /// NOTIFYs accepted from the primary.
     pub notifies: u64,
     /// Whether the zone is past its expire (answering SERVFAIL).
     pub expired: bool,
+}
+
+/// The `kind` label of [`FollowTotals::transfers`].
+pub const FOLLOW_TRANSFER_KINDS: [&str; 2] = ["axfr", "ixfr"];
+
+impl FollowTotals {
+    /// Milliseconds since the zone was last confirmed current, as of `now_ms`
+    /// (0 before the first transfer: nothing is served yet to lag).
+    pub fn lag_ms(&self, now_ms: u64) -> u64 {
+        match self.last_ok_ms {
+            0 => 0,
+            t => now_ms.saturating_sub(t),
+        }
+    }
 }
 
 /// The `kind` label of [`TransferTotals::served`].

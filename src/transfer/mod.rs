@@ -62,6 +62,9 @@ struct Stats {
     served: [AtomicU64; TRANSFER_KINDS.len()],
     refused: [AtomicU64; REFUSAL_REASONS.len()],
     notify: [AtomicU64; 3],
+    /// Bytes of the answers the transfer service sent (what a follower
+    /// costs the primary's network).
+    bytes: AtomicU64,
 }
 
 /// What the serving side, the recorder and the NOTIFY task share.
@@ -187,6 +190,7 @@ impl Transfers {
             served: s.served.each_ref().map(load),
             refused: s.refused.each_ref().map(load),
             notify: s.notify.each_ref().map(load),
+            bytes: load(&s.bytes),
             journal_changes: journal.len() as u64,
             journal_bytes: journal.bytes() as u64,
             follow: None,
@@ -202,7 +206,12 @@ impl TransferService for Transfers {
         peer: SocketAddr,
         tcp: bool,
     ) -> crate::dns::handoff::Messages {
-        serve::respond(&self.shared, answerer, packet, peer, tcp)
+        let shared = Arc::clone(&self.shared);
+        let messages = serve::respond(&self.shared, answerer, packet, peer, tcp);
+        Box::new(messages.inspect(move |m| {
+            let sent = m.len() as u64;
+            shared.stats.bytes.fetch_add(sent, Ordering::Relaxed);
+        }))
     }
 
     fn totals(&self) -> TransferTotals {

@@ -133,6 +133,11 @@ impl Secondary {
         format!("{}{}", read("secondary.log"), read("stderr.log"))
     }
 
+    /// Its process id (for `/proc/<pid>/...`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Fails the test if the process has exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {

@@ -59,7 +59,7 @@ use super::message::Head;
 use super::tsig::{Keys, Verified};
 use super::unix_now;
 use crate::config::Config;
-use crate::dns::handoff::{FollowTotals, Messages};
+use crate::dns::handoff::{FOLLOW_TRANSFER_KINDS, FollowTotals, Messages};
 use crate::error::{Error, Result};
 use crate::sources::{Differ, SourceEvent};
 use crate::wire::Rcode;
@@ -83,10 +83,17 @@ pub struct Inbox {
     accepted: AtomicU64,
     /// Set while the zone is past its expire (the answerer's SERVFAIL switch).
     expired: Arc<AtomicBool>,
-    /// The serial served; when the primary last answered (Unix ms); failures.
+    /// The serial served; the primary's at its last answer; when the
+    /// primary last answered a whole check, when it was last asked, when
+    /// the zone last changed (Unix ms); failures; transfers by kind. Written
+    /// by the follower task only, read by the metrics and the page.
     serial: AtomicU64,
+    primary_serial: AtomicU64,
     last_ok_ms: AtomicU64,
+    last_check_ms: AtomicU64,
+    last_change_ms: AtomicU64,
     failures: AtomicU64,
+    transfers: [AtomicU64; FOLLOW_TRANSFER_KINDS.len()],
 }
 
 impl Inbox {
@@ -99,8 +106,13 @@ impl Inbox {
     pub(crate) fn totals(&self) -> FollowTotals {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         FollowTotals {
+            primary: Some(self.primary),
             serial: load(&self.serial) as u32,
+            primary_serial: load(&self.primary_serial) as u32,
             last_ok_ms: load(&self.last_ok_ms),
+            last_check_ms: load(&self.last_check_ms),
+            last_change_ms: load(&self.last_change_ms),
+            transfers: self.transfers.each_ref().map(load),
             failures: load(&self.failures),
             notifies: load(&self.accepted),
             expired: self.expired.load(Ordering::Relaxed),
@@ -229,8 +241,12 @@ pub async fn start(
         accepted: AtomicU64::new(0),
         expired: Arc::default(),
         serial: AtomicU64::new(0),
+        primary_serial: AtomicU64::new(0),
         last_ok_ms: AtomicU64::new(0),
+        last_check_ms: AtomicU64::new(0),
+        last_change_ms: AtomicU64::new(0),
         failures: AtomicU64::new(0),
+        transfers: Default::default(),
     });
     let checker = start_checker(addr, &inbox, stop.clone(), tracker).await?;
     let follower = Follower {
@@ -308,16 +324,21 @@ impl Follower {
         loop {
             let outcome = tokio::select! {
                 _ = stop.cancelled() => return,
-                o = self.check() => o,
+                o = self.check(&inbox) => o,
             };
+            let now_ms = crate::clock::unix_ms();
+            inbox.last_check_ms.store(now_ms, Ordering::Relaxed);
             let wait = match outcome {
                 Ok(how) => {
                     self.last_ok = Instant::now();
-                    inbox
-                        .last_ok_ms
-                        .store(crate::clock::unix_ms(), Ordering::Relaxed);
+                    inbox.last_ok_ms.store(now_ms, Ordering::Relaxed);
                     let serial = self.zone.as_ref().map_or(0, |z| z.soa.serial);
                     inbox.serial.store(u64::from(serial), Ordering::Relaxed);
+                    if let Some(how) = how {
+                        let kind = usize::from(how == "ixfr");
+                        inbox.transfers[kind].fetch_add(1, Ordering::Relaxed);
+                        inbox.last_change_ms.store(now_ms, Ordering::Relaxed);
+                    }
                     if inbox.expired.swap(false, Ordering::Relaxed) {
                         info!(primary = %self.primary.addr, "the primary answers again: zone no longer expired");
                     }
@@ -403,7 +424,13 @@ impl Follower {
 
     /// Brings the zone up to the primary's serial: `Some(how)` when it
     /// changed, `None` when it was current.
-    async fn check(&mut self) -> std::result::Result<Option<&'static str>, Why> {
+    /// Notes the primary's serial in `inbox` as soon as it is known.
+    async fn check(&mut self, inbox: &Inbox) -> std::result::Result<Option<&'static str>, Why> {
+        let seen = |serial: u32| {
+            inbox
+                .primary_serial
+                .store(u64::from(serial), Ordering::Relaxed)
+        };
         let Some(ours) = self.zone.as_ref().map(|z| z.soa.serial) else {
             if self.primary.by_ixfr {
                 // A first check from the checker socket, so the primary knows
@@ -412,13 +439,22 @@ impl Follower {
                 self.primary.ixfr_udp(0).await?;
             }
             let records = self.primary.transfer(None).await?;
-            self.zone = Some(whole(&records)?);
+            let zone = whole(&records)?;
+            seen(zone.soa.serial);
+            self.zone = Some(zone);
             return Ok(Some("axfr"));
         };
         let theirs = match self.their_serial(ours).await? {
             Ok(theirs) => theirs,
-            Err(how) => return Ok(Some(how)),
+            Err(how) => {
+                // The differences came in the check's answer.
+                if let Some(z) = &self.zone {
+                    seen(z.soa.serial);
+                }
+                return Ok(Some(how));
+            }
         };
+        seen(theirs);
         if theirs == ours {
             return Ok(None);
         }
