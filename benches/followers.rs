@@ -32,7 +32,7 @@ mod transfer_support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
@@ -44,7 +44,6 @@ use support::http;
 use support::process::{free_port, loopback};
 use transfer_support::secondary::{Kind, Secondary};
 
-const BIN: &str = env!("CARGO_BIN_EXE_headless-dns");
 const KNOTD: &str = "/usr/sbin/knotd";
 const ZONE: &str = "cluster.local";
 const WEB_1: &str = "web-1.nginx.default.svc.cluster.local";
@@ -103,19 +102,9 @@ impl Ours {
         let dns = loopback(dns_port);
         let admin = loopback(free_port());
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("create a log");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .args(args)
-            .args(["--listen", &dns.to_string(), "--admin", &admin.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("HEADLESS_DNS_") {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = support::process::serve_command(log, "warn");
+        cmd.args(args)
+            .args(["--listen", &dns.to_string(), "--admin", &admin.to_string()]);
         let child = cmd.spawn().expect("spawn the headless-dns binary");
         Ours { child, dns, admin }
     }

@@ -26,11 +26,11 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use support::load::{UdpReport, percentile, udp_load};
-use support::process::{BIN, free_port, loopback};
+use support::process::{free_port, loopback};
 
 const MANIFEST: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: nginx, namespace: default}\nspec: {clusterIP: None}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: n1, namespace: default, labels: {kubernetes.io/service-name: nginx}}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1], hostname: web-0}]\n";
 
@@ -171,18 +171,8 @@ fn config(dir: &Path, port: u16, manifest: &Path, handover: bool) -> PathBuf {
 
 fn spawn(dir: &Path, cfg: &Path, round: usize) -> Child {
     let log = std::fs::File::create(dir.join(format!("server-{round}.log"))).expect("a log file");
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--config"])
-        .arg(cfg)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("HEADLESS_DNS_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = support::process::serve_command(log, "warn");
+    cmd.arg("--config").arg(cfg);
     cmd.spawn().expect("spawn the headless-dns binary")
 }
 

@@ -25,7 +25,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
@@ -36,7 +36,6 @@ use support::fake_api::FakeApi;
 use support::fake_api::rbac::role;
 use support::http;
 
-const BIN: &str = env!("CARGO_BIN_EXE_headless-dns");
 /// Namespaces the services are spread over; the sidecar's is `ns-0`.
 const NAMESPACES: usize = 100;
 /// Ready endpoints per service.
@@ -133,22 +132,12 @@ impl Server {
         std::fs::write(&path, config).expect("write the server's config");
         let log = std::fs::File::create(api.dir().join(format!("{name}.log")))
             .expect("create the server's log");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--config")
+        let mut cmd = support::process::serve_command(log, "warn");
+        cmd.arg("--config")
             .arg(&path)
             .args(["--source", "kubernetes", "--kubeconfig"])
             .arg(api.kubeconfig())
-            .args(["--listen", &dns.to_string(), "--admin", &admin.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("HEADLESS_DNS_") {
-                cmd.env_remove(k);
-            }
-        }
+            .args(["--listen", &dns.to_string(), "--admin", &admin.to_string()]);
         let started = Instant::now();
         let child = cmd.spawn().expect("spawn the headless-dns binary");
         Server {

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType::A;
@@ -23,7 +22,7 @@ use support::dns::{self, Proto};
 use support::fake_api::FakeApi;
 use support::k8s::{fqdn, web_cluster};
 use support::load::{tcp_load, udp_load};
-use support::process::{BIN, Running, free_port, loopback};
+use support::process::{Running, free_port, loopback};
 use support::{eventually, within};
 
 const MANIFEST: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: nginx, namespace: default}\nspec: {clusterIP: None}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: n1, namespace: default, labels: {kubernetes.io/service-name: nginx}}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1], hostname: web-0}]\n";
@@ -55,18 +54,8 @@ fn manifests(dir: &Path) -> String {
 /// `headless-dns serve --config <cfg>`, its log in `<dir>/<name>.log`.
 fn serve(dir: &Path, name: &str, cfg: &Path) -> Running {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--config"])
-        .arg(cfg)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("HEADLESS_DNS_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = support::process::serve_command(log, "info");
+    cmd.arg("--config").arg(cfg);
     Running::spawn(&mut cmd, "headless-dns serve")
 }
 

@@ -2,10 +2,28 @@
 //! process on loopback ports, killed when the test lets go of it.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 
 /// The `headless-dns` binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_headless-dns");
+
+/// `headless-dns serve`, logging at `rust_log` into `log`, with none of the
+/// caller's `HEADLESS_DNS_*` variables (they would override the arguments a
+/// test gives): add the arguments, then spawn.
+pub fn serve_command(log: std::fs::File, rust_log: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .env("RUST_LOG", rust_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("HEADLESS_DNS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
 
 /// A child process, killed and reaped on drop.
 pub struct Running(pub Child);
