@@ -386,12 +386,16 @@ async fn run_engine(
         what = tasks.fault.died() => Some(what),
     };
     enter_lameduck(&config, &lameduck, &draining).await;
-    wind_down(&tasks, udp_threads).await;
-    if let Some(f) = forwarder {
-        // UDP queries handed to the forwarder are answered by its own tasks.
-        f.settle(Duration::from_millis(config.forward.timeout_ms))
-            .await;
-    }
+    // UDP queries handed to the forwarder are answered by its own tasks:
+    // waited for beside the engine's (a stop takes the longer of the two
+    // bounds, not their sum).
+    let settled = async {
+        if let Some(f) = forwarder {
+            f.settle(Duration::from_millis(config.forward.timeout_ms))
+                .await;
+        }
+    };
+    tokio::join!(wind_down(&tasks, udp_threads), settled);
     died.map_or(Ok(()), |what| Err(Error::Died(what)))
 }
 
