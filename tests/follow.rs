@@ -20,9 +20,9 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use support::dns::{Answer, Proto, query, reverse_v4};
 use support::process::{free_port, loopback};
-use support::server::{TestServer, rewrite, test_config};
+use support::server::{TestServer, metric, rewrite, test_config};
 use support::{eventually, http, within};
-use transfer_support::{SECRET, WRONG_SECRET, request, tcp};
+use transfer_support::{SECRET, WRONG_SECRET, comparable, request, tcp};
 
 const FIXTURES: &str = include_str!("fixtures.yaml");
 const ZONE: &str = "cluster.local";
@@ -60,37 +60,8 @@ fn follower_config(primary: SocketAddr, port: u16, refresh_ms: u64) -> Config {
     c
 }
 
-/// One value of the metrics page, e.g. `name{kind="ixfr"}`; 0 if absent.
-async fn metric(s: &TestServer, series: &str) -> f64 {
-    let (_, body) = http::request(s.admin, "GET", "/metrics").await.unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn served(kind: &str) -> String {
     format!("headless_dns_transfer_requests_total{{kind=\"{kind}\"}}")
-}
-
-/// An answer reduced to what must match between the two servers: the
-/// rcode, the answer and additional records (TTLs included), and the types
-/// in the authority section (the SOA serials are each server's own).
-fn comparable(m: &Message) -> (ResponseCode, Vec<String>, Vec<String>, Vec<RecordType>) {
-    let lines = |rs: &[hickory_proto::rr::Record]| {
-        let mut v: Vec<String> = rs
-            .iter()
-            .filter(|r| r.record_type() != RecordType::OPT)
-            .map(|r| r.to_string().to_ascii_lowercase())
-            .collect();
-        v.sort();
-        v
-    };
-    (
-        m.metadata.response_code,
-        lines(&m.answers),
-        lines(&m.additionals),
-        m.authorities.iter().map(|r| r.record_type()).collect(),
-    )
 }
 
 /// Every owner name of the primary's zone, every reverse name of its

@@ -27,7 +27,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use support::dns::{Proto, ip_strings, ptr_targets, query};
 use support::process::{free_port, loopback};
-use support::server::{TestServer, test_config};
+use support::server::{TestServer, metric, test_config};
 use support::{eventually, http, within};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -179,13 +179,6 @@ fn follower_config(primary: SocketAddr, port: u16) -> Config {
     // A refresh of a minute: only Knot's NOTIFY brings the change in time.
     c.source.refresh_ms = Some(60_000);
     c
-}
-
-async fn metric(s: &TestServer, series: &str) -> f64 {
-    let (_, body) = http::request(s.admin, "GET", "/metrics").await.unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn transfers(kind: &str) -> String {

@@ -24,9 +24,9 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, Record, RecordType, TSigner};
 use support::dns::{Answer, Proto, query, reverse_v4};
 use support::process::{BIN, Running, free_port, loopback};
-use support::server::{TestServer, rewrite, test_config};
+use support::server::{TestServer, metric, rewrite, test_config};
 use support::{eventually, http, within};
-use transfer_support::{SECRET, WRONG_SECRET, request, signer, soa_serial, tcp, udp};
+use transfer_support::{SECRET, WRONG_SECRET, comparable, request, signer, soa_serial, tcp, udp};
 
 const ZONE: &str = "cluster.local";
 const LIMIT: Duration = Duration::from_secs(60);
@@ -161,14 +161,6 @@ fn follower_config(primary: SocketAddr, zone: &str, key: &str, refresh_ms: u64) 
     c.source.refresh_ms = Some(refresh_ms);
     c.transfer.tsig = keys();
     c
-}
-
-/// One value of the metrics page, e.g. `name{kind="ixfr"}`; 0 if absent.
-async fn metric(s: &TestServer, series: &str) -> f64 {
-    let (_, body) = http::request(s.admin, "GET", "/metrics").await.unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn served(kind: &str) -> String {
@@ -390,27 +382,6 @@ async fn a_namespace_zone_has_its_own_serial_and_differences() {
 
 async fn served_kind(s: &TestServer, kind: &str) -> f64 {
     metric(s, &served(kind)).await
-}
-
-/// An answer reduced to what must match between two servers: the rcode,
-/// the answer and additional records (TTLs included), and the types in the
-/// authority section (the SOA serials are each server's own).
-fn comparable(m: &Message) -> (ResponseCode, Vec<String>, Vec<String>, Vec<RecordType>) {
-    let lines = |rs: &[Record]| {
-        let mut v: Vec<String> = rs
-            .iter()
-            .filter(|r| r.record_type() != RecordType::OPT)
-            .map(|r| r.to_string().to_ascii_lowercase())
-            .collect();
-        v.sort();
-        v
-    };
-    (
-        m.metadata.response_code,
-        lines(&m.answers),
-        lines(&m.additionals),
-        m.authorities.iter().map(|r| r.record_type()).collect(),
-    )
 }
 
 /// Asserts that `follower` answers every name of `zone` on `primary` (its

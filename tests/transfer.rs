@@ -20,7 +20,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::txt::Parser;
 use support::dns::{Proto, exchange, message};
 use support::http;
-use support::server::{TestServer, rewrite};
+use support::server::{TestServer, metric, rewrite};
 use transfer_support::{SECRET, WRONG_SECRET, request, signer, soa_serial, tcp, udp};
 
 const FIXTURES: &str = include_str!("fixtures.yaml");
@@ -61,14 +61,6 @@ fn big_service(pods: usize) -> String {
 async fn serial(s: &TestServer) -> u32 {
     let m = s.query(Proto::Udp, ZONE, RecordType::SOA).await;
     soa_serial(&m.answers[0]).expect("SOA answer")
-}
-
-/// One value of the metrics page, e.g. `name{kind="ixfr"}`; 0 if absent.
-async fn metric(s: &TestServer, series: &str) -> f64 {
-    let (_, body) = http::request(s.admin, "GET", "/metrics").await.unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// The records of `export-zone` for the same configuration, as hickory prints them.

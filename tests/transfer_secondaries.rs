@@ -18,7 +18,7 @@ use support::dns::{Proto, exchange_raw, message};
 use support::eventually_within;
 use support::http;
 use support::process::free_port;
-use support::server::TestServer;
+use support::server::{TestServer, metric};
 use transfer_support::secondary::{Key, Kind, Secondary};
 use transfer_support::{SECRET, WRONG_SECRET, soa_serial};
 
@@ -119,13 +119,6 @@ async fn lag(sec: &Secondary, want: &[String], since: Instant) -> Duration {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-}
-
-async fn metric(s: &TestServer, series: &str) -> f64 {
-    let (_, body) = http::request(s.admin, "GET", "/metrics").await.unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn ixfr_full() -> &'static str {

@@ -188,3 +188,12 @@ pub fn rewrite(path: &Path, text: &str) {
     std::fs::write(&tmp, text).expect("write the new file");
     std::fs::rename(&tmp, path).expect("rename it into place");
 }
+
+/// The value of the `/metrics` series starting with `series` (name and
+/// labels, e.g. `headless_dns_follow_serial`) on `s`; 0 when it is absent.
+pub async fn metric(s: &TestServer, series: &str) -> f64 {
+    let (_, body) = http::request(s.admin, "GET", "/metrics").await.unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -15,6 +15,28 @@ use hickory_proto::rr::{Name, RData, Record, RecordType, TSigner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+/// An answer reduced to what must match between two servers (a primary
+/// and its follower): the rcode, the answer and additional records (TTLs
+/// included), and the types in the authority section (the SOA serials are
+/// each server's own).
+pub fn comparable(m: &Message) -> (ResponseCode, Vec<String>, Vec<String>, Vec<RecordType>) {
+    let lines = |rs: &[Record]| {
+        let mut v: Vec<String> = rs
+            .iter()
+            .filter(|r| r.record_type() != RecordType::OPT)
+            .map(|r| r.to_string().to_ascii_lowercase())
+            .collect();
+        v.sort();
+        v
+    };
+    (
+        m.metadata.response_code,
+        lines(&m.answers),
+        lines(&m.additionals),
+        m.authorities.iter().map(|r| r.record_type()).collect(),
+    )
+}
+
 /// A base64 secret for tests (32 bytes).
 pub const SECRET: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=";
 /// Another one: the "wrong key".
