@@ -198,28 +198,52 @@ pub fn merge(args: &ServeArgs) -> anyhow::Result<Config> {
         Some(p) => Config::from_file(p)?,
         None => Config::default(),
     };
+    merge_dns(args, &mut c);
+    merge_admin(args, &mut c)?;
+    merge_source(args, &mut c)?;
+    if let Some(s) = args.forward_stale_max_s {
+        c.forward.stale_max_s = s;
+    }
+    if let Some(s) = args.forward_stale_ttl_s {
+        c.forward.stale_ttl_s = s;
+    }
+    if let Some(f) = args.log_format {
+        c.log.format = f;
+    }
+    Ok(c)
+}
+
+/// `[dns]` flags.
+fn merge_dns(args: &ServeArgs, c: &mut Config) {
     if !args.listen.is_empty() {
         c.dns.listen = args.listen.clone();
-    }
-    if let Some(a) = &args.admin {
-        c.admin.listen = match a.as_str() {
-            "" | "none" => None,
-            a => Some(
-                a.parse()
-                    .with_context(|| format!("--admin: {a:?} is not an address:port"))?,
-            ),
-        };
-    }
-    if let Some(f) = &args.admin_token_file {
-        // "" (an empty environment variable) unsets it.
-        c.admin.token_file = Some(f.clone()).filter(|f| !f.as_os_str().is_empty());
-    }
-    if let Some(r) = args.admin_require_token {
-        c.admin.require_token = r;
     }
     if let Some(z) = &args.zone {
         c.dns.zone = z.clone();
     }
+    if let Some(t) = args.threads {
+        c.dns.threads = t;
+    }
+    if let Some(p) = &args.handover_socket {
+        // "" (an empty environment variable) turns it off.
+        c.dns.handover_socket = Some(PathBuf::from(p)).filter(|p| !p.as_os_str().is_empty());
+    }
+    if let Some(on) = args.autopath {
+        c.dns.autopath = on;
+    }
+    let search: Vec<String> = args
+        .autopath_search
+        .iter()
+        .filter(|d| !d.trim().is_empty())
+        .cloned()
+        .collect();
+    if !search.is_empty() {
+        c.dns.autopath_search = search;
+    }
+}
+
+/// `[source]` flags; an invalid namespace name is an error.
+fn merge_source(args: &ServeArgs, c: &mut Config) -> anyhow::Result<()> {
     if !args.manifests.is_empty() {
         c.source.kind = SourceKind::File;
         c.source.manifests = args.manifests.clone();
@@ -263,38 +287,31 @@ pub fn merge(args: &ServeArgs) -> anyhow::Result<Config> {
     if args.context.is_some() {
         c.source.context = args.context.clone();
     }
-    if let Some(t) = args.threads {
-        c.dns.threads = t;
-    }
     if let Some(ms) = args.reload_sync_timeout_ms {
         c.source.reload_sync_timeout_ms = ms;
     }
-    if let Some(p) = &args.handover_socket {
-        // "" (an empty environment variable) turns it off.
-        c.dns.handover_socket = Some(PathBuf::from(p)).filter(|p| !p.as_os_str().is_empty());
+    Ok(())
+}
+
+/// `[admin]` flags; an unparsable `--admin` is an error.
+fn merge_admin(args: &ServeArgs, c: &mut Config) -> anyhow::Result<()> {
+    if let Some(a) = &args.admin {
+        c.admin.listen = match a.as_str() {
+            "" | "none" => None,
+            a => Some(
+                a.parse()
+                    .with_context(|| format!("--admin: {a:?} is not an address:port"))?,
+            ),
+        };
     }
-    if let Some(s) = args.forward_stale_max_s {
-        c.forward.stale_max_s = s;
+    if let Some(f) = &args.admin_token_file {
+        // "" (an empty environment variable) unsets it.
+        c.admin.token_file = Some(f.clone()).filter(|f| !f.as_os_str().is_empty());
     }
-    if let Some(s) = args.forward_stale_ttl_s {
-        c.forward.stale_ttl_s = s;
+    if let Some(r) = args.admin_require_token {
+        c.admin.require_token = r;
     }
-    if let Some(on) = args.autopath {
-        c.dns.autopath = on;
-    }
-    let search: Vec<String> = args
-        .autopath_search
-        .iter()
-        .filter(|d| !d.trim().is_empty())
-        .cloned()
-        .collect();
-    if !search.is_empty() {
-        c.dns.autopath_search = search;
-    }
-    if let Some(f) = args.log_format {
-        c.log.format = f;
-    }
-    Ok(c)
+    Ok(())
 }
 
 #[cfg(test)]
