@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Zone transfer lag (issue 18): the release server on the embedded demo with
-# its simulator, Knot and BIND as secondaries on loopback (NOTIFY + IXFR), and
-# 20 recreates of web-1. Each recreate is two changes: the pod's deletion
+# its simulator, Knot and BIND as secondaries on loopback (NOTIFY + IXFR),
+# each twice: with its stock settings and with the one setting that stops it
+# holding back a refresh that follows its previous transfer closely (Knot:
+# block-notify-after-transfer: on; BIND: serial-query-rate 1000; see
+# `Pacing` in tests/transfer_support/secondary.rs), and 20 recreates of web-1. Each recreate is two changes: the pod's deletion
 # (its old address goes) and, LAG_READY_MS later (the simulator's ready
 # delay, default 100), the new pod ready (its new address comes). Prints, for
 # each secondary, the median and worst time from the primary to the

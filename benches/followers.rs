@@ -4,9 +4,13 @@
 //!
 //! The primary is the release binary on the demo (file source, embedded
 //! manifests) with the simulator (`ready_delay_ms = 50`), transfers allowed
-//! from 127.0.0.1 and a NOTIFY to every follower. Two rounds, each with its
+//! from 127.0.0.1 and a NOTIFY to every follower. Three rounds, each with its
 //! own primary: 20 of our followers (`--source transfer`), then (when
-//! `/usr/sbin/knotd` is installed) 20 Knot secondaries. In each, web-1 is
+//! `/usr/sbin/knotd` is installed) 20 Knot secondaries with Knot's stock
+//! pacing, then 20 with `block-notify-after-transfer: on` (a leaf secondary
+//! that notifies nobody: without it Knot holds back a refresh that follows
+//! its previous transfer within a second; `Pacing` in
+//! tests/transfer_support/secondary.rs). In each, web-1 is
 //! recreated 100 times (`POST /sim/pods/default/web-1/delete`); for each
 //! recreate the freshness of a follower is the time from the first moment
 //! the primary answers web-1's new address until that follower does
@@ -42,7 +46,7 @@ use support::dns::{Proto, exchange_raw, message};
 use support::fake_api::FakeApi;
 use support::http;
 use support::process::{free_port, loopback};
-use transfer_support::secondary::{Kind, Secondary};
+use transfer_support::secondary::{Kind, Pacing, Secondary};
 
 const KNOTD: &str = "/usr/sbin/knotd";
 const ZONE: &str = "cluster.local";
@@ -283,10 +287,21 @@ fn primary(dir: &Path, name: &str, ports: &[u16]) -> Ours {
     Ours::spawn(dir, name, free_port(), &["--config", &path])
 }
 
-/// One round: a primary, `plan.followers` followers of `kind`, the recreates.
-async fn round(plan: Plan, dir: &Path, ours: bool) -> Round {
+/// Who follows in a round: ours, or Knot with the given pacing.
+#[derive(Clone, Copy)]
+enum Who {
+    Ours,
+    Knot(Pacing),
+}
+
+/// One round: a primary, `plan.followers` followers of `who`, the recreates.
+async fn round(plan: Plan, dir: &Path, who: Who) -> Round {
     let ports: Vec<u16> = (0..plan.followers).map(|_| free_port()).collect();
-    let name = if ours { "headless-dns" } else { "knot" };
+    let name = match who {
+        Who::Ours => "headless-dns",
+        Who::Knot(Pacing::Stock) => "knot",
+        Who::Knot(Pacing::Prompt) => "knot-prompt",
+    };
     let primary = primary(dir, &format!("primary-{name}"), &ports);
     primary.wait_ready(Duration::from_secs(60)).await;
     let upstream = primary.dns.to_string();
@@ -294,11 +309,12 @@ async fn round(plan: Plan, dir: &Path, ours: bool) -> Round {
         .iter()
         .enumerate()
         .map(|(i, &port)| {
-            if ours {
+            if let Who::Knot(pacing) = who {
+                let k = Secondary::start_paced(Kind::Knot, port, primary.dns, ZONE, None, pacing);
+                Follower::Knot(k)
+            } else {
                 let args = ["--source", "transfer", "--primary", &upstream];
                 Follower::Ours(Ours::spawn(dir, &format!("follower-{i}"), port, &args))
-            } else {
-                Follower::Knot(Secondary::start(Kind::Knot, port, primary.dns, ZONE, None))
             }
         })
         .collect();
@@ -476,7 +492,7 @@ fn knot_version() -> Option<String> {
 
 async fn bench(plan: Plan) {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let mut ours = round(plan, dir.path(), true).await;
+    let mut ours = round(plan, dir.path(), Who::Ours).await;
     let records = {
         // A primary again, for the objects of the sidecar's cluster.
         let p = primary(dir.path(), "primary-objects", &[]);
@@ -491,7 +507,11 @@ async fn bench(plan: Plan) {
     };
     let sidecar = sidecar(dir.path(), &records).await;
     let knot = match knot_version() {
-        Some(v) => Some((round(plan, dir.path(), false).await, v)),
+        Some(v) => Some((
+            round(plan, dir.path(), Who::Knot(Pacing::Stock)).await,
+            round(plan, dir.path(), Who::Knot(Pacing::Prompt)).await,
+            v,
+        )),
         None => None,
     };
     println!(
@@ -500,7 +520,11 @@ async fn bench(plan: Plan) {
     );
     print_round(&mut ours, plan, "headless-dns --source transfer");
     match knot {
-        Some((mut k, v)) => print_round(&mut k, plan, &v),
+        Some((mut stock, mut prompt, v)) => {
+            print_round(&mut stock, plan, &v);
+            let v = format!("{v}, block-notify-after-transfer: on");
+            print_round(&mut prompt, plan, &v);
+        }
         None => println!("  knot followers: not run ({KNOTD} is not installed)"),
     }
     println!(

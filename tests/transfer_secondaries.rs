@@ -19,7 +19,7 @@ use support::eventually_within;
 use support::http;
 use support::process::free_port;
 use support::server::{TestServer, metric};
-use transfer_support::secondary::{Key, Kind, Secondary};
+use transfer_support::secondary::{Key, Kind, Pacing, Secondary};
 use transfer_support::{SECRET, WRONG_SECRET, soa_serial};
 
 const ZONE: &str = "cluster.local";
@@ -125,15 +125,24 @@ fn ixfr_full() -> &'static str {
     "headless_dns_transfer_requests_total{kind=\"ixfr_full\"}"
 }
 
-/// Our server with Knot and BIND as secondaries, both loaded.
+/// Our server with Knot and BIND as secondaries (stock pacing), both loaded.
 async fn primary_and_secondaries(key: Key<'_>, ready_ms: u64) -> (TestServer, Vec<Secondary>) {
-    let kinds = [Kind::Knot, Kind::Bind];
+    let kinds = [(Kind::Knot, Pacing::Stock), (Kind::Bind, Pacing::Stock)];
+    primary_and(&kinds, key, ready_ms).await
+}
+
+/// Our server with these secondaries, all loaded.
+async fn primary_and(
+    kinds: &[(Kind, Pacing)],
+    key: Key<'_>,
+    ready_ms: u64,
+) -> (TestServer, Vec<Secondary>) {
     let ports: Vec<u16> = kinds.iter().map(|_| free_port()).collect();
     let s = TestServer::start(demo(&ports, key, ready_ms)).await;
     let mut secs: Vec<Secondary> = kinds
         .iter()
         .zip(&ports)
-        .map(|(k, p)| Secondary::start(*k, *p, s.dns, ZONE, key))
+        .map(|(&(k, pacing), &p)| Secondary::start_paced(k, p, s.dns, ZONE, key, pacing))
         .collect();
     for sec in &mut secs {
         // BIND starts slowly on a busy machine: the first load has 60 s.
@@ -396,6 +405,7 @@ fn summary(v: &mut [Duration]) -> String {
 }
 
 /// Over 20 recreates of web-1: how long after the primary each secondary
+/// (Knot and BIND, each with its stock pacing and with [`Pacing::Prompt`])
 /// stops serving the old address (the pod's deletion) and serves the new one
 /// (the new pod ready, `LAG_READY_MS` after it, default 100 ms), and the
 /// journal's bytes per change. Prints numbers; asserts only the 3 s bound.
@@ -403,7 +413,13 @@ fn summary(v: &mut [Duration]) -> String {
 #[ignore = "a measurement: bench/transfer_lag.sh runs it"]
 async fn transfer_lag() {
     let ready_ms = std::env::var("LAG_READY_MS").map_or(100, |v| v.parse().unwrap());
-    let (s, secs) = primary_and_secondaries(None, ready_ms).await;
+    let kinds = [
+        (Kind::Knot, Pacing::Stock),
+        (Kind::Knot, Pacing::Prompt),
+        (Kind::Bind, Pacing::Stock),
+        (Kind::Bind, Pacing::Prompt),
+    ];
+    let (s, secs) = primary_and(&kinds, None, ready_ms).await;
     let (mut gone, mut came) = (vec![Vec::new(); secs.len()], vec![Vec::new(); secs.len()]);
     for _ in 0..20 {
         let old = ips_at(s.dns, WEB_1).await.unwrap();
@@ -435,8 +451,9 @@ async fn transfer_lag() {
                 .all(|d| *d <= Duration::from_secs(3))
         );
         out += &format!(
-            "{:?}: old address dropped {}; new address served {} ({:?})\n",
+            "{:?} ({:?} pacing): old address dropped {}; new address served {} ({:?})\n",
             sec.kind,
+            sec.pacing,
             summary(g),
             summary(c),
             sec.transfers()

@@ -2,6 +2,10 @@
 //! `named` (Debian `bind9`), each with its own configuration, storage and
 //! log in a temporary directory, on a loopback port, killed when dropped.
 //! A missing binary fails the test (CI installs both through `.ci/test`).
+//!
+//! Each runs with its stock pacing or, with [`Pacing::Prompt`], with the one
+//! setting that lets it take a change at once after the previous one (see
+//! [`Pacing`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,9 +18,34 @@ pub enum Kind {
     Bind,
 }
 
+/// How a secondary paces its own refreshes.
+///
+/// Both servers hold back a refresh that follows the previous one closely,
+/// whatever the primary does (`docs/performance.md`, "Zone transfer lag"):
+/// - Knot 3.2 schedules a NOTIFY of its own for the next whole second after
+///   every transfer that changed the zone, and its event timer is re-armed
+///   only when the earliest event's time (in whole seconds) moves
+///   (`src/knot/events/events.c`, `_zone_events_schedule_at`): a NOTIFY that
+///   arrives in that next second schedules its refresh for the same second
+///   and waits for the armed timer, up to 1 s after the previous transfer.
+///   `block-notify-after-transfer: on` on the primary's `remote` (a leaf
+///   secondary that notifies nobody) schedules no such NOTIFY.
+/// - BIND 9.18 sends refresh SOA queries through a rate limiter
+///   (`serial-query-rate`, default 20 per second: ticks of 500 ms, ten
+///   queries each) that, once a query went out, holds the next one until
+///   the next tick, up to 0.5 s. `serial-query-rate 1000` ticks every 10 ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pacing {
+    /// The server's defaults.
+    Stock,
+    /// Knot: `block-notify-after-transfer: on`; BIND: `serial-query-rate 1000`.
+    Prompt,
+}
+
 /// A running secondary of one zone.
 pub struct Secondary {
     pub kind: Kind,
+    pub pacing: Pacing,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     child: Child,
@@ -45,8 +74,19 @@ fn binary(kind: Kind) -> &'static str {
 /// A TSIG key both sides know: (name, base64 secret).
 pub type Key<'a> = Option<(&'a str, &'a str)>;
 
-fn knot_config(dir: &Path, port: u16, primary: SocketAddr, zone: &str, key: Key) -> String {
+fn knot_config(
+    dir: &Path,
+    port: u16,
+    primary: SocketAddr,
+    zone: &str,
+    key: Key,
+    pacing: Pacing,
+) -> String {
     let d = dir.display();
+    let block = match pacing {
+        Pacing::Stock => "",
+        Pacing::Prompt => "    block-notify-after-transfer: on\n",
+    };
     let (key_section, key_ref) = match key {
         Some((name, secret)) => (
             format!("key:\n  - id: {name}\n    algorithm: hmac-sha256\n    secret: {secret}\n"),
@@ -59,7 +99,7 @@ fn knot_config(dir: &Path, port: u16, primary: SocketAddr, zone: &str, key: Key)
          log:\n  - target: \"{d}/secondary.log\"\n    any: debug\n\
          database:\n  storage: \"{d}/db\"\n\
          {key_section}\
-         remote:\n  - id: primary\n    address: {}@{}\n{key_ref}\
+         remote:\n  - id: primary\n    address: {}@{}\n{block}{key_ref}\
          acl:\n  - id: notify_from_primary\n    address: 127.0.0.1\n    action: notify\n{key_ref}\
          template:\n  - id: default\n    storage: \"{d}/zones\"\n    zonefile-sync: -1\n    zonefile-load: none\n    journal-content: none\n\
          zone:\n  - domain: {zone}\n    master: primary\n    acl: notify_from_primary\n",
@@ -68,8 +108,19 @@ fn knot_config(dir: &Path, port: u16, primary: SocketAddr, zone: &str, key: Key)
     )
 }
 
-fn bind_config(dir: &Path, port: u16, primary: SocketAddr, zone: &str, key: Key) -> String {
+fn bind_config(
+    dir: &Path,
+    port: u16,
+    primary: SocketAddr,
+    zone: &str,
+    key: Key,
+    pacing: Pacing,
+) -> String {
     let d = dir.display();
+    let rate = match pacing {
+        Pacing::Stock => "",
+        Pacing::Prompt => "  serial-query-rate 1000;\n",
+    };
     let (key_section, key_ref) = match key {
         Some((name, secret)) => (
             format!("key \"{name}\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n"),
@@ -80,7 +131,7 @@ fn bind_config(dir: &Path, port: u16, primary: SocketAddr, zone: &str, key: Key)
     format!(
         "options {{\n  directory \"{d}\";\n  pid-file \"{d}/named.pid\";\n  session-keyfile \"{d}/session.key\";\n\
          managed-keys-directory \"{d}\";\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n\
-         recursion no;\n  dnssec-validation no;\n  notify no;\n  allow-query {{ any; }};\n}};\n\
+         recursion no;\n  dnssec-validation no;\n  notify no;\n  allow-query {{ any; }};\n{rate}}};\n\
          controls {{ }};\n\
          {key_section}\
          logging {{\n  channel file {{ file \"{d}/secondary.log\"; severity debug 3; print-time yes; print-category yes; }};\n\
@@ -93,9 +144,22 @@ fn bind_config(dir: &Path, port: u16, primary: SocketAddr, zone: &str, key: Key)
 
 impl Secondary {
     /// Starts `kind` on 127.0.0.1:`port` as a secondary of `zone` from
-    /// `primary`. Its files live on tmpfs when there is one: BIND fsyncs its
-    /// journal on every transfer, which takes seconds on a busy disk.
+    /// `primary`, with its stock pacing. Its files live on tmpfs when there
+    /// is one: BIND fsyncs its journal on every transfer, which takes seconds
+    /// on a busy disk.
     pub fn start(kind: Kind, port: u16, primary: SocketAddr, zone: &str, key: Key) -> Secondary {
+        Secondary::start_paced(kind, port, primary, zone, key, Pacing::Stock)
+    }
+
+    /// [`Secondary::start`] with the given pacing.
+    pub fn start_paced(
+        kind: Kind,
+        port: u16,
+        primary: SocketAddr,
+        zone: &str,
+        key: Key,
+        pacing: Pacing,
+    ) -> Secondary {
         let bin = binary(kind);
         let shm = Path::new("/dev/shm");
         let dir = if shm.is_dir() {
@@ -105,8 +169,8 @@ impl Secondary {
         };
         let conf = dir.path().join("secondary.conf");
         let text = match kind {
-            Kind::Knot => knot_config(dir.path(), port, primary, zone, key),
-            Kind::Bind => bind_config(dir.path(), port, primary, zone, key),
+            Kind::Knot => knot_config(dir.path(), port, primary, zone, key, pacing),
+            Kind::Bind => bind_config(dir.path(), port, primary, zone, key, pacing),
         };
         std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(bin);
@@ -121,6 +185,7 @@ impl Secondary {
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         Secondary {
             kind,
+            pacing,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir,
             child,
