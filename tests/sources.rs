@@ -163,6 +163,41 @@ async fn manifest_edits_are_applied_and_broken_files_keep_the_last_good_state() 
     .await;
 }
 
+/// Writes `text` to `path` with the modification time `mtime`: the same
+/// size and mtime as the write before, as two writes in one clock tick of
+/// the filesystem leave them.
+fn write_in_tick(path: &Path, text: &str, mtime: std::time::SystemTime) {
+    rewrite(path, text);
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(mtime).unwrap();
+}
+
+/// Two edits of the same size within one tick of the file's mtime: the
+/// second is applied too (a stamp taken that close to the write is not
+/// trusted; the file is read again until its mtime is older).
+#[tokio::test]
+async fn an_edit_in_the_same_mtime_tick_as_the_last_is_applied() {
+    within(Duration::from_secs(60), async {
+        let s = TestServer::with_manifests(&manifests("10.0.0.2", false, false), |_| {}).await;
+        let path = s.manifest_path();
+        for (first, second) in [("10.0.0.5", "10.0.0.6"), ("10.0.0.7", "10.0.0.8")] {
+            rewrite(&path, &manifests(first, false, false));
+            let tick = std::fs::metadata(&path).unwrap().modified().unwrap();
+            s.wait_for(WEB1, A, &format!("web-1 at {first}"), |m| {
+                ip_strings(m) == [first]
+            })
+            .await;
+            write_in_tick(&path, &manifests(second, false, false), tick);
+            s.wait_for(WEB1, A, &format!("web-1 at {second}"), |m| {
+                ip_strings(m) == [second]
+            })
+            .await;
+        }
+        s.stop().await;
+    })
+    .await;
+}
+
 /// A Service `nginx` (if `service`) and its EndpointSlice `nginx-1` with
 /// web-0 at `ip` (if any).
 fn one_pod(service: bool, ip: Option<&str>) -> String {

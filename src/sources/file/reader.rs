@@ -34,6 +34,26 @@ struct SizeAndMtime {
     modified: Option<SystemTime>,
 }
 
+/// How long after its last write a file's size and mtime are not trusted.
+///
+/// A file's mtime moves in the kernel's clock ticks (a few ms on Linux,
+/// coarser on some filesystems: 2 s on FAT), so a second write of the same
+/// size within the tick of the write that was read leaves size and mtime
+/// as they were ("racy git"). A stamp taken that soon after the write is
+/// not kept: the file is read again (and its digest compared) at each poll
+/// until its mtime is this old, after which any later write moves it.
+const RACY: Duration = Duration::from_secs(2);
+
+impl SizeAndMtime {
+    /// Whether a later write of the same size would move the mtime (see
+    /// [`RACY`]). No mtime, or one in the future, is taken as it is.
+    fn settled(&self) -> bool {
+        self.modified
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_none_or(|age| age >= RACY)
+    }
+}
+
 /// What is remembered of one file (its objects' digests are in [`Layers`]).
 #[derive(Default)]
 struct FileState {
@@ -150,11 +170,13 @@ impl ManifestReader {
     /// The validate pass: whether file `i` must be applied (it changed and
     /// parses whole). A broken or unreadable file is logged and left as it was.
     fn validate(&mut self, i: usize, force: bool) -> bool {
-        let stamp = self.stamp(i);
+        let now = self.stamp(i);
         let known = &self.files[i];
-        if !force && known.seen && known.stamp == stamp {
+        if !force && known.seen && known.stamp == now {
             return false;
         }
+        // What is kept to skip the next read: only a settled stamp.
+        let stamp = now.filter(SizeAndMtime::settled);
         let mut count = 0usize;
         let read = self.read(i, |_| count += 1);
         let name = self.name(i);
