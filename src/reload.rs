@@ -260,6 +260,9 @@ impl Running {
         std::mem::replace(&mut self.engine, started)
             .retire(shares_udp)
             .await?;
+        // Its first NOTIFYs went out while the old engine still read the
+        // sockets: say it again now that only this one answers.
+        self.engine.notify_again();
         self.config = next;
         self.reloads.count(ReloadResult::Applied);
         info!(rebound, "configuration reloaded");

@@ -84,6 +84,8 @@ pub(crate) struct Engine {
     /// The followers its zone transfers NOTIFY unlisted, handed on to the
     /// next engine on a reload (they would otherwise wait for their refresh).
     followers: Arc<transfer::Followers>,
+    /// Its zone transfers, once started (see [`Engine::notify_again`]).
+    transfers: Arc<OnceLock<Arc<transfer::Transfers>>>,
 }
 
 /// How a new engine's wait for its first sync ended.
@@ -150,6 +152,7 @@ impl Engine {
         let drain_udp = Arc::new(AtomicBool::new(true));
         let access = sources::access::Access::default();
         let index = Arc::new(OnceLock::new());
+        let transfers = Arc::new(OnceLock::new());
         let followers = previous.map_or_else(Arc::default, |(e, _)| Arc::clone(&e.followers));
         let handover = Handover {
             synced: Some(synced_tx),
@@ -158,6 +161,7 @@ impl Engine {
             drain_udp: Arc::clone(&drain_udp),
             access: access.clone(),
             index: Arc::clone(&index),
+            transfers: Arc::clone(&transfers),
             reloads,
             followers: Arc::clone(&followers),
         };
@@ -182,6 +186,7 @@ impl Engine {
             access,
             index,
             followers,
+            transfers,
         }
     }
 
@@ -233,6 +238,17 @@ impl Engine {
         self.go_live.cancel();
     }
 
+    /// NOTIFYs every zone's secondaries and remembered followers again. For
+    /// when the engine (or process) it replaced has stopped: the NOTIFYs of
+    /// this engine's first sync went out while that one still read the
+    /// shared sockets, so a secondary's check could have reached it and
+    /// found its older serial current; it would then wait for its refresh.
+    pub(crate) fn notify_again(&self) {
+        if let Some(t) = self.transfers.get() {
+            t.notify_all();
+        }
+    }
+
     /// Completes when the engine's task ends by itself (a startup error).
     pub(crate) async fn exited(&mut self) -> Result<()> {
         (&mut self.task).await.unwrap_or_else(engine_panicked)
@@ -280,6 +296,8 @@ struct Handover {
     access: sources::access::Access,
     /// Set to the engine's index once it is built.
     index: Arc<OnceLock<Index>>,
+    /// Set to the engine's zone transfers once they are started.
+    transfers: Arc<OnceLock<Arc<transfer::Transfers>>>,
     /// The process's reload counters, for the metrics page.
     reloads: Arc<ReloadStats>,
     /// The followers zone transfers NOTIFY unlisted (the previous engine's).
@@ -298,6 +316,7 @@ impl Default for Handover {
             drain_udp: Arc::new(AtomicBool::new(true)),
             access: sources::access::Access::default(),
             index: Arc::default(),
+            transfers: Arc::default(),
             reloads: Arc::default(),
             followers: Arc::default(),
         }
@@ -354,6 +373,7 @@ async fn run_engine(
         drain_udp,
         access,
         index: built,
+        transfers,
         reloads,
         followers,
     } = handover;
@@ -367,6 +387,9 @@ async fn run_engine(
             return Ok(());
         }
     };
+    if let Some(t) = &prepared.transfers {
+        let _ = transfers.set(Arc::clone(t));
+    }
     tokio::select! {
         _ = go_live.cancelled() => {}
         _ = &mut shutdown => {
@@ -408,6 +431,8 @@ struct Prepared {
     access: sources::access::Access,
     answerer: Arc<dns::Answerer>,
     forwarder: Option<Arc<dns::forward::Forwarder>>,
+    /// Its zone transfers, when `[transfer]` allows any.
+    transfers: Option<Arc<transfer::Transfers>>,
 }
 
 /// Checks `config`, builds the forwarder and the index, and starts the
@@ -444,6 +469,7 @@ async fn prepare(
     if let Some(i) = &inbox {
         answerer = answerer.with_expiry(i.expired());
     }
+    let serving = transfers.clone();
     if let Some(h) = transfer::Handoff::new(transfers, inbox) {
         let (serves, follows) = (h.serves(), h.follows());
         answerer = answerer.with_handoff(Arc::new(h), serves, follows);
@@ -461,6 +487,7 @@ async fn prepare(
         access,
         answerer: Arc::new(answerer),
         forwarder,
+        transfers: serving,
     })
 }
 

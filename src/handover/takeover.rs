@@ -144,6 +144,9 @@ async fn take_over(
     engine.go_live();
     info!("synced and answering; telling the previous instance to stop");
     confirm_stopped(&mut conn).await;
+    // Its first NOTIFYs went out while the previous instance still read
+    // the sockets: say it again now that only this one answers.
+    engine.notify_again();
     let offer = Offer::bind(path)
         .inspect_err(
             |e| error!(error = %e, "cannot serve the hand-over path; serving on without it"),

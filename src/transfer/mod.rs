@@ -95,6 +95,19 @@ pub struct Transfers {
     shared: Arc<Shared>,
 }
 
+impl Transfers {
+    /// Marks every zone for a NOTIFY to its secondaries and remembered
+    /// followers, as if each had changed (see `Engine::notify_again`).
+    pub(crate) fn notify_all(&self) {
+        let s = &self.shared;
+        s.notify.mark(
+            &vec![true; s.zones.len()],
+            &std::collections::BTreeSet::new(),
+            true,
+        );
+    }
+}
+
 /// Sets up zone transfers when `[transfer] allow` lists any network: installs
 /// the journal's recorder on `writer`, starts the NOTIFY task on `tracker`
 /// (when `notify` lists secondaries or `notify_followers_max` is above 0:
