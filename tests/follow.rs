@@ -6,9 +6,11 @@
 //! sends where the follower's IXFR checks came from (a node-local cache) —
 //! or by its refresh when a NOTIFY is lost; a primary that answers IXFR
 //! checks with an error or not at all is checked by SOA query instead;
-//! TSIG is checked both ways; and when the primary is gone, or signs with
-//! another key, the follower keeps its last good zone (or stays SERVFAIL
-//! before its first one).
+//! a namespace without services is NODATA on the follower and on a Knot
+//! secondary as on the primary (the cluster zone's namespace marker), and
+//! NXDOMAIN once deleted; TSIG is checked both ways; and when the primary is
+//! gone, or signs with another key, the follower keeps its last good zone
+//! (or stays SERVFAIL before its first one).
 
 mod support;
 mod transfer_support;
@@ -21,10 +23,11 @@ use headless_dns::Config;
 use headless_dns::config::{SourceKind, TsigKeyConfig};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
-use support::dns::{Answer, Proto, query, reverse_v4};
+use support::dns::{Answer, BOTH, Proto, query, reverse_v4, try_query};
 use support::process::{free_port, loopback};
 use support::server::{TestServer, metric, rewrite, test_config};
 use support::{eventually, http, within};
+use transfer_support::secondary::{Kind, Secondary};
 use transfer_support::{SECRET, WRONG_SECRET, comparable, request, tcp};
 
 const FIXTURES: &str = include_str!("fixtures.yaml");
@@ -95,10 +98,10 @@ async fn names_to_compare(primary: &TestServer) -> (BTreeSet<String>, BTreeSet<S
     ] {
         forward.insert(missing.into());
     }
-    // Empty non-terminals: the namespaces of the services, `svc` itself.
-    // (A namespace without services, `quiet`, has no name in the zone: the
-    // primary answers NODATA, a secondary NXDOMAIN. Not compared.)
+    // The namespaces (their markers are in the zone: `quiet` has no
+    // service), `svc` itself.
     forward.insert("default.svc.cluster.local.".into());
+    forward.insert("quiet.svc.cluster.local.".into());
     forward.insert("svc.cluster.local.".into());
     reverse.insert("99.0.1.10.in-addr.arpa.".into());
     (forward, reverse)
@@ -432,6 +435,120 @@ async fn a_primary_that_does_not_answer_ixfr_checks_is_checked_by_soa_query() {
             );
             follower.stop().await;
         }
+    })
+    .await;
+}
+
+const QUIET: &str = "quiet.svc.cluster.local";
+
+/// Whether `m` is NODATA: NOERROR, no answer, the zone's SOA in the
+/// authority section (RFC 2308).
+fn is_nodata(m: &Message) -> bool {
+    m.metadata.response_code == ResponseCode::NoError
+        && m.answers.is_empty()
+        && m.authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
+}
+
+/// Asserts what `server` answers for the namespace `quiet` (`nodata`: it
+/// exists, else NXDOMAIN) and for one that never existed, over UDP and TCP.
+async fn assert_namespaces(who: &str, server: SocketAddr, nodata: bool) {
+    for proto in BOTH {
+        for rtype in [RecordType::A, RecordType::AAAA, RecordType::SRV] {
+            let m = query(proto, server, QUIET, rtype).await;
+            if nodata {
+                assert!(
+                    is_nodata(&m),
+                    "{who}: {QUIET} {rtype} over {proto:?}: {m:?}"
+                );
+            } else {
+                assert_eq!(
+                    m.metadata.response_code,
+                    ResponseCode::NXDomain,
+                    "{who}: {m:?}"
+                );
+            }
+        }
+        let m = query(proto, server, "nope.svc.cluster.local", RecordType::A).await;
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{who}: {m:?}"
+        );
+    }
+}
+
+/// Waits until `server` answers NODATA (`nodata`) or NXDOMAIN for `quiet`.
+async fn wait_for_quiet(who: &str, server: SocketAddr, nodata: bool) {
+    eventually(
+        &format!("{who} to answer {QUIET} nodata: {nodata}"),
+        || async {
+            let m = query(Proto::Udp, server, QUIET, RecordType::A).await;
+            let nx = m.metadata.response_code == ResponseCode::NXDomain;
+            match (nodata, is_nodata(&m), nx) {
+                (true, true, _) | (false, _, true) => Ok(()),
+                _ => Err(format!("{m:?}")),
+            }
+        },
+    )
+    .await;
+}
+
+/// A namespace without services (`quiet`) is NODATA on the primary (it
+/// exists); the cluster zone carries its marker, so our follower and a real
+/// Knot secondary say NODATA too (not NXDOMAIN), and NXDOMAIN for a
+/// namespace that does not exist. Deleting the namespace deletes the marker
+/// by IXFR: NXDOMAIN everywhere; creating it again, NODATA again.
+#[tokio::test]
+async fn a_namespace_without_services_is_nodata_on_followers_until_deleted() {
+    within(LIMIT, async {
+        let knot_port = free_port();
+        let primary = primary(Some(loopback(knot_port)), |_| {}).await;
+        let follower = TestServer::start(follower_config(primary.dns, 0, 60_000)).await;
+        let mut knot = Secondary::start(Kind::Knot, knot_port, primary.dns, ZONE, None);
+        wait_for_web_0(&follower, "10.1.0.10").await;
+        eventually("Knot to load the zone", || async {
+            let m = try_query(Proto::Udp, knot.addr, WEB_0, RecordType::A).await;
+            match Answer::of_result(&m) {
+                Answer::Addrs(_) => Ok(()),
+                other => Err(format!("{other:?}; log:\n{}", knot.log())),
+            }
+        })
+        .await;
+        let servers = [
+            ("primary", primary.dns),
+            ("follower", follower.dns),
+            ("knot", knot.addr),
+        ];
+        for (who, server) in servers {
+            assert_namespaces(who, server, true).await;
+        }
+
+        // quiet is deleted on the primary.
+        let quiet = "apiVersion: v1\nkind: Namespace\nmetadata: {name: quiet}\n---\n";
+        let without = FIXTURES.replace(quiet, "");
+        assert_ne!(without, FIXTURES);
+        rewrite(&primary.manifest_path(), &without);
+        for (who, server) in servers {
+            wait_for_quiet(who, server, false).await;
+            assert_namespaces(who, server, false).await;
+        }
+        // By differences (the marker's deletion), not a whole zone.
+        let taken = |kind: &str| format!("headless_dns_follow_transfers_total{{kind=\"{kind}\"}}");
+        assert!(metric(&follower, &taken("ixfr")).await >= 1.0);
+        assert_eq!(metric(&follower, &taken("axfr")).await, 1.0);
+        knot.assert_running();
+        assert!(knot.transfers().incremental >= 1, "{}", knot.log());
+
+        // And back.
+        rewrite(&primary.manifest_path(), FIXTURES);
+        for (who, server) in servers {
+            wait_for_quiet(who, server, true).await;
+        }
+        assert!(metric(&follower, &taken("ixfr")).await >= 2.0);
+        assert_eq!(metric(&follower, &taken("axfr")).await, 1.0);
+        assert_same_answers(&primary, &follower).await;
     })
     .await;
 }

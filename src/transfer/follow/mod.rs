@@ -5,8 +5,9 @@
 //! AXFR at start; then, on every NOTIFY from the primary and every refresh
 //! (the SOA's, or `source.refresh_ms`), the primary's SOA serial, and an
 //! IXFR when it moved (an AXFR when the primary will not give differences).
-//! Each new zone is turned back into Services and EndpointSlices
-//! (`zone_objects`) and fed to the index through [`Differ`], as the file
+//! Each new zone is turned back into Services, EndpointSlices and
+//! Namespaces (`zone_objects`: a namespace from its marker in the cluster
+//! zone, or its services) and fed to the index through [`Differ`], as the file
 //! source does, so every answering rule, the page and our own transfers work
 //! unchanged. Before the first transfer the index is unsynced (SERVFAIL);
 //! after it, a failed or bad transfer is logged with its reason and the last
