@@ -1125,6 +1125,22 @@ fn the_node_local_cache_follows_the_cluster_primary_with_its_key() {
     assert_eq!(mounted_keys, [format!("{key}.key")]);
     // And the follower serves nothing it was not asked to: no transfers of its own.
     assert!(local.transfer.allow.is_empty());
+    // The primary learns the nodes from their serial checks and NOTIFYs them
+    // (signed: from a pod's address, not the Service's), so the refresh only
+    // catches up a NOTIFY missed: seconds, not every second per node, and
+    // bounded (a primary replica that restarted learns a node at its next check).
+    assert!(
+        primary.transfer.notify_followers_max > 0,
+        "nodes are NOTIFYed"
+    );
+    let refresh = local
+        .source
+        .refresh_ms
+        .expect("refresh_ms: bounds the lag without NOTIFY");
+    assert!(
+        (5_000..=60_000).contains(&refresh),
+        "refresh_ms = {refresh}"
+    );
 }
 
 /// Node-local restarts lose no query: the new pod starts beside the old one

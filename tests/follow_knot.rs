@@ -8,7 +8,8 @@
 //! from the endpoints. Then the zone file changes and `knotc zone-reload`
 //! makes Knot compute the differences (`zonefile-load: difference`) and
 //! NOTIFY us: we follow by IXFR (our counters show it, and Knot's log),
-//! and the page's JSON shows the primary and serial.
+//! and the page's JSON shows the primary and serial. Our serial checks are
+//! IXFRs over UDP, which Knot answers with its SOA alone (RFC 1995 §2).
 //!
 //! `knotd`/`knotc` come from Debian's `knot` (`.ci/test` installs it);
 //! without them the test fails, it does not skip.
@@ -329,6 +330,24 @@ async fn our_follower_follows_a_knot_primary_by_axfr_then_notify_and_ixfr() {
             "Knot sent no IXFR:\n{}",
             knot.log()
         );
+        // Our serial checks are IXFRs over UDP (a primary of ours learns
+        // from them where to NOTIFY); Knot answers one with its SOA alone,
+        // the serial the check wants, and no check failed.
+        let answer = ixfr_over_udp(knot.addr, 1).await;
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        let serials: Vec<u32> = answer
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SOA(soa) => Some(soa.serial),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(serials.first(), Some(&2), "{answer:?}");
+        assert_eq!(
+            metric(&ours, "headless_dns_follow_failures_total").await,
+            0.0
+        );
         // The page's JSON: whom we follow, at which serial, not expired.
         let (status, body) = http::get(ours.admin, "/records").await.unwrap();
         assert_eq!(status, 200, "{body}");
@@ -344,4 +363,24 @@ async fn our_follower_follows_a_knot_primary_by_axfr_then_notify_and_ixfr() {
         assert!(f["lag_ms"].as_u64().unwrap() < 60_000, "{f}");
     })
     .await;
+}
+
+/// Knot's answer to an IXFR over UDP from `serial`.
+async fn ixfr_over_udp(server: SocketAddr, serial: u32) -> Message {
+    use hickory_proto::op::{MessageType, OpCode, Query};
+    use hickory_proto::rr::rdata::SOA;
+    use hickory_proto::rr::{Name, Record};
+    let zone = Name::from_ascii("cluster.local.").unwrap();
+    let mut m = Message::new(4242, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(zone.clone(), RecordType::IXFR));
+    let soa = SOA::new(Name::root(), Name::root(), serial, 0, 0, 0, 0);
+    m.add_authority(Record::from_rdata(zone, 0, RData::SOA(soa)));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&m.to_vec().unwrap(), server).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf))
+        .await
+        .expect("Knot answers an IXFR over UDP")
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
 }

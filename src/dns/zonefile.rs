@@ -6,6 +6,22 @@
 //! same records by AXFR/IXFR. Written from the published views, so it shows
 //! exactly what the query path serves. PTR records live in the reverse zones
 //! and are not part of the zone file (transfers of those zones carry them).
+//!
+//! One record is not an answer of the query path: each existing namespace's
+//! marker at `<ns>.svc.<zone>`, of the private-use type
+//! [`NAMESPACE_MARKER`] (RFC 6895 §3.1) with one zero octet of data (empty
+//! data would be legal DNS, but hickory-proto, which our followers and many
+//! tools parse with, refuses records without data outside UPDATE messages). The query path says
+//! NODATA for an existing namespace and NXDOMAIN for any other (Kubernetes
+//! DNS spec, what CoreDNS does); a namespace without services has no other
+//! name in the zone, so without the marker a server loading the zone (Knot
+//! or BIND as our secondaries, our own followers) would say NXDOMAIN there.
+//! With it they say NODATA for every standard type: only a query for the
+//! private type itself gets the record from them, which tells no
+//! more than NODATA does, that the namespace exists. Our followers read it
+//! back as the namespace (`transfer::follow`). No standard type fits: an
+//! empty TXT or a HINFO would be answered to ordinary queries of those
+//! types, and an empty non-terminal cannot be written in a zone file.
 
 use std::fmt::{self, Write};
 use std::net::IpAddr;
@@ -16,6 +32,10 @@ use crate::index::{EndpointView, Index, SERVICE_ITSELF, ServiceKind, ServiceView
 
 /// SOA refresh, retry and expire (seconds), as the query path serves them.
 pub const SOA_TIMERS: [u32; 3] = [7200, 1800, 86400];
+
+/// The record type of a namespace's marker (see the module docs): the first
+/// of RFC 6895's private-use types (65280-65534).
+pub const NAMESPACE_MARKER: u16 = 65280;
 
 /// The data of one record; names are lower-case FQDNs without trailing dot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +54,8 @@ pub enum RecordData {
     Ptr(String),
     /// One TXT string.
     Txt(&'static str),
+    /// A namespace's marker: type [`NAMESPACE_MARKER`], data one zero octet.
+    Namespace,
 }
 
 /// One resource record of class IN.
@@ -71,6 +93,7 @@ impl ZoneRecord {
             RecordData::Srv(..) => 33,
             RecordData::Ptr(_) => 12,
             RecordData::Txt(_) => 16,
+            RecordData::Namespace => NAMESPACE_MARKER,
         }
     }
 
@@ -115,6 +138,10 @@ impl ZoneRecord {
                 out.extend_from_slice(s.as_bytes());
                 true
             }
+            RecordData::Namespace => {
+                out.push(0);
+                true
+            }
         };
         let rdlen = out.len() - len_at - 2;
         out[len_at..len_at + 2].copy_from_slice(&(rdlen as u16).to_be_bytes());
@@ -138,6 +165,8 @@ impl fmt::Display for ZoneRecord {
             RecordData::Srv(w, p, t) => write!(f, "SRV 0 {w} {p} {t}."),
             RecordData::Ptr(n) => write!(f, "PTR {n}."),
             RecordData::Txt(s) => write!(f, "TXT \"{s}\""),
+            // RFC 3597 §5: an unknown type and its data in hex.
+            RecordData::Namespace => write!(f, "TYPE{NAMESPACE_MARKER} \\# 1 00"),
         }
     }
 }
@@ -176,6 +205,16 @@ pub fn apex_records(settings: &DnsSettings, zone: &str, serial: u32) -> Vec<Zone
         ));
     }
     out
+}
+
+/// The marker of namespace `ns` (lower-case) in the cluster zone (see the
+/// module docs).
+pub fn namespace_record(settings: &DnsSettings, ns: &str) -> ZoneRecord {
+    ZoneRecord {
+        owner: format!("{ns}.svc.{}", settings.dns.zone),
+        ttl: settings.dns.ttl,
+        data: RecordData::Namespace,
+    }
 }
 
 /// Appends the cluster-zone records of one service: its own addresses (or
@@ -312,6 +351,9 @@ pub fn export(index: &Index, settings: &DnsSettings) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "$ORIGIN {z}.\n$TTL {}", settings.dns.ttl);
     let mut records = apex_records(settings, z, index.serial());
+    for ns in index.namespaces() {
+        records.push(namespace_record(settings, &ns));
+    }
     for v in index.services() {
         service_records(&v, settings, &mut records);
     }
@@ -350,16 +392,43 @@ mod tests {
             ttl: 5,
             data: RecordData::Address("fd00::1".parse().unwrap()),
         });
+        all.push(namespace_record(&s, "quiet"));
         for r in all {
             let wire = r.wire().unwrap();
             let decoded = Record::from_bytes(&wire).unwrap();
             assert_eq!(u16::from(decoded.record_type()), r.rtype());
             let mine = r.to_string();
-            // hickory prints the same owner, TTL, class and type.
+            // hickory prints the same owner, TTL, class and type (a private
+            // type as "Unknown": ours is RFC 3597's "TYPE65280", checked
+            // above by number).
             let theirs = decoded.to_string();
-            let head = |s: &str| s.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+            let words = if r.data == RecordData::Namespace {
+                3
+            } else {
+                4
+            };
+            let head = |s: &str| {
+                s.split_whitespace()
+                    .take(words)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
             assert_eq!(head(&mine), head(&theirs), "{mine} vs {theirs}");
         }
+    }
+
+    #[test]
+    fn a_namespace_marker_is_a_private_type_record_of_one_octet() {
+        let r = namespace_record(&settings(), "quiet");
+        assert_eq!(
+            r.to_string(),
+            "quiet.svc.cluster.local. 5 IN TYPE65280 \\# 1 00"
+        );
+        let wire = r.wire().unwrap();
+        let owner = crate::wire::name::from_dotted("quiet.svc.cluster.local").unwrap();
+        assert_eq!(wire[..owner.len()], owner[..]);
+        // Type 65280, class IN, TTL 5, one zero octet of data.
+        assert_eq!(wire[owner.len()..], [0xff, 0, 0, 1, 0, 0, 0, 5, 0, 1, 0]);
     }
 
     #[test]

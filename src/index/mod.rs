@@ -310,6 +310,22 @@ impl Index {
         }
     }
 
+    /// The names of the namespaces that exist (a Namespace object, or a
+    /// service in it), sorted.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .shared
+            .namespaces
+            .iter()
+            .filter_map(|e| {
+                let label = e.key().get(1..)?;
+                Some(String::from_utf8_lossy(label).into_owned())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// A snapshot of all services, sorted by namespace and name (admin API).
     pub fn services(&self) -> Vec<Arc<ServiceView>> {
         let mut v: Vec<_> = self

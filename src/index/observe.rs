@@ -13,13 +13,18 @@ use super::ServiceView;
 /// Told, in order, about every [`super::IndexWriter::publish`]:
 /// [`begin`](PublishObserver::begin), one
 /// [`service`](PublishObserver::service) per service whose view was replaced,
-/// then [`end`](PublishObserver::end) once the new serial is stored.
+/// one [`namespace`](PublishObserver::namespace) per namespace that came or
+/// went, then [`end`](PublishObserver::end) once the new serial is stored.
 pub trait PublishObserver: Send {
     /// A publication starts; nothing of it is visible to readers yet. Its
     /// first event reached the writer at `arrived_us` (Unix microseconds).
     fn begin(&mut self, arrived_us: u64);
     /// A service's view went from `old` to `new` (`None`: it did not exist).
     fn service(&mut self, old: Option<&Arc<ServiceView>>, new: Option<&Arc<ServiceView>>);
+    /// Namespace `name` (lower-case) began (`exists`) or ceased to exist for
+    /// the query path (a Namespace object, or a service in it); told after
+    /// the publication's services.
+    fn namespace(&mut self, _name: &str, _exists: bool) {}
     /// The publication is complete and readers see `serial`.
     fn end(&mut self, serial: u32);
     /// The lowest serial the index may use (a floor kept across restarts);

@@ -476,10 +476,16 @@ impl IndexWriter {
             self.changed = true;
             let mut label = Vec::new();
             push_label(&mut label, &ns);
-            if self.ns_refs.contains_key(&ns) {
-                shared.namespaces.insert(label.into(), ());
+            let exists = self.ns_refs.contains_key(&ns);
+            let existed = if exists {
+                shared.namespaces.insert(label.into(), ()).is_some()
             } else {
-                shared.namespaces.remove(&*label);
+                shared.namespaces.remove(&*label).is_some()
+            };
+            if exists != existed {
+                for o in &mut self.observers {
+                    o.namespace(&ns, exists);
+                }
             }
         }
         for ip in std::mem::take(&mut self.touched_pod_ips) {

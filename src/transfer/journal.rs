@@ -11,7 +11,8 @@
 //! started at). It moves only with its namespace, yet is one of the cluster
 //! serials, so the same chain of changes answers its IXFR: from the change
 //! that starts at the client's serial on, only the records inside the
-//! namespace.
+//! namespace below its apex (the cluster zone's namespace marker at the apex
+//! is not the namespace zone's: `zones`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -230,11 +231,13 @@ impl Journal {
 
     /// What namespace `ns`'s transfer zone (`suffix`: its name, lower-case
     /// wire format) changed since its serial `from`: the cluster zone's
-    /// records inside it, from the change that starts at `from` on.
+    /// records below its apex, from the change that starts at `from` on.
     pub(crate) fn since_namespace(&self, ns: &str, suffix: &[u8], from: u32) -> Since {
         let current = self.namespace_serial(ns);
         self.since_where(from, current, |z, record| {
-            z == 0 && super::zones::owner_within(record, suffix)
+            z == 0
+                && super::zones::owner_within(record, suffix)
+                && !super::zones::owner_is(record, suffix)
         })
     }
 
@@ -384,6 +387,29 @@ mod tests {
         );
         assert_eq!(j.since_namespace("a", &suffix, 12), Since::Current(12));
         assert_eq!(j.since_namespace("a", &suffix, 9), Since::Unknown);
+        // The cluster zone's marker at a's apex (a came into being): a change
+        // of the cluster zone, none of a's zone (not touched, not in it).
+        push(&mut j, 13, 14, vec![], vec![owned("a.svc.z")], &[]);
+        assert_eq!(j.namespace_serial("a"), 12);
+        assert_eq!(j.since_namespace("a", &suffix, 12), Since::Current(12));
+        assert_eq!(
+            j.since(0, 13),
+            Since::Diff {
+                current: 14,
+                removed: vec![],
+                added: vec![owned("a.svc.z").1],
+            }
+        );
+        push(&mut j, 14, 15, vec![a("q")], vec![a("r")], &["a"]);
+        assert_eq!(
+            j.since_namespace("a", &suffix, 12),
+            Since::Diff {
+                current: 15,
+                removed: vec![a("q").1],
+                added: vec![a("r").1],
+            },
+            "the marker is left out of a's differences"
+        );
         // "b.svc.z" is not inside "a.svc.z", nor "xa.svc.z".
         assert!(!super::super::zones::owner_within(
             &owned("xa.svc.z").1,

@@ -17,20 +17,32 @@
 //! primary notify the servers of the zone's NS set "and any other servers
 //! it is configured to"; BIND (`also-notify`, `notify explicit`) and Knot
 //! (`notify:` remotes) take the other servers from a static list. A sidecar
-//! follower's pod IP changes with every pod, so no list can name it: the
-//! primary learns it instead. A follower of ours checks its zone's serial
-//! from one UDP socket it keeps and listens on (`follow`), by IXFR for a
-//! namespace's zone. Each such IXFR over UDP that is accepted (access list,
-//! key) is remembered here as
-//! (address, port, zone, key), for the zone's expire (after which the
+//! follower's pod IP changes with every pod, and a node-local cache runs on
+//! every node, so no list can name them: the primary learns them instead. A
+//! follower of ours checks its zone's serial by IXFR over UDP from one
+//! socket it keeps and listens on (`follow`): a namespace's zone always,
+//! the cluster zone unless the primary does not answer such checks. Each
+//! IXFR over UDP that is accepted, for any of our zones, is remembered here
+//! as (address, port, zone, key), for the zone's expire (after which the
 //! follower has stopped serving it anyway), at most `notify_followers_max`
-//! of them, the oldest forgotten first. A change NOTIFYs the zone's
-//! remembered followers at that address and port, signed with the key the
-//! follower used (RFC 1996 §3.10: a NOTIFY is only a hint; the follower
-//! then asks for the serial itself). SOA queries, the cluster zone's checks
-//! (ours, BIND's and Knot's), teach nothing: BIND and Knot send them from
-//! ports they do not listen on, and unsigned ones never leave the query
-//! path. The cluster zone's secondaries are the ones listed in `notify`.
+//! of them over all zones, the oldest forgotten first. Accepted means what
+//! a transfer of that zone needs: the address inside `[transfer] allow`, a
+//! good signature (required with `require_tsig`), a key that may transfer
+//! the zone (a key confined to namespaces teaches nothing about the cluster
+//! zone: it is refused). A change NOTIFYs the zone's remembered followers
+//! at that address and port, signed with the key the follower used (RFC
+//! 1996 §3.10: a NOTIFY is only a hint; the follower then asks for the
+//! serial itself). A remembered follower that refuses a NOTIFY or never
+//! answers one is forgotten unless it checked again meanwhile: it has most
+//! likely restarted on another port (a DaemonSet rollout leaves one such
+//! address per node), and its next check teaches the new one.
+//!
+//! SOA queries teach nothing: BIND and Knot check with them, from ports
+//! they do not listen on (their IXFRs go over TCP), and unsigned ones never
+//! leave the query path. BIND and Knot secondaries are the ones listed in
+//! `notify`. An unsigned check with a forged source address (from inside
+//! `allow`) makes the primary NOTIFY that address, a few small datagrams
+//! per change at most; `require_tsig` rules that out.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -169,6 +181,13 @@ impl Followers {
         }
     }
 
+    /// Forgets the follower of `zone` at `addr` (any key) unless it checked
+    /// at or after `since`.
+    pub(crate) fn forget(&self, zone: &ZoneId, addr: SocketAddr, since: Instant) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|f, t| f.zone != *zone || f.addr != addr || *t >= since);
+    }
+
     /// The followers of zones `wanted` selects that checked within `keep`
     /// (the others are forgotten).
     fn of(&self, wanted: impl Fn(&ZoneId) -> bool) -> Vec<Follower> {
@@ -280,6 +299,7 @@ async fn notify(
     key: Option<TSigner>,
 ) {
     let stats = &shared.stats;
+    let started = Instant::now();
     let socket = match UdpSocket::bind(source_for(&targets, target)).await {
         Ok(s) => s,
         Err(e) => {
@@ -322,6 +342,9 @@ async fn notify(
         wait *= 2;
     }
     stats.notify[2].fetch_add(1, Ordering::Relaxed);
+    // Refused or never answered: a learned follower at that address is
+    // most likely gone (see the module docs).
+    shared.followers.forget(&zone, target, started);
 }
 
 type Verifier = Option<hickory_proto::rr::TSigVerifier>;
@@ -421,6 +444,27 @@ mod tests {
         let gone = Followers::new(8, Duration::ZERO);
         gone.seen(follower(1, "a"));
         assert!(gone.of(|_| true).is_empty(), "past the expire");
+        // A follower whose NOTIFY failed is forgotten, unless it checked
+        // since the NOTIFY started; another zone's at that address stays.
+        let f = Followers::new(8, Duration::from_secs(3600));
+        f.seen(follower(1, "a"));
+        f.seen(follower(1, "b"));
+        std::thread::sleep(Duration::from_millis(2));
+        let started = Instant::now();
+        f.seen(follower(2, "a"));
+        f.forget(
+            &ZoneId::Namespace(Arc::from("a")),
+            follower(2, "a").addr,
+            started,
+        );
+        f.forget(
+            &ZoneId::Namespace(Arc::from("a")),
+            follower(1, "a").addr,
+            started,
+        );
+        let mut left = f.of(|_| true);
+        left.sort_by_key(|f| (f.addr, f.zone.clone()));
+        assert_eq!(left, [follower(1, "b"), follower(2, "a")]);
         let off = Followers::new(0, Duration::from_secs(60));
         off.seen(follower(1, "a"));
         assert!(off.of(|_| true).is_empty(), "notify_followers_max = 0");

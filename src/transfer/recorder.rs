@@ -101,6 +101,28 @@ impl PublishObserver for Recorder {
         (self.old, self.new) = (o, n);
     }
 
+    fn namespace(&mut self, name: &str, exists: bool) {
+        if !self.recording {
+            return;
+        }
+        // The cluster zone's marker (see `zones`); a namespace's own zone
+        // leaves it out, so its serial stays.
+        let Some(marker) = self
+            .shared
+            .zones
+            .namespace_marker(&self.shared.settings, name)
+        else {
+            return;
+        };
+        let marker = [(0, marker)];
+        let (old, new): (&[_], &[_]) = if exists {
+            (&[], &marker)
+        } else {
+            (&marker, &[])
+        };
+        self.pending.diff(old, new, &mut self.changed);
+    }
+
     fn end(&mut self, serial: u32) {
         if serial != self.serial {
             let s = &self.shared;

@@ -361,7 +361,7 @@ impl Request<'_> {
         let Some(permit) = self.slot() else {
             return self.busy();
         };
-        let Some((serial, views)) = snapshot(self.shared, &self.zone) else {
+        let Some((serial, published)) = snapshot(self.shared, &self.zone) else {
             debug!(peer = %self.peer, "no consistent snapshot of the zone: SERVFAIL");
             return one(&self.head, Rcode::ServFail as u8, &[], self.chain);
         };
@@ -372,7 +372,7 @@ impl Request<'_> {
             Arc::clone(&s.settings),
             &self.zone,
             serial,
-            views,
+            published,
         );
         Box::new(Packer::new(
             self.head,
@@ -458,10 +458,13 @@ impl Request<'_> {
     }
 }
 
-/// The serial of `zone` and the views of one publication, read between two
-/// publications (a sequence lock: retried while the writer is mid-publish).
-/// Waits at most ~20 ms; `None` under a publication that long.
-fn snapshot(shared: &Shared, zone: &ZoneId) -> Option<(u32, Vec<Arc<ServiceView>>)> {
+/// The views and the namespaces of one publication.
+type Published = (Vec<Arc<ServiceView>>, Vec<String>);
+
+/// The serial of `zone` and the views and namespaces of one publication,
+/// read between two publications (a sequence lock: retried while the writer
+/// is mid-publish). Waits at most ~20 ms; `None` under a publication that long.
+fn snapshot(shared: &Shared, zone: &ZoneId) -> Option<(u32, Published)> {
     for attempt in 0..40 {
         let before = shared.publishing.load(Ordering::SeqCst);
         if before.is_multiple_of(2) {
@@ -474,8 +477,12 @@ fn snapshot(shared: &Shared, zone: &ZoneId) -> Option<(u32, Vec<Arc<ServiceView>
                     .namespace_serial(ns),
             };
             let views = shared.index.services();
+            let namespaces = match zone {
+                ZoneId::Fixed(0) => shared.index.namespaces(),
+                _ => Vec::new(),
+            };
             if shared.publishing.load(Ordering::SeqCst) == before {
-                return Some((serial, views));
+                return Some((serial, (views, namespaces)));
             }
         }
         if attempt < 20 {

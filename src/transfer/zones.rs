@@ -8,6 +8,14 @@
 //! take its namespace alone. It is a transfer zone only: the query path
 //! answers those names from the cluster zone, unchanged. Records come from
 //! `dns::zonefile`, so a transfer carries exactly what `export-zone` prints.
+//!
+//! The cluster zone carries each existing namespace's marker at
+//! `<ns>.svc.<zone>` (`zonefile::NAMESPACE_MARKER`), so whoever loads it
+//! answers NODATA there as the query path does, services or none. A
+//! namespace's own zone leaves it out: that name is its apex, whose SOA
+//! already says the namespace exists (the zone exists only while the
+//! namespace does), so the marker's coming and going never moves a
+//! namespace zone's serial.
 
 use std::sync::Arc;
 
@@ -143,6 +151,11 @@ impl Zones {
         out.extend(kept);
     }
 
+    /// The cluster zone's marker of namespace `ns` in wire format.
+    pub(crate) fn namespace_marker(&self, settings: &DnsSettings, ns: &str) -> Option<Vec<u8>> {
+        zonefile::namespace_record(settings, ns).wire()
+    }
+
     /// Zone `zone`'s apex records in wire format, SOA (with `serial`) first.
     pub(crate) fn apex(&self, settings: &DnsSettings, zone: &ZoneId, serial: u32) -> Vec<Vec<u8>> {
         zonefile::apex_records(settings, &self.name_of(zone), serial)
@@ -176,8 +189,17 @@ pub(crate) fn owner_within(record: &[u8], suffix: &[u8]) -> bool {
     false
 }
 
+/// Whether the wire record `record` (its owner uncompressed, lower-case) is
+/// owned by the name `name` (lower-case wire format) itself.
+pub(crate) fn owner_is(record: &[u8], name: &[u8]) -> bool {
+    // A name's wire form ends with the root label: a longer owner cannot
+    // start with it.
+    record.starts_with(name)
+}
+
 /// The records of a whole zone, produced a service at a time: apex records
-/// (SOA first), every service's records, and the SOA again (RFC 5936 §2.2).
+/// (SOA first), the namespaces' markers (the cluster zone), every service's
+/// records, and the SOA again (RFC 5936 §2.2).
 pub(crate) struct ZoneRecords {
     zones: Arc<Zones>,
     settings: Arc<DnsSettings>,
@@ -189,17 +211,21 @@ pub(crate) struct ZoneRecords {
 }
 
 impl ZoneRecords {
-    /// The records of `zone` at `serial`, from the views published at that
-    /// serial (a namespace's zone: the cluster zone's records of the views
-    /// in that namespace).
+    /// The records of `zone` at `serial`, from the views and `namespaces`
+    /// published at that serial (a namespace's zone: the cluster zone's
+    /// records of the views in that namespace, no marker).
     pub(crate) fn new(
         zones: Arc<Zones>,
         settings: Arc<DnsSettings>,
         zone: &ZoneId,
         serial: u32,
-        mut views: Vec<Arc<ServiceView>>,
+        (mut views, namespaces): (Vec<Arc<ServiceView>>, Vec<String>),
     ) -> Self {
-        let apex = zones.apex(&settings, zone, serial);
+        let mut apex = zones.apex(&settings, zone, serial);
+        if *zone == ZoneId::Fixed(0) {
+            let markers = namespaces.iter();
+            apex.extend(markers.filter_map(|ns| zones.namespace_marker(&settings, ns)));
+        }
         let index = match zone {
             ZoneId::Fixed(i) => *i,
             ZoneId::Namespace(ns) => {

@@ -2,20 +2,30 @@
 //! IXFR (TCP, every message of the answer read and, with a key, each one's
 //! TSIG verified as a chain, RFC 8945 §5.3.1), parsed with hickory-proto.
 //!
+//! The serial is checked by IXFR over UDP with ours (RFC 1995 §4: one SOA
+//! when we are current or the differences do not fit; the differences when
+//! they do), from one [`Checker`] socket that stays open and also takes the
+//! primary's NOTIFYs: a primary of ours remembers the address and port an
+//! IXFR check came from and tells it of changes there (`notify`), which an
+//! SOA query (what BIND and Knot check with) would not teach it.
+//!
 //! A namespace's transfer zone has no SOA on the query path (its names are
-//! the cluster zone's there), so its serial is checked by IXFR over UDP
-//! with ours (RFC 1995 §4: one SOA when we are current; the differences
-//! when they fit); the cluster zone's by an SOA query, as BIND and Knot do.
-//! Every check leaves from one [`Checker`] socket that stays open and also
-//! takes the primary's NOTIFYs: a primary of ours remembers the address and
-//! port an IXFR check came from and tells it of changes there.
+//! the cluster zone's there), so its checks are IXFR only. The cluster zone
+//! can also be checked by an SOA query, and is whenever an IXFR check fails
+//! (an error such as NOTIMP or FORMERR, no answer within [`PROBE_TIMEOUT`],
+//! an answer without the zone's SOA) and an SOA query then answers: a
+//! primary that is not ours may not take IXFR over UDP, and one that does
+//! not learn from it either. Checks then stay SOA queries for
+//! [`PROBE_AGAIN`] before an IXFR is tried again (a lost datagram costs a
+//! while of SOA checks, not NOTIFYs for good). A check that fails both ways
+//! is a failed check, and changes nothing.
 //!
 //! Every failure comes back as a sentence for the log: the follower keeps
 //! its last good zone and says why.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::SOA;
@@ -24,10 +34,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, trace};
+use tracing::{debug, info, trace};
 
 /// How long one exchange with the primary may take (connect, each message).
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an IXFR check of the cluster zone waits before the SOA query
+/// is asked instead: a primary that drops IXFR over UDP costs this much a
+/// probe. Within a cluster an answer takes milliseconds.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long checks stay SOA queries after an IXFR check failed and an SOA
+/// query answered.
+pub(crate) const PROBE_AGAIN: Duration = Duration::from_secs(600);
 
 /// Why an exchange with the primary failed, for the log.
 pub(crate) type Why = String;
@@ -42,9 +59,19 @@ pub(crate) struct Primary {
     pub key: Option<TSigner>,
     /// Where serial checks leave from (and NOTIFYs arrive).
     pub checker: Arc<Checker>,
-    /// Check the serial by UDP IXFR (a namespace's zone) rather than an
-    /// SOA query.
-    pub by_ixfr: bool,
+    /// How the serial is checked.
+    pub checks: Checks,
+}
+
+/// How a follower checks the primary's serial (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Checks {
+    /// By IXFR over UDP only: a namespace's transfer zone.
+    Ixfr,
+    /// By IXFR over UDP, else by SOA query: the cluster zone. `soa_until`:
+    /// until then by SOA query (an IXFR check failed where an SOA query
+    /// answered).
+    IxfrElseSoa { soa_until: Option<Instant> },
 }
 
 /// An answer awaited: its id, who must send it, and where it goes.
@@ -111,8 +138,14 @@ impl Checker {
         }
     }
 
-    /// Sends `request` to `to` and waits for the answer with its id.
-    async fn exchange(&self, request: &[u8], to: SocketAddr) -> Result<Vec<u8>, Why> {
+    /// Sends `request` to `to` and waits up to `wait` for the answer with
+    /// its id.
+    async fn exchange(
+        &self,
+        request: &[u8],
+        to: SocketAddr,
+        wait: Duration,
+    ) -> Result<Vec<u8>, Why> {
         let id = u16::from_be_bytes([request[0], request[1]]);
         let (tx, rx) = oneshot::channel();
         *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, to, tx));
@@ -120,7 +153,7 @@ impl Checker {
             .send_to(request, to)
             .await
             .map_err(|e| format!("cannot send the serial check: {e}"))?;
-        tokio::time::timeout(TIMEOUT, rx)
+        tokio::time::timeout(wait, rx)
             .await
             .map_err(|_| "no answer to the serial check".to_string())?
             .map_err(|_| "the checker socket closed".to_string())
@@ -157,31 +190,95 @@ impl Primary {
         Ok((bytes, verifier))
     }
 
-    /// The primary's SOA for the zone, asked over UDP.
-    pub(crate) async fn soa(&self) -> Result<SOA, Why> {
+    /// The primary's SOA record for the zone, asked over UDP.
+    pub(crate) async fn soa(&self) -> Result<Record, Why> {
         let (request, mut verifier) = self.request(RecordType::SOA, None)?;
-        let answer = self.checker.exchange(&request, self.addr).await?;
+        let answer = self.checker.exchange(&request, self.addr, TIMEOUT).await?;
         let m = checked(&answer, verifier.as_mut())?;
         m.answers
-            .iter()
-            .find_map(|r| match &r.data {
-                RData::SOA(soa) => Some(soa.clone()),
-                _ => None,
-            })
+            .into_iter()
+            .find(|r| matches!(r.data, RData::SOA(_)))
             .ok_or_else(|| "the answer to the SOA query has no SOA".to_string())
+    }
+
+    /// Whether the next check is an IXFR over UDP (else an SOA query).
+    pub(crate) fn checks_by_ixfr(&self) -> bool {
+        match self.checks {
+            Checks::Ixfr => true,
+            Checks::IxfrElseSoa { soa_until } => soa_until.is_none_or(|t| Instant::now() >= t),
+        }
     }
 
     /// The records of an IXFR from `serial` over UDP, from the checker
     /// socket: one SOA when current (or when the differences do not fit),
-    /// else the differences or the whole zone.
+    /// else the differences or the whole zone. An answer that does not
+    /// start with the zone's SOA is an error; a truncated one counts as its
+    /// first SOA alone (RFC 1995 §2: ask again over TCP).
     pub(crate) async fn ixfr_udp(&self, serial: u32) -> Result<Vec<Record>, Why> {
+        let wait = match self.checks {
+            Checks::Ixfr => TIMEOUT,
+            Checks::IxfrElseSoa { .. } => PROBE_TIMEOUT,
+        };
         let (request, mut verifier) = self.request(RecordType::IXFR, Some(serial))?;
-        let answer = self.checker.exchange(&request, self.addr).await?;
+        let answer = self.checker.exchange(&request, self.addr, wait).await?;
         let m = checked(&answer, verifier.as_mut())?;
-        if m.metadata.truncation {
-            return Err("the serial check came back truncated".into());
+        let mut records = m.answers;
+        if records.first().and_then(serial_of).is_none() {
+            return Err("the answer to the IXFR check does not start with the zone's SOA".into());
         }
-        Ok(m.answers)
+        if m.metadata.truncation {
+            records.truncate(1);
+        }
+        Ok(records)
+    }
+
+    /// The answer to a serial check from `ours`: the records of an IXFR
+    /// over UDP (see [`Primary::ixfr_udp`]), or the primary's SOA record
+    /// alone when the check was, or fell back to, an SOA query.
+    pub(crate) async fn check_serial(&mut self, ours: u32) -> Result<Vec<Record>, Why> {
+        if !self.checks_by_ixfr() {
+            return Ok(vec![self.soa().await?]);
+        }
+        let why = match self.ixfr_udp(ours).await {
+            Ok(records) => {
+                self.ixfr_answered();
+                return Ok(records);
+            }
+            Err(why) => why,
+        };
+        if self.checks == Checks::Ixfr {
+            return Err(why);
+        }
+        let soa = self.soa().await?;
+        self.ixfr_failed(&why);
+        Ok(vec![soa])
+    }
+
+    /// An IXFR check was answered: checks stay (or are again) IXFR.
+    pub(crate) fn ixfr_answered(&mut self) {
+        if let Checks::IxfrElseSoa { soa_until } = &mut self.checks
+            && soa_until.take().is_some()
+        {
+            info!(primary = %self.addr, "the primary answers serial checks by IXFR over UDP again");
+        }
+    }
+
+    /// An IXFR check failed for `why` where the primary answered otherwise
+    /// (an SOA query, a transfer): SOA queries for [`PROBE_AGAIN`].
+    pub(crate) fn ixfr_failed(&mut self, why: &str) {
+        let Checks::IxfrElseSoa { soa_until } = &mut self.checks else {
+            return;
+        };
+        if soa_until.replace(Instant::now() + PROBE_AGAIN).is_none() {
+            info!(
+                primary = %self.addr,
+                reason = why,
+                again_in = ?PROBE_AGAIN,
+                "the primary does not answer serial checks by IXFR over UDP: checking by SOA query (it learns no NOTIFY address from those)"
+            );
+        } else {
+            debug!(primary = %self.addr, reason = why, "IXFR check failed again: SOA queries go on");
+        }
     }
 
     /// The records of an AXFR (`serial` unset) or an IXFR from `serial`:

@@ -5,8 +5,9 @@
 //! AXFR at start; then, on every NOTIFY from the primary and every refresh
 //! (the SOA's, or `source.refresh_ms`), the primary's SOA serial, and an
 //! IXFR when it moved (an AXFR when the primary will not give differences).
-//! Each new zone is turned back into Services and EndpointSlices
-//! (`zone_objects`) and fed to the index through [`Differ`], as the file
+//! Each new zone is turned back into Services, EndpointSlices and
+//! Namespaces (`zone_objects`: a namespace from its marker in the cluster
+//! zone, or its services) and fed to the index through [`Differ`], as the file
 //! source does, so every answering rule, the page and our own transfers work
 //! unchanged. Before the first transfer the index is unsynced (SERVFAIL);
 //! after it, a failed or bad transfer is logged with its reason and the last
@@ -19,10 +20,13 @@
 //! namespace alone and answers as a sidecar with `namespaces = [<ns>]`
 //! does (other namespaces' names NXDOMAIN), and the namespace exists even
 //! with no services, since the zone's apex names it (NODATA, as on the
-//! primary). Its serial is checked by UDP IXFR (the cluster zone's by an
-//! SOA query), from one socket that also takes the primary's NOTIFYs
-//! (`client::Checker`), so the primary can tell a follower it was never
-//! configured with. NOTIFYs are accepted there and from the listeners: for
+//! primary). The serial is checked by IXFR over UDP, from one socket that
+//! also takes the primary's NOTIFYs (`client::Checker`), so the primary
+//! can tell a follower it was never configured with (a node-local cache of
+//! the cluster zone as much as a tenant's sidecar). The cluster zone falls
+//! back to SOA queries where the primary does not answer such a check (it
+//! may not be ours: then it would not learn from it either; `client` says
+//! when). NOTIFYs are accepted there and from the listeners: for
 //! the zone followed only (else NOTAUTH), signed with the primary's key
 //! when one is set (then from any address: a primary pod answers for a
 //! Service address), else from the primary's address.
@@ -63,7 +67,7 @@ use crate::dns::handoff::{FOLLOW_TRANSFER_KINDS, FollowTotals, Messages};
 use crate::error::{Error, Result};
 use crate::sources::{Differ, SourceEvent};
 use crate::wire::Rcode;
-use client::{Primary, Why, serial_of};
+use client::{Checks, Primary, Why, serial_of};
 
 /// Between tries before the first zone arrives (unless `refresh_ms` is shorter).
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -255,7 +259,10 @@ pub async fn start(
             zone,
             key,
             checker,
-            by_ixfr: namespace.is_some(),
+            checks: match namespace {
+                Some(_) => Checks::Ixfr,
+                None => Checks::IxfrElseSoa { soa_until: None },
+            },
         },
         zone_name: config.dns.zone.clone(),
         namespace: namespace.clone(),
@@ -432,14 +439,27 @@ impl Follower {
                 .store(u64::from(serial), Ordering::Relaxed)
         };
         let Some(ours) = self.zone.as_ref().map(|z| z.soa.serial) else {
-            if self.primary.by_ixfr {
-                // A first check from the checker socket, so the primary knows
-                // where to NOTIFY from the start (a serial it never had: the
-                // answer is its SOA alone).
-                self.primary.ixfr_udp(0).await?;
+            // A first check from the checker socket, so the primary knows
+            // where to NOTIFY from the start (a serial it never had: the
+            // answer is its SOA alone). The cluster zone goes on without it.
+            let probe = match self.primary.checks_by_ixfr() {
+                true => Some(self.primary.ixfr_udp(0).await),
+                false => None,
+            };
+            if let Some(Err(why)) = &probe
+                && self.primary.checks == Checks::Ixfr
+            {
+                return Err(why.clone());
             }
             let records = self.primary.transfer(None).await?;
             let zone = whole(&records)?;
+            // The primary answered the transfer: a failed probe says it
+            // does not take IXFR over UDP.
+            match probe {
+                Some(Err(why)) => self.primary.ixfr_failed(&why),
+                Some(Ok(_)) => self.primary.ixfr_answered(),
+                None => {}
+            }
             seen(zone.soa.serial);
             self.zone = Some(zone);
             return Ok(Some("axfr"));
@@ -501,10 +521,7 @@ impl Follower {
         &mut self,
         ours: u32,
     ) -> std::result::Result<std::result::Result<u32, &'static str>, Why> {
-        if !self.primary.by_ixfr {
-            return Ok(Ok(self.primary.soa().await?.serial));
-        }
-        let records = self.primary.ixfr_udp(ours).await?;
+        let records = self.primary.check_serial(ours).await?;
         let theirs = first_soa(&records)?.serial;
         if records.len() > 1 && newer(theirs, ours) && client::complete(&records) {
             // The differences (or the zone) fitted in the answer.

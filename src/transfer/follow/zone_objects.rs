@@ -13,7 +13,11 @@
 //! - `_<port>._<proto>.<svc>...` SRV: targeting the service, a service port
 //!   (ClusterIP); targeting an endpoint, that endpoint's port (headless);
 //! - `<svc>...` SRV (the service name's own set, every port): the port
-//!   numbers of unnamed ports too, which become unnamed TCP ports.
+//!   numbers of unnamed ports too, which become unnamed TCP ports;
+//! - `<ns>.svc.<zone>` of type `zonefile::NAMESPACE_MARKER`: the namespace
+//!   exists, services or none (NODATA there, as on the primary). A
+//!   namespace with a service exists too, marker or not (a primary that is
+//!   not ours writes none).
 //!
 //! Endpoints with the same ports and address family share one slice; the
 //! index orders them by ordinal itself. Every endpoint in the zone was
@@ -25,6 +29,7 @@ use std::sync::Arc;
 
 use hickory_proto::rr::{DNSClass, Name, RData, Record};
 
+use crate::dns::zonefile::NAMESPACE_MARKER;
 use crate::index::record::dashed_ip;
 use crate::index::{
     EndpointRecord, NamespaceRecord, Object, ObjectKey, PortRecord, ServiceKind, ServiceRecord,
@@ -66,6 +71,7 @@ pub(crate) fn objects<'a>(records: impl IntoIterator<Item = &'a Record>, zone: &
     let suffix = format!(".svc.{zone}");
     // (namespace, service) → what the zone says about it.
     let mut services: BTreeMap<(String, String), Service> = BTreeMap::new();
+    let mut out = ObjectMap::new();
     for r in records {
         if r.dns_class != DNSClass::IN {
             continue;
@@ -73,15 +79,16 @@ pub(crate) fn objects<'a>(records: impl IntoIterator<Item = &'a Record>, zone: &
         let Some(labels) = labels_below(&r.name, &suffix) else {
             continue;
         };
+        if let [ns] = &labels[..]
+            && u16::from(r.record_type()) == NAMESPACE_MARKER
+        {
+            add_namespace(&mut out, ns);
+            continue;
+        }
         read_record(&labels, &r.data, &suffix, &mut services);
     }
-    let mut out = ObjectMap::new();
     for ((ns, name), svc) in services {
-        let ns_key = ObjectKey::new("", &ns);
-        let namespace = Object::Namespace(NamespaceRecord {
-            key: ns_key.clone(),
-        });
-        out.insert((namespace.kind(), ns_key), namespace);
+        add_namespace(&mut out, &ns);
         for object in service_objects(&ns, &name, svc) {
             out.insert((object.kind(), object.key().clone()), object);
         }
@@ -243,7 +250,7 @@ fn port_record((name, protocol, port): &Port) -> PortRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::zonefile::{ZoneRecord, service_records};
+    use crate::dns::zonefile::{ZoneRecord, namespace_record, service_records};
     use crate::index::{IndexWriter, Kind, ZoneSettings};
     use hickory_proto::serialize::binary::BinDecodable;
     use std::time::Duration;
@@ -267,10 +274,14 @@ mod tests {
         writer.index()
     }
 
-    /// Every service's zone records (the apex left out), as zone-file lines.
+    /// Every namespace's marker and service's zone records (the apex left
+    /// out), as zone-file lines.
     fn zone_lines(index: &crate::index::Index) -> (Vec<String>, Vec<ZoneRecord>) {
         let s = settings();
         let mut records = Vec::new();
+        for ns in index.namespaces() {
+            records.push(namespace_record(&s, &ns));
+        }
         for v in index.services() {
             service_records(&v, &s, &mut records);
         }
@@ -302,6 +313,10 @@ mod tests {
             let primary = index_of(manifests);
             let (lines, records) = zone_lines(&primary);
             assert!(lines.len() > 20, "a real zone: {lines:?}");
+            assert!(
+                lines.iter().any(|l| l.starts_with("default.svc.")),
+                "the namespaces' markers: {lines:?}"
+            );
             let parsed: Vec<Record> = records
                 .iter()
                 .map(|r| Record::from_bytes(&r.wire().unwrap()).unwrap())
@@ -338,6 +353,8 @@ mod tests {
             ),
             rec(&format!("ext{z}"), RData::CNAME(CNAME(n("example.com.")))),
             rec("ns.dns.cluster.local.", RData::A(A([10, 0, 0, 53].into()))),
+            // The marker of a namespace without services, as transferred.
+            Record::from_bytes(&namespace_record(&settings(), "quiet").wire().unwrap()).unwrap(),
         ];
         let map = objects(&records, "cluster.local");
         let service = |name: &str| match &map[&(Kind::Service, ObjectKey::new("default", name))] {
@@ -370,6 +387,7 @@ mod tests {
         assert_eq!(pg.ports[0].port, 5432);
         assert_eq!(pg.endpoints[0].hostname.as_deref(), Some("db-0"));
         assert!(map.contains_key(&(Kind::Namespace, ObjectKey::new("", "default"))));
+        assert!(map.contains_key(&(Kind::Namespace, ObjectKey::new("", "quiet"))));
         // The apex's records describe no service.
         assert_eq!(map.keys().filter(|(k, _)| *k == Kind::Service).count(), 3);
     }
