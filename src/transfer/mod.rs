@@ -26,6 +26,7 @@ pub mod follow;
 mod journal;
 mod message;
 mod notify;
+mod notify_sockets;
 mod recorder;
 mod serve;
 mod tsig;

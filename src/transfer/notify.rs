@@ -13,6 +13,16 @@
 //! Signed with `notify_key` when set, and the answer's signature
 //! checked.
 //!
+//! NOTIFYs leave from one socket per source address, bound by this task
+//! the first time it is needed and kept (`notify_sockets`: answers are
+//! matched by target and message id), not one socket per NOTIFY: a change
+//! to the cluster zone NOTIFYs every node-local cache at once, and the
+//! server does not raise its descriptor limit (a container's may be
+//! 1,024). At most `IN_FLIGHT` NOTIFYs (1,024) are outstanding at once,
+//! each a small task; the rest wait their turn in order, and a change to
+//! one that waits needs nothing more, as it is sent with the serial of
+//! when its turn comes.
+//!
 //! Followers not in `[transfer] notify` are told too. RFC 1996 §3.6 has a
 //! primary notify the servers of the zone's NS set "and any other servers
 //! it is configured to"; BIND (`also-notify`, `notify explicit`) and Knot
@@ -44,9 +54,9 @@
 //! `allow`) makes the primary NOTIFY that address, a few small datagrams
 //! per change at most; `require_tsig` rules that out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,6 +69,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
 
 use super::Shared;
+use super::notify_sockets::{Pending, Sockets, Ticket};
 use super::zones::ZoneId;
 
 /// Sends per NOTIFY, first included.
@@ -238,47 +249,94 @@ fn jobs(shared: &Shared, targets: &Targets, marked: &Marked) -> Vec<(Job, Option
     out
 }
 
+/// NOTIFYs in flight (sent, neither answered nor given up) at once; the
+/// rest wait their turn in order. The default `notify_followers_max`, so
+/// that with the default bound a change reaches every learned follower at
+/// once, as one small task each; past it, a change to
+/// thousands of targets goes out in waves instead of thousands of tasks,
+/// and the answers to one wave (small datagrams) fit a socket's default
+/// receive buffer well enough, the receiver draining it as they come. A
+/// slot is held at most the ~15 s of a silent target's five tries.
+const IN_FLIGHT: usize = 1024;
+
+/// Where a job stands; a job is in the map from when it is asked for until
+/// it is done and nothing changed meanwhile.
+enum State {
+    /// Waiting for a slot, with its key.
+    Queued(Option<TSigner>),
+    /// Sent, not yet answered or given up.
+    Running,
+    /// Running, and changed since: one more after it, with this key.
+    Again(Option<TSigner>),
+}
+
 /// Sends NOTIFYs for marked zones until `stop` (see the module docs).
 pub(crate) async fn run(shared: Arc<Shared>, targets: Targets, stop: CancellationToken) {
-    let targets = Arc::new(targets);
+    let mut sockets = Sockets::default();
     let mut tasks = JoinSet::new();
-    // The job of each running task; and the jobs with a change since.
     let mut running: HashMap<tokio::task::Id, Job> = HashMap::new();
-    let mut again: HashMap<Job, Option<TSigner>> = HashMap::new();
-    let start = |tasks: &mut JoinSet<()>,
-                 running: &mut HashMap<_, _>,
-                 (job, key): (Job, Option<TSigner>)| {
-        let task = notify(Arc::clone(&shared), Arc::clone(&targets), job.clone(), key);
-        running.insert(tasks.spawn(task).id(), job);
-    };
+    let mut state: HashMap<Job, State> = HashMap::new();
+    let mut queue: VecDeque<Job> = VecDeque::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = shared.notify.wake.notified() => {
                 let marked = shared.notify.take();
                 for (job, key) in jobs(&shared, &targets, &marked) {
-                    if running.values().any(|j| *j == job) {
-                        again.insert(job, key);
-                    } else {
-                        start(&mut tasks, &mut running, (job, key));
+                    match state.get_mut(&job) {
+                        // Not sent yet: it will carry the serial of then.
+                        Some(State::Queued(k)) => *k = key,
+                        Some(s) => *s = State::Again(key),
+                        None => {
+                            state.insert(job.clone(), State::Queued(key));
+                            queue.push_back(job);
+                        }
                     }
                 }
             }
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let id = done.map_or_else(|e| e.id(), |(id, ())| id);
-                if let Some(job) = running.remove(&id)
-                    && let Some(key) = again.remove(&job)
-                {
-                    start(&mut tasks, &mut running, (job, key));
+                if let Some(job) = running.remove(&id) {
+                    match state.remove(&job) {
+                        Some(State::Again(key)) => {
+                            state.insert(job.clone(), State::Queued(key));
+                            queue.push_back(job);
+                        }
+                        Some(other) => debug_assert!(matches!(other, State::Running)),
+                        None => {}
+                    }
                 }
             }
+        }
+        while tasks.len() < IN_FLIGHT
+            && let Some(job) = queue.pop_front()
+        {
+            let Some(State::Queued(key)) = state.insert(job.clone(), State::Running) else {
+                continue;
+            };
+            let source = source_for(&targets, job.1);
+            let socket = match sockets.get(source).await {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(error = %e, %source, target = %job.1, "notify: cannot bind a socket");
+                    shared.stats.notify[2].fetch_add(1, Ordering::Relaxed);
+                    state.remove(&job);
+                    continue;
+                }
+            };
+            let pending = Arc::clone(sockets.pending());
+            let task = notify(Arc::clone(&shared), socket, pending, job.clone(), key);
+            running.insert(tasks.spawn(task).id(), job);
+        }
+        if !queue.is_empty() {
+            trace!(queued = queue.len(), "notify: waiting for a slot");
         }
     }
 }
 
 /// The source address for a NOTIFY to `target`.
-fn source_for(targets: &Targets, target: SocketAddr) -> SocketAddr {
-    let ip = targets
+fn source_for(targets: &Targets, target: SocketAddr) -> IpAddr {
+    targets
         .source
         .iter()
         .copied()
@@ -287,28 +345,24 @@ fn source_for(targets: &Targets, target: SocketAddr) -> SocketAddr {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         } else {
             IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        });
-    SocketAddr::new(ip, 0)
+        })
 }
 
-/// Tells `target` about `zone` until it answers or the attempts run out.
+/// Tells `target` about `zone` from `socket` until it answers or the
+/// attempts run out.
 async fn notify(
     shared: Arc<Shared>,
-    targets: Arc<Targets>,
+    socket: Arc<UdpSocket>,
+    pending: Arc<Pending>,
     (zone, target): Job,
     key: Option<TSigner>,
 ) {
     let stats = &shared.stats;
     let started = Instant::now();
-    let socket = match UdpSocket::bind(source_for(&targets, target)).await {
-        Ok(s) => s,
-        Err(e) => {
-            debug!(error = %e, %target, "notify: cannot bind a socket");
-            stats.notify[2].fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    };
     let mut wait = FIRST_WAIT;
+    // The previous attempt's id, held until the next is taken so that
+    // they differ: a late answer to it is not taken for the next one's.
+    let mut previous: Option<Ticket> = None;
     for attempt in 0..ATTEMPTS {
         let serial = match &zone {
             ZoneId::Fixed(_) => shared.index.serial(),
@@ -319,15 +373,19 @@ async fn notify(
                 .namespace_serial(ns),
         };
         let name = shared.zones.name_of(&zone);
-        let Some((packet, verifier)) = message(&shared, key.as_ref(), &zone, serial) else {
+        let Some(mut ticket) = pending.register(target) else {
+            debug!(zone = name, %target, "notify: every message id is in flight");
+            break;
+        };
+        let Some((packet, verifier)) = message(&shared, key.as_ref(), &zone, serial, ticket.id)
+        else {
             return;
         };
         stats.notify[0].fetch_add(1, Ordering::Relaxed);
         if let Err(e) = socket.send_to(&packet, target).await {
             trace!(error = %e, %target, "notify: send failed");
         }
-        let id = u16::from_be_bytes([packet[0], packet[1]]);
-        match tokio::time::timeout(wait, answer(&socket, target, id, verifier)).await {
+        match tokio::time::timeout(wait, answer(&mut ticket, &name, verifier)).await {
             Ok(Ok(())) => {
                 debug!(zone = name, %target, serial, attempt, "notify acknowledged");
                 stats.notify[1].fetch_add(1, Ordering::Relaxed);
@@ -339,8 +397,10 @@ async fn notify(
             }
             Err(_) => trace!(%target, attempt, "notify: no answer yet"),
         }
+        previous = Some(ticket);
         wait *= 2;
     }
+    drop(previous);
     stats.notify[2].fetch_add(1, Ordering::Relaxed);
     // Refused or never answered: a learned follower at that address is
     // most likely gone (see the module docs).
@@ -349,17 +409,18 @@ async fn notify(
 
 type Verifier = Option<hickory_proto::rr::TSigVerifier>;
 
-/// The NOTIFY for `zone` at `serial` (with the SOA in the answer, RFC 1996
-/// §3.7), signed if there is a key.
+/// The NOTIFY `id` for `zone` at `serial` (with the SOA in the answer, RFC
+/// 1996 §3.7), signed if there is a key.
 fn message(
     shared: &Shared,
     key: Option<&TSigner>,
     zone: &ZoneId,
     serial: u32,
+    id: u16,
 ) -> Option<(Vec<u8>, Verifier)> {
     let mut name = Name::from_ascii(shared.zones.name_of(zone)).ok()?;
     name.set_fqdn(true);
-    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Notify);
+    let mut m = Message::new(id, MessageType::Query, OpCode::Notify);
     m.metadata.authoritative = true;
     m.add_query(Query::query(name, RecordType::SOA));
     let soa = shared.zones.soa(&shared.settings, zone, serial);
@@ -371,41 +432,46 @@ fn message(
     Some((m.to_vec().ok()?, verifier))
 }
 
-/// A message id that a stray answer cannot easily match.
+/// A random message id, so that a stray or forged answer cannot easily
+/// match (std's `RandomState` is seeded from the OS once per thread and
+/// differs for each call).
 pub(super) fn rand_id() -> u16 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    (t ^ (t >> 16)) as u16
+    use std::hash::BuildHasher;
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    std::hash::RandomState::new().hash_one(n) as u16
 }
 
-/// Waits for the answer to NOTIFY `id` from `target`; `Err` when it is a
-/// refusal (or badly signed) rather than an acknowledgement.
+/// Whether `name` is `zone` (letter case and final dot aside).
+fn same_name(name: &Name, zone: &str) -> bool {
+    let name = name.to_ascii();
+    let trim = |s: &str| s.strip_suffix('.').unwrap_or(s).to_owned();
+    trim(&name).eq_ignore_ascii_case(&trim(zone))
+}
+
+/// Waits for the answer to `ticket`'s NOTIFY about `zone`; `Err` when it
+/// is a refusal (or badly signed) rather than an acknowledgement.
 async fn answer(
-    socket: &UdpSocket,
-    target: SocketAddr,
-    id: u16,
+    ticket: &mut Ticket,
+    zone: &str,
     mut verifier: Verifier,
 ) -> Result<(), &'static str> {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
-            // Not expected on an unconnected socket; do not spin on it.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        let bytes = &buf[..n];
-        if from != target || n < 12 || u16::from_be_bytes([bytes[0], bytes[1]]) != id {
-            continue;
-        }
-        let Ok(m) = Message::from_vec(bytes) else {
+    while let Some(bytes) = ticket.answers.recv().await {
+        let Ok(m) = Message::from_vec(&bytes) else {
             continue;
         };
         if m.message_type != MessageType::Response || m.op_code != OpCode::Notify {
             continue;
         }
+        // An answer about another zone (a late one whose id was reused).
+        if m.queries
+            .first()
+            .is_some_and(|q| !same_name(q.name(), zone))
+        {
+            continue;
+        }
         if let Some(v) = verifier.as_mut()
-            && v.verify(bytes).is_err()
+            && v.verify(&bytes).is_err()
         {
             return Err("bad or missing signature on the answer");
         }
@@ -414,6 +480,8 @@ async fn answer(
             _ => Err("answered with an error"),
         };
     }
+    // The sender lives in `Pending` as long as the ticket: not reached.
+    std::future::pending().await
 }
 
 #[cfg(test)]
