@@ -42,6 +42,16 @@ pub enum Pacing {
     Prompt,
 }
 
+/// What a secondary's configuration says.
+#[derive(Clone, Copy)]
+struct Spec<'a> {
+    port: u16,
+    primary: SocketAddr,
+    zone: &'a str,
+    key: Key<'a>,
+    pacing: Pacing,
+}
+
 /// A running secondary of one zone.
 pub struct Secondary {
     pub kind: Kind,
@@ -74,14 +84,14 @@ fn binary(kind: Kind) -> &'static str {
 /// A TSIG key both sides know: (name, base64 secret).
 pub type Key<'a> = Option<(&'a str, &'a str)>;
 
-fn knot_config(
-    dir: &Path,
-    port: u16,
-    primary: SocketAddr,
-    zone: &str,
-    key: Key,
-    pacing: Pacing,
-) -> String {
+fn knot_config(dir: &Path, spec: &Spec) -> String {
+    let Spec {
+        port,
+        primary,
+        zone,
+        key,
+        pacing,
+    } = *spec;
     let d = dir.display();
     let block = match pacing {
         Pacing::Stock => "",
@@ -108,14 +118,14 @@ fn knot_config(
     )
 }
 
-fn bind_config(
-    dir: &Path,
-    port: u16,
-    primary: SocketAddr,
-    zone: &str,
-    key: Key,
-    pacing: Pacing,
-) -> String {
+fn bind_config(dir: &Path, spec: &Spec) -> String {
+    let Spec {
+        port,
+        primary,
+        zone,
+        key,
+        pacing,
+    } = *spec;
     let d = dir.display();
     let rate = match pacing {
         Pacing::Stock => "",
@@ -168,9 +178,16 @@ impl Secondary {
             tempfile::tempdir().unwrap()
         };
         let conf = dir.path().join("secondary.conf");
+        let spec = Spec {
+            port,
+            primary,
+            zone,
+            key,
+            pacing,
+        };
         let text = match kind {
-            Kind::Knot => knot_config(dir.path(), port, primary, zone, key, pacing),
-            Kind::Bind => bind_config(dir.path(), port, primary, zone, key, pacing),
+            Kind::Knot => knot_config(dir.path(), &spec),
+            Kind::Bind => bind_config(dir.path(), &spec),
         };
         std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(bin);
