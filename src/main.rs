@@ -27,10 +27,15 @@ struct DefaultServe {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args)?;
     headless_dns::telemetry::init(&config.log);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime
-        .worker_threads(config.runtime_workers())
-        .enable_all();
+    let mut runtime = match config.runtime_workers() {
+        0 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    runtime.enable_all();
     if config.source.kind == SourceKind::Transfer {
         thread_cache_off();
         runtime.on_thread_start(thread_cache_off);
