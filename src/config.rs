@@ -800,9 +800,10 @@ impl Config {
 
     /// UDP sockets per listen address: `dns.threads`, where 0 means one
     /// per CPU, but one on the transfer source. A follower is a sidecar's
-    /// server (one pod's lookups, ~0.1 ms of a core each), and each UDP
-    /// thread costs a stack and buffers: ~30 kB of a follower's ~1.4 MB
-    /// (docs/performance.md, "Followers"). `threads = N` still gives N.
+    /// server (one pod's lookups, ~20 µs of CPU each), and each UDP thread
+    /// costs a stack, buffers and a share of the heap: ~60 kB of a
+    /// follower's ~1.4 MB (docs/performance.md, "Lean followers").
+    /// `threads = N` still gives N.
     pub fn udp_threads(&self) -> usize {
         match (self.dns.threads, self.source.kind) {
             (0, SourceKind::Transfer) => 1,

@@ -166,7 +166,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// anonymous for the demo zone: docs/performance.md, "Followers"); every
 /// other shape keeps them, since `tcache:false` for the whole process would
 /// put each allocation of the Kubernetes source and the query path behind
-/// the one arena's lock. Best effort: an error leaves the cache on.
+/// the one arena's lock. Decided once, from the configuration the process
+/// starts with, as the runtime's shape is: a reload to another source keeps
+/// it. Best effort: an error leaves the cache on.
 fn thread_cache_off() {
     use tikv_jemalloc_ctl::{Access, AsName};
     let _ = b"thread.tcache.enabled\0".name().write(false);
