@@ -144,7 +144,8 @@ pub struct ServeArgs {
     /// Kubeconfig context.
     #[arg(long)]
     context: Option<String>,
-    /// UDP sockets (threads) per listen address; 0 = one per CPU.
+    /// UDP sockets (threads) per listen address; 0 = one per CPU (one on
+    /// the transfer source).
     #[arg(long, env = "HEADLESS_DNS_THREADS")]
     threads: Option<usize>,
     /// On a reload, how long the new configuration may take to sync before

@@ -254,7 +254,8 @@ pub struct DnsConfig {
     pub any: AnyMode,
     /// Largest UDP response (and the size advertised in EDNS).
     pub max_udp_payload: u16,
-    /// UDP sockets (threads) per listen address; 0 = one per CPU.
+    /// UDP sockets (threads) per listen address; 0 = one per CPU (one on
+    /// the transfer source: `Config::udp_threads`).
     pub threads: usize,
     /// Receive buffer asked for each UDP socket, KiB; 0 = the OS default.
     /// Small on purpose: under overload a long queue only answers queries
@@ -797,23 +798,31 @@ impl Config {
         }
     }
 
-    /// UDP sockets per listen address.
+    /// UDP sockets per listen address: `dns.threads`, where 0 means one
+    /// per CPU, but one on the transfer source. A follower is a sidecar's
+    /// server (one pod's lookups, ~20 µs of CPU each), and each UDP thread
+    /// costs a stack, buffers and a share of the heap: ~60 kB of a
+    /// follower's ~1.4 MB (docs/performance.md, "Lean followers").
+    /// `threads = N` still gives N.
     pub fn udp_threads(&self) -> usize {
-        match self.dns.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
+        match (self.dns.threads, self.source.kind) {
+            (0, SourceKind::Transfer) => 1,
+            (0, _) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            (n, _) => n,
         }
     }
 
-    /// Tokio worker threads: as many as UDP threads (at most 4), but one
-    /// on the transfer source. A follower's async work is light (its one
+    /// Tokio worker threads: as many as UDP threads (at most 4), but none
+    /// on the transfer source, whose runtime is the main thread alone (a
+    /// current-thread runtime). A follower's async work is light (its one
     /// transfer task, the admin API, TCP queries; UDP has its own threads),
-    /// and each worker costs a thread stack and an allocator cache: a
-    /// follower of the demo zone holds ~0.2 MB less anonymous memory with
-    /// one (1.76 MB instead of 1.95 MB, `benches/followers.rs`).
+    /// and a worker costs a thread stack beside the main thread's: with the
+    /// main thread alone a follower of the demo zone holds ~25 kB less
+    /// anonymous memory than with one worker, and one worker held ~0.2 MB
+    /// less than two (`benches/followers.rs`).
     pub fn runtime_workers(&self) -> usize {
         match self.source.kind {
-            SourceKind::Transfer => 1,
+            SourceKind::Transfer => 0,
             _ => self.udp_threads().clamp(1, 4),
         }
     }
@@ -839,6 +848,20 @@ mod tests {
         let c = Config::from_file(&path).unwrap();
         assert_eq!(c, Config::default());
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_follower_runs_one_udp_thread_and_no_worker_unless_told() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut c = Config::default();
+        assert_eq!(c.udp_threads(), cpus);
+        assert_eq!(c.runtime_workers(), cpus.clamp(1, 4));
+        c.source.kind = SourceKind::Transfer;
+        assert_eq!((c.udp_threads(), c.runtime_workers()), (1, 0));
+        c.dns.threads = 3;
+        assert_eq!((c.udp_threads(), c.runtime_workers()), (3, 0));
+        c.source.kind = SourceKind::Kubernetes;
+        assert_eq!((c.udp_threads(), c.runtime_workers()), (3, 3));
     }
 
     #[test]

@@ -27,17 +27,30 @@ struct DefaultServe {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args)?;
     headless_dns::telemetry::init(&config.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.runtime_workers())
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let mut runtime = match config.runtime_workers() {
+        0 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    runtime.enable_all();
+    if config.source.kind == SourceKind::Transfer {
+        thread_cache_off();
+        runtime.on_thread_start(thread_cache_off);
+        headless_dns::dns::server::on_thread_start(thread_cache_off);
+    }
+    let runtime = runtime.build().context("starting the tokio runtime")?;
     let reload = || load(&args).map_err(|e| headless_dns::Error::Config(format!("{e:#}")));
-    runtime.block_on(headless_dns::serve(
+    // Boxed: the supervisor's future is ~13 kB, and unboxed `block_on`
+    // would keep copies of it on the main thread's stack, which stays
+    // touched for the life of the process (~40 kB more).
+    runtime.block_on(Box::pin(headless_dns::serve(
         reload,
         args.config.clone(),
         headless_dns::shutdown_signal(),
-    ))?;
+    )))?;
     Ok(())
 }
 
@@ -144,6 +157,22 @@ fn sim(
 /// reach, and a re-list peaks lower.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Turns jemalloc's thread cache off for the calling thread, handing back
+/// to the arena what the cache held. Every thread of a follower (the
+/// transfer source) runs it: main, the runtime's workers and blocking
+/// threads, the UDP threads. A follower's threads allocate little, and their
+/// caches were its largest item after the binary itself (~0.4 MB of ~1.9 MB
+/// anonymous for the demo zone: docs/performance.md, "Followers"); every
+/// other shape keeps them, since `tcache:false` for the whole process would
+/// put each allocation of the Kubernetes source and the query path behind
+/// the one arena's lock. Decided once, from the configuration the process
+/// starts with, as the runtime's shape is: a reload to another source keeps
+/// it. Best effort: an error leaves the cache on.
+fn thread_cache_off() {
+    use tikv_jemalloc_ctl::{Access, AsName};
+    let _ = b"thread.tcache.enabled\0".name().write(false);
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -46,8 +46,11 @@ pub async fn serve(
     let config = load()?;
     let reloads = Arc::new(ReloadStats::default());
     let mut shutdown = std::pin::pin!(shutdown);
+    // The start, a reload and a hand-over are boxed: each is kB of future
+    // (a hand-over's ~9 kB), and this one lives as long as the process:
+    // unboxed, it would hold room for all of them the whole time.
     let Some((listeners, engine, offer)) =
-        begin(&config, Arc::clone(&reloads), shutdown.as_mut()).await?
+        Box::pin(begin(&config, Arc::clone(&reloads), shutdown.as_mut())).await?
     else {
         return Ok(());
     };
@@ -77,15 +80,15 @@ pub async fn serve(
             }
         };
         if let Some(conn) = asked {
-            match running.hand_over(conn, shutdown.as_mut()).await {
+            match Box::pin(running.hand_over(conn, shutdown.as_mut())).await {
                 Handed::Kept => continue,
-                Handed::Gone(conn) => return running.bow_out(conn).await,
+                Handed::Gone(conn) => return Box::pin(running.bow_out(conn)).await,
                 Handed::ShutDown => return running.engine.stop().await,
                 Handed::Exited(r) => return r,
             }
         }
         last_modified = modified(watch.as_deref());
-        match running.reload(&load, shutdown.as_mut()).await? {
+        match Box::pin(running.reload(&load, shutdown.as_mut())).await? {
             Reloaded::Done => {}
             Reloaded::ShutDown => {
                 info!("shutting down the running configuration");

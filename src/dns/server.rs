@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
-pub use super::udp::spawn_udp;
+pub use super::udp::{on_thread_start, spawn_udp};
 
 use super::forward::Forwarder;
 use super::{Answerer, Outcome};

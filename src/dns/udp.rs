@@ -12,8 +12,8 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,18 @@ mod test_fault {
     pub fn check(_: Option<Instant>) {}
 }
 
+/// What every UDP thread runs first, when set: [`on_thread_start`].
+static THREAD_START: OnceLock<fn()> = OnceLock::new();
+
+/// Sets a function every UDP thread runs as it starts, before it
+/// allocates, as tokio's `Builder::on_thread_start` does for the runtime's
+/// threads. The binary uses it to turn the allocator's thread cache off on
+/// a follower (`src/main.rs`); the library has no allocator policy of its
+/// own. Once per process: false (and `hook` unused) if one was set before.
+pub fn on_thread_start(hook: fn()) -> bool {
+    THREAD_START.set(hook).is_ok()
+}
+
 /// Starts one thread per UDP socket; they stop when `stop` is cancelled.
 /// With `rrl`, every response goes through the rate limiter first, local,
 /// forwarded or the SERVFAIL of a full forward queue.
@@ -110,6 +122,9 @@ pub fn spawn_udp(
         let watch = fault.watch_thread(format!("udp thread {name}"));
         let fault_at = test_fault::deadline();
         let handle = std::thread::Builder::new().name(name).spawn(move || {
+            if let Some(hook) = THREAD_START.get() {
+                hook();
+            }
             let _watch = watch;
             let mut bufs = Buffers::new();
             worker.run(&mut bufs, &stop, fault_at);

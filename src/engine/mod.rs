@@ -168,13 +168,16 @@ impl Engine {
         let shutdown = async {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(run_engine(
+        // Boxed here, not in the task's cell: the ~7 kB future is then
+        // copied once on this stack instead of three times (the deepest
+        // point of the main thread's stack at start, which stays resident).
+        let task = tokio::spawn(Box::pin(run_engine(
             config,
             listeners,
             shutdown,
             handover,
             sim.clone(),
-        ));
+        )));
         Engine {
             sim,
             go_live,
@@ -337,7 +340,8 @@ impl Tasks {
     /// `what` died.
     fn spawn_watched(&self, what: &'static str, task: impl Future<Output = ()> + Send + 'static) {
         let fault = self.fault.clone();
-        self.tracker.spawn(async move {
+        // Boxed for the stack, as `run_engine` in `Engine::launch`.
+        self.tracker.spawn(Box::pin(async move {
             if std::panic::AssertUnwindSafe(task)
                 .catch_unwind()
                 .await
@@ -345,7 +349,7 @@ impl Tasks {
             {
                 fault.report(format!("{what} (panicked)"));
             }
-        });
+        }));
     }
 
     /// Stops every task and waits up to 5 s; false if some did not finish.

@@ -77,7 +77,14 @@ impl PublishObserver for Recorder {
             }
         }
         if self.recording && !items.list.is_empty() {
-            let Items { list: items, more } = items;
+            let Items {
+                list: mut items,
+                more,
+            } = items;
+            // The timeline holds up to `history_changes` of these: pushed,
+            // the list has room for four items (~300 bytes) where most
+            // changes have one or two.
+            items.shrink_to_fit();
             self.pending.push(Change {
                 namespace: key.namespace().into(),
                 service: key.name().into(),
