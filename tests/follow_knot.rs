@@ -375,12 +375,5 @@ async fn ixfr_over_udp(server: SocketAddr, serial: u32) -> Message {
     m.add_query(Query::query(zone.clone(), RecordType::IXFR));
     let soa = SOA::new(Name::root(), Name::root(), serial, 0, 0, 0, 0);
     m.add_authority(Record::from_rdata(zone, 0, RData::SOA(soa)));
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    socket.send_to(&m.to_vec().unwrap(), server).await.unwrap();
-    let mut buf = vec![0u8; 65535];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf))
-        .await
-        .expect("Knot answers an IXFR over UDP")
-        .unwrap();
-    Message::from_vec(&buf[..n]).unwrap()
+    support::dns::exchange(Proto::Udp, server, &m).await
 }

@@ -617,14 +617,7 @@ async fn notify(to: SocketAddr, zone: &str, key: &TSigner) -> Message {
         RecordType::SOA,
     ));
     let _ = m.finalize(key, transfer_support::now()).unwrap();
-    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    s.send_to(&m.to_vec().unwrap(), to).await.unwrap();
-    let mut buf = vec![0; 4096];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(3), s.recv_from(&mut buf))
-        .await
-        .expect("an answer to the NOTIFY")
-        .unwrap();
-    Message::from_vec(&buf[..n]).unwrap()
+    support::dns::exchange(Proto::Udp, to, &m).await
 }
 
 #[tokio::test]

@@ -48,7 +48,7 @@ use crate::error::Result;
 use crate::index::{Index, IndexWriter};
 use journal::Journal;
 pub(crate) use notify::Followers;
-use zones::Zones;
+use zones::{ZoneId, Zones};
 
 /// Unix time in seconds (TSIG times).
 fn unix_now() -> u64 {
@@ -89,6 +89,21 @@ struct Shared {
     /// One permit per transfer being sent.
     slots: Arc<Semaphore>,
     stats: Stats,
+}
+
+impl Shared {
+    /// The serial `zone` is at now: the index's for a fixed zone, the last
+    /// change inside the namespace for a namespace's zone.
+    fn serial_of(&self, zone: &ZoneId) -> u32 {
+        match zone {
+            ZoneId::Fixed(_) => self.index.serial(),
+            ZoneId::Namespace(ns) => self
+                .journal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .namespace_serial(ns),
+        }
+    }
 }
 
 /// The zone transfer service of one engine (see the module docs).

@@ -364,14 +364,7 @@ async fn notify(
     // they differ: a late answer to it is not taken for the next one's.
     let mut previous: Option<Ticket> = None;
     for attempt in 0..ATTEMPTS {
-        let serial = match &zone {
-            ZoneId::Fixed(_) => shared.index.serial(),
-            ZoneId::Namespace(ns) => shared
-                .journal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .namespace_serial(ns),
-        };
+        let serial = shared.serial_of(&zone);
         let name = shared.zones.name_of(&zone);
         let Some(mut ticket) = pending.register(target) else {
             debug!(zone = name, %target, "notify: every message id is in flight");

@@ -468,14 +468,7 @@ fn snapshot(shared: &Shared, zone: &ZoneId) -> Option<(u32, Published)> {
     for attempt in 0..40 {
         let before = shared.publishing.load(Ordering::SeqCst);
         if before.is_multiple_of(2) {
-            let serial = match zone {
-                ZoneId::Fixed(_) => shared.index.serial(),
-                ZoneId::Namespace(ns) => shared
-                    .journal
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .namespace_serial(ns),
-            };
+            let serial = shared.serial_of(zone);
             let views = shared.index.services();
             let namespaces = match zone {
                 ZoneId::Fixed(0) => shared.index.namespaces(),
